@@ -1,0 +1,52 @@
+# Switchboard: one command sets up, one runs, one checks.
+#   make dev     the gateway on 127.0.0.1:$(PORT) over moto and the mock provider
+#   make test    install what is needed, then the test suite (what CI runs, with sam-check)
+#   make check   lint + type check
+#   make bench   the short benchmark; bench-full the long one
+
+# The first interpreter that really runs (pyenv shims exist for versions that are not active).
+PYTHON ?= $(shell for p in python3.13 /root/.pyenv/versions/3.13*/bin/python3.13 python3.12 python3.11 python3; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+PY313 ?= $(shell for p in python3.13 /root/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+export PY313
+
+VENV := .venv
+VBIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: venv dev test check lint typecheck ci sam-check bench bench-full clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Makefile: no Python >= 3.11 found" >&2; exit 2; }
+	test -x $(VBIN)/python || $(PYTHON) -m venv $(VENV)
+	$(VBIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+dev: venv
+	PORT=$(PORT) $(VBIN)/switchboard dev
+
+test: venv
+	$(VBIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VBIN)/ruff check layers functions tests
+	$(VBIN)/ruff format --check layers functions tests
+
+typecheck: venv
+	$(VBIN)/mypy layers/switchboard
+
+check: lint typecheck
+
+sam-check: sam-validate sam-build
+
+ci: test sam-check
+
+clean:
+	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+include mk/sam.mk

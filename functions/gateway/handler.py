@@ -1,0 +1,8 @@
+"""Buffered-mode Lambda entry point: the same app through Mangum, wired during Lambda init."""
+
+from mangum import Mangum
+
+from switchboard.api import create_app
+from switchboard.gateway import Gateway
+
+handler = Mangum(create_app(Gateway.from_env()), lifespan="off")

@@ -1,0 +1,1 @@
+"""Developer tooling: the local stack, the mock upstream provider and template helpers."""

@@ -1,0 +1,286 @@
+"""The engine: run a plan with retries, fallback and streaming failover, inside one deadline.
+
+For each target in the plan, in order: try it; on a failure whose class allows it, retry the same
+target with jittered exponential backoff (or the upstream's ``Retry-After``); then fall back to
+the next target if the route's ``fallback_on`` names the class. Every attempt is recorded.
+
+Streaming: the engine pulls from the upstream until the first chunk that carries output. Until
+then a failure is invisible to the client and the next target takes over. After that the stream
+is committed; a later failure ends it with an OpenAI-format error event, never a silent cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+
+from switchboard import providers
+from switchboard.errors import (
+    AllTargetsFailed,
+    AttemptFailed,
+    ErrorClass,
+    GatewayError,
+    UpstreamRejected,
+)
+from switchboard.providers.base import Call, StreamChunk
+from switchboard.routing.document import RetryPolicy
+from switchboard.routing.planner import Plan, PlannedTarget
+from switchboard.schemas import ChatCompletion, ChatCompletionRequest
+from switchboard.secrets import SecretResolver, SecretUnavailable
+from switchboard.sse import encode_data, encode_json
+
+__all__ = ["AttemptRecord", "Completion", "Engine", "StreamResult"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    target: str
+    outcome: str  # "ok" or an ErrorClass value
+    status: int | None
+    latency_ms: float
+
+    def render(self) -> str:
+        return f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms"
+
+
+@dataclass(slots=True)
+class Completion:
+    completion: ChatCompletion
+    raw: bytes | None
+    target: PlannedTarget
+    attempts: list[AttemptRecord]
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """A committed stream: the chunks already pulled, and the rest still to come."""
+
+    target: PlannedTarget
+    attempts: list[AttemptRecord]
+    _held: list[StreamChunk]
+    _rest: AsyncIterator[StreamChunk]
+    _deadline: float
+    interrupted: AttemptFailed | None = field(default=None)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """SSE bytes for the client: each chunk as it arrives, then ``[DONE]`` or an error event."""
+        rest = self._rest
+        try:
+            for item in self._held:
+                yield _encode(item)
+            self._held = []
+            while True:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    item = await anext(rest)
+                yield _encode(item)
+        except StopAsyncIteration:
+            yield b"data: [DONE]\n\n"
+        except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
+            failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
+            self.interrupted = failure
+            self.attempts.append(AttemptRecord(self.target.label, failure.error_class, failure.status, 0.0))
+            yield encode_json(
+                {
+                    "error": {
+                        "message": (
+                            f"The upstream stream from {self.target.provider_name} failed after output began "
+                            f"({failure.error_class}); the response is incomplete."
+                        ),
+                        "type": "upstream_error",
+                        "param": None,
+                        "code": "stream_interrupted",
+                    }
+                }
+            )
+        finally:
+            await rest.aclose()  # type: ignore[attr-defined]
+
+
+def _encode(item: StreamChunk) -> bytes:
+    return encode_data(item.raw if item.raw is not None else item.chunk.model_dump_json().encode())
+
+
+def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFailed:
+    """Class a network-level failure: timeouts are ``timeout``, everything else ``server``."""
+    cause = exc.__cause__
+    # aiohttp reports a reset connection as httpx.ConnectTimeout: trust the cause, not the name.
+    timed_out = isinstance(exc, TimeoutError) or (
+        isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
+    )
+    if timed_out:
+        return AttemptFailed(ErrorClass.TIMEOUT, f"{target.provider_name}: timed out")
+    return AttemptFailed(ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})")
+
+
+class Engine:
+    """Runs plans against providers. One per process; holds the shared HTTP client."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        secrets: SecretResolver,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.http = http
+        self._secrets = secrets
+        self._sleep = sleep
+        self._rand = rand
+
+    async def complete(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> Completion:
+        async def attempt(target: PlannedTarget, remaining: float) -> tuple[ChatCompletion, bytes | None]:
+            call = await self._call(request, target, stream=False)
+            async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                return await providers.get(target.provider.kind).complete(call)
+
+        (completion, raw), target, records = await self._run(plan, deadline, attempt)
+        return Completion(completion, raw, target, records)
+
+    async def stream(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> StreamResult:
+        async def attempt(target: PlannedTarget, remaining: float) -> StreamResult:
+            call = await self._call(request, target, stream=True)
+            now = time.monotonic()
+            total_deadline = now + min(target.timeouts.total_s, remaining)
+            first_deadline = min(now + target.timeouts.connect_s + target.timeouts.first_token_s, total_deadline)
+            upstream = providers.get(target.provider.kind).stream(call)
+            held: list[StreamChunk] = []
+            try:
+                while True:
+                    async with asyncio.timeout(first_deadline - time.monotonic()):
+                        item = await anext(upstream)
+                    held.append(item)
+                    if item.chunk.has_content():
+                        break
+            except StopAsyncIteration:
+                raise AttemptFailed(
+                    ErrorClass.SERVER, f"{target.provider_name}: stream ended before any output"
+                ) from None
+            except BaseException:
+                await upstream.aclose()  # type: ignore[attr-defined]
+                raise
+            return StreamResult(target, [], held, upstream, total_deadline)
+
+        result, _target, records = await self._run(plan, deadline, attempt)
+        result.attempts = records
+        return result
+
+    async def _call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
+        ref = target.provider.api_key
+        try:
+            api_key = await self._secrets.resolve(ref) if ref is not None else None
+        except SecretUnavailable as exc:
+            raise AttemptFailed(ErrorClass.SERVER, str(exc)) from None
+        return Call(request, target, api_key, self.http, stream)
+
+    async def _run(
+        self,
+        plan: Plan,
+        deadline: float,
+        attempt: Callable[[PlannedTarget, float], Awaitable[T]],
+    ) -> tuple[T, PlannedTarget, list[AttemptRecord]]:
+        records: list[AttemptRecord] = []
+        last: AttemptFailed | None = None
+        context_floor: int | None = None
+        for target in plan.targets:
+            if last is not None:
+                if last.error_class not in plan.fallback_on:
+                    break
+                if (
+                    last.error_class is ErrorClass.CONTEXT_WINDOW
+                    and context_floor is not None
+                    and target.context_window is not None
+                    and target.context_window <= context_floor
+                ):
+                    continue  # no larger than the window that already overflowed
+            tries = 0
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._exhausted(plan, records, AttemptFailed(ErrorClass.TIMEOUT, "deadline reached"))
+                started = time.monotonic()
+                try:
+                    result = await attempt(target, remaining)
+                except AttemptFailed as exc:
+                    failure = exc
+                except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                    failure = transport_failure(exc, target)
+                else:
+                    records.append(AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000))
+                    return result, target, records
+                records.append(
+                    AttemptRecord(
+                        target.label, failure.error_class, failure.status, (time.monotonic() - started) * 1000
+                    )
+                )
+                last = failure
+                if failure.error_class is ErrorClass.CONTEXT_WINDOW:
+                    context_floor = target.context_window or context_floor
+                tries += 1
+                delay = self._retry_delay(failure, tries, plan.retry)
+                if delay is None or time.monotonic() + delay >= deadline:
+                    break
+                await self._sleep(delay)
+        raise self._exhausted(plan, records, last)
+
+    def _retry_delay(self, failure: AttemptFailed, tries: int, policy: RetryPolicy) -> float | None:
+        """Seconds to wait before trying the same target again, or None to move on."""
+        extra = failure.error_class.max_same_target_retries
+        max_tries = policy.attempts if extra is None else min(policy.attempts, 1 + extra)
+        if tries >= max_tries:
+            return None
+        if failure.retry_after_s is not None and policy.honor_retry_after:
+            if failure.retry_after_s > policy.max_retry_after_s:
+                return None
+            return failure.retry_after_s
+        step = min(policy.max_delay_ms, policy.base_delay_ms * 2 ** (tries - 1)) / 1000
+        return step / 2 + self._rand() * step / 2
+
+    @staticmethod
+    def _exhausted(plan: Plan, records: list[AttemptRecord], last: AttemptFailed | None) -> GatewayError:
+        headers = {"x-switchboard-attempts": str(len(records))}
+        if records:
+            headers["x-switchboard-trail"] = ",".join(r.render() for r in records)
+        if last is not None and last.error_class in (
+            ErrorClass.CLIENT,
+            ErrorClass.CONTENT_POLICY,
+            ErrorClass.CONTEXT_WINDOW,
+        ):
+            if last.status in (401, 403) and last.error_class is ErrorClass.CLIENT:
+                err = UpstreamRejected(last.message, status=502, code="upstream_auth_failed", headers=headers)
+                err.type = "upstream_error"
+                return err
+            default_code = {
+                ErrorClass.CONTEXT_WINDOW: "context_length_exceeded",
+                ErrorClass.CONTENT_POLICY: "content_policy_violation",
+            }.get(last.error_class)
+            err = UpstreamRejected(
+                last.message,
+                status=last.status or 400,
+                code=last.upstream_code or default_code,
+                param=last.upstream_param,
+                headers=headers,
+            )
+            if last.upstream_type:
+                err.type = last.upstream_type
+            return err
+        summary = "; ".join(f"{r.target}: {r.outcome} ({r.status or 'no response'})" for r in records)
+        message = f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
+        if last is not None and last.error_class is ErrorClass.TIMEOUT:
+            return AllTargetsFailed(message, status=504, headers=headers)
+        if last is not None and last.error_class is ErrorClass.RATE_LIMIT:
+            if last.retry_after_s is not None:
+                headers["retry-after"] = str(max(1, round(last.retry_after_s + 0.5)))
+            return AllTargetsFailed(message, status=503, headers=headers)
+        return AllTargetsFailed(message, status=502, headers=headers)

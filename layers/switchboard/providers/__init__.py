@@ -1,0 +1,25 @@
+"""The provider registry: one line per provider family.
+
+``KINDS`` maps the ``kind`` named in the routing document to the class that speaks it.
+"""
+
+from __future__ import annotations
+
+from switchboard.providers.base import Call, Provider, StreamChunk
+from switchboard.providers.openai import OpenAICompatible
+
+__all__ = ["KINDS", "Call", "Provider", "StreamChunk", "get"]
+
+KINDS: dict[str, type[Provider]] = {
+    "openai": OpenAICompatible,
+}
+
+_INSTANCES: dict[str, Provider] = {}
+
+
+def get(kind: str) -> Provider:
+    """The shared, stateless instance for ``kind``."""
+    provider = _INSTANCES.get(kind)
+    if provider is None:
+        provider = _INSTANCES[kind] = KINDS[kind]()
+    return provider

@@ -1,0 +1,73 @@
+"""The planner: turn a model alias into the ordered targets one request will try.
+
+Pure: the document and a random source in, a plan out. ``fallback`` keeps the operator's order;
+``weighted`` draws the order by weight without replacement, so the heavier target is tried first
+more often and the others remain as fallbacks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from switchboard.errors import ErrorClass, ModelNotFound
+from switchboard.routing.document import ProviderConfig, RetryPolicy, RoutingDocument, Target, Timeouts
+
+__all__ = ["Plan", "PlannedTarget", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTarget:
+    provider_name: str
+    provider: ProviderConfig
+    model: str
+    timeouts: Timeouts
+    context_window: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider_name}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    alias: str
+    targets: tuple[PlannedTarget, ...]
+    retry: RetryPolicy
+    fallback_on: frozenset[ErrorClass]
+
+
+def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Target]:
+    pool = [t for t in targets if t.weight > 0]
+    order: list[Target] = []
+    while pool:
+        point = rand() * sum(t.weight for t in pool)
+        for target in pool:
+            point -= target.weight
+            if point < 0:
+                break
+        order.append(target)
+        pool.remove(target)
+    return order
+
+
+def plan(doc: RoutingDocument, alias: str, rand: Callable[[], float] = random.random) -> Plan:
+    """The plan for ``alias``; ``ModelNotFound`` lists the valid aliases when it is unknown."""
+    route = doc.models.get(alias)
+    if route is None:
+        valid = ", ".join(sorted(doc.models)) or "(none configured)"
+        raise ModelNotFound(f"The model '{alias}' does not exist. Valid models: {valid}", param="model")
+    targets = route.targets if route.strategy == "fallback" else _weighted_order(route.targets, rand)
+    timeouts = route.timeouts or doc.defaults.timeouts
+    planned = tuple(
+        PlannedTarget(
+            provider_name=t.provider,
+            provider=doc.providers[t.provider],
+            model=t.model,
+            timeouts=t.timeouts or timeouts,
+            context_window=t.context_window,
+        )
+        for t in targets
+    )
+    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on)

@@ -1,0 +1,57 @@
+"""Typed configuration: explicit argument, then environment, then default. Never read at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+__all__ = ["Settings"]
+
+_ENV = {
+    "routing_param": "SWITCHBOARD_ROUTING_PARAM",
+    "routing_max_age_s": "SWITCHBOARD_ROUTING_MAX_AGE_S",
+    "api_key_param": "SWITCHBOARD_API_KEY_PARAM",
+    "table": "SWITCHBOARD_TABLE",
+    "max_body_bytes": "SWITCHBOARD_MAX_BODY_BYTES",
+    "max_request_s": "SWITCHBOARD_MAX_REQUEST_S",
+    "secret_max_age_s": "SWITCHBOARD_SECRET_MAX_AGE_S",
+    "key_cache_s": "SWITCHBOARD_KEY_CACHE_S",
+    "region": "AWS_REGION",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway reads from its environment."""
+
+    routing_param: str = "/switchboard/routing"
+    routing_max_age_s: float = 5.0
+    api_key_param: str = "/switchboard/api-key"
+    table: str = "switchboard"
+    # Lambda's synchronous payload limit is 6 MB; a larger body could never reach the function.
+    max_body_bytes: int = 6 * 1024 * 1024
+    max_request_s: float = 600.0
+    secret_max_age_s: float = 300.0
+    key_cache_s: float = 30.0
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``overrides``, then ``env`` (default ``os.environ``), then defaults."""
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            if field.name in overrides:
+                values[field.name] = overrides[field.name]
+                continue
+            raw = source.get(_ENV[field.name])
+            if field.name == "region" and not raw:
+                raw = source.get("AWS_DEFAULT_REGION")
+            if raw:
+                kind = type(field.default)
+                try:
+                    values[field.name] = kind(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{_ENV[field.name]}={raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,47 @@
+"""Routing edits through SSM: take effect after the cache age; an invalid edit never takes over."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.conftest import routing_doc
+
+
+def models(gw) -> list[str]:  # type: ignore[no-untyped-def]
+    response = httpx.get(gw.v1 + "/models", headers=gw.headers())
+    assert response.status_code == 200
+    return [m["id"] for m in response.json()["data"]]
+
+
+def test_an_edit_takes_effect_after_the_cache_age(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(routing_max_age_s=0.5)
+    first = httpx.get(gw.v1 + "/models", headers=gw.headers())
+    assert [m["id"] for m in first.json()["data"]] == ["echo"]
+    edited = routing_doc(mock.base_url, {"renamed": {"targets": [{"provider": "mock", "model": "echo"}]}})
+    edited["revision"] = "edit-2"
+    gw.put_routing(edited)
+    assert models(gw) == ["echo"]  # still cached
+    time.sleep(0.6)
+    after = httpx.get(gw.v1 + "/models", headers=gw.headers())
+    assert [m["id"] for m in after.json()["data"]] == ["renamed"]
+    assert after.headers["x-switchboard-routing-version"] == "edit-2"
+    assert first.headers["x-switchboard-routing-version"] != "edit-2"
+
+
+def test_an_invalid_edit_keeps_the_last_good_document(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(routing_max_age_s=0.2)
+    good_version = httpx.get(gw.v1 + "/models", headers=gw.headers()).headers["x-switchboard-routing-version"]
+    broken = routing_doc(mock.base_url, {"x": {"targets": [{"provider": "nowhere", "model": "m"}]}})
+    for bad in ("{not json", broken):
+        gw.put_routing(bad)
+        time.sleep(0.3)
+        response = httpx.post(
+            gw.v1 + "/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "still here"}]},
+            headers=gw.headers(),
+        )
+        assert response.status_code == 200
+        assert response.headers["x-switchboard-routing-version"] == good_version
+    assert gw.gateway.routing.rejected >= 2
