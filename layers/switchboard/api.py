@@ -9,6 +9,7 @@ Every response carries ``x-request-id``; routed responses carry the attribution 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,7 +27,9 @@ from starlette.routing import Route
 
 from switchboard.auth import Principal, bearer_token
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
+from switchboard.engine import StreamResult
 from switchboard.gateway import Gateway
+from switchboard.lifecycle import Exchange, Hook, settle_all
 from switchboard.routing.planner import plan
 from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, Model, ModelList
@@ -175,16 +178,53 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
         raise PermissionDenied(f"This key may not use the model '{chat.model}'.", param="model")
     route = plan(routing.document, chat.model)
     deadline = _deadline(request, gateway.settings.max_request_s)
+    ex = Exchange(headers["x-request-id"], principal, chat, routing.revision, route, headers=headers)
+    hooks = gateway.hooks
+    for hook in hooks:
+        await hook.admit(ex)
+    try:
+        if chat.stream:
+            stream = await gateway.engine.stream(chat, route, deadline)
+        else:
+            done = await gateway.engine.complete(chat, route, deadline)
+    except GatewayError as exc:
+        ex.outcome, ex.status, ex.error_code = "error", exc.status, exc.code
+        ex.attempts = exc.attempts
+        await settle_all(hooks, ex)
+        raise
+    except BaseException:
+        ex.outcome, ex.status = "error", 500
+        await asyncio.shield(settle_all(hooks, ex))
+        raise
     if chat.stream:
-        stream = await gateway.engine.stream(chat, route, deadline)
+        ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
         _attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(stream.events(), 200, headers, "text/event-stream")
-    done = await gateway.engine.complete(chat, route, deadline)
+        return StreamingResponse(_settled_stream(stream, ex, hooks), 200, headers, "text/event-stream")
+    ex.target, ex.attempts, ex.usage, ex.status, ex.outcome = done.target, done.attempts, done.completion.usage, 200, "ok"
     _attribution(headers, done.target.provider_name, done.target.model, done.attempts)
+    await settle_all(hooks, ex)
     content = done.raw if done.raw is not None else done.completion.model_dump_json().encode()
     return Response(content, 200, headers, _JSON)
+
+
+async def _settled_stream(stream: StreamResult, ex: Exchange, hooks: list[Hook]) -> AsyncIterator[bytes]:
+    """The stream's bytes; settles once the last byte is out, the upstream broke, or the client left."""
+    ex.first_token_at = stream.first_token_at
+    try:
+        async for data in stream.events():
+            yield data
+    finally:
+        ex.usage = stream.usage
+        ex.attempts = stream.attempts
+        if stream.completed:
+            ex.outcome = "ok"
+        else:
+            ex.outcome = "interrupted"
+            ex.error_code = "stream_interrupted" if stream.interrupted else "client_disconnected"
+        # Shielded: a client that disconnects cancels this generator, but never the settlement.
+        await asyncio.shield(settle_all(hooks, ex))
 
 
 def _attribution(headers: dict[str, str], provider: str, model: str, attempts: list[Any]) -> None:

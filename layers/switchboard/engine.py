@@ -31,7 +31,7 @@ from switchboard.errors import (
 from switchboard.providers.base import Call, StreamChunk
 from switchboard.routing.document import RetryPolicy
 from switchboard.routing.planner import Plan, PlannedTarget
-from switchboard.schemas import ChatCompletion, ChatCompletionRequest
+from switchboard.schemas import ChatCompletion, ChatCompletionRequest, Usage
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
@@ -68,6 +68,9 @@ class StreamResult:
     _held: list[StreamChunk]
     _rest: AsyncIterator[StreamChunk]
     _deadline: float
+    first_token_at: float = 0.0
+    usage: Usage | None = None
+    completed: bool = False
     interrupted: AttemptFailed | None = field(default=None)
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -75,6 +78,8 @@ class StreamResult:
         rest = self._rest
         try:
             for item in self._held:
+                if item.chunk.usage is not None:
+                    self.usage = item.chunk.usage
                 yield _encode(item)
             self._held = []
             while True:
@@ -83,8 +88,11 @@ class StreamResult:
                     raise TimeoutError
                 async with asyncio.timeout(remaining):
                     item = await anext(rest)
+                if item.chunk.usage is not None:
+                    self.usage = item.chunk.usage
                 yield _encode(item)
         except StopAsyncIteration:
+            self.completed = True
             yield b"data: [DONE]\n\n"
         except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
             failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
@@ -170,7 +178,7 @@ class Engine:
             except BaseException:
                 await upstream.aclose()  # type: ignore[attr-defined]
                 raise
-            return StreamResult(target, [], held, upstream, total_deadline)
+            return StreamResult(target, [], held, upstream, total_deadline, first_token_at=time.monotonic())
 
         result, _target, records = await self._run(plan, deadline, attempt)
         result.attempts = records
@@ -247,8 +255,14 @@ class Engine:
         step = min(policy.max_delay_ms, policy.base_delay_ms * 2 ** (tries - 1)) / 1000
         return step / 2 + self._rand() * step / 2
 
+    @classmethod
+    def _exhausted(cls, plan: Plan, records: list[AttemptRecord], last: AttemptFailed | None) -> GatewayError:
+        err = cls._failure(plan, records, last)
+        err.attempts = records
+        return err
+
     @staticmethod
-    def _exhausted(plan: Plan, records: list[AttemptRecord], last: AttemptFailed | None) -> GatewayError:
+    def _failure(plan: Plan, records: list[AttemptRecord], last: AttemptFailed | None) -> GatewayError:
         headers = {"x-switchboard-attempts": str(len(records))}
         if records:
             headers["x-switchboard-trail"] = ",".join(r.render() for r in records)

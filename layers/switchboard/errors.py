@@ -103,6 +103,7 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.headers: dict[str, str] = dict(headers or {})
+        self.attempts: list[Any] = []  # the engine's attempt records, when upstreams were tried
 
     def body(self) -> dict[str, Any]:
         """The OpenAI error envelope."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import httpx
@@ -11,6 +11,7 @@ import httpx
 from switchboard import aws
 from switchboard.auth import Authenticator, SsmKeyAuthenticator
 from switchboard.engine import Engine
+from switchboard.lifecycle import Hook
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
@@ -49,6 +50,7 @@ class Gateway:
     routing: RoutingStore
     auth: Authenticator
     engine: Engine
+    hooks: list[Hook] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:

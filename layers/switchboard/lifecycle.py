@@ -1,0 +1,67 @@
+"""One request's journey through the gateway, and the hooks that act on it.
+
+The chat handler fills an ``Exchange`` as it goes and calls every hook twice:
+
+    authenticate -> parse -> plan -> hook.admit(ex) -> engine -> response -> hook.settle(ex)
+
+``admit`` may refuse the request (a ``GatewayError`` such as 402 or 429) and may add response
+headers; it runs before any upstream call. ``settle`` runs exactly once per admitted request,
+after a buffered response is built, after a stream's last byte, or after a failure, and must not
+raise. Budgets, rate limits and cost events are hooks; the handler knows none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from switchboard.auth import Principal
+from switchboard.routing.planner import Plan, PlannedTarget
+from switchboard.schemas import ChatCompletionRequest, Usage
+
+__all__ = ["Exchange", "Hook", "settle_all"]
+
+log = logging.getLogger("switchboard.lifecycle")
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    principal: Principal
+    chat: ChatCompletionRequest
+    routing_revision: str
+    plan: Plan
+    started: float = field(default_factory=time.monotonic)
+    headers: dict[str, str] = field(default_factory=dict)
+    target: PlannedTarget | None = None
+    attempts: list[Any] = field(default_factory=list)  # engine.AttemptRecord
+    usage: Usage | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    outcome: str = "pending"  # ok | error | interrupted
+    status: int = 0
+    error_code: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # per-hook scratch, keyed by the hook's name
+
+    @property
+    def alias(self) -> str:
+        return self.plan.alias
+
+
+class Hook(Protocol):
+    async def admit(self, ex: Exchange) -> None: ...
+
+    async def settle(self, ex: Exchange) -> None: ...
+
+
+async def settle_all(hooks: list[Hook], ex: Exchange) -> None:
+    """Run every hook's ``settle``; one failing hook never stops the others or the response."""
+    if ex.finished_at is None:
+        ex.finished_at = time.monotonic()
+    for hook in hooks:
+        try:
+            await hook.settle(ex)
+        except Exception:
+            log.exception("settle failed in %s for request %s", type(hook).__name__, ex.request_id)
