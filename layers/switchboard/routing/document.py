@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from switchboard.costs import Price
 from switchboard.errors import ErrorClass
 
 __all__ = [
@@ -139,6 +140,7 @@ class RoutingDocument(_Strict):
     defaults: Defaults = Defaults()
     providers: dict[Annotated[str, Field(pattern=_NAME.pattern)], ProviderConfig]
     models: dict[Annotated[str, Field(pattern=_NAME.pattern)], ModelRoute]
+    prices: dict[str, Price] = Field(default_factory=dict, description="'provider/model' -> USD per Mtok")
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> RoutingDocument:
