@@ -1,35 +1,59 @@
-"""Read resources out of ``template.yaml``, so local tables are built from the stack's own definitions."""
+"""Read ``template.yaml``, so local tables are built from the stack's own definitions.
+
+Short-form tags become the long form CloudFormation itself uses: ``!Ref X`` -> ``{"Ref": "X"}``,
+``!GetAtt A.B`` -> ``{"Fn::GetAtt": ["A", "B"]}``, ``!Condition C`` -> ``{"Condition": "C"}``,
+any other ``!Name v`` -> ``{"Fn::Name": v}``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_template", "table_definitions"]
+import yaml
+
+__all__ = ["CfnLoader", "load_template", "loads_template", "table_definitions"]
+
+
+class CfnLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
+    """SafeLoader that understands CloudFormation short-form intrinsic function tags."""
+
+
+def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:  # pragma: no cover - yaml has no other node kinds
+        raise yaml.constructor.ConstructorError(
+            None, None, f"unexpected node for !{tag_suffix}", node.start_mark
+        )
+
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def loads_template(text: str) -> dict[str, Any]:
+    """Parse template text into plain dicts/lists, intrinsics in their long form."""
+    doc = yaml.load(text, Loader=CfnLoader)  # CfnLoader is a SafeLoader
+    if not isinstance(doc, dict):
+        raise ValueError("a CloudFormation template must be a mapping")
+    return doc
 
 
 def load_template(path: str | Path) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template, tolerating short-form intrinsics (``!Ref``, ``!Sub``...)."""
-    import yaml
-
-    class _Loader(yaml.SafeLoader):
-        pass
-
-    def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-        value: Any
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {name: value}
-
-    _Loader.add_multi_constructor("!", _intrinsic)
-    with open(path, encoding="utf-8") as handle:
-        loaded: dict[str, Any] = yaml.load(handle, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    return loaded
+    """Read and parse a CloudFormation/SAM template file."""
+    return loads_template(Path(path).read_text(encoding="utf-8"))
 
 
 _TABLE_KEYS = (

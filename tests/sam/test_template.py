@@ -1,0 +1,339 @@
+"""Static checks of template.yaml: the deployment facts that are easy to break and costly to find
+after a `sam deploy` (streaming wiring, architecture, table schema, log retention, IAM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.devtools.cfn import load_template, loads_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+STREAM_URI_MARK = "/2021-11-15/functions/"
+STREAM_URI_SUFFIX = "/response-streaming-invocations"
+LWA_ACCOUNT = "753240598075"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE)
+
+
+def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in template["Resources"].items() if res["Type"] == type_}
+
+
+def only(template: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = resources_of(template, type_)
+    assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+    return next(iter(found.values()))
+
+
+def if_branches(value: Any, condition: str = "IsStreaming") -> tuple[Any, Any]:
+    """(when true, when false) of an ``Fn::If`` on ``condition``; a plain value is both."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        cond, when_true, when_false = value["Fn::If"]
+        assert cond == condition
+        return when_true, when_false
+    return value, value
+
+
+def sub_text(value: Any) -> str:
+    """The format string of an ``Fn::Sub`` (or a plain string)."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    assert isinstance(value, str), value
+    return value
+
+
+def walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for child in node.values():
+            yield from walk(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from walk(child)
+
+
+def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, res in template["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                for st in policy["PolicyDocument"]["Statement"]:
+                    yield f"{name}/{policy['PolicyName']}", st
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for st in props["PolicyDocument"]["Statement"]:
+                yield name, st
+        elif res["Type"] == "AWS::Serverless::Function":
+            policies = props.get("Policies", [])
+            for policy in policies if isinstance(policies, list) else [policies]:
+                if isinstance(policy, dict) and "Statement" in policy:
+                    for st in policy["Statement"]:
+                        yield name, st
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------- loader ---------
+
+
+def test_loader_understands_short_form_tags() -> None:
+    doc = loads_template(
+        "A: !Ref X\nB: !GetAtt R.Arn\nC: !Sub 'x-${Y}'\nD: !If [IsStreaming, a, !Ref AWS::NoValue]\n"
+        "E: !Join ['', [a, b]]\nF: !GetAtt Db.Endpoint.Address\nG: !Condition IsStreaming\n"
+    )
+    assert doc == {
+        "A": {"Ref": "X"},
+        "B": {"Fn::GetAtt": ["R", "Arn"]},
+        "C": {"Fn::Sub": "x-${Y}"},
+        "D": {"Fn::If": ["IsStreaming", "a", {"Ref": "AWS::NoValue"}]},
+        "E": {"Fn::Join": ["", ["a", "b"]]},
+        "F": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
+        "G": {"Condition": "IsStreaming"},
+    }
+
+
+# ------------------------------------------------------------------------ API Gateway -------
+
+
+def test_rest_api_is_regional(template: dict[str, Any]) -> None:
+    api = only(template, "AWS::Serverless::Api")["Properties"]
+    assert api["EndpointConfiguration"]["Type"] == "REGIONAL"
+    assert not resources_of(template, "AWS::Serverless::HttpApi"), "HTTP APIs cannot stream"
+
+
+def test_api_proxies_root_and_every_path_to_the_gateway(template: dict[str, Any]) -> None:
+    paths = only(template, "AWS::Serverless::Api")["Properties"]["DefinitionBody"]["paths"]
+    assert set(paths) == {"/", "/{proxy+}"}
+    for path, item in paths.items():
+        integration = item["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy", path
+        assert integration["httpMethod"] == "POST", path
+        for branch in if_branches(integration["uri"]):
+            assert "${GatewayFunction.Arn}" in sub_text(branch), path
+
+
+def test_streaming_mode_uses_response_stream_integration(template: dict[str, Any]) -> None:
+    paths = only(template, "AWS::Serverless::Api")["Properties"]["DefinitionBody"]["paths"]
+    for path, item in paths.items():
+        integration = item["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+        streaming, buffered = if_branches(integration["responseTransferMode"])
+        assert (streaming, buffered) == ("STREAM", "BUFFERED"), path
+
+        stream_uri, buffered_uri = (sub_text(u) for u in if_branches(integration["uri"]))
+        assert STREAM_URI_MARK in stream_uri and stream_uri.endswith(STREAM_URI_SUFFIX), path
+        assert "/2015-03-31/functions/" in buffered_uri and buffered_uri.endswith("/invocations"), path
+
+        stream_timeout, buffered_timeout = if_branches(integration["timeoutInMillis"])
+        assert stream_timeout == 900000, path
+        assert buffered_timeout <= 29000, path
+
+
+def test_sam_api_events_use_the_literal_that_sam_understands(template: dict[str, Any]) -> None:
+    # samtranslator only honours the literal RESPONSE_STREAM; STREAM or an intrinsic is dropped.
+    for name, fn in resources_of(template, "AWS::Serverless::Function").items():
+        for event_name, event in fn["Properties"].get("Events", {}).items():
+            props = event.get("Properties", {})
+            if event["Type"] == "Api" and "ResponseTransferMode" in props:
+                assert props["ResponseTransferMode"] == "RESPONSE_STREAM", f"{name}.{event_name}"
+
+
+def test_api_redeploys_when_the_mode_changes(template: dict[str, Any]) -> None:
+    # The DefinitionBody's mode-dependent fields are !If, invisible to SAM's deployment hash.
+    assert only(template, "AWS::Serverless::Api")["Properties"]["AlwaysDeploy"] is True
+
+
+def test_api_gateway_may_invoke_the_function(template: dict[str, Any]) -> None:
+    perm = only(template, "AWS::Lambda::Permission")["Properties"]
+    assert perm["Action"] == "lambda:InvokeFunction"
+    assert perm["Principal"] == "apigateway.amazonaws.com"
+    assert perm["FunctionName"] == {"Ref": "GatewayFunction"}
+    assert "${GatewayApi}/${StageName}/" in sub_text(perm["SourceArn"])
+
+
+def test_api_url_output_is_the_v1_base_url(template: dict[str, Any]) -> None:
+    url = sub_text(template["Outputs"]["ApiUrl"]["Value"])
+    assert url.startswith("https://${GatewayApi}.execute-api.${AWS::Region}.")
+    assert url.endswith("/${StageName}/v1")
+    assert template["Parameters"]["StageName"]["Default"] != "v1", "would give .../v1/v1"
+    assert {"TableName", "RoutingParameterName"} <= set(template["Outputs"])
+
+
+# --------------------------------------------------------------------------- Lambda --------
+
+
+def test_function_runtime_and_architecture(template: dict[str, Any]) -> None:
+    fn = only(template, "AWS::Serverless::Function")
+    props = fn["Properties"]
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["CodeUri"].rstrip("/") == "functions/gateway"
+    assert fn["Metadata"]["BuildMethod"] == "makefile"
+
+
+def test_function_modes(template: dict[str, Any]) -> None:
+    props = only(template, "AWS::Serverless::Function")["Properties"]
+    assert if_branches(props["Handler"]) == ("run.sh", "handler.handler")
+
+    layers = props["Layers"]
+    assert {"Ref": "GatewayLayer"} in layers
+    adapter = [layer for layer in layers if isinstance(layer, dict) and "Fn::If" in layer]
+    assert len(adapter) == 1
+    streaming, buffered = if_branches(adapter[0])
+    arn = sub_text(streaming)
+    assert f":{LWA_ACCOUNT}:layer:LambdaAdapterLayerArm64:" in arn
+    assert int(arn.rsplit(":", 1)[1]) >= 30
+    assert buffered == {"Ref": "AWS::NoValue"}
+
+    env = props["Environment"]["Variables"]
+    streaming_env = {
+        "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+        "AWS_LWA_INVOKE_MODE": "response_stream",
+        "AWS_LWA_READINESS_CHECK_PATH": "/health",
+        "PORT": "8080",
+    }
+    for key, value in streaming_env.items():
+        assert if_branches(env[key]) == (value, {"Ref": "AWS::NoValue"}), key
+    for key in ("SWITCHBOARD_ROUTING_PARAM", "SWITCHBOARD_API_KEY_PARAM", "SWITCHBOARD_TABLE"):
+        assert key in env
+    assert env["POWERTOOLS_SERVICE_NAME"] == "switchboard"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Switchboard"
+
+
+def test_layer_targets_python313_arm64(template: dict[str, Any]) -> None:
+    layer = template["Resources"]["GatewayLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Properties"]["ContentUri"].rstrip("/") == "layers"
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+
+
+def test_run_sh_is_an_executable_uvicorn_launcher() -> None:
+    run_sh = ROOT / "functions" / "gateway" / "run.sh"
+    text = run_sh.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/bash\n")
+    assert "\r" not in text
+    assert os.stat(run_sh).st_mode & stat.S_IXUSR
+    assert "exec python -m uvicorn" in text and "app:app" in text
+    assert "/opt/python" in text
+
+
+def test_build_makefiles_have_the_targets_sam_calls(template: dict[str, Any]) -> None:
+    for name, res in template["Resources"].items():
+        if res.get("Metadata", {}).get("BuildMethod") != "makefile":
+            continue
+        props = res["Properties"]
+        src = ROOT / (props.get("CodeUri") or props["ContentUri"])
+        assert f"build-{name}:" in (src / "Makefile").read_text(encoding="utf-8"), name
+
+
+# ------------------------------------------------------------------------- DynamoDB --------
+
+
+def test_table_schema(template: dict[str, Any]) -> None:
+    table = template["Resources"]["SwitchboardTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    (gsi,) = props["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "gsi1"
+    assert [k["AttributeName"] for k in gsi["KeySchema"]] == ["gsi1pk", "gsi1sk"]
+    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    defined = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert defined == {"pk": "S", "sk": "S", "gsi1pk": "S", "gsi1sk": "S"}
+
+
+def test_table_properties_are_plain_data(template: dict[str, Any]) -> None:
+    # The local dev stack creates its table from these properties, without a CFN engine.
+    props = template["Resources"]["SwitchboardTable"]["Properties"]
+    for node in walk(props):
+        if isinstance(node, dict):
+            assert not any(k == "Ref" or k.startswith("Fn::") for k in node), node
+    assert "TableName" not in props
+
+
+# ----------------------------------------------------------------------- SSM / logs --------
+
+
+def test_routing_parameter_seed_is_a_valid_empty_document(template: dict[str, Any]) -> None:
+    param = template["Resources"]["RoutingParameter"]
+    assert param["Type"] == "AWS::SSM::Parameter"
+    props = param["Properties"]
+    assert props["Name"] == {"Ref": "RoutingParameterName"}
+    assert props["Type"] == "String"
+    assert json.loads(props["Value"]) == {"version": 1, "providers": {}, "models": {}}
+
+
+def test_every_log_group_has_retention(template: dict[str, Any]) -> None:
+    groups = resources_of(template, "AWS::Logs::LogGroup")
+    assert groups
+    for name, group in groups.items():
+        assert group["Properties"].get("RetentionInDays"), name
+
+
+def test_functions_log_to_their_retained_group(template: dict[str, Any]) -> None:
+    groups = resources_of(template, "AWS::Logs::LogGroup")
+    for name, fn in resources_of(template, "AWS::Serverless::Function").items():
+        ref = fn["Properties"]["LoggingConfig"]["LogGroup"]
+        assert ref.get("Ref") in groups, name
+
+
+# --------------------------------------------------------------------------- IAM -----------
+
+
+def test_iam_actions_are_explicit(template: dict[str, Any]) -> None:
+    statements = list(policy_statements(template))
+    assert statements
+    for where, st in statements:
+        for action in as_list(st.get("Action", [])):
+            assert isinstance(action, str), (where, action)
+            assert "*" not in action, (where, action)
+        assert "NotAction" not in st, where
+        for resource in as_list(st.get("Resource", [])):
+            assert resource != "*", where
+
+
+def test_function_uses_the_least_privilege_role(template: dict[str, Any]) -> None:
+    props = only(template, "AWS::Serverless::Function")["Properties"]
+    assert props["Role"] == {"Fn::GetAtt": ["GatewayRole", "Arn"]}
+    actions = {a for _, st in policy_statements(template) for a in as_list(st["Action"])}
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ssm:GetParameter",
+        "ssm:GetParameters",
+        "kms:Decrypt",
+        "secretsmanager:GetSecretValue",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "dynamodb:TransactWriteItems",
+        "dynamodb:ConditionCheckItem",
+    }
+
+
+def test_kms_decrypt_only_through_ssm(template: dict[str, Any]) -> None:
+    (kms,) = [st for _, st in policy_statements(template) if st["Action"] == "kms:Decrypt"]
+    assert sub_text(kms["Condition"]["StringEquals"]["kms:ViaService"]) == "ssm.${AWS::Region}.amazonaws.com"
