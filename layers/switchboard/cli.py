@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -129,6 +130,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from switchboard.devtools.devstack import DevStack
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     env = os.environ
     stack = DevStack(
         moto_port=int(env.get("MOTO_PORT", "5055")),
