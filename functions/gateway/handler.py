@@ -1,7 +1,6 @@
 """Buffered-mode Lambda entry point: the same app through Mangum, wired during Lambda init."""
 
 from mangum import Mangum
-
 from switchboard.api import create_app
 from switchboard.gateway import Gateway
 

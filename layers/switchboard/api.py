@@ -10,6 +10,7 @@ Every response carries ``x-request-id``; routed responses carry the attribution 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,8 +27,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from switchboard.auth import Principal, bearer_token
-from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.engine import StreamResult
+from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, settle_all
 from switchboard.routing.planner import plan
@@ -111,7 +112,9 @@ def _parse_chat(body: bytes) -> ChatCompletionRequest:
         if first["type"] == "model_type" and not first["loc"]:
             raise InvalidRequest("The request body must be a JSON object.", code="invalid_json") from None
         where = ".".join(str(part) for part in first["loc"])
-        raise InvalidRequest(f"Invalid request: '{where}': {first['msg']}", param=where, code="invalid_value") from None
+        raise InvalidRequest(
+            f"Invalid request: '{where}': {first['msg']}", param=where, code="invalid_value"
+        ) from None
 
 
 def _deadline(request: Request, max_request_s: float) -> float:
@@ -120,10 +123,8 @@ def _deadline(request: Request, max_request_s: float) -> float:
     for name in ("x-switchboard-timeout", "x-stainless-timeout"):
         value = request.headers.get(name)
         if value:
-            try:
+            with contextlib.suppress(ValueError):
                 budget = min(budget, float(value))
-            except ValueError:
-                pass
             break
     context = request.scope.get("aws.context")  # Mangum
     if context is not None:
@@ -152,7 +153,9 @@ async def list_models(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     allowed = principal.allowed_models
-    models = [Model(id=alias) for alias in sorted(routing.document.models) if allowed is None or alias in allowed]
+    models = [
+        Model(id=alias) for alias in sorted(routing.document.models) if allowed is None or alias in allowed
+    ]
     return Response(ModelList(data=models).model_dump_json(), 200, headers, _JSON)
 
 
@@ -202,7 +205,13 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         return StreamingResponse(_settled_stream(stream, ex, hooks), 200, headers, "text/event-stream")
-    ex.target, ex.attempts, ex.usage, ex.status, ex.outcome = done.target, done.attempts, done.completion.usage, 200, "ok"
+    ex.target, ex.attempts, ex.usage, ex.status, ex.outcome = (
+        done.target,
+        done.attempts,
+        done.completion.usage,
+        200,
+        "ok",
+    )
     _attribution(headers, done.target.provider_name, done.target.model, done.attempts)
     await settle_all(hooks, ex)
     content = done.raw if done.raw is not None else done.completion.model_dump_json().encode()

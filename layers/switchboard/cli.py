@@ -152,7 +152,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 Switchboard dev stack
   gateway   {base}
   api key   {stack.api_key}
-  moto      {stack.env['AWS_ENDPOINT_URL']}   mock provider {stack.mock.base_url}
+  moto      {stack.env["AWS_ENDPOINT_URL"]}   mock provider {stack.mock.base_url}
 
   curl {base}/chat/completions -H 'Authorization: Bearer {stack.api_key}' \\
        -H 'Content-Type: application/json' \\
@@ -189,7 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     push = routing.add_parser("push", help="validate, diff and put the parameter")
     push.add_argument("file", help="path, or - for stdin")
     push.add_argument("--yes", action="store_true", help="do not ask before putting")
-    push.add_argument("--param", help="parameter name (default: SWITCHBOARD_ROUTING_PARAM or /switchboard/routing)")
+    push.add_argument(
+        "--param", help="parameter name (default: SWITCHBOARD_ROUTING_PARAM or /switchboard/routing)"
+    )
     push.set_defaults(func=cmd_push)
     show = routing.add_parser("show", help="print the live document")
     show.add_argument("--param")

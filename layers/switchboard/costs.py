@@ -51,8 +51,12 @@ def usage_breakdown(usage: Usage) -> tuple[int, int, int, int]:
 def cost_usd(price: Price, usage: Usage) -> Decimal:
     """The exact cost of ``usage`` at ``price``."""
     uncached, cached, writes, output = usage_breakdown(usage)
-    cached_rate = price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
-    write_rate = price.cache_write_per_mtok if price.cache_write_per_mtok is not None else price.input_per_mtok
+    cached_rate = (
+        price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
+    )
+    write_rate = (
+        price.cache_write_per_mtok if price.cache_write_per_mtok is not None else price.input_per_mtok
+    )
     total = (
         uncached * price.input_per_mtok
         + cached * cached_rate

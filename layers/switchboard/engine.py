@@ -128,7 +128,9 @@ def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFaile
     )
     if timed_out:
         return AttemptFailed(ErrorClass.TIMEOUT, f"{target.provider_name}: timed out")
-    return AttemptFailed(ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})")
+    return AttemptFailed(
+        ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})"
+    )
 
 
 class Engine:
@@ -161,7 +163,9 @@ class Engine:
             call = await self._call(request, target, stream=True)
             now = time.monotonic()
             total_deadline = now + min(target.timeouts.total_s, remaining)
-            first_deadline = min(now + target.timeouts.connect_s + target.timeouts.first_token_s, total_deadline)
+            first_deadline = min(
+                now + target.timeouts.connect_s + target.timeouts.first_token_s, total_deadline
+            )
             upstream = providers.get(target.provider.kind).stream(call)
             held: list[StreamChunk] = []
             try:
@@ -216,7 +220,9 @@ class Engine:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise self._exhausted(plan, records, AttemptFailed(ErrorClass.TIMEOUT, "deadline reached"))
+                    raise self._exhausted(
+                        plan, records, AttemptFailed(ErrorClass.TIMEOUT, "deadline reached")
+                    )
                 started = time.monotonic()
                 try:
                     result = await attempt(target, remaining)
@@ -225,7 +231,9 @@ class Engine:
                 except (httpx.HTTPError, TimeoutError, OSError) as exc:
                     failure = transport_failure(exc, target)
                 else:
-                    records.append(AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000))
+                    records.append(
+                        AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000)
+                    )
                     return result, target, records
                 records.append(
                     AttemptRecord(
@@ -252,8 +260,8 @@ class Engine:
             if failure.retry_after_s > policy.max_retry_after_s:
                 return None
             return failure.retry_after_s
-        step = min(policy.max_delay_ms, policy.base_delay_ms * 2 ** (tries - 1)) / 1000
-        return step / 2 + self._rand() * step / 2
+        step = min(policy.max_delay_ms, policy.base_delay_ms * 2 ** (tries - 1)) / 1000.0
+        return float(step / 2 + self._rand() * step / 2)
 
     @classmethod
     def _exhausted(cls, plan: Plan, records: list[AttemptRecord], last: AttemptFailed | None) -> GatewayError:
@@ -290,7 +298,9 @@ class Engine:
                 err.type = last.upstream_type
             return err
         summary = "; ".join(f"{r.target}: {r.outcome} ({r.status or 'no response'})" for r in records)
-        message = f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
+        message = (
+            f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
+        )
         if last is not None and last.error_class is ErrorClass.TIMEOUT:
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:

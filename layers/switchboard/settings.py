@@ -49,7 +49,7 @@ class Settings:
             if field.name == "region" and not raw:
                 raw = source.get("AWS_DEFAULT_REGION")
             if raw:
-                kind = type(field.default)
+                kind: type = type(field.default)
                 try:
                     values[field.name] = kind(raw)
                 except ValueError as exc:

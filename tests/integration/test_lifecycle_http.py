@@ -6,7 +6,6 @@ import time
 
 import httpx
 import pytest
-
 from switchboard.errors import RateLimited
 from switchboard.lifecycle import Exchange
 
@@ -53,7 +52,9 @@ def wait_for(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untype
 
 def test_buffered_success_is_settled_with_usage(recorded) -> None:  # type: ignore[no-untyped-def]
     gw, rec = recorded
-    response = httpx.post(gw.v1 + "/chat/completions", json={"model": "echo", "messages": MSG}, headers=gw.headers())
+    response = httpx.post(
+        gw.v1 + "/chat/completions", json={"model": "echo", "messages": MSG}, headers=gw.headers()
+    )
     assert response.status_code == 200 and response.headers["x-hook"] == "seen"
     [ex] = rec.settled
     assert ex.outcome == "ok" and ex.usage is not None and ex.usage.completion_tokens == 4
@@ -62,7 +63,9 @@ def test_buffered_success_is_settled_with_usage(recorded) -> None:  # type: igno
 
 def test_failure_is_settled_as_error(recorded) -> None:  # type: ignore[no-untyped-def]
     gw, rec = recorded
-    response = httpx.post(gw.v1 + "/chat/completions", json={"model": "broken", "messages": MSG}, headers=gw.headers())
+    response = httpx.post(
+        gw.v1 + "/chat/completions", json={"model": "broken", "messages": MSG}, headers=gw.headers()
+    )
     assert response.status_code == 502
     [ex] = rec.settled
     assert (ex.outcome, ex.status, ex.error_code) == ("error", 502, "all_targets_failed")
@@ -91,7 +94,10 @@ def test_interrupted_stream_is_settled_as_interrupted(recorded) -> None:  # type
 def test_client_disconnect_mid_stream_is_still_settled(recorded) -> None:  # type: ignore[no-untyped-def]
     gw, rec = recorded
     body = {"model": "slow", "messages": MSG, "stream": True}
-    with httpx.Client() as client, client.stream("POST", gw.v1 + "/chat/completions", json=body, headers=gw.headers()) as r:
+    with (
+        httpx.Client() as client,
+        client.stream("POST", gw.v1 + "/chat/completions", json=body, headers=gw.headers()) as r,
+    ):
         for line in r.iter_lines():
             if '"content":"echo:"' in line:
                 break
@@ -103,7 +109,9 @@ def test_a_refusing_hook_stops_the_request_before_any_upstream_call(gateway_fact
     gw = gateway_factory()
     gw.gateway.hooks.append(Recorder(refuse=True))
     before = len(mock.requests)
-    response = httpx.post(gw.v1 + "/chat/completions", json={"model": "echo", "messages": MSG}, headers=gw.headers())
+    response = httpx.post(
+        gw.v1 + "/chat/completions", json={"model": "echo", "messages": MSG}, headers=gw.headers()
+    )
     assert response.status_code == 429 and response.headers["retry-after"] == "3"
     assert response.json()["error"]["type"] == "rate_limit_error"
     assert len(mock.requests) == before

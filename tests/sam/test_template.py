@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from switchboard.devtools.cfn import load_template, loads_template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ server, and the only upstream is the mock unless a real provider key is in the e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -28,7 +29,11 @@ MOCK_SECRET_PARAM = "/switchboard/secrets/mock"
 REAL_PROVIDERS: dict[str, tuple[str, str, str]] = {
     "openai": ("OPENAI_API_KEY", "https://api.openai.com/v1", "gpt-4o-mini"),
     "groq": ("GROQ_API_KEY", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile"),
-    "together": ("TOGETHER_API_KEY", "https://api.together.xyz/v1", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
+    "together": (
+        "TOGETHER_API_KEY",
+        "https://api.together.xyz/v1",
+        "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    ),
     "mistral": ("MISTRAL_API_KEY", "https://api.mistral.ai/v1", "mistral-small-latest"),
     "deepseek": ("DEEPSEEK_API_KEY", "https://api.deepseek.com/v1", "deepseek-chat"),
     "openrouter": ("OPENROUTER_API_KEY", "https://openrouter.ai/api/v1", "openai/gpt-4o-mini"),
@@ -131,7 +136,5 @@ class DevStack:
 
     def stop(self) -> None:
         while self._stops:
-            try:
+            with contextlib.suppress(Exception):  # best effort: the process is ending anyway
                 self._stops.pop()()
-            except Exception:  # stopping is best effort; the process is ending anyway
-                pass
