@@ -132,10 +132,11 @@ def _deadline(request: Request, max_request_s: float) -> float:
     lwa = request.headers.get("x-amzn-lambda-context")  # Lambda Web Adapter
     if lwa:
         try:
-            deadline_ms = float(json.loads(lwa)["deadline"])
+            context_json = json.loads(lwa)
+            deadline_ms = float(context_json.get("deadline") or context_json["deadline_ms"])
             budget = min(budget, deadline_ms / 1000 - time.time() - _LAMBDA_RESERVE_S)
-        except (ValueError, KeyError, TypeError):
-            pass
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # no usable deadline in the header: the other caps still apply
     return time.monotonic() + max(budget, 0.001)
 
 

@@ -224,3 +224,18 @@ def test_streaming_errors_before_commit_are_plain_http_errors(gateway_factory) -
     response = httpx.post(gw.v1 + "/chat/completions", json=body, headers=gw.headers())
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "all_targets_failed"
+
+
+def test_the_lambda_web_adapter_deadline_caps_the_plan(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    """Under the adapter, the invocation's deadline arrives as JSON in x-amzn-lambda-context."""
+    gw = gateway_factory(models={"m": chain("slow-3", "slow-3")})
+    deadline_ms = int((time.time() + 1.2) * 1000)  # 0.5 s of it is kept back for the answer
+    started = time.monotonic()
+    response = httpx.post(
+        gw.v1 + "/chat/completions",
+        json={"model": "m", "messages": MSG},
+        headers={**gw.headers(), "x-amzn-lambda-context": f'{{"request_id": "r1", "deadline": {deadline_ms}}}'},
+        timeout=10,
+    )
+    assert response.status_code == 504
+    assert time.monotonic() - started < 1.5
