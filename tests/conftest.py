@@ -129,8 +129,7 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
             {},
             routing_param=f"/switchboard-test/{suffix}/routing",
             api_key_param=f"/switchboard-test/{suffix}/api-key",
-            table="switchboard",
-            **settings,
+            **{"table": "switchboard", **settings},
         )
         document = doc or routing_doc(
             mock.base_url, models or {"echo": {"targets": [{"provider": "mock", "model": "echo"}]}}

@@ -32,6 +32,7 @@ from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, Pe
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, settle_all
 from switchboard.routing.planner import plan
+from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, Model, ModelList
 
@@ -180,7 +181,8 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     _routing_headers(headers, routing)
     if principal.allowed_models is not None and chat.model not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{chat.model}'.", param="model")
-    route = plan(routing.document, chat.model)
+    alias = await reroute(gateway.budget_use, routing.document, principal, chat.model, headers)
+    route = plan(routing.document, alias)
     deadline = _deadline(request, gateway.settings.max_request_s)
     ex = Exchange(headers["x-request-id"], principal, chat, routing.revision, route, headers=headers)
     hooks = gateway.hooks

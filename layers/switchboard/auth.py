@@ -13,9 +13,12 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from switchboard.limits.model import Limits
 
 __all__ = ["Authenticator", "Principal", "SsmKeyAuthenticator", "bearer_token", "key_digest"]
 
@@ -26,6 +29,9 @@ class Principal:
     name: str
     team: str | None = None
     allowed_models: frozenset[str] | None = None  # None: every alias
+    user: str | None = None
+    tags: tuple[str, ...] = ()
+    limits: Limits | None = None  # the key's own budget and rates (DynamoDB key store)
 
 
 class Authenticator(Protocol):

@@ -5,6 +5,7 @@
     switchboard routing push FILE [--yes] validate, diff against the live one, put the parameter
     switchboard routing show              print the live document
     switchboard routing schema            print the JSON Schema of the document
+    switchboard keys ... / budgets ...    virtual keys, limits, the sweeper (commands/limits.py)
 
 AWS calls go to the account in the environment, or to moto when ``AWS_ENDPOINT_URL`` points there.
 """
@@ -19,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from switchboard.commands import limits as limits_commands
 from switchboard.settings import Settings
 
 __all__ = ["main"]
@@ -197,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--param")
     show.set_defaults(func=cmd_show)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
+    limits_commands.register(commands)  # keys ..., budgets ...
     return parser
 
 

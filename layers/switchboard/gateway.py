@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 
 from switchboard import aws
-from switchboard.auth import Authenticator, SsmKeyAuthenticator
+from switchboard.auth import Authenticator
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
+from switchboard.routing.rules import BudgetUse
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
+
+if TYPE_CHECKING:
+    from switchboard.limits.hook import LimitsHook
 
 __all__ = ["Gateway", "make_http_client"]
 
@@ -44,6 +49,20 @@ def _count_rejection(reason: str) -> None:
         metric.add_dimension(name="service", value="switchboard")
 
 
+def _limits(settings: Settings, routing: RoutingStore) -> tuple[Authenticator, LimitsHook]:
+    """Keys, budgets and rate limits over the DynamoDB table (the SSM single key is retired)."""
+    from switchboard.limits.definitions import LimitCache, LimitStore
+    from switchboard.limits.hook import LimitsHook
+    from switchboard.limits.keys import DynamoKeyAuthenticator, KeyStore
+    from switchboard.limits.ledger import Ledger
+    from switchboard.limits.table import Table
+
+    table = Table.from_settings(settings.table, settings.region)
+    auth = DynamoKeyAuthenticator(KeyStore(table), settings.key_cache_s)
+    definitions = LimitCache(LimitStore(table), settings.key_cache_s)
+    return auth, LimitsHook(Ledger(table), definitions, routing, max_request_s=settings.max_request_s)
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -51,6 +70,7 @@ class Gateway:
     auth: Authenticator
     engine: Engine
     hooks: list[Hook] = field(default_factory=list)
+    budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
@@ -63,8 +83,9 @@ class Gateway:
         secrets = SecretResolver(
             lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
         )
-        auth = SsmKeyAuthenticator.from_ssm(settings.api_key_param, settings.key_cache_s, lambda: ssm)
-        return cls(settings, routing, auth, Engine(http or make_http_client(), secrets))
+        auth, limits = _limits(settings, routing)
+        engine = Engine(http or make_http_client(), secrets)
+        return cls(settings, routing, auth, engine, hooks=[limits], budget_use=limits)
 
     async def aclose(self) -> None:
         await self.engine.http.aclose()

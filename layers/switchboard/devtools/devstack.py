@@ -56,6 +56,9 @@ def start_moto(port: int) -> tuple[Any, str]:
     """An in-process moto server on 127.0.0.1:``port`` (0 picks a free port)."""
     from moto.server import ThreadedMotoServer
 
+    from switchboard.devtools.motopatch import patch_moto_dynamodb
+
+    patch_moto_dynamodb()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
@@ -96,11 +99,20 @@ def seed_aws(settings: Settings, routing_text: str, api_key: str, secrets: Mappi
                 TableName=settings.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
             )
         existing.add(settings.table)
+    _seed_key(ddb, settings.table, api_key)
     ssm = boto3.client("ssm", region_name=settings.region)
     ssm.put_parameter(Name=settings.routing_param, Value=routing_text, Type="String", Overwrite=True)
     ssm.put_parameter(Name=settings.api_key_param, Value=api_key, Type="SecureString", Overwrite=True)
     for name, value in {MOCK_SECRET_PARAM: "mock-provider-key", **secrets}.items():
         ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+
+
+def _seed_key(ddb: Any, table: str, api_key: str) -> None:
+    """The dev key in the DynamoDB key store (no limits), so the README's commands work."""
+    from switchboard.limits.keys import KeyStore
+    from switchboard.limits.table import Table
+
+    KeyStore(Table(ddb, table)).ensure(api_key, name="dev")
 
 
 @dataclass

@@ -21,6 +21,8 @@ __all__ = [
     "ProviderConfig",
     "RetryPolicy",
     "RoutingDocument",
+    "Rule",
+    "RuleCondition",
     "SecretRef",
     "Target",
     "Timeouts",
@@ -132,6 +134,25 @@ class Defaults(_Strict):
     retry: RetryPolicy = RetryPolicy()
 
 
+class RuleCondition(_Strict):
+    """When a rule fires. See docs/rules.md."""
+
+    budget_used_over: float = Field(
+        ge=0, description="fraction of the scope's budget used (spent + reserved) this period, e.g. 0.8"
+    )
+    scope: Literal["key", "team", "user", "model"] = Field(
+        default="key", description="whose budget: the key's, its team's, its user's or the alias's"
+    )
+
+
+class Rule(_Strict):
+    """Reroute some aliases to others while the condition holds. The first matching rule wins."""
+
+    when: RuleCondition
+    reroute: dict[str, str] = Field(min_length=1, description="requested alias -> alias to serve instead")
+    description: str | None = None
+
+
 class RoutingDocument(_Strict):
     """The whole routing configuration in force."""
 
@@ -141,6 +162,7 @@ class RoutingDocument(_Strict):
     providers: dict[Annotated[str, Field(pattern=_NAME.pattern)], ProviderConfig]
     models: dict[Annotated[str, Field(pattern=_NAME.pattern)], ModelRoute]
     prices: dict[str, Price] = Field(default_factory=dict, description="'provider/model' -> USD per Mtok")
+    rules: list[Rule] = Field(default_factory=list, description="budget-aware reroutes (docs/rules.md)")
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> RoutingDocument:
@@ -150,6 +172,17 @@ class RoutingDocument(_Strict):
                     raise ValueError(
                         f"model {alias!r} names provider {target.provider!r}, which is not in 'providers'"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _rules_name_models(self) -> RoutingDocument:
+        for index, rule in enumerate(self.rules):
+            for source, target in rule.reroute.items():
+                for alias in (source, target):
+                    if alias not in self.models:
+                        raise ValueError(f"rules[{index}] reroutes {alias!r}, which is not in 'models'")
+                if source == target:
+                    raise ValueError(f"rules[{index}] reroutes {source!r} to itself")
         return self
 
 

@@ -1,0 +1,1 @@
+"""CLI command implementations, one module per area; ``switchboard.cli`` only registers them."""

@@ -1,0 +1,370 @@
+"""``LimitsHook``: budgets and rate limits around every chat request (a lifecycle ``Hook``).
+
+``admit`` finds the limits that apply (the key's own, its team's, its user's, the model alias's),
+estimates the request's maximum cost and tokens, and reserves them on every line in one DynamoDB
+transaction; it refuses with 402 (a budget) or 429 (a rate). ``settle`` moves the reservation to
+the actual cost (``ex.usage`` at the served target's price), refunds it in full when every target
+failed, and is a no-op the second time. A request with no limit costs no DynamoDB call at all.
+
+A model with no price: a request under a budget is refused (402, ``price_unknown``) rather than
+counted as free; without a budget the price is not needed (tokens are counted for tpm).
+A response without usage (a stream whose client did not ask for ``include_usage``) is charged its
+reservation, the upper bound, and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from switchboard.auth import Principal
+from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
+from switchboard.errors import PaymentRequired, RateLimited
+from switchboard.lifecycle import Exchange
+from switchboard.limits.definitions import LimitCache, ScopedLimits
+from switchboard.limits.ledger import BudgetLine, Ledger, RateLine, Refusal, Reservation
+from switchboard.limits.model import (
+    Limits,
+    Scope,
+    estimate_usd,
+    ledger_usd,
+    output_bound,
+    rate_window,
+    reset_text,
+    retry_after_s,
+)
+from switchboard.routing.document import RoutingDocument
+from switchboard.routing.store import RoutingStore
+
+__all__ = ["STATE", "BudgetExceeded", "LimitsHook", "budget_lines", "scope_lines"]
+
+log = logging.getLogger("switchboard.limits")
+
+STATE = "limits"  # the hook's entry in Exchange.state: the Reservation
+# A reservation outlives its request's deadline by this much before the sweeper may refund it.
+_SWEEP_GRACE_S = 60
+# Budget use read for routing rules is reused for this long.
+_USE_MAX_AGE_S = 5.0
+
+
+class BudgetExceeded(PaymentRequired):
+    """402, naming the budget, its limit, its use and when it resets (also in ``error.budget``)."""
+
+    def __init__(self, message: str, budget: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.budget = budget
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["budget"] = self.budget
+        return body
+
+
+def _usd(value: Decimal) -> str:
+    """Dollars for a message: cents, or more digits when the amount is below a cent."""
+    if value != 0 and abs(value) < Decimal("0.01"):
+        return f"${value.normalize():f}"
+    return f"${value.quantize(Decimal('0.01')):,}"
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+def budget_lines(
+    principal: Principal, alias: str, defs: ScopedLimits, now: float
+) -> tuple[list[BudgetLine], list[RateLine]]:
+    """Every budget and rate limit that applies to ``principal`` calling ``alias`` at ``now``."""
+    scoped: list[tuple[Scope, str, str, Limits]] = []
+    if principal.limits is not None:
+        scoped.append(
+            (Scope.KEY, principal.key_id, f"key '{principal.name}' ({principal.key_id})", principal.limits)
+        )
+    for scope, ident in ((Scope.TEAM, principal.team), (Scope.USER, principal.user), (Scope.MODEL, alias)):
+        if ident and (limits := defs.get((scope, ident))) is not None:
+            scoped.append((scope, ident, f"{scope.value} '{ident}'", limits))
+    return scope_lines(scoped, now)
+
+
+def scope_lines(
+    scoped: list[tuple[Scope, str, str, Limits]], now: float
+) -> tuple[list[BudgetLine], list[RateLine]]:
+    """The budget and rate lines of (scope, id, label, limits) entries at ``now``."""
+    moment = datetime.fromtimestamp(now, UTC)
+    window, _ = rate_window(now)
+    budgets, rates = [], []
+    for scope, ident, label, limits in scoped:
+        if limits.budget_usd is not None:
+            period = limits.period
+            budgets.append(
+                BudgetLine(
+                    scope,
+                    ident,
+                    label,
+                    limits.budget_usd,
+                    period,
+                    period.period_id(moment),
+                    period.resets_at(moment),
+                )
+            )
+        if limits.rated:
+            rates.append(RateLine(scope, ident, label, limits.rpm, limits.tpm, window))
+    return budgets, rates
+
+
+class LimitsHook:
+    """Budgets and rate limits, global across instances through the ledger's transactions."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        definitions: LimitCache,
+        routing: RoutingStore,
+        *,
+        max_request_s: float,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.definitions = definitions
+        self.routing = routing
+        self.max_request_s = max_request_s
+        self._clock = clock
+        self._monotonic = monotonic
+        self._use: dict[tuple[str, str], tuple[dict[str, Any] | None, float]] = {}
+
+    # ------------------------------------------------------------------------- admission
+
+    async def admit(self, ex: Exchange) -> None:
+        now = self._clock()
+        budgets, rates = budget_lines(ex.principal, ex.alias, await self.definitions.current(), now)
+        if not budgets and not rates:
+            return
+        document = (await self.routing.current()).document
+        res = self._estimate(ex, document, budgets, rates, now)
+        self._refuse_impossible(res, now)
+        # The transaction returns no values, so the rate-limit headers come from a read made beside it
+        # (same latency, one more call, only when a rate limit applies).
+        reading = asyncio.ensure_future(self._read_rates(res)) if res.rates else None
+        try:
+            refusal = await asyncio.to_thread(self.ledger.reserve, res)
+        except BaseException:
+            if reading is not None:
+                reading.cancel()
+            raise
+        snapshot = await reading if reading is not None else {}
+        if refusal is not None:
+            raise self._refusal_error(refusal, res, now)
+        ex.state[STATE] = res
+        ex.headers.update(self._success_headers(res, snapshot, now))
+
+    def _estimate(
+        self,
+        ex: Exchange,
+        document: RoutingDocument,
+        budgets: list[BudgetLine],
+        rates: list[RateLine],
+        now: float,
+    ) -> Reservation:
+        chat = ex.chat
+        prices: dict[str, Price | None] = {
+            t.label: document.prices.get(price_key(t.provider_name, t.model)) for t in ex.plan.targets
+        }
+        prompt = estimate_prompt_tokens(chat)
+        choices = chat.n or 1
+        tokens = prompt + max(output_bound(chat.output_cap, p, choices) for p in prices.values())
+        usd = Decimal(0)
+        if budgets:
+            missing = sorted(label for label, price in prices.items() if price is None)
+            if missing:
+                raise PaymentRequired(
+                    f"The model '{ex.alias}' is under a budget ({budgets[0].label}) but the routing "
+                    f"document has no price for {', '.join(missing)}; the gateway will not count it "
+                    "as free. Add it to 'prices'.",
+                    code="price_unknown",
+                )
+            # Fallback may serve any target: hold the dearest.
+            usd = max(
+                estimate_usd(p, prompt, output_bound(chat.output_cap, p, choices))
+                for p in prices.values()
+                if p is not None
+            )
+        return Reservation(
+            request_id=ex.request_id,
+            usd=usd,
+            tokens=tokens,
+            budgets=tuple(budgets),
+            rates=tuple(rates),
+            expires_at=int(now + self.max_request_s + _SWEEP_GRACE_S),
+            key_id=ex.principal.key_id,
+            alias=ex.alias,
+            prices={label: p for label, p in prices.items() if p is not None},
+        )
+
+    def _refuse_impossible(self, res: Reservation, now: float) -> None:
+        """Refuse without a DynamoDB call what no empty budget or window could ever admit."""
+        for line in res.budgets:
+            if res.usd > line.limit:
+                raise self._budget_error(line, res, None, now)
+        for rate in res.rates:
+            if rate.tpm is not None and res.tokens > rate.tpm:
+                raise RateLimited(
+                    f"Request too large for {rate.label}: it may use up to {res.tokens} tokens "
+                    f"(prompt bound plus max_tokens) and the limit is {rate.tpm} tokens per minute. "
+                    "Lower max_tokens or shorten the prompt.",
+                    code="request_too_large",
+                    headers=_rate_headers(rate, None, None, rate.tpm, now),
+                )
+
+    async def _read_rates(self, res: Reservation) -> dict[tuple[str, str], dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self.ledger.read, [line.key for line in res.rates])
+        except Exception:  # headers only: a failed read never fails an admitted request
+            log.warning("ledger read for rate-limit headers failed", exc_info=True)
+            return {}
+
+    # ---------------------------------------------------------------------------- errors
+
+    def _refusal_error(self, refusal: Refusal, res: Reservation, now: float) -> Exception:
+        if refusal.budget is not None:
+            used = Decimal(refusal.item.get("used", 0))
+            return self._budget_error(refusal.budget, res, used, now)
+        rate = refusal.rate
+        assert rate is not None
+        req = int(refusal.item.get("req", 0))
+        tok = int(refusal.item.get("tok", 0))
+        wait = rate.resets_in(now)
+        if rate.rpm is not None and req >= rate.rpm:
+            what = f"requests per min (RPM): Limit {rate.rpm}, Used {req}, Requested 1"
+        else:
+            what = f"tokens per min (TPM): Limit {rate.tpm}, Used {tok}, Requested {res.tokens}"
+        headers = _rate_headers(rate, req, tok, res.tokens, now)
+        headers["retry-after"] = str(retry_after_s(wait))
+        return RateLimited(
+            f"Rate limit reached for {rate.label} on {what}. Please try again in {reset_text(wait)}.",
+            headers=headers,
+        )
+
+    def _budget_error(
+        self, line: BudgetLine, res: Reservation, used: Decimal | None, now: float
+    ) -> BudgetExceeded:
+        resets = _iso(line.resets_at)
+        when = f"It resets at {resets}." if resets else "It is a total budget and never resets."
+        if used is None:
+            what = f"this request may cost up to {_usd(res.usd)}, more than the whole budget"
+        else:
+            left = max(Decimal(0), line.limit - used)
+            what = f"{_usd(left)} is left and this request may cost up to {_usd(res.usd)}"
+        period = "total" if line.period_id == "total" else f"{line.period.value} ({line.period_id})"
+        details = {
+            "scope": line.scope.value,
+            "id": line.ident,
+            "period": line.period.value,
+            "period_id": line.period_id,
+            "limit_usd": str(line.limit),
+            "used_usd": str(used) if used is not None else None,
+            "request_max_usd": str(res.usd),
+            "resets_at": resets,
+        }
+        headers = {"x-switchboard-budget": f"{line.scope.value}:{line.ident}"}
+        if line.resets_at is not None:
+            headers["retry-after"] = str(retry_after_s(line.resets_at.timestamp() - now))
+        return BudgetExceeded(
+            f"Budget exceeded: the {period} budget of {line.label} is {_usd(line.limit)}; {what}. {when}",
+            details,
+            headers=headers,
+        )
+
+    # --------------------------------------------------------------------------- headers
+
+    def _success_headers(
+        self, res: Reservation, snapshot: Mapping[tuple[str, str], dict[str, Any]], now: float
+    ) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* for the tightest rate line, from the read made beside the admission.
+
+        The read and the write race, so ``remaining`` counts this request as if the read missed it:
+        exact at low concurrency, approximate (never above the truth by more than the requests
+        admitted concurrently) under load.
+        """
+        best_req: tuple[int, RateLine, int] | None = None
+        best_tok: tuple[int, RateLine, int] | None = None
+        for line in res.rates:
+            seen = snapshot.get((line.key["pk"]["S"], line.key["sk"]["S"]), {})
+            req, tok = int(seen.get("req", 0)) + 1, int(seen.get("tok", 0)) + res.tokens
+            if line.rpm is not None and (best_req is None or line.rpm - req < best_req[0]):
+                best_req = (line.rpm - req, line, req)
+            if line.tpm is not None and (best_tok is None or line.tpm - tok < best_tok[0]):
+                best_tok = (line.tpm - tok, line, tok)
+        headers: dict[str, str] = {}
+        if best_req is not None:
+            remaining, line, _ = best_req
+            headers["x-ratelimit-limit-requests"] = str(line.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(0, remaining))
+            headers["x-ratelimit-reset-requests"] = reset_text(line.resets_in(now))
+        if best_tok is not None:
+            remaining, line, _ = best_tok
+            headers["x-ratelimit-limit-tokens"] = str(line.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, remaining))
+            headers["x-ratelimit-reset-tokens"] = reset_text(line.resets_in(now))
+        return headers
+
+    # ------------------------------------------------------------------------ settlement
+
+    async def settle(self, ex: Exchange) -> None:
+        res: Reservation | None = ex.state.get(STATE)
+        if res is None:
+            return
+        usd, tokens = self.actual(ex, res)
+        await asyncio.to_thread(self.ledger.settle, res.hold, usd, tokens)
+
+    def actual(self, ex: Exchange, res: Reservation) -> tuple[Decimal, int]:
+        """What the request really cost: zero when no target answered, else its usage at its price."""
+        if ex.outcome == "error":
+            return Decimal(0), 0
+        usage = ex.usage
+        if usage is None:
+            log.info("request %s has no usage (%s); charging its reservation", ex.request_id, ex.outcome)
+            return res.usd, res.tokens
+        tokens = max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
+        price = res.prices.get(ex.target.label) if ex.target is not None else None
+        if price is None:
+            return (res.usd, tokens) if res.budgets else (Decimal(0), tokens)
+        return ledger_usd(cost_usd(price, usage)), tokens
+
+    # ------------------------------------------------------------------- budget use (rules)
+
+    async def budget_used(self, principal: Principal, alias: str, scope: Scope) -> float | None:
+        """The fraction of ``scope``'s budget used (spent + reserved), or None when it has none."""
+        budgets, _ = budget_lines(principal, alias, await self.definitions.current(), self._clock())
+        line = next((b for b in budgets if b.scope is scope), None)
+        if line is None or line.limit <= 0:
+            return None if line is None else 1.0
+        key = (line.key["pk"]["S"], line.key["sk"]["S"])
+        cached = self._use.get(key)
+        if cached is None or self._monotonic() - cached[1] >= _USE_MAX_AGE_S:
+            found = await asyncio.to_thread(self.ledger.read, [line.key])
+            self._use[key] = (found.get(key), self._monotonic())
+            cached = self._use[key]
+        used = Decimal((cached[0] or {}).get("used", 0))
+        return float(used / line.limit)
+
+
+def _rate_headers(
+    rate: RateLine, req: int | None, tok: int | None, requested: int, now: float
+) -> dict[str, str]:
+    reset = reset_text(rate.resets_in(now))
+    headers: dict[str, str] = {}
+    if rate.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(rate.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, rate.rpm - (req or 0)))
+        headers["x-ratelimit-reset-requests"] = reset
+    if rate.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(rate.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, rate.tpm - (tok or 0)))
+        headers["x-ratelimit-reset-tokens"] = reset
+    return headers

@@ -1,0 +1,180 @@
+"""The pure part of limits: periods, windows, limit definitions and the reservation arithmetic.
+
+Nothing here does I/O, so every rule the DynamoDB ledger enforces can be tested (and
+property-tested) on its own:
+
+* a budget admits a request when ``used + estimate <= limit``, written as the condition
+  ``used <= limit - estimate`` because DynamoDB conditions have no arithmetic;
+* ``used`` is ``spent + reserved``; settling moves a reservation into ``spent`` at the actual cost,
+  a refund removes it;
+* money is ``Decimal`` rounded to ``LEDGER_QUANTUM``: estimates round up, actual costs to nearest.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+
+from switchboard.costs import MTOK, Price
+
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "LEDGER_QUANTUM",
+    "RATE_WINDOW_S",
+    "Limits",
+    "Period",
+    "Scope",
+    "admits",
+    "estimate_usd",
+    "headroom",
+    "ledger_usd",
+    "output_bound",
+    "rate_window",
+    "reserve_usd",
+    "settle_amounts",
+]
+
+# One nano-dollar: far below a cent, and it keeps DynamoDB numbers short (38 digits at most).
+LEDGER_QUANTUM = Decimal("1e-9")
+# The output bound of a request that sets no max_tokens and whose model has no max_output_tokens in
+# the price table. Not a true bound: such a request may overspend by what it generates beyond it.
+DEFAULT_OUTPUT_TOKENS = 4096
+# Rate limits count in fixed calendar minutes (see docs/limits.md for the burst behaviour).
+RATE_WINDOW_S = 60
+
+
+class Scope(enum.StrEnum):
+    """What a budget or a rate limit is attached to."""
+
+    KEY = "key"
+    TEAM = "team"
+    USER = "user"
+    MODEL = "model"  # a model alias, as the client names it (after routing rules)
+
+
+class Period(enum.StrEnum):
+    """A budget period in UTC. Its id is part of the ledger item's key, so nothing resets it."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    TOTAL = "total"
+
+    def period_id(self, now: datetime) -> str:
+        """``2026-11-25`` (day), ``2026-W48`` (ISO week), ``2026-11`` (month) or ``total``."""
+        now = now.astimezone(UTC)
+        if self is Period.DAY:
+            return now.strftime("%Y-%m-%d")
+        if self is Period.WEEK:
+            year, week, _ = now.isocalendar()
+            return f"{year}-W{week:02d}"
+        if self is Period.MONTH:
+            return now.strftime("%Y-%m")
+        return "total"
+
+    def resets_at(self, now: datetime) -> datetime | None:
+        """When the period that contains ``now`` ends (None for ``total``)."""
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        if self is Period.DAY:
+            return day + timedelta(days=1)
+        if self is Period.WEEK:
+            return day + timedelta(days=7 - day.weekday())
+        if self is Period.MONTH:
+            first = day.replace(day=1)
+            return (
+                first.replace(year=first.year + 1, month=1)
+                if first.month == 12
+                else first.replace(month=first.month + 1)
+            )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits attached to one scope: a budget per period and per-minute rates. All optional."""
+
+    budget_usd: Decimal | None = None
+    period: Period = Period.MONTH
+    rpm: int | None = None
+    tpm: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.budget_usd is None and self.rpm is None and self.tpm is None
+
+    @property
+    def rated(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+
+def output_bound(requested: int | None, price: Price | None, choices: int = 1) -> int:
+    """The most output tokens a request can produce on one target, over all its choices.
+
+    The client's ``max_tokens`` and the model's ``max_output_tokens`` both cap the output, so the
+    smaller one is the bound; with neither, ``DEFAULT_OUTPUT_TOKENS`` stands in.
+    """
+    caps = [c for c in (requested, price.max_output_tokens if price else None) if c]
+    return (min(caps) if caps else DEFAULT_OUTPUT_TOKENS) * max(1, choices)
+
+
+def estimate_usd(price: Price, prompt_tokens: int, output_tokens: int) -> Decimal:
+    """An upper bound on the cost: every prompt token at the dearest input rate (cache writes
+    can cost more than plain input), every output token at the output rate."""
+    input_rate = max(
+        r
+        for r in (price.input_per_mtok, price.cached_input_per_mtok, price.cache_write_per_mtok)
+        if r is not None
+    )
+    return reserve_usd((prompt_tokens * input_rate + output_tokens * price.output_per_mtok) / MTOK)
+
+
+def reserve_usd(value: Decimal) -> Decimal:
+    """An estimate on the ledger: rounded up, so a reservation never under-holds."""
+    return value.quantize(LEDGER_QUANTUM, rounding=ROUND_CEILING)
+
+
+def ledger_usd(value: Decimal) -> Decimal:
+    """An actual cost on the ledger: rounded to the nearest nano-dollar."""
+    return value.quantize(LEDGER_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def headroom(limit: Decimal, estimate: Decimal) -> Decimal:
+    """The largest ``used`` that still admits ``estimate`` under ``limit`` (negative: never)."""
+    return limit - estimate
+
+
+def admits(used: Decimal, estimate: Decimal, limit: Decimal) -> bool:
+    """The budget condition, exactly as the ledger writes it: ``used <= limit - estimate``."""
+    room = headroom(limit, estimate)
+    return room >= 0 and used <= room
+
+
+def settle_amounts(reserved: Decimal, actual: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+    """(delta of used, delta of reserved, delta of spent) when a reservation settles at ``actual``.
+
+    A refund is ``actual = 0``. ``used`` stays ``spent + reserved`` whatever the values.
+    """
+    return actual - reserved, -reserved, actual
+
+
+def rate_window(now_s: float) -> tuple[int, float]:
+    """The fixed window containing ``now_s`` (epoch seconds): its number and the seconds until it ends."""
+    window = int(now_s // RATE_WINDOW_S)
+    return window, (window + 1) * RATE_WINDOW_S - now_s
+
+
+def retry_after_s(seconds: float) -> int:
+    """A ``Retry-After`` value: whole seconds, at least one."""
+    return max(1, math.ceil(seconds))
+
+
+def reset_text(seconds: float) -> str:
+    """OpenAI's ``x-ratelimit-reset-*`` format: ``250ms``, ``12s``, ``1m5s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"

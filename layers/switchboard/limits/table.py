@@ -1,0 +1,137 @@
+"""The single DynamoDB table: item keys, attribute codecs, and a count of calls per operation.
+
+Every item of keys, limits and ledgers lives in the template's ``SwitchboardTable`` (``pk``/``sk``
+strings, TTL attribute ``ttl``, GSI ``gsi1`` on ``gsi1pk``/``gsi1sk``). The layout is in
+``docs/limits.md``; the functions below are the only place that spells the keys.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "GSI",
+    "RESV_SHARDS",
+    "Table",
+    "budget_key",
+    "call_counts",
+    "count_calls",
+    "dump",
+    "key_item_key",
+    "limit_item_key",
+    "load",
+    "num",
+    "rate_key",
+    "resv_key",
+    "resv_shard",
+]
+
+GSI = "gsi1"
+# Reservations are indexed for the sweeper under a few GSI partitions, so that one hot index
+# partition does not throttle admissions.
+RESV_SHARDS = 8
+
+Key = dict[str, dict[str, str]]
+
+
+def _key(pk: str, sk: str) -> Key:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def key_item_key(digest: str) -> Key:
+    return _key(f"key#{digest}", "key")
+
+
+def limit_item_key(scope: str, ident: str) -> Key:
+    return _key(f"limit#{scope}#{ident}", "limit")
+
+
+def budget_key(scope: str, ident: str, period_id: str) -> Key:
+    return _key(f"budget#{scope}#{ident}", period_id)
+
+
+def rate_key(scope: str, ident: str, window: int) -> Key:
+    return _key(f"rate#{scope}#{ident}", f"m#{window}")
+
+
+def resv_key(request_id: str) -> Key:
+    return _key(f"resv#{request_id}", "resv")
+
+
+def resv_shard(request_id: str) -> str:
+    return f"resv#{zlib.crc32(request_id.encode()) % RESV_SHARDS}"
+
+
+_SERIALIZER: Any = None
+_DESERIALIZER: Any = None
+
+
+def dump(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values (str, int, Decimal, bool, list, dict) to DynamoDB attribute values; None is left out."""
+    global _SERIALIZER
+    if _SERIALIZER is None:
+        from boto3.dynamodb.types import TypeSerializer
+
+        _SERIALIZER = TypeSerializer()
+    return {name: _SERIALIZER.serialize(value) for name, value in values.items() if value is not None}
+
+
+def load(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB attribute values to plain values (numbers come back as ``Decimal``)."""
+    global _DESERIALIZER
+    if _DESERIALIZER is None:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        _DESERIALIZER = TypeDeserializer()
+    return {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+
+
+def num(value: Decimal | int) -> dict[str, str]:
+    """A number attribute value, written without an exponent."""
+    text = format(value, "f") if isinstance(value, Decimal) else str(value)
+    return {"N": text}
+
+
+# ------------------------------------------------------------------------------ call counting
+
+_CALLS: Counter[str] = Counter()
+_CALLS_LOCK = threading.Lock()
+
+
+def _on_call(event_name: str, **_: Any) -> None:
+    operation = event_name.rsplit(".", 1)[-1]
+    with _CALLS_LOCK:
+        _CALLS[operation] += 1
+
+
+def count_calls(client: Any) -> Any:
+    """Count every call ``client`` makes, per operation (see ``call_counts``). Returns the client."""
+    client.meta.events.register("before-call.dynamodb", _on_call, unique_id="switchboard-limits-count")
+    return client
+
+
+def call_counts() -> dict[str, int]:
+    """DynamoDB calls made so far by counted clients in this process, per operation."""
+    with _CALLS_LOCK:
+        return dict(_CALLS)
+
+
+class Table:
+    """A DynamoDB client and a table name: what every store in this package is built on."""
+
+    __slots__ = ("client", "name")
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = count_calls(client)
+        self.name = name
+
+    @classmethod
+    def from_settings(cls, table: str, region: str) -> Table:
+        from switchboard import aws
+
+        return cls(aws.client("dynamodb", region), table)

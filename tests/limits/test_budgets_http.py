@@ -1,0 +1,143 @@
+"""Budgets over HTTP against the real moto server: concurrency, the ledger, refunds, idempotence.
+
+Prices make every request's cost deterministic with the mock: its completion is the reply's words
+("echo: a b c" is 4), and input is free, so a request that asks for ``max_tokens: 4`` reserves
+exactly what it then costs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+from switchboard.costs import Price, cost_usd
+from switchboard.limits.definitions import LimitStore
+from switchboard.limits.model import Limits, Period, Scope
+from switchboard.limits.table import Table, call_counts
+from switchboard.schemas import Usage
+
+from tests.limits.conftest import fire, ledger, post, reservations, wait_for
+
+
+def test_200_concurrent_requests_against_a_budget_for_50_admit_exactly_50(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal("0.50"), period=Period.MONTH)
+    responses = fire(gw, secret, 200)
+    assert Counter(r.status_code for r in responses) == {200: 50, 402: 150}
+    row = ledger(table, "key", key_id)
+    assert (row["spent"], row["reserved"], row["used"], row["requests"]) == (
+        Decimal("0.5"),
+        0,
+        Decimal("0.5"),
+        50,
+    )
+    assert reservations(table) == []
+    refused = next(r for r in responses if r.status_code == 402).json()["error"]
+    assert refused["type"] == "insufficient_quota" and refused["code"] == "budget_exceeded"
+    assert refused["budget"]["limit_usd"] == "0.50" and refused["budget"]["scope"] == "key"
+
+
+def test_ledger_equals_the_sum_of_settled_costs_and_never_exceeds_the_limit(start, table: Table) -> None:  # type: ignore[no-untyped-def]
+    # Input costs something here: the reservation (a prompt bound of 29 tokens) exceeds the actual
+    # cost (7 prompt tokens), so admissions free headroom as they settle.
+    gw, key = start(prices={"mock/echo": {"input_per_mtok": 100, "output_per_mtok": 2500}})
+    secret, key_id = key(budget_usd=Decimal("0.3"), period=Period.DAY)
+    responses = fire(gw, secret, 60)
+    ok = [r for r in responses if r.status_code == 200]
+    price = Price(input_per_mtok=Decimal(100), output_per_mtok=Decimal(2500))
+    settled = sum((cost_usd(price, Usage(**r.json()["usage"])) for r in ok), Decimal(0))
+    row = ledger(table, "key", key_id)
+    assert row["spent"] == settled and row["reserved"] == 0 and row["used"] == settled
+    assert round(row["spent"], 2) == round(settled, 2)
+    assert row["spent"] <= Decimal("0.3")
+    per_request = price.output_per_mtok * 4 / 1_000_000 + price.input_per_mtok * 29 / 1_000_000
+    assert len(ok) >= int(Decimal("0.3") / per_request)  # at least what fits at the reserved estimate
+    assert {r.status_code for r in responses} <= {200, 402}
+
+
+def test_failures_refund_their_reservations(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal("0.02"))
+    for _ in range(5):
+        assert post(gw, secret, "broken").status_code == 502
+    row = ledger(table, "key", key_id)
+    assert (row["spent"], row["reserved"], row["used"], row["requests"]) == (0, 0, 0, 5)
+    assert reservations(table) == []
+    assert post(gw, secret).status_code == 200  # the budget is intact
+
+
+def test_fallback_settles_at_the_served_targets_price(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal(1))
+    response = post(gw, secret, "fallback")
+    assert response.status_code == 200 and response.headers["x-switchboard-provider"] == "backup"
+    usage = Usage(**response.json()["usage"])
+    served = Price(input_per_mtok=Decimal(1000), output_per_mtok=Decimal(5000))
+    assert ledger(table, "key", key_id)["spent"] == cost_usd(served, usage)
+
+
+def test_every_applicable_budget_is_enforced(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    LimitStore(table).put(Scope.TEAM, "ml", Limits(budget_usd=Decimal("0.02"), period=Period.WEEK))
+    LimitStore(table).put(Scope.MODEL, "metered", Limits(budget_usd=Decimal("0.03"), period=Period.TOTAL))
+    first, _ = key(budget_usd=Decimal(10), team="ml")
+    second, _ = key(budget_usd=Decimal(10), team="ml")
+    outsider, _ = key()
+    assert [post(gw, k).status_code for k in (first, second, first)] == [200, 200, 402]
+    refusal = post(gw, second).json()["error"]
+    assert refusal["budget"]["scope"] == "team" and "team 'ml'" in refusal["message"]
+    assert "It resets at" in refusal["message"] and refusal["budget"]["resets_at"].endswith("T00:00:00Z")
+    assert post(gw, outsider).status_code == 200  # not in the team; the model's total budget: 3 cents
+    total = post(gw, outsider).json()["error"]
+    assert total["budget"]["scope"] == "model" and "never resets" in total["message"]
+    assert ledger(table, "team", "ml")["spent"] == Decimal("0.02")
+    assert ledger(table, "model", "metered")["spent"] == Decimal("0.03")
+
+
+def test_a_request_dearer_than_the_whole_budget_is_refused_without_a_write(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal("0.01"))
+    refused = post(gw, secret, max_tokens=1000)
+    assert refused.status_code == 402 and "more than the whole budget" in refused.json()["error"]["message"]
+    assert ledger(table, "key", key_id) == {}
+
+
+def test_a_model_without_a_price_is_refused_under_a_budget_but_not_counted_free(limited) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    budgeted, _ = key(budget_usd=Decimal(5))
+    refused = post(gw, budgeted, "unpriced")
+    assert refused.status_code == 402 and refused.json()["error"]["code"] == "price_unknown"
+    assert "mock/echo+unpriced" in refused.json()["error"]["message"]
+    rated, _ = key(rpm=100)
+    assert post(gw, rated, "unpriced").status_code == 200  # no budget: the price is not needed
+
+
+def test_streams_settle_to_their_usage_or_to_the_reservation_without_it(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal(1))
+    with_usage = post(gw, secret, stream=True, stream_options={"include_usage": True}, max_tokens=100)
+    assert with_usage.status_code == 200 and with_usage.text.endswith("[DONE]\n\n")
+    wait_for(lambda: not reservations(table))
+    assert ledger(table, "key", key_id)["spent"] == Decimal("0.01")
+    without = post(gw, secret, stream=True, max_tokens=100)  # reserved: 100 output tokens = $0.25
+    assert without.status_code == 200
+    wait_for(lambda: not reservations(table))
+    assert ledger(table, "key", key_id)["spent"] == Decimal("0.26")
+
+
+def test_round_trips_per_request(limited) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    budgeted, _ = key(budget_usd=Decimal(5))
+    rated, _ = key(budget_usd=Decimal(5), rpm=100, tpm=100_000)
+    plain, _ = key()
+    for secret in (budgeted, rated, plain):
+        post(gw, secret)  # warm the key cache and the limit definitions
+    measured = {}
+    for name, secret in (("budget", budgeted), ("budget+rate", rated), ("none", plain)):
+        before = call_counts()
+        assert post(gw, secret).status_code == 200
+        after = call_counts()
+        measured[name] = {op: after[op] - before.get(op, 0) for op in after if after[op] != before.get(op, 0)}
+    assert measured["budget"] == {"TransactWriteItems": 2}  # admit + settle
+    assert measured["budget+rate"] == {"TransactWriteItems": 2, "BatchGetItem": 1}  # + the headers' read
+    assert measured["none"] == {}

@@ -1,0 +1,249 @@
+"""Virtual keys: the store, the authenticator's cache and expiry, the CLI, and the HTTP surface."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+from switchboard.auth import key_digest
+from switchboard.cli import main
+from switchboard.errors import Unauthorized
+from switchboard.limits.keys import DynamoKeyAuthenticator, KeyRevoked, KeyStore, UnknownKey
+from switchboard.limits.model import Limits, Period
+from switchboard.limits.table import Table
+
+from tests.limits.conftest import items
+
+MSG = [{"role": "user", "content": "a b c"}]
+
+
+def authenticate(auth: DynamoKeyAuthenticator, token: str):  # type: ignore[no-untyped-def]
+    return asyncio.run(auth.authenticate(token))
+
+
+def test_only_the_digest_is_stored(keys: KeyStore, table: Table) -> None:
+    secret, record = keys.create("ci", team="ml", limits=Limits(budget_usd=Decimal("5"), period=Period.DAY))
+    assert secret.startswith("sk-sb-") and len(secret) > 40
+    stored = items(table)
+    assert [i["pk"] for i in stored] == [f"key#{key_digest(secret)}"]
+    assert secret not in json.dumps(stored, default=str)
+    assert secret[10:] not in json.dumps(stored, default=str)  # not even the part after the prefix
+    assert keys.get(record.id) == record
+
+
+def test_authenticator_returns_the_key_as_principal(keys: KeyStore) -> None:
+    secret, record = keys.create(
+        "ci", team="ml", user="ana", tags=["a"], models=["echo"], limits=Limits(rpm=5, tpm=100)
+    )
+    principal = authenticate(DynamoKeyAuthenticator(keys, 30), secret)
+    assert (principal.key_id, principal.name, principal.team, principal.user) == (
+        record.id,
+        "ci",
+        "ml",
+        "ana",
+    )
+    assert principal.allowed_models == frozenset({"echo"}) and principal.tags == ("a",)
+    assert principal.limits == Limits(rpm=5, tpm=100)
+    with pytest.raises(Unauthorized, match="Incorrect API key"):
+        authenticate(DynamoKeyAuthenticator(keys, 30), "sk-sb-nope")
+
+
+def test_revoke_takes_effect_after_the_cache_age(keys: KeyStore) -> None:
+    now = [0.0]
+    auth = DynamoKeyAuthenticator(keys, 5, clock=lambda: now[0])
+    secret, record = keys.create("ci")
+    authenticate(auth, secret)
+    keys.revoke(record.id)
+    authenticate(auth, secret)  # cached: still valid inside the cache age
+    now[0] = 5.0
+    with pytest.raises(Unauthorized, match="revoked") as caught:
+        authenticate(auth, secret)
+    assert caught.value.code == "api_key_revoked"
+
+
+def test_expiry_is_checked_on_every_request_even_when_cached(keys: KeyStore) -> None:
+    wall = [1000.0]
+    auth = DynamoKeyAuthenticator(keys, 300, wall=lambda: wall[0])
+    secret, _ = keys.create("temp", expires_at=1010)
+    authenticate(auth, secret)
+    wall[0] = 1010.0
+    with pytest.raises(Unauthorized, match="expired") as caught:
+        authenticate(auth, secret)
+    assert caught.value.code == "api_key_expired"
+
+
+def test_rotation_keeps_the_id_and_retires_the_old_secret(keys: KeyStore) -> None:
+    clock = [1000.0]
+    keys = KeyStore(keys.table, clock=lambda: clock[0])
+    old, record = keys.create("svc", limits=Limits(budget_usd=Decimal(3)))
+    new, rotated = keys.rotate(record.id, grace_s=60)
+    assert rotated.id == record.id and rotated.limits == record.limits and new != old
+    auth = DynamoKeyAuthenticator(keys, 0, wall=lambda: clock[0])
+    assert authenticate(auth, new).key_id == record.id
+    assert authenticate(auth, old).key_id == record.id  # inside the grace period
+    clock[0] = 1060.0
+    with pytest.raises(Unauthorized, match="rotated out"):
+        authenticate(auth, old)
+    assert [r.id for r in keys.list()] == [record.id]  # the retired secret is not listed
+    newest, _ = keys.rotate(record.id)  # no grace: the previous secret fails at once
+    with pytest.raises(Unauthorized):
+        authenticate(auth, new)
+    assert authenticate(auth, newest).key_id == record.id
+
+
+def test_store_errors(keys: KeyStore) -> None:
+    with pytest.raises(UnknownKey, match="key_missing"):
+        keys.get("key_missing")
+    _, record = keys.create("x")
+    keys.revoke(record.id)
+    for action in (
+        lambda: keys.revoke(record.id),
+        lambda: keys.update(record.id, rpm=5),
+        lambda: keys.rotate(record.id),
+    ):
+        with pytest.raises(KeyRevoked):
+            action()
+    assert keys.list() == [] and [r.id for r in keys.list(include_revoked=True)] == [record.id]
+
+
+def test_ensure_is_idempotent_and_revives_a_revoked_known_secret(keys: KeyStore) -> None:
+    first = keys.ensure("sk-known", "dev")
+    assert keys.ensure("sk-known", "dev") == first
+    keys.revoke(first.id)
+    assert keys.ensure("sk-known", "dev").revoked_at is None
+
+
+# ----------------------------------------------------------------------------------- the CLI
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_lifecycle(cli_env: Table, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(
+        capsys, "keys", "create", "--name", "ci", "--team", "ml", "--tags", "a,b", "--models", "echo,fast",
+        "--budget-usd", "12.50", "--period", "week", "--rpm", "60", "--tpm", "10000",
+        "--expires", "2099-01-01", "--json",
+    )  # fmt: skip
+    assert code == 0
+    created = json.loads(out)
+    assert created["key"].startswith("sk-sb-") and created["id"].startswith("key_")
+    assert (created["budget_usd"], created["period"], created["rpm"], created["tpm"]) == (
+        "12.50",
+        "week",
+        60,
+        10000,
+    )
+    assert created["models"] == ["echo", "fast"] and created["expires_at"] == "2099-01-01T00:00:00Z"
+    key_id = created["id"]
+
+    code, out, _ = cli(capsys, "keys", "list", "--json")
+    assert [k["id"] for k in json.loads(out)] == [key_id] and "key" not in json.loads(out)[0]
+
+    code, out, _ = cli(
+        capsys, "keys", "update", key_id, "--no-budget", "--rpm", "5", "--models", "*", "--json"
+    )
+    updated = json.loads(out)
+    assert (code, updated["budget_usd"], updated["rpm"], updated["models"]) == (0, None, 5, "*")
+
+    code, out, _ = cli(capsys, "keys", "show", key_id, "--json")
+    shown = json.loads(out)
+    assert shown["use"]["rate"]["requests_this_minute"] == 0 and shown["status"] == "active"
+
+    code, out, _ = cli(capsys, "keys", "rotate", key_id, "--json")
+    assert code == 0 and json.loads(out)["key"] != created["key"] and json.loads(out)["id"] == key_id
+
+    code, out, _ = cli(capsys, "keys", "revoke", key_id)
+    assert code == 0 and "revoked" in out
+    code, out, _ = cli(capsys, "keys", "list", "--all", "--json")
+    assert json.loads(out)[0]["status"] == "revoked"
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["keys", "show", "key_nope"], 1, "no key with id 'key_nope'"),
+        (["keys", "revoke", "key_nope"], 1, "no key with id 'key_nope'"),
+        (["keys", "create", "--name", "x", "--budget-usd", "-1"], 2, "non-negative amount of US dollars"),
+        (["keys", "create", "--name", "x", "--budget-usd", "ten"], 2, "is not a number of US dollars"),
+        (
+            ["keys", "create", "--name", "x", "--budget-usd", "1", "--period", "year"],
+            2,
+            "invalid choice: 'year'",
+        ),
+        (["keys", "create", "--name", "x", "--period", "day"], 1, "--period needs --budget-usd"),
+        (["keys", "create", "--name", "x", "--rpm", "0"], 2, "at least 1 per minute"),
+        (["keys", "create", "--name", "x", "--expires", "tomorrow"], 2, "not an ISO 8601 time"),
+        (["keys", "create", "--name", "x", "--expires", "2001-01-01"], 1, "--expires is in the past"),
+        (["keys", "create"], 2, "--name"),
+        (["budgets", "set", "planet:x", "--rpm", "1"], 2, "expected SCOPE:ID"),
+        (["budgets", "set", "key:key_1", "--rpm", "1"], 1, "keys update"),
+        (["budgets", "show", "team:nobody"], 1, "no limits are set on team:nobody"),
+    ],
+)
+def test_cli_bad_input_gets_a_clear_error(
+    cli_env: Table, capsys: pytest.CaptureFixture[str], argv: list[str], status: int, message: str
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = int(exc.code or 0)
+    _, err = capsys.readouterr()
+    assert code == status and message in err, err
+    assert "Traceback" not in err
+
+
+def test_cli_refuses_to_change_a_revoked_key(cli_env: Table, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = cli(capsys, "keys", "create", "--name", "x", "--json")
+    key_id = json.loads(out)["id"]
+    cli(capsys, "keys", "revoke", key_id)
+    for argv in (
+        ["keys", "revoke", key_id],
+        ["keys", "update", key_id, "--rpm", "3"],
+        ["keys", "rotate", key_id],
+    ):
+        code, _, err = cli(capsys, *argv)
+        assert code == 1 and "revoked" in err
+
+
+# ------------------------------------------------------------------------------- over HTTP
+
+
+def test_http_unknown_revoked_expired_and_forbidden_model(gateway_factory, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(table=table.name, key_cache_s=0.2)
+    store = KeyStore(table)
+    only_echo, _ = store.create("narrow", models=["echo"])
+    revoked, record = store.create("gone")
+    expires = int(time.time()) + 2
+    expiring, _ = store.create("brief", expires_at=expires)
+    url = gw.v1 + "/chat/completions"
+
+    def call(key: str, model: str = "echo") -> httpx.Response:
+        return httpx.post(
+            url, json={"model": model, "messages": MSG}, headers={"authorization": f"Bearer {key}"}
+        )
+
+    assert call(gw.api_key).status_code == 200  # the seeded key
+    assert call(only_echo).status_code == 200 and call(expiring).status_code == 200
+    denied = call(only_echo, "other")
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
+    unknown = call("sk-sb-unknown")
+    assert unknown.status_code == 401 and unknown.json()["error"]["code"] == "invalid_api_key"
+
+    assert call(revoked).status_code == 200
+    store.revoke(record.id)
+    time.sleep(0.25)  # the cache age
+    gone = call(revoked)
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "api_key_revoked"
+    assert "revoked" in gone.json()["error"]["message"]
+
+    time.sleep(max(0.0, expires - time.time() + 0.05))
+    expired = call(expiring)
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "api_key_expired"
