@@ -134,14 +134,14 @@ class LimitsHook:
         self.definitions = definitions
         self.routing = routing
         self.max_request_s = max_request_s
-        self._clock = clock
+        self.clock = clock  # wall time: periods, windows, reservation deadlines
         self._monotonic = monotonic
         self._use: dict[tuple[str, str], tuple[dict[str, Any] | None, float]] = {}
 
     # ------------------------------------------------------------------------- admission
 
     async def admit(self, ex: Exchange) -> None:
-        now = self._clock()
+        now = self.clock()
         budgets, rates = budget_lines(ex.principal, ex.alias, await self.definitions.current(), now)
         if not budgets and not rates:
             return
@@ -287,15 +287,17 @@ class LimitsHook:
     ) -> dict[str, str]:
         """OpenAI's x-ratelimit-* for the tightest rate line, from the read made beside the admission.
 
-        The read and the write race, so ``remaining`` counts this request as if the read missed it:
-        exact at low concurrency, approximate (never above the truth by more than the requests
-        admitted concurrently) under load.
+        The read and the write race; the item's ``last_req`` says whether the read saw this
+        request. Exact when requests on the line do not overlap; under load ``remaining`` may be
+        off by the requests admitted at the same moment.
         """
         best_req: tuple[int, RateLine, int] | None = None
         best_tok: tuple[int, RateLine, int] | None = None
         for line in res.rates:
             seen = snapshot.get((line.key["pk"]["S"], line.key["sk"]["S"]), {})
-            req, tok = int(seen.get("req", 0)) + 1, int(seen.get("tok", 0)) + res.tokens
+            missed = seen.get("last_req") != res.request_id
+            req = int(seen.get("req", 0)) + missed
+            tok = int(seen.get("tok", 0)) + (res.tokens if missed else 0)
             if line.rpm is not None and (best_req is None or line.rpm - req < best_req[0]):
                 best_req = (line.rpm - req, line, req)
             if line.tpm is not None and (best_tok is None or line.tpm - tok < best_tok[0]):
@@ -340,7 +342,7 @@ class LimitsHook:
 
     async def budget_used(self, principal: Principal, alias: str, scope: Scope) -> float | None:
         """The fraction of ``scope``'s budget used (spent + reserved), or None when it has none."""
-        budgets, _ = budget_lines(principal, alias, await self.definitions.current(), self._clock())
+        budgets, _ = budget_lines(principal, alias, await self.definitions.current(), self.clock())
         line = next((b for b in budgets if b.scope is scope), None)
         if line is None or line.limit <= 0:
             return None if line is None else 1.0

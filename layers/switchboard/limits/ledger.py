@@ -248,6 +248,7 @@ class Ledger:
             ":one": num(1),
             ":t": num(res.tokens),
             ":ttl": num((line.window + 1) * RATE_WINDOW_S + _RATE_ITEM_TTL_S),
+            ":rid": {"S": res.request_id},
         }
         if line.rpm is not None:
             conditions.append("(attribute_not_exists(req) OR req < :rpm)")
@@ -258,7 +259,8 @@ class Ledger:
         update: dict[str, Any] = {
             "TableName": self.table.name,
             "Key": line.key,
-            "UpdateExpression": "ADD req :one, tok :t SET #ttl = :ttl",
+            # last_req lets the read beside the admission tell whether it saw this request's write.
+            "UpdateExpression": "ADD req :one, tok :t SET #ttl = :ttl, last_req = :rid",
             "ExpressionAttributeNames": {"#ttl": "ttl"},
             "ExpressionAttributeValues": values,
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
