@@ -72,22 +72,26 @@ MODELS = {
 }
 
 
-def priced_doc(mock_url: str, prices: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def priced_doc(
+    mock_url: str, prices: dict[str, Any] | None = None, models: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     prices = prices or {
         "mock/echo": CENT_PRICE,
         "mock/fail-500": CENT_PRICE,
         "mock/fail-503": CENT_PRICE,
         "backup/echo": {"input_per_mtok": 1000, "output_per_mtok": 5000},
     }
-    return routing_doc(mock_url, MODELS, prices=prices, **extra)
+    return routing_doc(mock_url, models or MODELS, prices=prices, **extra)
 
 
 @pytest.fixture
 def start(gateway_factory, mock, table: Table):  # type: ignore[no-untyped-def]
     """Start a gateway over a fresh table; returns it and a function that creates a key there."""
 
-    def start(prices: dict[str, Any] | None = None, **extra: Any):  # type: ignore[no-untyped-def]
-        gw = gateway_factory(doc=priced_doc(mock.base_url, prices, **extra), table=table.name)
+    def start(  # type: ignore[no-untyped-def]
+        prices: dict[str, Any] | None = None, models: dict[str, Any] | None = None, **extra: Any
+    ):
+        gw = gateway_factory(doc=priced_doc(mock.base_url, prices, models, **extra), table=table.name)
         store = KeyStore(table)
 
         def key(**limits: Any) -> tuple[str, str]:

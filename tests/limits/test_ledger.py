@@ -131,3 +131,21 @@ def test_transaction_conflicts_are_retried(table: Table) -> None:
         assert book.reserve(reservation("req_c")) is None
         stub.assert_no_pending_responses()
     assert len(sleeps) == 2
+
+
+def test_the_scheduled_sweeper_handler(table: Table, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from switchboard.devtools.devstack import ROOT
+
+    monkeypatch.setenv("SWITCHBOARD_TABLE", table.name)
+    res = reservation("req_orphan")
+    res.expires_at = int(time.time()) - 1
+    Ledger(table).reserve(res)
+    spec = importlib.util.spec_from_file_location("sweeper_handler", ROOT / "functions/sweeper/handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.handler({"source": "aws.events"}, None) == {"refunded": 1, "usd": "0.25"}
+    assert module.handler({}, None) == {"refunded": 0, "usd": "0"}
+    assert ledger(table, "key", "k1")["used"] == 0

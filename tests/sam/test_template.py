@@ -324,6 +324,7 @@ def test_function_uses_the_least_privilege_role(template: dict[str, Any]) -> Non
         "kms:Decrypt",
         "secretsmanager:GetSecretValue",
         "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",

@@ -367,7 +367,7 @@ def cmd_budgets_clear(args: argparse.Namespace) -> int:
 def cmd_budgets_sweep(args: argparse.Namespace) -> int:
     from switchboard.limits.ledger import Ledger
 
-    refunded = Ledger(_table()).sweep()
+    refunded = Ledger(_table()).sweep()  # what the scheduled SweeperFunction runs every 5 minutes
     total = sum((h.usd for h in refunded), Decimal(0))
     data = {"refunded": len(refunded), "usd": str(total), "requests": [h.request_id for h in refunded]}
     _emit(args, data, f"refunded {len(refunded)} orphaned reservations (${total})")

@@ -39,17 +39,26 @@ from switchboard.limits.model import (
     retry_after_s,
 )
 from switchboard.routing.document import RoutingDocument
+from switchboard.routing.planner import PlannedTarget
 from switchboard.routing.store import RoutingStore
 
-__all__ = ["STATE", "BudgetExceeded", "LimitsHook", "budget_lines", "scope_lines"]
+__all__ = [
+    "STATE",
+    "BudgetExceeded",
+    "LimitsHook",
+    "PriceOf",
+    "budget_lines",
+    "document_price",
+    "scope_lines",
+]
 
 log = logging.getLogger("switchboard.limits")
 
 STATE = "limits"  # the hook's entry in Exchange.state: the Reservation
 # A reservation outlives its request's deadline by this much before the sweeper may refund it.
 _SWEEP_GRACE_S = 60
-# Budget use read for routing rules is reused for this long.
-_USE_MAX_AGE_S = 5.0
+# Budget use read for routing rules is reused for this long (per container).
+USE_MAX_AGE_S = 5.0
 
 
 class BudgetExceeded(PaymentRequired):
@@ -74,6 +83,15 @@ def _usd(value: Decimal) -> str:
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+PriceOf = Callable[[RoutingDocument, PlannedTarget], Price | None]
+_ANSWERED = frozenset({"ok", "interrupted"})
+
+
+def document_price(document: RoutingDocument, target: PlannedTarget) -> Price | None:
+    """The routing document's price for ``target`` (the default ``price_of``)."""
+    return document.prices.get(price_key(target.provider_name, target.model))
 
 
 def budget_lines(
@@ -129,12 +147,15 @@ class LimitsHook:
         max_request_s: float,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        price_of: PriceOf | None = None,
     ) -> None:
         self.ledger = ledger
         self.definitions = definitions
         self.routing = routing
         self.max_request_s = max_request_s
         self.clock = clock  # wall time: periods, windows, reservation deadlines
+        self.price_of: PriceOf = price_of or document_price
+        self.use_max_age_s = USE_MAX_AGE_S
         self._monotonic = monotonic
         self._use: dict[tuple[str, str], tuple[dict[str, Any] | None, float]] = {}
 
@@ -172,9 +193,7 @@ class LimitsHook:
         now: float,
     ) -> Reservation:
         chat = ex.chat
-        prices: dict[str, Price | None] = {
-            t.label: document.prices.get(price_key(t.provider_name, t.model)) for t in ex.plan.targets
-        }
+        prices = {t.label: self.price_of(document, t) for t in ex.plan.targets}
         prompt = estimate_prompt_tokens(chat)
         choices = chat.n or 1
         tokens = prompt + max(output_bound(chat.output_cap, p, choices) for p in prices.values())
@@ -325,14 +344,22 @@ class LimitsHook:
         await asyncio.to_thread(self.ledger.settle, res.hold, usd, tokens)
 
     def actual(self, ex: Exchange, res: Reservation) -> tuple[Decimal, int]:
-        """What the request really cost: zero when no target answered, else its usage at its price."""
-        if ex.outcome == "error":
+        """What the request really cost: nothing unless a target answered (``ok``, or a stream that
+        broke or lost its client after output began), else its usage at the served target's price.
+
+        A cost the handler already worked out (``ex.cost_usd``, set by the metering step when
+        there is one) is used as is, so the budget and the cost event agree to the digit.
+        """
+        if ex.outcome not in _ANSWERED:  # error, rejected (another hook refused), pending
             return Decimal(0), 0
         usage = ex.usage
         if usage is None:
             log.info("request %s has no usage (%s); charging its reservation", ex.request_id, ex.outcome)
             return res.usd, res.tokens
         tokens = max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
+        known = getattr(ex, "cost_usd", None)
+        if isinstance(known, Decimal):
+            return ledger_usd(known), tokens
         price = res.prices.get(ex.target.label) if ex.target is not None else None
         if price is None:
             return (res.usd, tokens) if res.budgets else (Decimal(0), tokens)
@@ -348,8 +375,12 @@ class LimitsHook:
             return None if line is None else 1.0
         key = (line.key["pk"]["S"], line.key["sk"]["S"])
         cached = self._use.get(key)
-        if cached is None or self._monotonic() - cached[1] >= _USE_MAX_AGE_S:
-            found = await asyncio.to_thread(self.ledger.read, [line.key])
+        if cached is None or self._monotonic() - cached[1] >= self.use_max_age_s:
+            try:
+                found = await asyncio.to_thread(self.ledger.read, [line.key])
+            except Exception:  # a rule that cannot read its budget does not fire; admission still counts
+                log.warning("budget use unreadable for routing rules", exc_info=True)
+                return None
             self._use[key] = (found.get(key), self._monotonic())
             cached = self._use[key]
         used = Decimal((cached[0] or {}).get("used", 0))

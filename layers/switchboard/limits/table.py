@@ -22,6 +22,7 @@ __all__ = [
     "call_counts",
     "count_calls",
     "dump",
+    "item_bytes",
     "key_item_key",
     "limit_item_key",
     "load",
@@ -29,6 +30,7 @@ __all__ = [
     "rate_key",
     "resv_key",
     "resv_shard",
+    "write_units",
 ]
 
 GSI = "gsi1"
@@ -95,6 +97,38 @@ def num(value: Decimal | int) -> dict[str, str]:
     """A number attribute value, written without an exponent."""
     text = format(value, "f") if isinstance(value, Decimal) else str(value)
     return {"N": text}
+
+
+# ------------------------------------------------------------------------------ item sizes
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        digits = inner.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + _value_bytes(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + _value_bytes(v) for k, v in inner.items())
+    if kind in ("SS", "NS", "BS"):
+        return sum(len(str(v).encode()) for v in inner)
+    return len(inner)
+
+
+def item_bytes(item: Mapping[str, Any]) -> int:
+    """An item's size as DynamoDB bills it (attribute names plus values), to estimate capacity units."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def write_units(size: int, transactional: bool = False) -> int:
+    """Write capacity units of one write of ``size`` bytes (1 KB each, doubled in a transaction)."""
+    units = max(1, -(-size // 1024))
+    return units * 2 if transactional else units
 
 
 # ------------------------------------------------------------------------------ call counting
