@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: venv dev test check lint typecheck ci sam-check bench bench-full clean
+.PHONY: venv dev test check lint typecheck ci sam-check bench bench-full clean test-limits-slow
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ check: lint typecheck
 sam-check: sam-validate sam-build
 
 ci: test sam-check
+
+# The long versions of the limits concurrency tests (1000 requests on one budget, 600 across two
+# gateway processes); the default run has the short ones.
+test-limits-slow: venv
+	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,12 @@ from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 
 from tests.conftest import routing_doc
+
+# Longer versions of the concurrency tests: `make test-limits-slow` (SWITCHBOARD_SLOW=1).
+SLOW = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("SWITCHBOARD_SLOW"), reason="slow: make test-limits-slow"),
+]
 
 
 def make_table(name: str | None = None) -> Table:

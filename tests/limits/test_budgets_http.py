@@ -10,31 +10,34 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
+import pytest
 from switchboard.costs import Price, cost_usd
 from switchboard.limits.definitions import LimitStore
 from switchboard.limits.model import Limits, Period, Scope
 from switchboard.limits.table import Table, call_counts
 from switchboard.schemas import Usage
 
-from tests.limits.conftest import fire, ledger, post, reservations, wait_for
+from tests.limits.conftest import SLOW, fire, ledger, post, reservations, wait_for
 
 
-def test_200_concurrent_requests_against_a_budget_for_50_admit_exactly_50(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("n", "fits"),
+    [pytest.param(200, 50, id="200-vs-50"), pytest.param(1000, 250, id="1000-vs-250", marks=SLOW)],
+)
+def test_concurrent_requests_against_a_budget_for_a_quarter_admit_exactly_that_many(  # type: ignore[no-untyped-def]
+    limited, table: Table, n: int, fits: int
+) -> None:
     gw, key = limited
-    secret, key_id = key(budget_usd=Decimal("0.50"), period=Period.MONTH)
-    responses = fire(gw, secret, 200)
-    assert Counter(r.status_code for r in responses) == {200: 50, 402: 150}
+    limit = Decimal("0.01") * fits
+    secret, key_id = key(budget_usd=limit, period=Period.MONTH)
+    responses = fire(gw, secret, n)
+    assert Counter(r.status_code for r in responses) == {200: fits, 402: n - fits}
     row = ledger(table, "key", key_id)
-    assert (row["spent"], row["reserved"], row["used"], row["requests"]) == (
-        Decimal("0.5"),
-        0,
-        Decimal("0.5"),
-        50,
-    )
+    assert (row["spent"], row["reserved"], row["used"], row["requests"]) == (limit, 0, limit, fits)
     assert reservations(table) == []
     refused = next(r for r in responses if r.status_code == 402).json()["error"]
     assert refused["type"] == "insufficient_quota" and refused["code"] == "budget_exceeded"
-    assert refused["budget"]["limit_usd"] == "0.50" and refused["budget"]["scope"] == "key"
+    assert refused["budget"]["limit_usd"] == str(limit) and refused["budget"]["scope"] == "key"
 
 
 def test_ledger_equals_the_sum_of_settled_costs_and_never_exceeds_the_limit(start, table: Table) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from switchboard.limits.definitions import LimitStore
 from switchboard.limits.model import Limits, Scope
 from switchboard.limits.table import Table
 
-from tests.limits.conftest import fire, items, post
+from tests.limits.conftest import SLOW, fire, items, ledger, post
 
 RESERVED, USED = 33, 11
 
@@ -162,6 +162,21 @@ def test_rate_limits_hold_across_two_gateway_processes(limited, second_gateway: 
             break
     assert Counter(r.status_code for r in responses) == {200: 20, 429: 40}
     assert rate_row(table, "key", key_id)["req"] == 20
+
+
+@pytest.mark.parametrize(
+    ("each", "fits"),
+    [pytest.param(30, 15, id="60-vs-15"), pytest.param(300, 100, id="600-vs-100", marks=SLOW)],
+)
+def test_a_budget_holds_across_two_gateway_processes(
+    limited, second_gateway: str, table: Table, each: int, fits: int
+) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal("0.01") * fits)
+    responses = fire_at([gw.v1, second_gateway], secret, each)
+    assert Counter(r.status_code for r in responses) == {200: fits, 402: 2 * each - fits}
+    row = ledger(table, "key", key_id)
+    assert (row["spent"], row["reserved"], row["requests"]) == (Decimal("0.01") * fits, 0, fits)
 
 
 def fire_at(bases: list[str], secret: str, each: int) -> list[httpx.Response]:
