@@ -567,6 +567,34 @@ async def test_secret_failure_message_names_the_reference_not_the_details(h: Har
     assert "123456789012" not in json.dumps(info.value.body())
 
 
+def slow_credentials(harness: Harness, seconds: float) -> None:
+    original = harness.ssm.get_parameter
+
+    def get_parameter(**kwargs: Any) -> dict[str, Any]:
+        time.sleep(seconds)  # boto3 blocks; the resolver runs it in a thread
+        return original(**kwargs)
+
+    harness.ssm.get_parameter = get_parameter  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+async def test_a_slow_credential_read_counts_against_the_deadline(stream: bool) -> None:
+    harness = Harness()
+    slow_credentials(harness, 0.3)
+    good, _ = sse(ROLE, chunk({"content": "ok"}), FINISH, DONE)
+    harness.upstreams.on("a/x", good if stream else ok())
+    started = time.monotonic()
+    with pytest.raises(AllTargetsFailed) as info:
+        if stream:
+            await harness.stream(route("a/x"), deadline_s=0.05)
+        else:
+            await harness.complete(route("a/x"), deadline_s=0.05)
+    assert time.monotonic() - started < 0.25
+    assert info.value.status == 504
+    assert harness.upstreams.seen == []
+    await harness.http.aclose()
+
+
 async def test_secrets_are_cached_across_attempts(h: Harness) -> None:
     h.upstreams.on("a/x", fail(500), fail(500), ok())
     await h.complete(route("a/x", retry={"attempts": 3}))
