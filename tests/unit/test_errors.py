@@ -187,7 +187,12 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
         ("header was Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc", "eyJhbGciOiJIUzI1NiJ9.abc"),
         ("bearer   tok_123456", "tok_123456"),
         ("groq gsk_ABCDEFGH12345678 invalid", "gsk_ABCDEFGH12345678"),
-        ("gemini AIza-SyD1234567890abcdef", "AIza-SyD1234567890abcdef"),
+        (
+            "API key not valid: AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe.",
+            "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
+        ),
+        ("xai key xai-AbCdEf0123456789 expired", "xai-AbCdEf0123456789"),
+        ("(sk-abcdefgh12345678)", "sk-abcdefgh12345678"),
     ],
 )
 def test_redact_masks_credentials(text: str, secret: str) -> None:
@@ -196,8 +201,15 @@ def test_redact_masks_credentials(text: str, secret: str) -> None:
     assert "[redacted]" in masked
 
 
-def test_redact_leaves_ordinary_text_alone() -> None:
-    text = "This model's maximum context length is 8192 tokens (ask-me later; sk is fine)."
+@pytest.mark.parametrize(
+    "text",
+    [
+        "This model's maximum context length is 8192 tokens (ask-me later; sk is fine).",
+        "This is a task-specific model; use the risk-adjusted path or the monkey_business_plan.",
+        "Unsupported value: 'messages[0].role' does not support 'developer' with this model.",
+    ],
+)
+def test_redact_leaves_ordinary_text_alone(text: str) -> None:
     assert redact(text) == text
 
 
