@@ -247,7 +247,9 @@ def _attribution(headers: dict[str, str], provider: str, model: str, attempts: l
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     message = "Not found." if status == 404 else "Method not allowed." if status == 405 else "Request failed."
-    err = GatewayError(f"{message} ({request.method} {request.url.path})", status=status)
+    # Starlette's own headers matter: a 405 must say which methods are allowed (RFC 9110).
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    err = GatewayError(f"{message} ({request.method} {request.url.path})", status=status, headers=headers)
     err.type = "invalid_request_error"
     return _error_response(err, {"x-request-id": _request_id()})
 

@@ -151,8 +151,9 @@ class Engine:
 
     async def complete(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> Completion:
         async def attempt(target: PlannedTarget, remaining: float) -> tuple[ChatCompletion, bytes | None]:
-            call = await self._call(request, target, stream=False)
+            # The credential lookup is inside the timeout: a slow SSM read must not outlive the deadline.
             async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                call = await self._call(request, target, stream=False)
                 return await providers.get(target.provider.kind).complete(call)
 
         (completion, raw), target, records = await self._run(plan, deadline, attempt)
@@ -160,12 +161,14 @@ class Engine:
 
     async def stream(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> StreamResult:
         async def attempt(target: PlannedTarget, remaining: float) -> StreamResult:
-            call = await self._call(request, target, stream=True)
             now = time.monotonic()
             total_deadline = now + min(target.timeouts.total_s, remaining)
             first_deadline = min(
                 now + target.timeouts.connect_s + target.timeouts.first_token_s, total_deadline
             )
+            # The credential lookup counts against the first token: the client is already waiting.
+            async with asyncio.timeout(first_deadline - time.monotonic()):
+                call = await self._call(request, target, stream=True)
             upstream = providers.get(target.provider.kind).stream(call)
             held: list[StreamChunk] = []
             try:

@@ -198,4 +198,5 @@ def test_unknown_paths_and_methods(gw: RunningGateway) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
     wrong = httpx.get(gw.v1 + "/chat/completions", headers=gw.headers())
     assert wrong.status_code == 405 and "error" in wrong.json()
+    assert wrong.headers["allow"] == "POST"
     assert httpx.get(gw.base_url + "/health").json() == {"status": "ok"}
