@@ -13,6 +13,7 @@ import boto3
 import pytest
 from jsonschema import Draft202012Validator
 from switchboard.cli import main
+from switchboard.routing.document import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "infra" / "routing.example.json"
@@ -71,7 +72,10 @@ def test_validate_reads_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: p
     monkeypatch.setattr("sys.stdin", io.StringIO(text))
     code, out, _ = run(capsys, "routing", "validate", "-")
     assert code == 0
-    assert f"revision {hashlib.sha256(text.encode()).hexdigest()[:12]}," in out  # no label: a content hash
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    assert (
+        f"revision {hashlib.sha256(canonical.encode()).hexdigest()[:12]}," in out
+    )  # no label: a content hash
 
 
 def test_validate_a_bad_document_names_every_problem(
@@ -216,3 +220,15 @@ def test_push_uses_the_routing_param_setting_by_default(
     assert json.loads(ssm_value(param)[0]) == example()
     code, out, _ = run(capsys, "routing", "show")
     assert code == 0 and json.loads(out)["revision"] == example()["revision"]
+
+
+def test_the_revision_push_prints_is_the_one_the_gateway_reports(
+    aws: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, param: str
+) -> None:
+    doc = example()
+    del doc["revision"]  # no label: the revision is a hash, and it must not depend on formatting
+    code, out, _ = run(capsys, "routing", "push", write(tmp_path, doc), "--yes", "--param", param)
+    assert code == 0
+    printed = out.split("revision ", 1)[1].split(",", 1)[0]
+    _, in_force = load_document(ssm_value(param)[0])  # what the gateway loads from the parameter
+    assert in_force == printed

@@ -233,11 +233,13 @@ def test_revision_is_the_operator_label_when_given() -> None:
     assert revision == "2026-11-25.3"
 
 
-def test_revision_without_a_label_is_a_content_hash() -> None:
+def test_revision_without_a_label_is_a_hash_of_the_content_not_the_formatting() -> None:
     text = json.dumps(GOOD)
     _, revision = load_document(text)
-    assert revision == hashlib.sha256(text.encode()).hexdigest()[:12]
+    canonical = json.dumps(GOOD, sort_keys=True, separators=(",", ":"))
+    assert revision == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     assert load_document(text.encode())[1] == revision  # bytes or str alike
+    assert load_document(json.dumps(GOOD, indent=4, sort_keys=True))[1] == revision
     _, other = load_document(json.dumps(edited(models__m__targets=[{"provider": "p", "model": "z"}])))
     assert other != revision
 

@@ -7,6 +7,7 @@ records the delays it was asked for, so backoff is checked exactly and costs no 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -756,3 +757,40 @@ def test_error_classes_round_trip_through_records() -> None:
     record = AttemptRecord("a/x", ErrorClass.RATE_LIMIT, 429, 12.4)
     assert record.render() == "a/x;rate_limit;429;12ms"
     assert AttemptRecord("a/x", ErrorClass.SERVER, None, 0).render() == "a/x;server;-;0ms"
+
+
+# --------------------------------------------------------------------------- content encoding
+
+
+def gzipped(status: int, payload: bytes, content_type: str) -> Factory:
+    """What an upstream behind a compressing proxy sends: httpx asked for gzip, and got it."""
+    packed = gzip.compress(payload)
+    parts = [packed[: len(packed) // 2], packed[len(packed) // 2 :]]
+    headers = {"content-type": content_type, "content-encoding": "gzip"}
+    return lambda request: httpx.Response(status, stream=Body(parts), headers=headers)
+
+
+async def test_a_gzip_encoded_stream_is_decoded(h: Harness) -> None:
+    events = ROLE + chunk({"content": "squeezed"}) + FINISH + DONE
+    h.upstreams.on("a/x", gzipped(200, events, "text/event-stream"))
+    result = await h.stream(route("a/x", retry={"attempts": 1}))
+    assert outcomes(result.attempts) == [("a/x", "ok", 200)]
+    assert texts(await collect(result)) == "squeezed"
+
+
+async def test_a_gzip_encoded_error_body_on_a_stream_is_classified(h: Harness) -> None:
+    body = json.dumps(
+        {"error": {"message": "maximum context length exceeded", "code": "context_length_exceeded"}}
+    )
+    h.upstreams.on("a/x", gzipped(400, body.encode(), "application/json"))
+    with pytest.raises(UpstreamRejected) as info:
+        await h.stream(route("a/x"))
+    assert info.value.code == "context_length_exceeded"
+    assert info.value.message == "a: maximum context length exceeded"
+
+
+async def test_a_gzip_encoded_completion_is_decoded(h: Harness) -> None:
+    h.upstreams.on("a/x", gzipped(200, json.dumps(completion("packed")).encode(), "application/json"))
+    done = await h.complete(route("a/x"))
+    assert done.completion.choices[0].message.content == "packed"
+    assert done.raw is not None and json.loads(done.raw)["choices"][0]["message"]["content"] == "packed"
