@@ -16,7 +16,10 @@ MSG = [{"role": "user", "content": "ping pong"}]
 
 def chain(*models: str, **route: object) -> dict[str, object]:
     providers = ["mock", "backup", "backup", "backup"]
-    return {"targets": [{"provider": p, "model": m} for p, m in zip(providers, models, strict=False)], **route}
+    return {
+        "targets": [{"provider": p, "model": m} for p, m in zip(providers, models, strict=False)],
+        **route,
+    }
 
 
 def post(gw: RunningGateway, model: str, **body: object) -> httpx.Response:
@@ -67,7 +70,9 @@ def test_timeout_is_retried_once_then_falls_back(gateway_factory) -> None:  # ty
 
 def test_retry_after_is_honored(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     flaky = f"flaky-1+fail-429+retry-after-1+id-{uuid.uuid4().hex[:6]}"
-    gw = gateway_factory(models={"m": chain(flaky, retry={"attempts": 2, "base_delay_ms": 1, "max_delay_ms": 5})})
+    gw = gateway_factory(
+        models={"m": chain(flaky, retry={"attempts": 2, "base_delay_ms": 1, "max_delay_ms": 5})}
+    )
     started = time.monotonic()
     response = post(gw, "m")
     elapsed = time.monotonic() - started
@@ -109,7 +114,10 @@ def test_context_window_falls_back_to_a_larger_target(gateway_factory) -> None: 
     gw = gateway_factory(models={"m": route})
     response = post(gw, "m")
     assert response.status_code == 200
-    assert [s[:2] for s in trail(response)] == [["mock/fail-400ctx", "context_window"], ["backup/echo+large", "ok"]]
+    assert [s[:2] for s in trail(response)] == [
+        ["mock/fail-400ctx", "context_window"],
+        ["backup/echo+large", "ok"],
+    ]
 
 
 def test_content_policy_falls_back_only_when_configured(gateway_factory) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +137,9 @@ def test_content_policy_falls_back_only_when_configured(gateway_factory) -> None
     ("failing", "status", "classes"),
     [("fail-500", 502, "server"), ("fail-429", 503, "rate_limit"), ("slow-2", 504, "timeout")],
 )
-def test_every_target_failing_names_each_attempt(gateway_factory, failing: str, status: int, classes: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_target_failing_names_each_attempt(
+    gateway_factory, failing: str, status: int, classes: str
+) -> None:  # type: ignore[no-untyped-def]
     route = chain(failing, failing, retry={"attempts": 1})
     for target in route["targets"]:  # type: ignore[attr-defined]
         target["timeouts"] = {"total_s": 0.3}
@@ -138,7 +148,10 @@ def test_every_target_failing_names_each_attempt(gateway_factory, failing: str, 
     assert response.status_code == status
     error = response.json()["error"]
     assert error["code"] == "all_targets_failed"
-    assert f"mock/{failing}: {classes}" in error["message"] and f"backup/{failing}: {classes}" in error["message"]
+    assert (
+        f"mock/{failing}: {classes}" in error["message"]
+        and f"backup/{failing}: {classes}" in error["message"]
+    )
     assert response.headers["x-switchboard-attempts"] == "2"
 
 
