@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -569,29 +570,35 @@ async def test_secret_failure_message_names_the_reference_not_the_details(h: Har
     assert "123456789012" not in json.dumps(info.value.body())
 
 
-def slow_credentials(harness: Harness, seconds: float) -> None:
+def blocking_credentials(harness: Harness) -> threading.Event:
+    """SSM reads block (as boto3 does, in the resolver's thread) until the returned event is set."""
     original = harness.ssm.get_parameter
+    release = threading.Event()
 
     def get_parameter(**kwargs: Any) -> dict[str, Any]:
-        time.sleep(seconds)  # boto3 blocks; the resolver runs it in a thread
+        release.wait(5)
         return original(**kwargs)
 
     harness.ssm.get_parameter = get_parameter  # type: ignore[method-assign]
+    return release
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_a_slow_credential_read_counts_against_the_deadline(stream: bool) -> None:
     harness = Harness()
-    slow_credentials(harness, 0.5)
+    release = blocking_credentials(harness)
     good, _ = sse(ROLE, chunk({"content": "ok"}), FINISH, DONE)
     harness.upstreams.on("a/x", good if stream else ok())
     started = time.monotonic()
-    with pytest.raises(AllTargetsFailed) as info:
-        if stream:
-            await harness.stream(route("a/x"), deadline_s=0.05)
-        else:
-            await harness.complete(route("a/x"), deadline_s=0.05)
-    assert time.monotonic() - started < 0.4
+    try:
+        with pytest.raises(AllTargetsFailed) as info:
+            if stream:
+                await harness.stream(route("a/x"), deadline_s=0.05)
+            else:
+                await harness.complete(route("a/x"), deadline_s=0.05)
+        assert time.monotonic() - started < 0.5
+    finally:
+        release.set()  # let the abandoned read finish so the loop can close
     assert info.value.status == 504
     assert harness.upstreams.seen == []
     await harness.http.aclose()
