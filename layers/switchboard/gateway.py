@@ -12,6 +12,7 @@ from switchboard import aws
 from switchboard.auth import Authenticator, SsmKeyAuthenticator
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
+from switchboard.pricing import PriceBook
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
@@ -51,6 +52,7 @@ class Gateway:
     auth: Authenticator
     engine: Engine
     hooks: list[Hook] = field(default_factory=list)
+    prices: PriceBook = field(default_factory=PriceBook)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
