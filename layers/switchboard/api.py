@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from switchboard import metering
+from switchboard import logs, metering
 from switchboard.auth import Principal, bearer_token
 from switchboard.engine import StreamResult
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
@@ -71,6 +71,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         headers = {"x-request-id": _request_id()}
+        logs.bind_request(headers["x-request-id"])
         try:
             return await handler(request, headers)
         except GatewayError as exc:

@@ -128,6 +128,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
     from switchboard.devtools.devstack import DevStack
+    from switchboard.logs import configure_logging
+
+    configure_logging()
 
     env = os.environ
     stack = DevStack(

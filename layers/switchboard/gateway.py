@@ -10,6 +10,7 @@ import httpx
 
 from switchboard import aws
 from switchboard.auth import Authenticator, SsmKeyAuthenticator
+from switchboard.costevents import CostEvents
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
 from switchboard.pricing import PriceBook
@@ -66,7 +67,8 @@ class Gateway:
             lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
         )
         auth = SsmKeyAuthenticator.from_ssm(settings.api_key_param, settings.key_cache_s, lambda: ssm)
-        return cls(settings, routing, auth, Engine(http or make_http_client(), secrets))
+        hooks: list[Hook] = [CostEvents()]
+        return cls(settings, routing, auth, Engine(http or make_http_client(), secrets), hooks)
 
     async def aclose(self) -> None:
         await self.engine.http.aclose()
