@@ -5,6 +5,7 @@
     switchboard routing push FILE [--yes] validate, diff against the live one, put the parameter
     switchboard routing show              print the live document
     switchboard routing schema            print the JSON Schema of the document
+    switchboard spend [--by key|team|model|provider] [--period 2026-11] [--json] [--dev]
 
 AWS calls go to the account in the environment, or to moto when ``AWS_ENDPOINT_URL`` points there.
 """
@@ -18,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from switchboard.commands import spend
 from switchboard.settings import Settings
 
 __all__ = ["main"]
@@ -163,6 +165,7 @@ Switchboard dev stack
 print(c.chat.completions.create(model='demo-fallback', messages=[{{'role': 'user', 'content': 'hi'}}]))"
 
 Models: gpt-4o-mini, mock-echo, demo-fallback, demo-slow-stream, demo-weighted. Ctrl-C stops everything.
+Spend so far (another shell): switchboard spend --dev [--by model]
 """,
         flush=True,
     )
@@ -196,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--param")
     show.set_defaults(func=cmd_show)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
+    spend.add_parser(commands)
     return parser
 
 

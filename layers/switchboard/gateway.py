@@ -17,6 +17,7 @@ from switchboard.pricing import PriceBook
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
+from switchboard.spendledger import SpendLedger
 
 __all__ = ["Gateway", "make_http_client"]
 
@@ -67,7 +68,11 @@ class Gateway:
             lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
         )
         auth = SsmKeyAuthenticator.from_ssm(settings.api_key_param, settings.key_cache_s, lambda: ssm)
-        hooks: list[Hook] = [CostEvents()]
+        hooks: list[Hook] = []
+        if settings.spend_ledger.lower() not in {"off", "false", "0", "no"}:
+            ddb = aws.client("dynamodb", settings.region)
+            hooks.append(SpendLedger(settings.table, lambda: ddb))
+        hooks.append(CostEvents())
         return cls(settings, routing, auth, Engine(http or make_http_client(), secrets), hooks)
 
     async def aclose(self) -> None:
