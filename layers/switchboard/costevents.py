@@ -155,9 +155,12 @@ class CostEvents:
             for name, value in self._metrics(ex).items()
         }
         dimensions = {"model": ex.alias, "provider": _provider(ex), "service": service}
-        return dict(
+        event = dict(
             emf.serialize_metric_set(metrics=metrics, dimensions=dimensions, metadata=self._properties(ex))
         )
+        for name, metric in metrics.items():  # scalars, not one-element lists: Logs Insights can sum them
+            event[name] = metric["Value"][0]
+        return event
 
     def _metrics(self, ex: Exchange) -> dict[str, float]:
         rejected = ex.outcome == "rejected"

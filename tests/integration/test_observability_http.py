@@ -100,14 +100,14 @@ def test_one_valid_emf_event_per_request(gw, mock, capsys) -> None:  # type: ign
     for event in events.values():
         assert_valid_emf(event)
     ok, stream, fallback, denied, cut = (events[r.headers["x-request-id"]] for r in responses[:5])
-    assert ok["outcome"] == "ok" and ok["CostUSD"] == [0.000015] and ok["target"] == "mock/echo"
-    assert stream["stream"] is True and stream["TimeToFirstToken"][0] > 0 and stream["CostUSD"] == [0.000015]
-    assert fallback["Fallbacks"] == [1.0] and [a["class"] for a in fallback["attempts"]] == [
+    assert ok["outcome"] == "ok" and ok["CostUSD"] == 0.000015 and ok["target"] == "mock/echo"
+    assert stream["stream"] is True and stream["TimeToFirstToken"] > 0 and stream["CostUSD"] == 0.000015
+    assert fallback["Fallbacks"] == 1 and [a["class"] for a in fallback["attempts"]] == [
         "server",
         "server",
         "ok",
     ]
-    assert denied["outcome"] == "error" and denied["Errors"] == [1.0] and denied["status"] == 502
+    assert denied["outcome"] == "error" and denied["Errors"] == 1 and denied["status"] == 502
     assert (
         cut["outcome"] == "interrupted"
         and cut["error_code"] == "stream_interrupted"

@@ -115,9 +115,9 @@ def test_success_with_fallback_is_valid_emf() -> None:
         "ok",
         "switchboard",
     )
-    assert event["Fallbacks"] == [1.0] and event["Errors"] == [0.0] and event["CostUSD"] == [0.0001]
-    assert event["InputTokens"] == [100.0] and event["cached_tokens"] == 40 and event["cost_usd"] == "0.0001"
-    assert event["Latency"] == [250.0] and event["GatewayOverhead"] == [10.0]  # 250 - 30 - 200 - 10 waited
+    assert event["Fallbacks"] == 1 and event["Errors"] == 0 and event["CostUSD"] == 0.0001
+    assert event["InputTokens"] == 100 and event["cached_tokens"] == 40 and event["cost_usd"] == "0.0001"
+    assert event["Latency"] == 250 and event["GatewayOverhead"] == 10  # 250 - 30 - 200 - 10 waited
     assert event["attempts"][0] == {
         "target": "groq/llama",
         "class": "rate_limit",
@@ -132,16 +132,16 @@ def test_success_with_fallback_is_valid_emf() -> None:
     [
         (
             exchange("error", status=502, error_code="all_targets_failed", cost_usd=Decimal(0)),
-            {"Errors": [1.0]},
+            {"Errors": 1},
         ),
-        (exchange("rejected", status=402, error_code="budget_exceeded"), {"BudgetRejections": [1.0]}),
-        (exchange("rejected", status=429, error_code="rate_limit_exceeded"), {"RateLimited": [1.0]}),
+        (exchange("rejected", status=402, error_code="budget_exceeded"), {"BudgetRejections": 1}),
+        (exchange("rejected", status=429, error_code="rate_limit_exceeded"), {"RateLimited": 1}),
         (
             exchange("ok", status=200, usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2)),
-            {"UnpricedRequests": [1.0]},
+            {"UnpricedRequests": 1},
         ),
-        (exchange("interrupted", status=200, error_code="stream_interrupted"), {"Errors": [1.0]}),
-        (exchange("interrupted", status=200, error_code="client_disconnected"), {"Errors": [0.0]}),
+        (exchange("interrupted", status=200, error_code="stream_interrupted"), {"Errors": 1}),
+        (exchange("interrupted", status=200, error_code="client_disconnected"), {"Errors": 0}),
     ],
 )
 def test_every_outcome_is_valid_emf(ex: Exchange, expected: dict[str, Any]) -> None:
