@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from switchboard import logs, metering
+from switchboard import logs, metering, tracing
 from switchboard.auth import Principal, bearer_token
 from switchboard.engine import StreamResult
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
@@ -72,6 +72,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         headers = {"x-request-id": _request_id()}
         logs.bind_request(headers["x-request-id"])
+        tracing.bind(request.headers)
         try:
             return await handler(request, headers)
         except GatewayError as exc:
@@ -209,11 +210,12 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
         raise
     if chat.stream:
         ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
-        stream.meter = metering.StreamMeter(chat, gateway.prices.lookup(routing.document, stream.target))
+        price = gateway.prices.lookup(routing.document, stream.target)
+        meter = stream.meter = metering.StreamMeter(chat, price)
         _attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(_settled_stream(stream, ex, hooks), 200, headers, "text/event-stream")
+        return StreamingResponse(_settled_stream(stream, meter, ex, hooks), 200, headers, "text/event-stream")
     ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
     metering.charge(ex, done.completion, gateway.prices.lookup(routing.document, done.target))
     _attribution(headers, done.target.provider_name, done.target.model, done.attempts)
@@ -221,17 +223,16 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     return Response(metering.body_with_cost(done.raw, done.completion, ex), 200, headers, _JSON)
 
 
-async def _settled_stream(stream: StreamResult, ex: Exchange, hooks: list[Hook]) -> AsyncIterator[bytes]:
+async def _settled_stream(
+    stream: StreamResult, meter: metering.StreamMeter, ex: Exchange, hooks: list[Hook]
+) -> AsyncIterator[bytes]:
     """The stream's bytes; settles once the last byte is out, the upstream broke, or the client left."""
     ex.first_token_at = stream.first_token_at
     try:
         async for data in stream.events():
             yield data
     finally:
-        if isinstance(stream.meter, metering.StreamMeter):
-            stream.meter.settle(ex)
-        else:
-            ex.usage = stream.usage
+        meter.settle(ex)  # usage (reported, else estimated from what was sent) and cost
         ex.attempts = stream.attempts
         if stream.completed:
             ex.outcome = "ok"

@@ -8,7 +8,7 @@ from functools import partial
 
 import httpx
 
-from switchboard import aws
+from switchboard import aws, tracing
 from switchboard.auth import Authenticator, SsmKeyAuthenticator
 from switchboard.costevents import CostEvents
 from switchboard.engine import Engine
@@ -60,6 +60,7 @@ class Gateway:
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
         """Wire the real AWS-backed dependencies. Creates clients now, so requests do not pay for it."""
         settings = settings or Settings.from_env()
+        tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.client("ssm", settings.region)
         routing = RoutingStore.from_ssm(
             settings.routing_param, settings.routing_max_age_s, ssm, on_rejected=_count_rejection
