@@ -102,7 +102,9 @@ def _provider(ex: Exchange) -> str:
 
 
 def _is_error(ex: Exchange) -> bool:
-    return ex.outcome == "error" or ex.error_code == "stream_interrupted"
+    """A failure of the gateway or its upstreams: a 5xx answer or a stream broken upstream. An
+    upstream's 4xx passed on to the client (bad request, context too long) is the client's."""
+    return (ex.outcome == "error" and ex.status >= 500) or ex.error_code == "stream_interrupted"
 
 
 class CostEvents:
@@ -171,7 +173,7 @@ class CostEvents:
             "Fallbacks": 1 if len(targets) > 1 else 0,
             "BudgetRejections": 1 if rejected and ex.status == 402 else 0,
             "RateLimited": 1 if rejected and ex.status == 429 else 0,
-            "UnpricedRequests": 1 if ex.usage is not None and ex.price is None else 0,
+            "UnpricedRequests": 1 if ex.usage is not None and ex.cost_usd is None else 0,
             "Attempts": len(ex.attempts),
         }
         if ex.usage is not None:

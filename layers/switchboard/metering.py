@@ -3,8 +3,9 @@
 Usage is normalised into OpenAI's shape whichever upstream reported it (DeepSeek's
 ``prompt_cache_hit_tokens``, Groq's ``x_groq.usage``), and priced with ``costs.cost_usd``.
 
-Buffered responses get ``usage.cost`` (USD, a JSON number, ``null`` when the target has no price)
-and the ``x-switchboard-cost-usd`` header. The body is re-serialised once from the upstream's own
+Buffered responses get ``usage.cost`` (USD, a JSON number) and the ``x-switchboard-cost-usd``
+header. A target with no price keeps the upstream's own ``usage.cost`` when it reports one
+(OpenRouter does), and otherwise gets ``null``. The body is re-serialised once from the upstream's own
 JSON, so every field the upstream sent is kept.
 
 Streams: the gateway always asks OpenAI-compatible upstreams for the usage chunk
@@ -42,6 +43,8 @@ __all__ = [
     "estimate_usage",
     "format_usd",
     "normalize_usage",
+    "price_usage",
+    "upstream_cost",
 ]
 
 COST_HEADER = "x-switchboard-cost-usd"
@@ -112,10 +115,28 @@ def _completion_chars(completion: ChatCompletion) -> int:
     return chars
 
 
+def upstream_cost(usage: Usage | None) -> Decimal | None:
+    """The cost an upstream reported itself (OpenRouter's ``usage.cost``), if any."""
+    value = (usage.model_extra or {}).get("cost") if usage is not None else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return Decimal(str(value))
+    return None
+
+
+def price_usage(match: PriceMatch | None, usage: Usage | None) -> tuple[Decimal | None, str | None]:
+    """The cost of ``usage`` and where its price came from: a price in force, else the upstream's
+    own figure (``"upstream"``), else unknown."""
+    if usage is None:
+        return None, None
+    if match is not None:
+        return cost_usd(match.price, usage), match.origin
+    reported = upstream_cost(usage)
+    return (reported, "upstream") if reported is not None else (None, None)
+
+
 def _price(ex: Exchange, match: PriceMatch | None, usage: Usage | None) -> None:
     ex.price = match.price if match is not None else None
-    ex.price_origin = match.origin if match is not None else None
-    ex.cost_usd = cost_usd(match.price, usage) if match is not None and usage is not None else None
+    ex.cost_usd, ex.price_origin = price_usage(match, usage)
 
 
 def charge(ex: Exchange, completion: ChatCompletion, match: PriceMatch | None) -> None:
@@ -193,6 +214,5 @@ class StreamMeter:
     def _priced(self, raw: bytes, usage: Usage | None) -> bytes:
         body = pydantic_core.from_json(raw)
         if isinstance(body, dict) and isinstance(body.get("usage"), dict):
-            cost = cost_usd(self.match.price, usage) if self.match is not None and usage is not None else None
-            body["usage"]["cost"] = _cost_number(cost)
+            body["usage"]["cost"] = _cost_number(price_usage(self.match, usage)[0])
         return pydantic_core.to_json(body)

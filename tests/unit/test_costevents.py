@@ -142,6 +142,8 @@ def test_success_with_fallback_is_valid_emf() -> None:
         ),
         (exchange("interrupted", status=200, error_code="stream_interrupted"), {"Errors": 1}),
         (exchange("interrupted", status=200, error_code="client_disconnected"), {"Errors": 0}),
+        # an upstream 400 passed on to the client: a failed request, not a gateway error
+        (exchange("error", status=400, error_code="context_length_exceeded"), {"Errors": 0, "Requests": 1}),
     ],
 )
 def test_every_outcome_is_valid_emf(ex: Exchange, expected: dict[str, Any]) -> None:

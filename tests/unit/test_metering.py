@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
+import pytest
 from switchboard.auth import Principal
 from switchboard.costs import Price
 from switchboard.lifecycle import Exchange
@@ -122,3 +125,48 @@ def test_format_usd_never_uses_exponents() -> None:
     assert format_usd(Decimal("0.0000125")) == "0.0000125"
     assert format_usd(Decimal("1.50")) == "1.5"
     assert format_usd(Decimal("0E-10")) == "0"
+
+
+def test_an_unpriced_upstream_that_reports_its_own_cost_keeps_it() -> None:
+    raw = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+            "usage": {**USAGE, "cost": 0.00042},
+        }
+    ).encode()
+    completion = ChatCompletion.model_validate_json(raw)
+    ex = exchange(chat())
+    charge(ex, completion, None)
+    assert ex.cost_usd == Decimal("0.00042") and ex.price_origin == "upstream"
+    assert json.loads(body_with_cost(raw, completion, ex))["usage"]["cost"] == 0.00042
+    charge(ex, completion, PRICE)  # a price in force wins over the upstream's figure
+    assert ex.cost_usd == Decimal("0.00002") and ex.price_origin == "override"
+
+
+def _spec() -> dict[str, Any] | None:
+    for base in (Path(__file__).resolve().parents[3], Path("/work")):
+        path = base / "shared" / "specs" / "openai-openapi.json"
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return None
+
+
+def test_usage_with_cost_still_matches_openais_completion_usage_schema() -> None:
+    import jsonschema
+
+    spec = _spec()
+    if spec is None:
+        pytest.skip("shared/specs/openai-openapi.json not found")
+    schema = spec["components"]["schemas"]["CompletionUsage"]
+    assert schema.get("additionalProperties", True) is not False  # extra fields are allowed
+    meter = StreamMeter(chat(stream=True, stream_options={"include_usage": True}), PRICE)
+    meter.chunk(chunk("x" * 40))
+    tail = meter.end()
+    assert tail is not None and tail.raw is not None
+    estimated = json.loads(tail.raw)["usage"]
+    for usage in ({**USAGE, "cost": 0.00002}, {**USAGE, "cost": None}, estimated):
+        jsonschema.validate(usage, schema)
