@@ -152,16 +152,15 @@ class CostEvents:
             emf = self._emf = AmazonCloudWatchEMFProvider(namespace=self.namespace, service=self.service)
         service = self.service
         emf.dimension_sets = [{"service": service, "outcome": ex.outcome}, {"service": service}]
+        values = {name: float(value) for name, value in self._metrics(ex).items()}
         metrics = {
-            name: {"Unit": METRICS[name], "StorageResolution": 60, "Value": [float(value)]}
-            for name, value in self._metrics(ex).items()
+            name: {"Unit": METRICS[name], "StorageResolution": 60, "Value": [v]} for name, v in values.items()
         }
         dimensions = {"model": ex.alias, "provider": _provider(ex), "service": service}
         event = dict(
             emf.serialize_metric_set(metrics=metrics, dimensions=dimensions, metadata=self._properties(ex))
         )
-        for name, metric in metrics.items():  # scalars, not one-element lists: Logs Insights can sum them
-            event[name] = metric["Value"][0]
+        event.update(values)  # scalars, not one-element lists: Logs Insights can sum them
         return event
 
     def _metrics(self, ex: Exchange) -> dict[str, float]:
