@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -85,9 +86,15 @@ def _upstream_ms(ex: Exchange) -> float:
     return float(sum(a.latency_ms + getattr(a, "waited_ms", 0.0) for a in ex.attempts))
 
 
-def overhead_ms(ex: Exchange) -> float:
+def _end(ex: Exchange, now: float) -> float | None:
+    """When the client got its answer. A buffered response leaves after every hook has settled
+    (the spend ledger's write included), so that is now; a stream ended before settle began."""
+    return ex.finished_at if ex.chat.stream else now
+
+
+def overhead_ms(ex: Exchange, now: float | None = None) -> float:
     """The gateway's own time: until the first token for streams, the whole request otherwise."""
-    end = ex.first_token_at if ex.first_token_at else ex.finished_at
+    end = ex.first_token_at or _end(ex, time.monotonic() if now is None else now)
     if end is None:
         return 0.0
     return max(0.0, (end - ex.started) * 1000 - _upstream_ms(ex))
@@ -115,10 +122,12 @@ class CostEvents:
         namespace: str = NAMESPACE,
         service: str = SERVICE,
         write: Callable[[str], None] = _stdout,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.namespace = namespace
         self.service = service
         self._write = write
+        self._clock = clock
         self._emf: Any = None
 
     async def admit(self, ex: Exchange) -> None:
@@ -180,11 +189,13 @@ class CostEvents:
             metrics["OutputTokens"] = ex.usage.completion_tokens
         if ex.cost_usd is not None:
             metrics["CostUSD"] = float(ex.cost_usd)
-        if ex.finished_at is not None:
-            metrics["Latency"] = round((ex.finished_at - ex.started) * 1000, 3)
+        now = self._clock()
+        end = _end(ex, now)
+        if end is not None:
+            metrics["Latency"] = round((end - ex.started) * 1000, 3)
         if ex.first_token_at:
             metrics["TimeToFirstToken"] = round((ex.first_token_at - ex.started) * 1000, 3)
-        metrics["GatewayOverhead"] = round(overhead_ms(ex), 3)
+        metrics["GatewayOverhead"] = round(overhead_ms(ex, now), 3)
         return metrics
 
     def _properties(self, ex: Exchange) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def ok() -> Exchange:
 
 def emit(ex: Exchange) -> dict[str, Any]:
     lines: list[str] = []
-    CostEvents(write=lines.append).emit(ex)
+    CostEvents(write=lines.append, clock=lambda: 100.25).emit(ex)  # buffered: sent at settle's end
     [line] = lines
     assert line.endswith("\n") and "\n" not in line[:-1]
     event: dict[str, Any] = json.loads(line)
