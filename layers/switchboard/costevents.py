@@ -20,7 +20,6 @@ upstream error messages are left out.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from switchboard.metering import format_usd
 
 __all__ = ["METRICS", "PROPERTIES", "CostEvents", "overhead_ms"]
 
-log = logging.getLogger("switchboard.costevents")
 
 NAMESPACE = "Switchboard"
 SERVICE = "switchboard"
