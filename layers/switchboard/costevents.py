@@ -19,11 +19,12 @@ upstream error messages are left out.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+import pydantic_core
 
 from switchboard.costs import usage_breakdown
 from switchboard.lifecycle import Exchange
@@ -138,7 +139,7 @@ class CostEvents:
         """Write the event for ``ex``; returns the line (without its newline)."""
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-        line = json.dumps(self.event(ex), separators=(",", ":"))
+        line = pydantic_core.to_json(self.event(ex)).decode()
         if not is_metrics_disabled():
             self._write(line + "\n")
         return line
