@@ -8,7 +8,9 @@ The chat handler fills an ``Exchange`` as it goes and calls every hook twice:
 headers; it runs before any upstream call. ``settle`` runs exactly once per request that reached
 ``admit``, after a buffered response is built, after a stream's last byte, or after a failure, and
 must not raise. A request refused at admit is settled too, with ``outcome == "rejected"``: hooks
-that admitted it before the refusal release what they reserved, and the refusal is counted.
+that admitted it before the refusal release what they reserved, and the refusal is counted. Every
+hook is settled then, including the refusing one and those whose ``admit`` never ran, so a hook
+that reserves keeps a note in ``ex.state`` and releases only what it holds.
 Budgets, rate limits and cost events are hooks; the handler knows none of them.
 """
 
