@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -35,7 +35,7 @@ from switchboard.schemas import ChatCompletion, ChatCompletionRequest, Usage
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "Completion", "Engine", "StreamResult"]
+__all__ = ["AttemptRecord", "ChunkFilter", "Completion", "Engine", "StreamResult"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,7 @@ class AttemptRecord:
     outcome: str  # "ok" or an ErrorClass value
     status: int | None
     latency_ms: float
+    waited_ms: float = 0.0  # backoff slept before this attempt (neither upstream nor gateway work)
 
     def render(self) -> str:
         return f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms"
@@ -57,6 +58,14 @@ class Completion:
     raw: bytes | None
     target: PlannedTarget
     attempts: list[AttemptRecord]
+
+
+class ChunkFilter(Protocol):
+    """Sees every chunk of a committed stream (usage metering): may replace or drop it."""
+
+    def chunk(self, item: StreamChunk) -> StreamChunk | None: ...
+
+    def end(self) -> StreamChunk | None: ...
 
 
 @dataclass(slots=True)
@@ -72,15 +81,21 @@ class StreamResult:
     usage: Usage | None = None
     completed: bool = False
     interrupted: AttemptFailed | None = field(default=None)
+    meter: ChunkFilter | None = None
+
+    def _filter(self, item: StreamChunk) -> StreamChunk | None:
+        if item.chunk.usage is not None:
+            self.usage = item.chunk.usage
+        return self.meter.chunk(item) if self.meter is not None else item
 
     async def events(self) -> AsyncIterator[bytes]:
         """SSE bytes for the client: each chunk as it arrives, then ``[DONE]`` or an error event."""
         rest = self._rest
         try:
-            for item in self._held:
-                if item.chunk.usage is not None:
-                    self.usage = item.chunk.usage
-                yield _encode(item)
+            for held in self._held:
+                out = self._filter(held)
+                if out is not None:
+                    yield _encode(out)
             self._held = []
             while True:
                 remaining = self._deadline - time.monotonic()
@@ -88,11 +103,14 @@ class StreamResult:
                     raise TimeoutError
                 async with asyncio.timeout(remaining):
                     item = await anext(rest)
-                if item.chunk.usage is not None:
-                    self.usage = item.chunk.usage
-                yield _encode(item)
+                out = self._filter(item)
+                if out is not None:
+                    yield _encode(out)
         except StopAsyncIteration:
             self.completed = True
+            tail = self.meter.end() if self.meter is not None else None
+            if tail is not None:
+                yield _encode(tail)
             yield b"data: [DONE]\n\n"
         except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
             failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
@@ -208,6 +226,7 @@ class Engine:
         records: list[AttemptRecord] = []
         last: AttemptFailed | None = None
         context_floor: int | None = None
+        waited_ms = 0.0
         for target in plan.targets:
             if last is not None:
                 if last.error_class not in plan.fallback_on:
@@ -234,15 +253,13 @@ class Engine:
                 except (httpx.HTTPError, TimeoutError, OSError) as exc:
                     failure = transport_failure(exc, target)
                 else:
-                    records.append(
-                        AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000)
-                    )
+                    elapsed = (time.monotonic() - started) * 1000
+                    records.append(AttemptRecord(target.label, "ok", 200, elapsed, waited_ms))
                     return result, target, records
-                records.append(
-                    AttemptRecord(
-                        target.label, failure.error_class, failure.status, (time.monotonic() - started) * 1000
-                    )
-                )
+                elapsed = (time.monotonic() - started) * 1000
+                outcome = failure.error_class
+                records.append(AttemptRecord(target.label, outcome, failure.status, elapsed, waited_ms))
+                waited_ms = 0.0
                 last = failure
                 if failure.error_class is ErrorClass.CONTEXT_WINDOW:
                     context_floor = target.context_window or context_floor
@@ -250,7 +267,9 @@ class Engine:
                 delay = self._retry_delay(failure, tries, plan.retry)
                 if delay is None or time.monotonic() + delay >= deadline:
                     break
+                slept = time.monotonic()
                 await self._sleep(delay)
+                waited_ms = (time.monotonic() - slept) * 1000
         raise self._exhausted(plan, records, last)
 
     def _retry_delay(self, failure: AttemptFailed, tries: int, policy: RetryPolicy) -> float | None:

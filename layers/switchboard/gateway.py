@@ -8,13 +8,16 @@ from functools import partial
 
 import httpx
 
-from switchboard import aws
+from switchboard import aws, tracing
 from switchboard.auth import Authenticator, SsmKeyAuthenticator
+from switchboard.costevents import CostEvents
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
+from switchboard.pricing import PriceBook
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
+from switchboard.spendledger import SpendLedger
 
 __all__ = ["Gateway", "make_http_client"]
 
@@ -51,11 +54,13 @@ class Gateway:
     auth: Authenticator
     engine: Engine
     hooks: list[Hook] = field(default_factory=list)
+    prices: PriceBook = field(default_factory=PriceBook)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
         """Wire the real AWS-backed dependencies. Creates clients now, so requests do not pay for it."""
         settings = settings or Settings.from_env()
+        tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.client("ssm", settings.region)
         routing = RoutingStore.from_ssm(
             settings.routing_param, settings.routing_max_age_s, ssm, on_rejected=_count_rejection
@@ -64,7 +69,12 @@ class Gateway:
             lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
         )
         auth = SsmKeyAuthenticator.from_ssm(settings.api_key_param, settings.key_cache_s, lambda: ssm)
-        return cls(settings, routing, auth, Engine(http or make_http_client(), secrets))
+        hooks: list[Hook] = []
+        if settings.spend_ledger.lower() not in {"off", "false", "0", "no"}:
+            ddb = aws.client("dynamodb", settings.region)
+            hooks.append(SpendLedger(settings.table, lambda: ddb))
+        hooks.append(CostEvents())
+        return cls(settings, routing, auth, Engine(http or make_http_client(), secrets), hooks)
 
     async def aclose(self) -> None:
         await self.engine.http.aclose()

@@ -1,0 +1,1 @@
+"""CLI subcommands that live in their own modules; ``switchboard.cli`` registers each with one line."""
