@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from switchboard import logs, metering, tracing
 from switchboard.auth import Principal, bearer_token
-from switchboard.engine import StreamResult
+from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, settle_all
@@ -249,7 +249,7 @@ async def _settled_stream(
 
 def _attribution(headers: dict[str, str], provider: str, model: str, attempts: list[Any]) -> None:
     headers["x-switchboard-provider"] = provider
-    headers["x-switchboard-model"] = model
+    headers["x-switchboard-model"] = header_safe(model)
     headers["x-switchboard-attempts"] = str(len(attempts))
     headers["x-switchboard-trail"] = ",".join(a.render() for a in attempts)
 

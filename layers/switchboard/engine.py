@@ -12,8 +12,10 @@ is committed; a later failure ends it with an OpenAI-format error event, never a
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -35,7 +37,7 @@ from switchboard.schemas import ChatCompletion, ChatCompletionRequest, Usage
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "ChunkFilter", "Completion", "Engine", "StreamResult"]
+__all__ = ["AttemptRecord", "ChunkFilter", "Completion", "Engine", "StreamResult", "header_safe"]
 
 T = TypeVar("T")
 
@@ -49,7 +51,7 @@ class AttemptRecord:
     waited_ms: float = 0.0  # backoff slept before this attempt (neither upstream nor gateway work)
 
     def render(self) -> str:
-        return f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms"
+        return header_safe(f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms")
 
 
 @dataclass(slots=True)
@@ -131,6 +133,11 @@ class StreamResult:
             )
         finally:
             await rest.aclose()  # type: ignore[attr-defined]
+
+
+def header_safe(value: str) -> str:
+    """``value`` as an HTTP header value: model names may hold any Unicode, headers only Latin-1."""
+    return value if value.isascii() else urllib.parse.quote(value, safe="/:;,._-@+ ")
 
 
 def _encode(item: StreamChunk) -> bytes:
@@ -327,6 +334,6 @@ class Engine:
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:
             if last.retry_after_s is not None:
-                headers["retry-after"] = str(max(1, round(last.retry_after_s + 0.5)))
+                headers["retry-after"] = str(max(1, math.ceil(last.retry_after_s)))
             return AllTargetsFailed(message, status=503, headers=headers)
         return AllTargetsFailed(message, status=502, headers=headers)
