@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,8 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from switchboard import logs, metering, tracing
 from switchboard.auth import Principal, bearer_token
-from switchboard.engine import StreamResult
+from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, settle_all
@@ -71,6 +73,8 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         headers = {"x-request-id": _request_id()}
+        logs.bind_request(headers["x-request-id"])
+        tracing.bind(request.headers)
         try:
             return await handler(request, headers)
         except GatewayError as exc:
@@ -174,6 +178,7 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
 
 
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
+    started = time.monotonic()
     gateway = _gateway(request)
     principal = await _authenticate(request, gateway)
     chat = _parse_chat(await _read_body(request, gateway.settings.max_body_bytes))
@@ -184,10 +189,18 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     alias = await reroute(gateway.budget_use, routing.document, principal, chat.model, headers)
     route = plan(routing.document, alias)
     deadline = _deadline(request, gateway.settings.max_request_s)
-    ex = Exchange(headers["x-request-id"], principal, chat, routing.revision, route, headers=headers)
+    ex = Exchange(
+        headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers
+    )
+    ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
     hooks = gateway.hooks
-    for hook in hooks:
-        await hook.admit(ex)
+    try:
+        for hook in hooks:
+            await hook.admit(ex)
+    except GatewayError as exc:
+        ex.outcome, ex.status, ex.error_code = "rejected", exc.status, exc.code
+        await settle_all(hooks, ex)
+        raise
     try:
         if chat.stream:
             stream = await gateway.engine.stream(chat, route, deadline)
@@ -195,7 +208,7 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
             done = await gateway.engine.complete(chat, route, deadline)
     except GatewayError as exc:
         ex.outcome, ex.status, ex.error_code = "error", exc.status, exc.code
-        ex.attempts = exc.attempts
+        ex.attempts, ex.cost_usd = exc.attempts, Decimal(0)  # no answer, nothing billed
         await settle_all(hooks, ex)
         raise
     except BaseException:
@@ -204,31 +217,29 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
         raise
     if chat.stream:
         ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
+        price = gateway.prices.lookup(routing.document, stream.target)
+        meter = stream.meter = metering.StreamMeter(chat, price)
         _attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(_settled_stream(stream, ex, hooks), 200, headers, "text/event-stream")
-    ex.target, ex.attempts, ex.usage, ex.status, ex.outcome = (
-        done.target,
-        done.attempts,
-        done.completion.usage,
-        200,
-        "ok",
-    )
+        return StreamingResponse(_settled_stream(stream, meter, ex, hooks), 200, headers, "text/event-stream")
+    ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
+    metering.charge(ex, done.completion, gateway.prices.lookup(routing.document, done.target))
     _attribution(headers, done.target.provider_name, done.target.model, done.attempts)
     await settle_all(hooks, ex)
-    content = done.raw if done.raw is not None else done.completion.model_dump_json().encode()
-    return Response(content, 200, headers, _JSON)
+    return Response(metering.body_with_cost(done.raw, done.completion, ex), 200, headers, _JSON)
 
 
-async def _settled_stream(stream: StreamResult, ex: Exchange, hooks: list[Hook]) -> AsyncIterator[bytes]:
+async def _settled_stream(
+    stream: StreamResult, meter: metering.StreamMeter, ex: Exchange, hooks: list[Hook]
+) -> AsyncIterator[bytes]:
     """The stream's bytes; settles once the last byte is out, the upstream broke, or the client left."""
     ex.first_token_at = stream.first_token_at
     try:
         async for data in stream.events():
             yield data
     finally:
-        ex.usage = stream.usage
+        meter.settle(ex)  # usage (reported, else estimated from what was sent) and cost
         ex.attempts = stream.attempts
         if stream.completed:
             ex.outcome = "ok"
@@ -241,7 +252,7 @@ async def _settled_stream(stream: StreamResult, ex: Exchange, hooks: list[Hook])
 
 def _attribution(headers: dict[str, str], provider: str, model: str, attempts: list[Any]) -> None:
     headers["x-switchboard-provider"] = provider
-    headers["x-switchboard-model"] = model
+    headers["x-switchboard-model"] = header_safe(model)
     headers["x-switchboard-attempts"] = str(len(attempts))
     headers["x-switchboard-trail"] = ",".join(a.render() for a in attempts)
 
@@ -249,7 +260,9 @@ def _attribution(headers: dict[str, str], provider: str, model: str, attempts: l
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     message = "Not found." if status == 404 else "Method not allowed." if status == 405 else "Request failed."
-    err = GatewayError(f"{message} ({request.method} {request.url.path})", status=status)
+    # Starlette's own headers matter: a 405 must say which methods are allowed (RFC 9110).
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    err = GatewayError(f"{message} ({request.method} {request.url.path})", status=status, headers=headers)
     err.type = "invalid_request_error"
     return _error_response(err, {"x-request-id": _request_id()})
 

@@ -5,6 +5,7 @@
     switchboard routing push FILE [--yes] validate, diff against the live one, put the parameter
     switchboard routing show              print the live document
     switchboard routing schema            print the JSON Schema of the document
+    switchboard spend [--by key|team|model|provider] [--period 2026-11] [--json] [--dev]
     switchboard keys ... / budgets ...    virtual keys, limits, the sweeper (commands/limits.py)
 
 AWS calls go to the account in the environment, or to moto when ``AWS_ENDPOINT_URL`` points there.
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from switchboard.commands import limits as limits_commands
+from switchboard.commands import spend
 from switchboard.settings import Settings
 
 __all__ = ["main"]
@@ -131,6 +133,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
     from switchboard.devtools.devstack import DevStack
+    from switchboard.logs import configure_logging
+
+    configure_logging()
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     env = os.environ
@@ -164,6 +169,7 @@ Switchboard dev stack
 print(c.chat.completions.create(model='demo-fallback', messages=[{{'role': 'user', 'content': 'hi'}}]))"
 
 Models: gpt-4o-mini, mock-echo, demo-fallback, demo-slow-stream, demo-weighted. Ctrl-C stops everything.
+Spend so far (another shell): switchboard spend --dev [--by model]
 """,
         flush=True,
     )
@@ -199,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--param")
     show.set_defaults(func=cmd_show)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
+    spend.add_parser(commands)
     limits_commands.register(commands)  # keys ..., budgets ...
     return parser
 

@@ -12,11 +12,13 @@ is committed; a later failure ends it with an OpenAI-format error event, never a
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -35,7 +37,7 @@ from switchboard.schemas import ChatCompletion, ChatCompletionRequest, Usage
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "Completion", "Engine", "StreamResult"]
+__all__ = ["AttemptRecord", "ChunkFilter", "Completion", "Engine", "StreamResult", "header_safe"]
 
 T = TypeVar("T")
 
@@ -46,9 +48,10 @@ class AttemptRecord:
     outcome: str  # "ok" or an ErrorClass value
     status: int | None
     latency_ms: float
+    waited_ms: float = 0.0  # backoff slept before this attempt (neither upstream nor gateway work)
 
     def render(self) -> str:
-        return f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms"
+        return header_safe(f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms")
 
 
 @dataclass(slots=True)
@@ -57,6 +60,14 @@ class Completion:
     raw: bytes | None
     target: PlannedTarget
     attempts: list[AttemptRecord]
+
+
+class ChunkFilter(Protocol):
+    """Sees every chunk of a committed stream (usage metering): may replace or drop it."""
+
+    def chunk(self, item: StreamChunk) -> StreamChunk | None: ...
+
+    def end(self) -> StreamChunk | None: ...
 
 
 @dataclass(slots=True)
@@ -72,15 +83,21 @@ class StreamResult:
     usage: Usage | None = None
     completed: bool = False
     interrupted: AttemptFailed | None = field(default=None)
+    meter: ChunkFilter | None = None
+
+    def _filter(self, item: StreamChunk) -> StreamChunk | None:
+        if item.chunk.usage is not None:
+            self.usage = item.chunk.usage
+        return self.meter.chunk(item) if self.meter is not None else item
 
     async def events(self) -> AsyncIterator[bytes]:
         """SSE bytes for the client: each chunk as it arrives, then ``[DONE]`` or an error event."""
         rest = self._rest
         try:
-            for item in self._held:
-                if item.chunk.usage is not None:
-                    self.usage = item.chunk.usage
-                yield _encode(item)
+            for held in self._held:
+                out = self._filter(held)
+                if out is not None:
+                    yield _encode(out)
             self._held = []
             while True:
                 remaining = self._deadline - time.monotonic()
@@ -88,11 +105,14 @@ class StreamResult:
                     raise TimeoutError
                 async with asyncio.timeout(remaining):
                     item = await anext(rest)
-                if item.chunk.usage is not None:
-                    self.usage = item.chunk.usage
-                yield _encode(item)
+                out = self._filter(item)
+                if out is not None:
+                    yield _encode(out)
         except StopAsyncIteration:
             self.completed = True
+            tail = self.meter.end() if self.meter is not None else None
+            if tail is not None:
+                yield _encode(tail)
             yield b"data: [DONE]\n\n"
         except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
             failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
@@ -113,6 +133,11 @@ class StreamResult:
             )
         finally:
             await rest.aclose()  # type: ignore[attr-defined]
+
+
+def header_safe(value: str) -> str:
+    """``value`` as an HTTP header value: model names may hold any Unicode, headers only Latin-1."""
+    return value if value.isascii() else urllib.parse.quote(value, safe="/:;,._-@+ ")
 
 
 def _encode(item: StreamChunk) -> bytes:
@@ -151,8 +176,9 @@ class Engine:
 
     async def complete(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> Completion:
         async def attempt(target: PlannedTarget, remaining: float) -> tuple[ChatCompletion, bytes | None]:
-            call = await self._call(request, target, stream=False)
+            # The credential lookup is inside the timeout: a slow SSM read must not outlive the deadline.
             async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                call = await self._call(request, target, stream=False)
                 return await providers.get(target.provider.kind).complete(call)
 
         (completion, raw), target, records = await self._run(plan, deadline, attempt)
@@ -160,12 +186,14 @@ class Engine:
 
     async def stream(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> StreamResult:
         async def attempt(target: PlannedTarget, remaining: float) -> StreamResult:
-            call = await self._call(request, target, stream=True)
             now = time.monotonic()
             total_deadline = now + min(target.timeouts.total_s, remaining)
             first_deadline = min(
                 now + target.timeouts.connect_s + target.timeouts.first_token_s, total_deadline
             )
+            # The credential lookup counts against the first token: the client is already waiting.
+            async with asyncio.timeout(first_deadline - time.monotonic()):
+                call = await self._call(request, target, stream=True)
             upstream = providers.get(target.provider.kind).stream(call)
             held: list[StreamChunk] = []
             try:
@@ -205,6 +233,7 @@ class Engine:
         records: list[AttemptRecord] = []
         last: AttemptFailed | None = None
         context_floor: int | None = None
+        waited_ms = 0.0
         for target in plan.targets:
             if last is not None:
                 if last.error_class not in plan.fallback_on:
@@ -231,15 +260,13 @@ class Engine:
                 except (httpx.HTTPError, TimeoutError, OSError) as exc:
                     failure = transport_failure(exc, target)
                 else:
-                    records.append(
-                        AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000)
-                    )
+                    elapsed = (time.monotonic() - started) * 1000
+                    records.append(AttemptRecord(target.label, "ok", 200, elapsed, waited_ms))
                     return result, target, records
-                records.append(
-                    AttemptRecord(
-                        target.label, failure.error_class, failure.status, (time.monotonic() - started) * 1000
-                    )
-                )
+                elapsed = (time.monotonic() - started) * 1000
+                outcome = failure.error_class
+                records.append(AttemptRecord(target.label, outcome, failure.status, elapsed, waited_ms))
+                waited_ms = 0.0
                 last = failure
                 if failure.error_class is ErrorClass.CONTEXT_WINDOW:
                     context_floor = target.context_window or context_floor
@@ -247,7 +274,9 @@ class Engine:
                 delay = self._retry_delay(failure, tries, plan.retry)
                 if delay is None or time.monotonic() + delay >= deadline:
                     break
+                slept = time.monotonic()
                 await self._sleep(delay)
+                waited_ms = (time.monotonic() - slept) * 1000
         raise self._exhausted(plan, records, last)
 
     def _retry_delay(self, failure: AttemptFailed, tries: int, policy: RetryPolicy) -> float | None:
@@ -305,6 +334,6 @@ class Engine:
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:
             if last.retry_after_s is not None:
-                headers["retry-after"] = str(max(1, round(last.retry_after_s + 0.5)))
+                headers["retry-after"] = str(max(1, math.ceil(last.retry_after_s)))
             return AllTargetsFailed(message, status=503, headers=headers)
         return AllTargetsFailed(message, status=502, headers=headers)

@@ -71,7 +71,11 @@ class ErrorClass(enum.StrEnum):
         return 0
 
 
-_SECRETISH = re.compile(r"(sk|pk|rk|key|gsk|xai|AIza)[-_][A-Za-z0-9_\-.*]{6,}|Bearer\s+\S+", re.IGNORECASE)
+# A key starts a word (so "task-specific" stays readable); Google keys are "AIza" + 35 characters.
+_SECRETISH = re.compile(
+    r"\b(?:(?:sk|pk|rk|key|gsk|xai)[-_][A-Za-z0-9_\-.*]{6,}|AIza[A-Za-z0-9_\-]{30,})|Bearer\s+\S+",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:

@@ -9,17 +9,23 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from switchboard import aws
+from switchboard import aws, tracing
 from switchboard.auth import Authenticator
+from switchboard.costevents import CostEvents
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
+from switchboard.pricing import PriceBook
 from switchboard.routing.rules import BudgetUse
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
+from switchboard.spendledger import SpendLedger
 
 if TYPE_CHECKING:
+    from switchboard.costs import Price
     from switchboard.limits.hook import LimitsHook
+    from switchboard.routing.document import RoutingDocument
+    from switchboard.routing.planner import PlannedTarget
 
 __all__ = ["Gateway", "make_http_client"]
 
@@ -49,8 +55,11 @@ def _count_rejection(reason: str) -> None:
         metric.add_dimension(name="service", value="switchboard")
 
 
-def _limits(settings: Settings, routing: RoutingStore) -> tuple[Authenticator, LimitsHook]:
-    """Keys, budgets and rate limits over the DynamoDB table (the SSM single key is retired)."""
+def _limits(settings: Settings, routing: RoutingStore, prices: PriceBook) -> tuple[Authenticator, LimitsHook]:
+    """Keys, budgets and rate limits over the DynamoDB table (the SSM single key is retired).
+
+    Reservations are priced with the same price book as the cost events, so a target priced only
+    by the built-in list is not refused as unpriced."""
     from switchboard.limits.definitions import LimitCache, LimitStore
     from switchboard.limits.hook import LimitsHook
     from switchboard.limits.keys import DynamoKeyAuthenticator, KeyStore
@@ -60,7 +69,15 @@ def _limits(settings: Settings, routing: RoutingStore) -> tuple[Authenticator, L
     table = Table.from_settings(settings.table, settings.region)
     auth = DynamoKeyAuthenticator(KeyStore(table), settings.key_cache_s)
     definitions = LimitCache(LimitStore(table), settings.key_cache_s)
-    return auth, LimitsHook(Ledger(table), definitions, routing, max_request_s=settings.max_request_s)
+
+    def price_of(document: RoutingDocument, target: PlannedTarget) -> Price | None:
+        match = prices.lookup(document, target)
+        return match.price if match is not None else None
+
+    hook = LimitsHook(
+        Ledger(table), definitions, routing, max_request_s=settings.max_request_s, price_of=price_of
+    )
+    return auth, hook
 
 
 @dataclass
@@ -70,12 +87,14 @@ class Gateway:
     auth: Authenticator
     engine: Engine
     hooks: list[Hook] = field(default_factory=list)
+    prices: PriceBook = field(default_factory=PriceBook)
     budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
         """Wire the real AWS-backed dependencies. Creates clients now, so requests do not pay for it."""
         settings = settings or Settings.from_env()
+        tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.client("ssm", settings.region)
         routing = RoutingStore.from_ssm(
             settings.routing_param, settings.routing_max_age_s, ssm, on_rejected=_count_rejection
@@ -83,9 +102,15 @@ class Gateway:
         secrets = SecretResolver(
             lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
         )
-        auth, limits = _limits(settings, routing)
+        prices = PriceBook()
+        auth, limits = _limits(settings, routing, prices)
+        hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing
+        if settings.spend_ledger.lower() not in {"off", "false", "0", "no"}:
+            ddb = aws.client("dynamodb", settings.region)
+            hooks.append(SpendLedger(settings.table, lambda: ddb))
+        hooks.append(CostEvents())
         engine = Engine(http or make_http_client(), secrets)
-        return cls(settings, routing, auth, engine, hooks=[limits], budget_use=limits)
+        return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits)
 
     async def aclose(self) -> None:
         await self.engine.http.aclose()

@@ -5,9 +5,13 @@ The chat handler fills an ``Exchange`` as it goes and calls every hook twice:
     authenticate -> parse -> plan -> hook.admit(ex) -> engine -> response -> hook.settle(ex)
 
 ``admit`` may refuse the request (a ``GatewayError`` such as 402 or 429) and may add response
-headers; it runs before any upstream call. ``settle`` runs exactly once per admitted request,
-after a buffered response is built, after a stream's last byte, or after a failure, and must not
-raise. Budgets, rate limits and cost events are hooks; the handler knows none of them.
+headers; it runs before any upstream call. ``settle`` runs exactly once per request that reached
+``admit``, after a buffered response is built, after a stream's last byte, or after a failure, and
+must not raise. A request refused at admit is settled too, with ``outcome == "rejected"``: hooks
+that admitted it before the refusal release what they reserved, and the refusal is counted. Every
+hook is settled then, including the refusing one and those whose ``admit`` never ran, so a hook
+that reserves keeps a note in ``ex.state`` and releases only what it holds.
+Budgets, rate limits and cost events are hooks; the handler knows none of them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from switchboard.auth import Principal
+from switchboard.costs import Price
 from switchboard.routing.planner import Plan, PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 
@@ -40,10 +46,17 @@ class Exchange:
     usage: Usage | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
-    outcome: str = "pending"  # ok | error | interrupted
+    outcome: str = "pending"  # ok | error | interrupted | rejected
     status: int = 0
     error_code: str | None = None
     state: dict[str, Any] = field(default_factory=dict)  # per-hook scratch, keyed by the hook's name
+    # Set before settle by the handler (switchboard.metering): what the request cost. ``usage`` is
+    # estimated when the upstream reported none; ``cost_usd`` is None when the target has no price.
+    price: Price | None = None
+    price_origin: str | None = None  # "override" (routing document) or "builtin"
+    cost_usd: Decimal | None = None
+    usage_estimated: bool = False
+    rule: str | None = None  # the routing rule that fired, if any
 
     @property
     def alias(self) -> str:

@@ -17,6 +17,8 @@ _ENV = {
     "max_request_s": "SWITCHBOARD_MAX_REQUEST_S",
     "secret_max_age_s": "SWITCHBOARD_SECRET_MAX_AGE_S",
     "key_cache_s": "SWITCHBOARD_KEY_CACHE_S",
+    "spend_ledger": "SWITCHBOARD_SPEND_LEDGER",
+    "tracing": "SWITCHBOARD_TRACING",
     "region": "AWS_REGION",
 }
 
@@ -34,6 +36,10 @@ class Settings:
     max_request_s: float = 600.0
     secret_max_age_s: float = 300.0
     key_cache_s: float = 30.0
+    # "off" skips the per-request spend write (one DynamoDB UpdateItem in settle).
+    spend_ledger: str = "on"
+    # "on": X-Ray subsegments through Powertools Tracer (template parameter EnableTracing).
+    tracing: str = "off"
     region: str = "us-east-1"
 
     @classmethod

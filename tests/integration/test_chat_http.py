@@ -198,4 +198,17 @@ def test_unknown_paths_and_methods(gw: RunningGateway) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
     wrong = httpx.get(gw.v1 + "/chat/completions", headers=gw.headers())
     assert wrong.status_code == 405 and "error" in wrong.json()
+    assert wrong.headers["allow"] == "POST"
     assert httpx.get(gw.base_url + "/health").json() == {"status": "ok"}
+
+
+def test_a_unicode_target_model_name_survives_the_headers(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(models={"u": {"targets": [{"provider": "mock", "model": "echo+modèle-ü"}]}})
+    response = httpx.post(
+        gw.v1 + "/chat/completions",
+        json={"model": "u", "messages": [{"role": "user", "content": "hi"}]},
+        headers=gw.headers(),
+    )
+    assert response.status_code == 200
+    assert response.headers["x-switchboard-model"] == "echo+mod%C3%A8le-%C3%BC"
+    assert "mod%C3%A8le" in response.headers["x-switchboard-trail"]

@@ -234,7 +234,10 @@ def test_the_lambda_web_adapter_deadline_caps_the_plan(gateway_factory) -> None:
     response = httpx.post(
         gw.v1 + "/chat/completions",
         json={"model": "m", "messages": MSG},
-        headers={**gw.headers(), "x-amzn-lambda-context": f'{{"request_id": "r1", "deadline": {deadline_ms}}}'},
+        headers={
+            **gw.headers(),
+            "x-amzn-lambda-context": f'{{"request_id": "r1", "deadline": {deadline_ms}}}',
+        },
         timeout=10,
     )
     assert response.status_code == 504

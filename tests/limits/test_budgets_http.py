@@ -115,17 +115,19 @@ def test_a_model_without_a_price_is_refused_under_a_budget_but_not_counted_free(
     assert post(gw, rated, "unpriced").status_code == 200  # no budget: the price is not needed
 
 
-def test_streams_settle_to_their_usage_or_to_the_reservation_without_it(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+def test_streams_settle_to_their_usage(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
     gw, key = limited
     secret, key_id = key(budget_usd=Decimal(1))
     with_usage = post(gw, secret, stream=True, stream_options={"include_usage": True}, max_tokens=100)
     assert with_usage.status_code == 200 and with_usage.text.endswith("[DONE]\n\n")
     wait_for(lambda: not reservations(table))
-    assert ledger(table, "key", key_id)["spent"] == Decimal("0.01")
-    without = post(gw, secret, stream=True, max_tokens=100)  # reserved: 100 output tokens = $0.25
-    assert without.status_code == 200
+    assert ledger(table, "key", key_id)["spent"] == Decimal("0.01")  # reserved $0.25 (100 tokens)
+    # The gateway asks the upstream for usage even when the client did not (and strips it), so a
+    # stream without include_usage settles to its usage too, not to its reservation.
+    without = post(gw, secret, stream=True, max_tokens=100)
+    assert without.status_code == 200 and '"usage":{' not in without.text
     wait_for(lambda: not reservations(table))
-    assert ledger(table, "key", key_id)["spent"] == Decimal("0.26")
+    assert ledger(table, "key", key_id)["spent"] == Decimal("0.02")
 
 
 def test_round_trips_per_request(limited) -> None:  # type: ignore[no-untyped-def]
@@ -141,6 +143,7 @@ def test_round_trips_per_request(limited) -> None:  # type: ignore[no-untyped-de
         assert post(gw, secret).status_code == 200
         after = call_counts()
         measured[name] = {op: after[op] - before.get(op, 0) for op in after if after[op] != before.get(op, 0)}
-    assert measured["budget"] == {"TransactWriteItems": 2}  # admit + settle
-    assert measured["budget+rate"] == {"TransactWriteItems": 2, "BatchGetItem": 1}  # + the headers' read
-    assert measured["none"] == {}
+    spend = {"UpdateItem": 1}  # the spend ledger's own write (switchboard.spendledger), not the limits'
+    assert measured["budget"] == {"TransactWriteItems": 2, **spend}  # admit + settle
+    assert measured["budget+rate"] == {"TransactWriteItems": 2, "BatchGetItem": 1, **spend}  # + headers' read
+    assert measured["none"] == spend

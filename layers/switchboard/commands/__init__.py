@@ -1,1 +1,1 @@
-"""CLI command implementations, one module per area; ``switchboard.cli`` only registers them."""
+"""CLI subcommands that live in their own modules; ``switchboard.cli`` registers each with one line."""

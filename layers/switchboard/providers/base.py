@@ -189,15 +189,16 @@ class HttpProvider:
     async def stream(self, call: Call) -> AsyncIterator[StreamChunk]:
         response = await call.http.send(self._send(call, stream=True), stream=True)
         try:
+            # aiter_bytes, not aiter_raw: httpx asks for gzip, so the body may come compressed.
             if response.status_code != 200:
                 content = b""
-                async for part in response.aiter_raw():
+                async for part in response.aiter_bytes():
                     content += part
                     if len(content) > _MAX_ERROR_BODY:
                         break
                 raise self.classify(response.status_code, content, response.headers, call)
             state: dict[str, Any] = {}
-            async for event in iter_events(response.aiter_raw()):
+            async for event in iter_events(response.aiter_bytes()):
                 chunks = self.parse_event(event, call, state)
                 if chunks is None:
                     return

@@ -2,7 +2,9 @@
 
 Configuration, not code: a base URL, an optional key reference and a list of parameters the
 upstream rejects (dropped before sending). Bodies pass through with the model name replaced, so
-every OpenAI parameter, known or new, reaches the upstream as the client sent it.
+every OpenAI parameter, known or new, reaches the upstream as the client sent it. Streams always
+ask for the usage chunk (``stream_options.include_usage``) unless ``stream_options`` is listed as
+unsupported.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class OpenAICompatible(HttpProvider):
         dropped = [name for name in provider.unsupported_params if body.pop(name, None) is not None]
         if dropped:
             log.info("dropped parameters %s unsupported by %s", dropped, call.target.provider_name)
+        if call.stream and "stream_options" not in provider.unsupported_params:
+            # Always ask for the usage chunk: the cost is settled on it. The gateway drops it again
+            # when the client did not ask (switchboard.metering.StreamMeter).
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         headers = {"content-type": "application/json", "accept": "application/json", **provider.headers}
         if call.stream:
             headers["accept"] = "text/event-stream"

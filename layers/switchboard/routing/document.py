@@ -1,13 +1,15 @@
 """The routing document: one JSON value in SSM Parameter Store, validated on every load.
 
 ``version`` is the schema version (this module reads version 1). ``revision`` is the operator's
-own label for an edit; when absent, a hash of the document names the revision. See
+own label for an edit; when absent, a hash of the document's canonical JSON (keys sorted, no
+whitespace) names the revision, so reformatting a document does not change it. See
 ``docs/routing.md`` for the format with examples, or ``switchboard routing schema``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Annotated, Literal
 
@@ -199,6 +201,8 @@ def load_document(raw: str | bytes) -> tuple[RoutingDocument, str]:
             where = ".".join(str(part) for part in err["loc"]) or "(document)"
             lines.append(f"  {where}: {err['msg']}")
         raise ValueError("invalid routing document:\n" + "\n".join(lines)) from None
-    data = raw.encode() if isinstance(raw, str) else raw
-    revision = doc.revision or hashlib.sha256(data).hexdigest()[:12]
+    # Hash the canonical JSON, not the raw text: the CLI validates a pretty file but pushes it
+    # compact, and both must name the same revision.
+    canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    revision = doc.revision or hashlib.sha256(canonical.encode()).hexdigest()[:12]
     return doc, revision

@@ -1,0 +1,40 @@
+"""Structured JSON logs through Powertools Logger, correlated by request id.
+
+``configure_logging()`` runs once at startup, in the entry points (Lambda init, ``switchboard
+dev``). It puts Powertools' JSON formatter on the ``switchboard`` logger, so every module keeps its
+plain ``logging.getLogger("switchboard.<module>")`` and its records come out as one JSON object per
+line: ``level``, ``location``, ``message``, ``timestamp``, ``service`` and, inside a request,
+``request_id`` (the same id as the ``x-request-id`` header and the cost event).
+
+``bind_request(request_id)`` stores the id in a context variable (Powertools' thread-safe keys),
+so concurrent requests on one event loop never mix their ids. Before ``configure_logging`` it does
+nothing: tests and library users keep their own logging.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+__all__ = ["bind_request", "configure_logging"]
+
+_logger: Any = None
+
+
+def configure_logging(
+    level: str | None = None, service: str = "switchboard", stream: IO[str] | None = None
+) -> Any:
+    """Route the ``switchboard`` loggers through Powertools' JSON formatter (to stdout). Idempotent."""
+    global _logger
+    if _logger is None:
+        from aws_lambda_powertools import Logger
+
+        level = level or os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+        _logger = Logger(service=service, level=level, use_rfc3339=True, stream=stream)
+    return _logger
+
+
+def bind_request(request_id: str) -> None:
+    """Tag the current task's log records with ``request_id``."""
+    if _logger is not None:
+        _logger.thread_safe_append_keys(request_id=request_id)
