@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from switchboard.costs import Price, cost_usd
@@ -147,3 +148,25 @@ def test_round_trips_per_request(limited) -> None:  # type: ignore[no-untyped-de
     assert measured["budget"] == {"TransactWriteItems": 2, **spend}  # admit + settle
     assert measured["budget+rate"] == {"TransactWriteItems": 2, "BatchGetItem": 1, **spend}  # + headers' read
     assert measured["none"] == spend
+
+
+class Refuser:
+    """A hook after the limits that refuses every request, as a later check might."""
+
+    async def admit(self, ex: Any) -> None:
+        from switchboard.errors import RateLimited
+
+        raise RateLimited("refused by a later hook")
+
+    async def settle(self, ex: Any) -> None:
+        pass
+
+
+def test_a_refusal_by_a_later_hook_releases_the_reservation(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    gw.gateway.hooks.insert(1, Refuser())
+    secret, key_id = key(budget_usd=Decimal(1), rpm=10)
+    assert post(gw, secret).status_code == 429
+    row = ledger(table, "key", key_id)
+    assert (row["used"], row["reserved"], row["spent"]) == (0, 0, 0)
+    assert reservations(table) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -247,3 +249,28 @@ def test_http_unknown_revoked_expired_and_forbidden_model(gateway_factory, table
     time.sleep(max(0.0, expires - time.time() + 0.05))
     expired = call(expiring)
     assert expired.status_code == 401 and expired.json()["error"]["code"] == "api_key_expired"
+
+
+def test_cli_shows_ledger_amounts_plainly(cli_env: Table, capsys: pytest.CaptureFixture[str]) -> None:
+    from switchboard.limits.ledger import Ledger
+
+    from tests.limits.test_ledger import reservation
+
+    _, out, _ = cli(capsys, "keys", "create", "--name", "x", "--budget-usd", "1", "--json")
+    key_id = json.loads(out)["id"]
+    book = Ledger(cli_env)
+    res = reservation("req_plain", usd="0.25")
+    res.budgets = (
+        replace(res.budgets[0], ident=key_id, period_id=Period.MONTH.period_id(datetime.now(UTC))),
+    )
+    book.reserve(res)
+    book.settle(res.hold, Decimal("0.0000039"), 1)
+    _, out, _ = cli(capsys, "keys", "show", key_id, "--json")
+    budget = json.loads(out)["use"]["budget"]
+    assert (budget["spent_usd"], budget["reserved_usd"], budget["used_usd"]) == (
+        "0.0000039",
+        "0",
+        "0.0000039",
+    )
+    _, out, _ = cli(capsys, "budgets", "show", f"key:{key_id}")
+    assert "spent $0.0000039, reserved $0 of $1" in out

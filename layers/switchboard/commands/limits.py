@@ -153,6 +153,11 @@ def _limits_from(args: argparse.Namespace, base: Limits | None = None) -> Limits
     )
 
 
+def _plain(value: Any) -> str:
+    """A ledger amount without exponent or trailing zeros: ``0``, ``0.0000039``, ``12.5``."""
+    return format(Decimal(value).normalize(), "f")
+
+
 def _use(scope: Scope, ident: str, limits: Limits) -> dict[str, Any]:
     """The current period's budget use and the current minute's rate use of one scope."""
     from switchboard.limits.hook import scope_lines
@@ -168,9 +173,9 @@ def _use(scope: Scope, ident: str, limits: Limits) -> dict[str, Any]:
         use["budget"] = {
             "period_id": line.period_id,
             "limit_usd": str(line.limit),
-            "spent_usd": str(values.get("spent", 0)),
-            "reserved_usd": str(values.get("reserved", 0)),
-            "used_usd": str(values.get("used", 0)),
+            "spent_usd": _plain(values.get("spent", 0)),
+            "reserved_usd": _plain(values.get("reserved", 0)),
+            "used_usd": _plain(values.get("used", 0)),
             "requests": int(values.get("requests", 0)),
             "resets_at": line.resets_at.isoformat().replace("+00:00", "Z") if line.resets_at else None,
         }
