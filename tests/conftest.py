@@ -18,12 +18,13 @@ from typing import Any
 import boto3
 import pytest
 import uvicorn
-
 from switchboard.api import create_app
 from switchboard.devtools.devstack import aws_env, seed_aws, start_moto
 from switchboard.devtools.mockupstream import MockUpstream, run_in_thread
 from switchboard.gateway import Gateway
 from switchboard.settings import Settings
+
+from tests.native_upstream import ScriptedUpstream
 
 API_KEY = "sk-test-client-key"
 
@@ -60,7 +61,11 @@ def routing_doc(mock_url: str, models: dict[str, Any], **extra: Any) -> dict[str
         },
         "providers": {
             "mock": {"kind": "openai", "base_url": mock_url, "api_key": {"ssm": "/switchboard/secrets/mock"}},
-            "backup": {"kind": "openai", "base_url": mock_url, "api_key": {"ssm": "/switchboard/secrets/mock"}},
+            "backup": {
+                "kind": "openai",
+                "base_url": mock_url,
+                "api_key": {"ssm": "/switchboard/secrets/mock"},
+            },
         },
         "models": models,
     }
@@ -118,7 +123,9 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
     """Start a gateway over HTTP with its own routing document: ``gateway_factory(models={...})``."""
     stops: list[Callable[[], None]] = []
 
-    def start(models: dict[str, Any] | None = None, doc: dict[str, Any] | None = None, **settings: Any) -> RunningGateway:
+    def start(
+        models: dict[str, Any] | None = None, doc: dict[str, Any] | None = None, **settings: Any
+    ) -> RunningGateway:
         suffix = uuid.uuid4().hex[:10]
         config = Settings.from_env(
             {},
@@ -127,7 +134,9 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
             table="switchboard",
             **settings,
         )
-        document = doc or routing_doc(mock.base_url, models or {"echo": {"targets": [{"provider": "mock", "model": "echo"}]}})
+        document = doc or routing_doc(
+            mock.base_url, models or {"echo": {"targets": [{"provider": "mock", "model": "echo"}]}}
+        )
         seed_aws(config, json.dumps(document), API_KEY, {})
         gateway = Gateway.from_env(config)
         url, stop = serve_app(create_app(gateway))
@@ -146,3 +155,19 @@ def anyio_backend() -> str:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def _native_server() -> Iterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream()
+    url, stop = serve_app(upstream.app())
+    upstream.url = url
+    yield upstream
+    stop()
+
+
+@pytest.fixture
+def native(_native_server: ScriptedUpstream) -> ScriptedUpstream:
+    """The scripted native upstream (Anthropic, Bedrock, Azure routes), reset for each test."""
+    _native_server.reset()
+    return _native_server

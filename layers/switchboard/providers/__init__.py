@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
-from switchboard.providers.base import Call, Provider, StreamChunk
+from switchboard.providers.anthropic import Anthropic
+from switchboard.providers.base import Call, EmbedCall, Provider, StreamChunk
 from switchboard.providers.openai import OpenAICompatible
 
-__all__ = ["KINDS", "Call", "Provider", "StreamChunk", "get"]
+__all__ = ["KINDS", "Call", "EmbedCall", "Provider", "StreamChunk", "get"]
 
 KINDS: dict[str, type[Provider]] = {
     "openai": OpenAICompatible,
+    "anthropic": Anthropic,
 }
 
 _INSTANCES: dict[str, Provider] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ log = logging.getLogger("switchboard.providers.openai")
 
 class OpenAICompatible(HttpProvider):
     kind = "openai"
+    default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
 
     def build_request(self, call: Call) -> UpstreamRequest:
         provider = call.target.provider

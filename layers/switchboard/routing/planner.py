@@ -24,6 +24,8 @@ class PlannedTarget:
     model: str
     timeouts: Timeouts
     context_window: int | None
+    dimensions: int | None = None
+    modalities: frozenset[str] | None = None  # None: not declared, anything goes
 
     @property
     def label(self) -> str:
@@ -36,6 +38,7 @@ class Plan:
     targets: tuple[PlannedTarget, ...]
     retry: RetryPolicy
     fallback_on: frozenset[ErrorClass]
+    mode: str = "chat"
 
 
 def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Target]:
@@ -67,7 +70,9 @@ def plan(doc: RoutingDocument, alias: str, rand: Callable[[], float] = random.ra
             model=t.model,
             timeouts=t.timeouts or timeouts,
             context_window=t.context_window,
+            dimensions=t.dimensions,
+            modalities=route.modalities,
         )
         for t in targets
     )
-    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on)
+    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on, route.mode)
