@@ -18,12 +18,12 @@ from typing import Any
 import boto3
 import pytest
 import uvicorn
+
 from switchboard.api import create_app
 from switchboard.devtools.devstack import aws_env, seed_aws, start_moto
 from switchboard.devtools.mockupstream import MockUpstream, run_in_thread
 from switchboard.gateway import Gateway
 from switchboard.settings import Settings
-
 from tests.native_upstream import ScriptedUpstream
 
 API_KEY = "sk-test-client-key"
@@ -61,11 +61,7 @@ def routing_doc(mock_url: str, models: dict[str, Any], **extra: Any) -> dict[str
         },
         "providers": {
             "mock": {"kind": "openai", "base_url": mock_url, "api_key": {"ssm": "/switchboard/secrets/mock"}},
-            "backup": {
-                "kind": "openai",
-                "base_url": mock_url,
-                "api_key": {"ssm": "/switchboard/secrets/mock"},
-            },
+            "backup": {"kind": "openai", "base_url": mock_url, "api_key": {"ssm": "/switchboard/secrets/mock"}},
         },
         "models": models,
     }
@@ -123,9 +119,7 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
     """Start a gateway over HTTP with its own routing document: ``gateway_factory(models={...})``."""
     stops: list[Callable[[], None]] = []
 
-    def start(
-        models: dict[str, Any] | None = None, doc: dict[str, Any] | None = None, **settings: Any
-    ) -> RunningGateway:
+    def start(models: dict[str, Any] | None = None, doc: dict[str, Any] | None = None, **settings: Any) -> RunningGateway:
         suffix = uuid.uuid4().hex[:10]
         config = Settings.from_env(
             {},
@@ -134,9 +128,7 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
             table="switchboard",
             **settings,
         )
-        document = doc or routing_doc(
-            mock.base_url, models or {"echo": {"targets": [{"provider": "mock", "model": "echo"}]}}
-        )
+        document = doc or routing_doc(mock.base_url, models or {"echo": {"targets": [{"provider": "mock", "model": "echo"}]}})
         seed_aws(config, json.dumps(document), API_KEY, {})
         gateway = Gateway.from_env(config)
         url, stop = serve_app(create_app(gateway))

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import httpx
 
@@ -35,9 +35,10 @@ from switchboard.schemas import ChatCompletion, ChatCompletionRequest
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "Completion", "Engine", "StreamResult"]
+__all__ = ["AttemptRecord", "Completion", "Engine", "HeldStream", "StreamResult"]
 
 T = TypeVar("T")
+X = TypeVar("X")
 
 
 @dataclass(slots=True)
@@ -105,6 +106,42 @@ class StreamResult:
             )
         finally:
             await rest.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class HeldStream(Generic[X]):
+    """A committed stream of any wire format (``Engine.run_stream``): held items, then the rest.
+
+    ``items`` raises ``AttemptFailed`` when the upstream fails after commit; the endpoint that
+    owns the wire format ends its response with an error in that format.
+    """
+
+    target: PlannedTarget
+    attempts: list[AttemptRecord]
+    held: list[X]
+    rest: AsyncIterator[X]
+    deadline: float
+
+    async def items(self) -> AsyncIterator[X]:
+        try:
+            for item in self.held:
+                yield item
+            self.held = []
+            while True:
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    item = await anext(self.rest)
+                yield item
+        except StopAsyncIteration:
+            return
+        except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
+            failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
+            self.attempts.append(AttemptRecord(self.target.label, failure.error_class, failure.status, 0.0))
+            raise failure from None
+        finally:
+            await self.rest.aclose()  # type: ignore[attr-defined]
 
 
 def _encode(item: StreamChunk) -> bytes:
@@ -177,12 +214,69 @@ class Engine:
         return result
 
     async def _call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
+        return Call(request, target, await self.credential(target), self.http, stream)
+
+    # ---------------------------------------------------------------- for other wire formats
+    # /v1/messages and /v1/embeddings reuse the same retries, fallback and streaming commit.
+
+    async def credential(self, target: PlannedTarget) -> str | None:
+        """The target's provider key, or None when it needs none (a failure is server-class)."""
         ref = target.provider.api_key
         try:
-            api_key = await self._secrets.resolve(ref) if ref is not None else None
+            return await self._secrets.resolve(ref) if ref is not None else None
         except SecretUnavailable as exc:
             raise AttemptFailed(ErrorClass.SERVER, str(exc)) from None
-        return Call(request, target, api_key, self.http, stream)
+
+    async def call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
+        return await self._call(request, target, stream=stream)
+
+    async def run(
+        self, plan: Plan, deadline: float, invoke: Callable[[PlannedTarget], Awaitable[T]]
+    ) -> tuple[T, PlannedTarget, list[AttemptRecord]]:
+        """``invoke`` each target in turn under the plan's retries and fallback; the first success."""
+
+        async def attempt(target: PlannedTarget, remaining: float) -> T:
+            async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                return await invoke(target)
+
+        return await self._run(plan, deadline, attempt)
+
+    async def run_stream(
+        self,
+        plan: Plan,
+        deadline: float,
+        open_stream: Callable[[PlannedTarget], Awaitable[AsyncIterator[X]]],
+        has_output: Callable[[X], bool],
+    ) -> HeldStream[X]:
+        """Like ``stream`` for any item type: fall back freely until an item ``has_output``."""
+
+        async def attempt(target: PlannedTarget, remaining: float) -> HeldStream[X]:
+            now = time.monotonic()
+            total_deadline = now + min(target.timeouts.total_s, remaining)
+            first_output = now + target.timeouts.connect_s + target.timeouts.first_token_s
+            first_deadline = min(first_output, total_deadline)
+            async with asyncio.timeout(first_deadline - now):
+                upstream = await open_stream(target)
+            held: list[X] = []
+            try:
+                while True:
+                    async with asyncio.timeout(first_deadline - time.monotonic()):
+                        item = await anext(upstream)
+                    held.append(item)
+                    if has_output(item):
+                        break
+            except StopAsyncIteration:
+                raise AttemptFailed(
+                    ErrorClass.SERVER, f"{target.provider_name}: stream ended before any output"
+                ) from None
+            except BaseException:
+                await upstream.aclose()  # type: ignore[attr-defined]
+                raise
+            return HeldStream(target, [], held, upstream, total_deadline)
+
+        result, _target, records = await self._run(plan, deadline, attempt)
+        result.attempts = records
+        return result
 
     async def _run(
         self,
@@ -208,7 +302,9 @@ class Engine:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise self._exhausted(plan, records, AttemptFailed(ErrorClass.TIMEOUT, "deadline reached"))
+                    raise self._exhausted(
+                        plan, records, AttemptFailed(ErrorClass.TIMEOUT, "deadline reached")
+                    )
                 started = time.monotonic()
                 try:
                     result = await attempt(target, remaining)
@@ -217,7 +313,9 @@ class Engine:
                 except (httpx.HTTPError, TimeoutError, OSError) as exc:
                     failure = transport_failure(exc, target)
                 else:
-                    records.append(AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000))
+                    records.append(
+                        AttemptRecord(target.label, "ok", 200, (time.monotonic() - started) * 1000)
+                    )
                     return result, target, records
                 records.append(
                     AttemptRecord(
@@ -276,7 +374,9 @@ class Engine:
                 err.type = last.upstream_type
             return err
         summary = "; ".join(f"{r.target}: {r.outcome} ({r.status or 'no response'})" for r in records)
-        message = f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
+        message = (
+            f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
+        )
         if last is not None and last.error_class is ErrorClass.TIMEOUT:
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:

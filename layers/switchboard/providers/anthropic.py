@@ -50,6 +50,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
@@ -65,10 +66,19 @@ from switchboard.providers.base import (
     unsupported,
 )
 from switchboard.routing.document import ProviderConfig
+from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Usage
 from switchboard.sse import SSEEvent, iter_events
 
-__all__ = ["ANTHROPIC_VERSION", "JSON_TOOL", "Anthropic", "anthropic_usage", "to_anthropic"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "JSON_TOOL",
+    "Anthropic",
+    "Relay",
+    "anthropic_usage",
+    "from_anthropic",
+    "to_anthropic",
+]
 
 log = logging.getLogger("switchboard.providers.anthropic")
 
@@ -394,11 +404,11 @@ def _failure(call: Call, message: str) -> AttemptFailed:
     return AttemptFailed(ErrorClass.SERVER, f"{call.target.provider_name}: {message}")
 
 
-def stream_error(call: Call, data: Mapping[str, Any]) -> AttemptFailed:
+def _error_event(label: str, data: Mapping[str, Any]) -> AttemptFailed:
     """The class of an ``error`` event, as if it had come as that error's HTTP status."""
     error = data.get("error")
     status = _ERROR_STATUS.get(str(error.get("type")), 500) if isinstance(error, dict) else 500
-    return classify_http_error(status, json.dumps(data).encode(), {}, call.target.provider_name)
+    return classify_http_error(status, json.dumps(data).encode(), {}, label)
 
 
 class _StreamState:
@@ -498,28 +508,33 @@ class Anthropic(HttpProvider):
             raise ValueError("kind 'anthropic' needs an api_key reference")
 
     @staticmethod
-    def headers(call: Call, stream: bool, client: Mapping[str, str] | None = None) -> dict[str, str]:
+    def headers(
+        target: PlannedTarget, api_key: str | None, stream: bool, client: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Anthropic's headers; ``client`` may carry the caller's anthropic-version and -beta."""
         client = client or {}
         headers = {
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
             "anthropic-version": client.get("anthropic-version") or ANTHROPIC_VERSION,
-            **call.target.provider.headers,
+            **target.provider.headers,
         }
         beta = ",".join(b for b in (headers.get("anthropic-beta"), client.get("anthropic-beta")) if b)
         if beta:
             headers["anthropic-beta"] = beta
-        if call.api_key:
-            headers["x-api-key"] = call.api_key
+        if api_key:
+            headers["x-api-key"] = api_key
         return headers
 
-    def _url(self, call: Call) -> str:
-        return f"{call.target.provider.base_url}/v1/messages"
+    @staticmethod
+    def _url(target: PlannedTarget) -> str:
+        return f"{target.provider.base_url}/v1/messages"
 
     def build_request(self, call: Call) -> UpstreamRequest:
         body = to_anthropic(call)
         content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        return UpstreamRequest("POST", self._url(call), self.headers(call, call.stream), content)
+        headers = self.headers(call.target, call.api_key, call.stream)
+        return UpstreamRequest("POST", self._url(call.target), headers, content)
 
     def parse_response(self, content: bytes, call: Call) -> tuple[ChatCompletion, bytes | None]:
         try:
@@ -543,7 +558,7 @@ class Anthropic(HttpProvider):
         self, kind: str, data: dict[str, Any], call: Call, state: dict[str, Any]
     ) -> list[StreamChunk] | None:
         if kind == "error":
-            raise stream_error(call, data)
+            raise _error_event(call.target.provider_name, data)
         if kind == "message_start":
             state["s"] = _StreamState(data["message"], call)
             return [state["s"].chunk({"role": "assistant", "content": ""})]
@@ -566,38 +581,37 @@ class Anthropic(HttpProvider):
 
     # ------------------------------------------------------------------- /v1/messages relay
 
-    def _relay_request(
-        self, call: Call, body: dict[str, Any], client_headers: Mapping[str, str], stream: bool
-    ) -> httpx.Request:
-        payload = {**body, "model": call.target.model}
-        timeouts = call.target.timeouts
-        return call.http.build_request(
+    def _relay_request(self, relay: Relay, body: Mapping[str, Any], stream: bool) -> httpx.Request:
+        payload = {**body, "model": relay.target.model}
+        if stream:
+            payload["stream"] = True
+        timeouts = relay.target.timeouts
+        return relay.http.build_request(
             "POST",
-            self._url(call),
-            headers=self.headers(call, stream, client_headers),
+            self._url(relay.target),
+            headers=self.headers(relay.target, relay.api_key, stream, relay.client_headers),
             content=json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
             timeout=httpx.Timeout(timeouts.total_s, connect=timeouts.connect_s),
         )
 
-    async def relay(self, call: Call, body: dict[str, Any], client_headers: Mapping[str, str]) -> bytes:
+    async def relay(self, relay: Relay, body: Mapping[str, Any]) -> bytes:
         """The client's Anthropic body, model replaced; returns Anthropic's message bytes as sent."""
-        response = await call.http.send(self._relay_request(call, body, client_headers, stream=False))
+        response = await relay.http.send(self._relay_request(relay, body, stream=False))
         content = await response.aread()
+        label = relay.target.provider_name
         if response.status_code != 200:
-            raise self.classify(response.status_code, content, response.headers, call)
+            raise classify_http_error(response.status_code, content, response.headers, label)
         try:
             if json.loads(content).get("type") != "message":
                 raise ValueError
         except (ValueError, AttributeError):
-            raise _failure(call, "malformed upstream response") from None
+            raise AttemptFailed(ErrorClass.SERVER, f"{label}: malformed upstream response") from None
         return content
 
-    async def relay_stream(
-        self, call: Call, body: dict[str, Any], client_headers: Mapping[str, str]
-    ) -> AsyncIterator[SSEEvent]:
+    async def relay_stream(self, relay: Relay, body: Mapping[str, Any]) -> AsyncIterator[SSEEvent]:
         """Anthropic's events as sent; ends normally only after ``message_stop``."""
-        request = self._relay_request(call, {**body, "stream": True}, client_headers, stream=True)
-        response = await call.http.send(request, stream=True)
+        label = relay.target.provider_name
+        response = await relay.http.send(self._relay_request(relay, body, stream=True), stream=True)
         try:
             if response.status_code != 200:
                 content = b""
@@ -605,20 +619,32 @@ class Anthropic(HttpProvider):
                     content += part
                     if len(content) > _MAX_ERROR_BODY:
                         break
-                raise self.classify(response.status_code, content, response.headers, call)
+                raise classify_http_error(response.status_code, content, response.headers, label)
             async for event in iter_events(response.aiter_raw()):
                 if not event.data:
                     continue
                 try:
                     data = json.loads(event.data)
-                    kind = data.get("type") or event.event
+                    kind = str(data.get("type") or event.event)
                 except (ValueError, AttributeError):
-                    raise _failure(call, "malformed upstream stream event") from None
+                    raise AttemptFailed(
+                        ErrorClass.SERVER, f"{label}: malformed upstream stream event"
+                    ) from None
                 if kind == "error":
-                    raise stream_error(call, data)
+                    raise _error_event(label, data)
                 yield SSEEvent(kind, event.data)
                 if kind == "message_stop":
                     return
-            raise _failure(call, "upstream stream ended before it finished")
+            raise AttemptFailed(ErrorClass.SERVER, f"{label}: upstream stream ended before it finished")
         finally:
             await response.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A pass-through attempt: the target, its key, the shared client, the caller's version headers."""
+
+    target: PlannedTarget
+    api_key: str | None
+    http: httpx.AsyncClient
+    client_headers: Mapping[str, str]

@@ -269,8 +269,7 @@ class HttpProvider:
                     yield chunk
             if not self.finished(state):
                 raise AttemptFailed(
-                    ErrorClass.SERVER,
-                    f"{call.target.provider_name}: upstream stream ended before it finished",
+                    ErrorClass.SERVER, f"{call.target.provider_name}: upstream stream ended before it finished"
                 )
         finally:
             await response.aclose()
