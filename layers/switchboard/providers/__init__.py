@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from switchboard.providers.anthropic import Anthropic
 from switchboard.providers.base import Call, EmbedCall, Provider, StreamChunk
+from switchboard.providers.bedrock import Bedrock
 from switchboard.providers.openai import OpenAICompatible
 
 __all__ = ["KINDS", "Call", "EmbedCall", "Provider", "StreamChunk", "get"]
@@ -14,6 +15,7 @@ __all__ = ["KINDS", "Call", "EmbedCall", "Provider", "StreamChunk", "get"]
 KINDS: dict[str, type[Provider]] = {
     "openai": OpenAICompatible,
     "anthropic": Anthropic,
+    "bedrock": Bedrock,
 }
 
 _INSTANCES: dict[str, Provider] = {}
