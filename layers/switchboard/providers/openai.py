@@ -1,8 +1,10 @@
 """Any OpenAI-compatible upstream: OpenAI, Groq, Together, Mistral, DeepSeek, OpenRouter, vLLM...
 
-Configuration, not code: a base URL, an optional key reference and a list of parameters the
-upstream rejects (dropped before sending). Bodies pass through with the model name replaced, so
-every OpenAI parameter, known or new, reaches the upstream as the client sent it.
+Configuration, not code: a base URL, an optional key reference and the parameters the upstream
+rejects (the built-in table in ``providers.compat`` plus the entry's ``unsupported_params``, dropped
+or renamed before sending, and logged). Otherwise bodies pass through with the model name replaced,
+so every OpenAI parameter, known or new, reaches the upstream as the client sent it. Gemini and
+Azure OpenAI are this class with another URL, auth header or rule set (``gemini.py``, ``azure.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from switchboard.errors import AttemptFailed, ErrorClass, redact
-from switchboard.providers.base import Call, HttpProvider, StreamChunk, UpstreamRequest
+from switchboard.providers.base import (
+    Call,
+    EmbedCall,
+    HttpProvider,
+    StreamChunk,
+    UpstreamRequest,
+    unsupported,
+)
+from switchboard.providers.compat import adapt, rules_for
+from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk
 from switchboard.sse import SSEEvent
 
@@ -24,25 +35,52 @@ log = logging.getLogger("switchboard.providers.openai")
 
 
 class OpenAICompatible(HttpProvider):
+    """The shared base. Subclasses change only where the upstream differs: URL, auth, rule set."""
+
     kind = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+    rules_name: ClassVar[str | None] = None  # None: recognise the upstream by its base URL
 
-    def build_request(self, call: Call) -> UpstreamRequest:
+    def url(self, target: PlannedTarget, operation: str) -> str:
+        """Where ``operation`` (``chat/completions``, ``embeddings``) lives for ``target``."""
+        return f"{target.provider.base_url}/{operation}"
+
+    def auth(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
+
+    def adapt(self, call: Call | EmbedCall, body: dict[str, Any]) -> None:
+        """Drop and rename, in place, what this upstream rejects (``providers.compat``); log it."""
         provider = call.target.provider
-        body: dict[str, Any] = call.request.model_dump(exclude_unset=True)
-        body["model"] = call.target.model
-        dropped = [name for name in provider.unsupported_params if body.pop(name, None) is not None]
-        if dropped:
-            log.info("dropped parameters %s unsupported by %s", dropped, call.target.provider_name)
+        rules = rules_for(provider.param_rules, provider.base_url, self.rules_name)
+        change = adapt(body, rules, provider.unsupported_params)
+        if change.refused is not None:
+            raise unsupported(call, f"{change.refused} > 1 ({rules.name} returns one choice)", change.refused)
+        if change:
+            log.info(
+                "adapted request for %s (%s rules): dropped %s, renamed %s",
+                call.target.label,
+                rules.name,
+                change.dropped,
+                change.renamed,
+            )
+
+    def headers(self, call: Call | EmbedCall, stream: bool = False) -> dict[str, str]:
+        provider = call.target.provider
         headers = {"content-type": "application/json", "accept": "application/json", **provider.headers}
-        if call.stream:
+        if stream:
             headers["accept"] = "text/event-stream"
         if call.api_key:
-            headers["authorization"] = f"Bearer {call.api_key}"
+            headers.update(self.auth(call.api_key))
+        return headers
+
+    def build_request(self, call: Call) -> UpstreamRequest:
+        body: dict[str, Any] = call.request.model_dump(exclude_unset=True)
+        body["model"] = call.target.model
+        self.adapt(call, body)
         return UpstreamRequest(
             "POST",
-            f"{provider.base_url}/chat/completions",
-            headers,
+            self.url(call.target, "chat/completions"),
+            self.headers(call, call.stream),
             json.dumps(body, separators=(",", ":")).encode(),
         )
 

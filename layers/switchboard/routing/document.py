@@ -74,9 +74,12 @@ class ProviderConfig(_Strict):
     unsupported_params: list[str] = Field(
         default_factory=list, description="dropped before sending, on top of the built-in rules"
     )
-    builtin_param_rules: bool = Field(
-        default=True,
-        description="apply the built-in table of parameters this upstream rejects (docs/providers.md)",
+    param_rules: str = Field(
+        default="auto",
+        description=(
+            "built-in table of parameters this upstream rejects (docs/providers.md): 'auto' picks it "
+            "by kind and base URL, a name (groq, mistral, vllm, ollama...) selects one, 'none' turns it off"
+        ),
     )
     region: str | None = Field(
         default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region (bedrock)"
@@ -94,6 +97,15 @@ class ProviderConfig(_Strict):
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("base_url must be an http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("param_rules")
+    @classmethod
+    def _known_rules(cls, value: str) -> str:
+        from switchboard.providers.compat import RULES
+
+        if value != "auto" and value not in RULES:
+            raise ValueError(f"unknown param_rules {value!r}; known: auto, {', '.join(sorted(RULES))}")
+        return value
 
     @field_validator("headers")
     @classmethod
