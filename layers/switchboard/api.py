@@ -4,7 +4,7 @@ One app serves both deployments: under uvicorn (locally, and in Lambda through t
 which streams) and under Mangum (the buffered mode, and in-process handler tests).
 
 Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
-``POST /v1/messages`` (``endpoints.messages``).
+``POST /v1/messages`` (``endpoints.messages``), ``POST /v1/embeddings`` (``endpoints.embeddings``).
 Every response carries ``x-request-id``; routed responses carry the attribution headers.
 """
 
@@ -208,7 +208,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(gateway: Gateway | None = None) -> Starlette:
     """The ASGI app. Without ``gateway``, one is built from the environment at startup."""
-    from switchboard.endpoints import messages  # imports this module: only once it is loaded
+    from switchboard.endpoints import embeddings, messages  # they import this module: only once loaded
+
+    anthropic_messages = _endpoint(messages.create_message, messages.anthropic_error)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -223,9 +225,8 @@ def create_app(gateway: Gateway | None = None) -> Starlette:
             Route("/v1/models", _endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model:path}", _endpoint(retrieve_model), methods=["GET"]),
             Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
-            Route(
-                "/v1/messages", _endpoint(messages.create_message, messages.anthropic_error), methods=["POST"]
-            ),
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,

@@ -28,14 +28,14 @@ from switchboard.errors import (
     GatewayError,
     UpstreamRejected,
 )
-from switchboard.providers.base import Call, StreamChunk
+from switchboard.providers.base import Call, EmbedCall, StreamChunk
 from switchboard.routing.document import RetryPolicy
 from switchboard.routing.planner import Plan, PlannedTarget
-from switchboard.schemas import ChatCompletion, ChatCompletionRequest
+from switchboard.schemas import ChatCompletion, ChatCompletionRequest, EmbeddingRequest, EmbeddingResponse
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "Completion", "Engine", "HeldStream", "StreamResult"]
+__all__ = ["AttemptRecord", "Completion", "Embedded", "Engine", "HeldStream", "StreamResult"]
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -55,6 +55,14 @@ class AttemptRecord:
 @dataclass(slots=True)
 class Completion:
     completion: ChatCompletion
+    raw: bytes | None
+    target: PlannedTarget
+    attempts: list[AttemptRecord]
+
+
+@dataclass(slots=True)
+class Embedded:
+    response: EmbeddingResponse
     raw: bytes | None
     target: PlannedTarget
     attempts: list[AttemptRecord]
@@ -212,6 +220,23 @@ class Engine:
         result, _target, records = await self._run(plan, deadline, attempt)
         result.attempts = records
         return result
+
+    async def embed(self, request: EmbeddingRequest, plan: Plan, deadline: float) -> Embedded:
+        """Embeddings under the same retries and fallback. A target whose vectors do not have the
+        route's length fails as a server error: vectors of another length must never reach the client."""
+
+        async def attempt(target: PlannedTarget, remaining: float) -> tuple[EmbeddingResponse, bytes | None]:
+            call = EmbedCall(request, target, await self.credential(target), self.http)
+            async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                response, raw = await providers.get(target.provider.kind).embed(call)
+            length = response.vector_length()
+            if target.dimensions is not None and length != target.dimensions:
+                message = f"returned vectors of length {length}, the route says {target.dimensions}"
+                raise AttemptFailed(ErrorClass.SERVER, f"{target.provider_name}: {message}")
+            return response, raw
+
+        (response, raw), target, records = await self._run(plan, deadline, attempt)
+        return Embedded(response, raw, target, records)
 
     async def _call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
         return Call(request, target, await self.credential(target), self.http, stream)

@@ -98,7 +98,7 @@ class Provider(Protocol):
 
     def stream(self, call: Call) -> AsyncIterator[StreamChunk]: ...
 
-    async def embed(self, call: EmbedCall) -> EmbeddingResponse: ...
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResponse, bytes | None]: ...
 
 
 def unsupported(call: Call | EmbedCall, message: str, param: str | None = None) -> AttemptFailed:
@@ -212,7 +212,7 @@ class HttpProvider:
         if config.base_url is None:
             raise ValueError(f"kind {config.kind!r} needs a base_url")
 
-    async def embed(self, call: EmbedCall) -> EmbeddingResponse:
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResponse, bytes | None]:
         raise unsupported(call, "this provider family offers no embeddings")
 
     def build_request(self, call: Call) -> UpstreamRequest:

@@ -37,6 +37,7 @@ import binascii
 import functools
 import json
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
@@ -496,7 +497,7 @@ _END = object()
 class Bedrock:
     kind = "bedrock"
     default_base_url: ClassVar[str | None] = None
-    embeddings: ClassVar[bool] = False
+    embeddings: ClassVar[bool] = True
 
     def __init__(self, client_factory: ClientFactory = default_client) -> None:
         self._client_factory = client_factory
@@ -553,5 +554,91 @@ class Bedrock:
         if not state.stopped:
             raise AttemptFailed(ErrorClass.SERVER, f"{label}: upstream stream ended before it finished")
 
-    async def embed(self, call: EmbedCall) -> EmbeddingResponse:
-        raise unsupported(call, "embeddings are not implemented for this provider family yet")
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResponse, bytes | None]:
+        """Titan Text Embeddings (one input per call) or Cohere Embed (96 per call) via InvokeModel."""
+        texts = call.request.texts()
+        if texts is None:
+            raise unsupported(call, "token-id input (send text)", "input")
+        family = _embedding_family(call.target.model)
+        if family is None:
+            raise unsupported(call, "embeddings from models other than Titan or Cohere Embed", "model")
+        client = self._client(call)
+        bodies = _embedding_bodies(family, texts, call)
+        try:
+            results = await asyncio.gather(
+                *(asyncio.to_thread(_invoke, client, call.target.model, b) for b in bodies)
+            )
+        except AttemptFailed:
+            raise
+        except Exception as exc:
+            raise classify_bedrock_error(exc, call.target.provider_name) from None
+        vectors: list[list[float]] = []
+        tokens = 0
+        for payload, counted in results:
+            try:
+                if family == "titan":
+                    vectors.append([float(x) for x in payload["embedding"]])
+                    tokens += int(payload.get("inputTextTokenCount") or counted)
+                else:
+                    found = payload["embeddings"]
+                    vectors += found["float"] if isinstance(found, dict) else found
+                    tokens += counted
+            except (KeyError, TypeError, ValueError):
+                raise AttemptFailed(
+                    ErrorClass.SERVER, f"{call.target.provider_name}: malformed embeddings response"
+                ) from None
+        as_base64 = call.request.encoding_format == "base64"
+        data = [
+            {"object": "embedding", "index": i, "embedding": _b64(v) if as_base64 else v}
+            for i, v in enumerate(vectors)
+        ]
+        response = {
+            "object": "list",
+            "data": data,
+            "model": call.target.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return EmbeddingResponse.model_validate(response), None
+
+
+_COHERE_BATCH = 96  # Cohere Embed's limit on texts per request
+
+
+def _embedding_family(model: str) -> str | None:
+    if "titan-embed" in model:
+        return "titan"
+    if "cohere.embed" in model:
+        return "cohere"
+    return None
+
+
+def _embedding_bodies(family: str, texts: list[str], call: EmbedCall) -> list[dict[str, Any]]:
+    """InvokeModel bodies: Titan takes one text (v2 also a length and normalisation), Cohere a batch."""
+    if family == "titan":
+        extra: dict[str, Any] = {}
+        if "titan-embed-text-v2" in call.target.model and call.target.dimensions:
+            extra = {"dimensions": call.target.dimensions, "normalize": True}
+        return [{"inputText": text, **extra} for text in texts]
+    input_type = (call.request.model_extra or {}).get("input_type") or "search_document"
+    return [
+        {"texts": texts[i : i + _COHERE_BATCH], "input_type": input_type}
+        for i in range(0, len(texts), _COHERE_BATCH)
+    ]
+
+
+def _invoke(client: Any, model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """One InvokeModel call: the parsed body and Bedrock's input token count header."""
+    response = client.invoke_model(
+        modelId=model,
+        body=json.dumps(body).encode(),
+        contentType="application/json",
+        accept="application/json",
+    )
+    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    payload = json.loads(response["body"].read())
+    return payload, int(headers.get("x-amzn-bedrock-input-token-count") or 0)
+
+
+def _b64(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format: base64``: little-endian float32, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

@@ -13,6 +13,7 @@ import json
 import logging
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import ValidationError
 
 from switchboard.errors import AttemptFailed, ErrorClass, redact
@@ -22,11 +23,12 @@ from switchboard.providers.base import (
     HttpProvider,
     StreamChunk,
     UpstreamRequest,
+    classify_http_error,
     unsupported,
 )
 from switchboard.providers.compat import adapt, rules_for
 from switchboard.routing.planner import PlannedTarget
-from switchboard.schemas import ChatCompletion, ChatCompletionChunk
+from switchboard.schemas import ChatCompletion, ChatCompletionChunk, EmbeddingResponse
 from switchboard.sse import SSEEvent
 
 __all__ = ["OpenAICompatible"]
@@ -39,6 +41,7 @@ class OpenAICompatible(HttpProvider):
 
     kind = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+    embeddings: ClassVar[bool] = True
     rules_name: ClassVar[str | None] = None  # None: recognise the upstream by its base URL
 
     def url(self, target: PlannedTarget, operation: str) -> str:
@@ -84,6 +87,30 @@ class OpenAICompatible(HttpProvider):
             json.dumps(body, separators=(",", ":")).encode(),
         )
 
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResponse, bytes | None]:
+        """``POST {base}/embeddings``: the body as sent (model replaced, rejected fields dropped)."""
+        body: dict[str, Any] = call.request.model_dump(exclude_unset=True)
+        body["model"] = call.target.model
+        self.adapt(call, body)
+        timeouts = call.target.timeouts
+        request = call.http.build_request(
+            "POST",
+            self.url(call.target, "embeddings"),
+            headers=self.headers(call),
+            content=json.dumps(body, separators=(",", ":")).encode(),
+            timeout=httpx.Timeout(timeouts.total_s, connect=timeouts.connect_s),
+        )
+        response = await call.http.send(request)
+        content = await response.aread()
+        if response.status_code != 200:
+            raise classify_http_error(
+                response.status_code, content, response.headers, call.target.provider_name
+            )
+        try:
+            return EmbeddingResponse.model_validate_json(content), content
+        except ValidationError:
+            raise _malformed(call, content) from None
+
     def parse_response(self, content: bytes, call: Call) -> tuple[ChatCompletion, bytes | None]:
         try:
             return ChatCompletion.model_validate_json(content), content
@@ -113,7 +140,7 @@ class OpenAICompatible(HttpProvider):
         return bool(seen) and seen <= state.get("done", set())
 
 
-def _malformed(call: Call, content: bytes) -> AttemptFailed:
+def _malformed(call: Call | EmbedCall, content: bytes) -> AttemptFailed:
     """An upstream answered 200 with something that is not a completion: a server-class failure."""
     try:
         err = json.loads(content).get("error")
