@@ -30,7 +30,8 @@ from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, Pe
 from switchboard.gateway import Gateway
 from switchboard.routing.planner import plan
 from switchboard.routing.store import LoadedRouting
-from switchboard.schemas import ChatCompletionRequest, Model, ModelList
+from switchboard.endpoints.models import describe
+from switchboard.schemas import ChatCompletionRequest, ModelList
 
 __all__ = ["create_app"]
 
@@ -153,8 +154,9 @@ async def list_models(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     allowed = principal.allowed_models
-    models = [Model(id=alias) for alias in sorted(routing.document.models) if allowed is None or alias in allowed]
-    return Response(ModelList(data=models).model_dump_json(), 200, headers, _JSON)
+    doc = routing.document
+    models = [describe(doc, alias) for alias in sorted(doc.models) if allowed is None or alias in allowed]
+    return Response(ModelList(data=models).to_json(), 200, headers, _JSON)
 
 
 async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
@@ -166,7 +168,7 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     plan(routing.document, alias, mode=None)  # raises ModelNotFound, listing the valid aliases
     if principal.allowed_models is not None and alias not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
-    return Response(Model(id=alias).model_dump_json(), 200, headers, _JSON)
+    return Response(describe(routing.document, alias).to_json(), 200, headers, _JSON)
 
 
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:

@@ -35,7 +35,15 @@ from switchboard.schemas import ChatCompletion, ChatCompletionRequest, Embedding
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "Completion", "Embedded", "Engine", "HeldStream", "StreamResult"]
+__all__ = [
+    "AttemptRecord",
+    "Completion",
+    "Embedded",
+    "Engine",
+    "HeldStream",
+    "StreamResult",
+    "check_modalities",
+]
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -168,6 +176,21 @@ def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFaile
     return AttemptFailed(ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})")
 
 
+def check_modalities(present: set[str], target: PlannedTarget) -> None:
+    """A 400 before any upstream call when the route declares modalities the request exceeds."""
+    if target.modalities is None or present <= target.modalities:
+        return
+    raise AttemptFailed(
+        ErrorClass.CLIENT,
+        f"{target.label} accepts {', '.join(sorted(target.modalities))} input only; "
+        f"this request has {', '.join(sorted(present - target.modalities))} input",
+        status=400,
+        upstream_type="invalid_request_error",
+        upstream_code="unsupported_modality",
+        upstream_param="messages",
+    )
+
+
 class Engine:
     """Runs plans against providers. One per process; holds the shared HTTP client."""
 
@@ -239,6 +262,7 @@ class Engine:
         return Embedded(response, raw, target, records)
 
     async def _call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
+        check_modalities(request.input_modalities(), target)
         return Call(request, target, await self.credential(target), self.http, stream)
 
     # ---------------------------------------------------------------- for other wire formats

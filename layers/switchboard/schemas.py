@@ -44,6 +44,9 @@ class StreamOptions(_Open):
     include_usage: bool | None = None
 
 
+_PART_MODALITY = {"image_url": "image", "input_audio": "audio", "file": "file"}
+
+
 class ChatCompletionRequest(_Open):
     """POST /v1/chat/completions. Unknown fields are kept and passed upstream."""
 
@@ -72,6 +75,14 @@ class ChatCompletionRequest(_Open):
     @property
     def wants_stream(self) -> bool:
         return bool(self.stream)
+
+    def input_modalities(self) -> set[str]:
+        """The kinds of input the messages carry: text, plus image, audio or file parts."""
+        found = {"text"}
+        for message in self.messages:
+            if isinstance(message.content, list):
+                found.update(_PART_MODALITY.get(str(part.get("type")), "text") for part in message.content)
+        return found
 
     @property
     def output_cap(self) -> int | None:

@@ -32,7 +32,7 @@ from switchboard.endpoints.anthropic_format import (
     from_openai,
     to_openai,
 )
-from switchboard.engine import Engine, HeldStream
+from switchboard.engine import Engine, HeldStream, check_modalities
 from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest, PermissionDenied
 from switchboard.providers.anthropic import Anthropic, Relay
 from switchboard.providers.base import StreamChunk
@@ -111,6 +111,7 @@ class _Session:
         return self._converted[stream]
 
     async def _relay(self, target: PlannedTarget) -> Relay:
+        check_modalities(_modalities(self.parsed), target)
         return Relay(target, await self.engine.credential(target), self.engine.http, self.client)
 
     async def complete(self, target: PlannedTarget) -> bytes:
@@ -145,6 +146,19 @@ async def _translated(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[SSEEv
             yield event
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _modalities(request: MessagesRequest) -> set[str]:
+    found = {"text"}
+    for message in request.messages:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "image":
+                found.add("image")
+            elif kind == "document":
+                found.add("file")
+    return found
 
 
 def _has_output(event: SSEEvent) -> bool:
