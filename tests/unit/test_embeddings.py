@@ -145,3 +145,12 @@ def test_vector_length_of_mixed_answers_is_unknown() -> None:
         {"data": [{"index": 0, "embedding": [1.0, 2.0]}, {"index": 1, "embedding": [1.0]}], "model": "m"}
     )
     assert response.vector_length() is None
+
+
+@pytest.mark.parametrize("name", ["routing.example.json", "routing.dev.json"])
+def test_the_shipped_routing_documents_still_load(name: str) -> None:
+    """The schema grew (kinds, modes, dimensions, modalities); the documents in infra/ stay valid."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "infra" / name).read_text()
+    load_document(text.replace("${MOCK_BASE_URL}", "http://127.0.0.1:9100/v1"))
