@@ -98,7 +98,7 @@ class Usage(_Open):
     completion_tokens: int = 0
     total_tokens: int = 0
     # cached_tokens (cache reads) and cache_write_tokens, as OpenAI's CompletionUsage names them
-    prompt_tokens_details: dict[str, int] | None = Field(default=None, exclude_if=_absent)
+    prompt_tokens_details: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
 
 
 class ResponseMessage(_Open):

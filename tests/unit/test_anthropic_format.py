@@ -183,3 +183,30 @@ def test_chunks_become_the_anthropic_event_sequence() -> None:
     )
     assert json.loads(arguments) == {"location": "San Francisco, CA", "unit": "fahrenheit"}
     assert data[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+
+
+def test_usage_details_with_nulls_from_any_upstream_are_accepted() -> None:
+    """Some OpenAI-compatible servers send nulls inside prompt_tokens_details: not a malformed answer."""
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": 5,
+                "completion_tokens": 1,
+                "total_tokens": 6,
+                "prompt_tokens_details": {"cached_tokens": None, "audio_tokens": None},
+            },
+        }
+    )
+    assert from_openai(completion)["usage"] == {
+        "input_tokens": 5,
+        "output_tokens": 1,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }

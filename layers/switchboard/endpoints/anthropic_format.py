@@ -211,7 +211,7 @@ def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionReques
 def _usage(usage: Usage | None) -> dict[str, int]:
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    details = usage.prompt_tokens_details or (usage.model_extra or {}).get("prompt_tokens_details") or {}
+    details = usage.prompt_tokens_details or {}
     read = int(details.get("cached_tokens") or 0)
     written = int(details.get("cache_write_tokens") or 0)
     return {

@@ -122,6 +122,10 @@ class _Session:
         completion, _raw = await provider.complete(call)
         try:
             message = from_openai(completion)
+        except IndexError:
+            raise AttemptFailed(
+                ErrorClass.SERVER, f"{target.provider_name}: a completion without choices"
+            ) from None
         except ValueError:
             raise AttemptFailed(
                 ErrorClass.SERVER, f"{target.provider_name}: tool call arguments that are not a JSON object"
