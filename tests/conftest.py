@@ -24,6 +24,8 @@ from switchboard.devtools.mockupstream import MockUpstream, run_in_thread
 from switchboard.gateway import Gateway
 from switchboard.settings import Settings
 
+from tests.native_upstream import ScriptedUpstream
+
 API_KEY = "sk-test-client-key"
 
 
@@ -152,3 +154,19 @@ def anyio_backend() -> str:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def _native_server() -> Iterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream()
+    url, stop = serve_app(upstream.app())
+    upstream.url = url
+    yield upstream
+    stop()
+
+
+@pytest.fixture
+def native(_native_server: ScriptedUpstream) -> ScriptedUpstream:
+    """The scripted native upstream (Anthropic, Bedrock, Azure routes), reset for each test."""
+    _native_server.reset()
+    return _native_server

@@ -3,7 +3,8 @@
 One app serves both deployments: under uvicorn (locally, and in Lambda through the Web Adapter,
 which streams) and under Mangum (the buffered mode, and in-process handler tests).
 
-Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``.
+Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
+``POST /v1/messages`` (``endpoints.messages``), ``POST /v1/embeddings`` (``endpoints.embeddings``).
 Every response carries ``x-request-id``; routed responses carry the attribution headers.
 """
 
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from switchboard import logs, metering, tracing
 from switchboard.auth import Principal, bearer_token
+from switchboard.endpoints.models import describe
 from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
@@ -36,7 +38,7 @@ from switchboard.lifecycle import Exchange, Hook, settle_all
 from switchboard.routing.planner import plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
-from switchboard.schemas import ChatCompletionRequest, Model, ModelList
+from switchboard.schemas import ChatCompletionRequest, ModelList
 
 __all__ = ["create_app"]
 
@@ -68,8 +70,11 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Give a handler a request id and turn every failure into an OpenAI-shaped error."""
+def _endpoint(
+    handler: Handler, render: Callable[[GatewayError, dict[str, str]], Response] = _error_response
+) -> Callable[[Request], Awaitable[Response]]:
+    """Give a handler a request id and turn every failure into an error ``render`` shapes
+    (OpenAI's, unless the endpoint speaks another API)."""
 
     async def endpoint(request: Request) -> Response:
         headers = {"x-request-id": _request_id()}
@@ -78,11 +83,11 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         try:
             return await handler(request, headers)
         except GatewayError as exc:
-            return _error_response(exc, headers)
+            return render(exc, headers)
         except Exception:
             log.exception("unhandled error in %s (request %s)", request.url.path, headers["x-request-id"])
             err = GatewayError(f"Internal gateway error. Quote request id {headers['x-request-id']}.")
-            return _error_response(err, headers)
+            return render(err, headers)
 
     return endpoint
 
@@ -159,10 +164,9 @@ async def list_models(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     allowed = principal.allowed_models
-    models = [
-        Model(id=alias) for alias in sorted(routing.document.models) if allowed is None or alias in allowed
-    ]
-    return Response(ModelList(data=models).model_dump_json(), 200, headers, _JSON)
+    doc = routing.document
+    models = [describe(doc, alias) for alias in sorted(doc.models) if allowed is None or alias in allowed]
+    return Response(ModelList(data=models).to_json(), 200, headers, _JSON)
 
 
 async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
@@ -171,10 +175,10 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     alias = request.path_params["model"]
-    plan(routing.document, alias)  # raises ModelNotFound, listing the valid aliases
+    plan(routing.document, alias, mode=None)  # raises ModelNotFound, listing the valid aliases
     if principal.allowed_models is not None and alias not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
-    return Response(Model(id=alias).model_dump_json(), 200, headers, _JSON)
+    return Response(describe(routing.document, alias).to_json(), 200, headers, _JSON)
 
 
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
@@ -269,6 +273,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(gateway: Gateway | None = None) -> Starlette:
     """The ASGI app. Without ``gateway``, one is built from the environment at startup."""
+    from switchboard.endpoints import embeddings, messages  # they import this module: only once loaded
+
+    anthropic_messages = _endpoint(messages.create_message, messages.anthropic_error)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -283,6 +290,8 @@ def create_app(gateway: Gateway | None = None) -> Starlette:
             Route("/v1/models", _endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model:path}", _endpoint(retrieve_model), methods=["GET"]),
             Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,

@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import httpx
 
@@ -30,16 +30,33 @@ from switchboard.errors import (
     GatewayError,
     UpstreamRejected,
 )
-from switchboard.providers.base import Call, StreamChunk
+from switchboard.providers.base import Call, EmbedCall, StreamChunk
 from switchboard.routing.document import RetryPolicy
 from switchboard.routing.planner import Plan, PlannedTarget
-from switchboard.schemas import ChatCompletion, ChatCompletionRequest, Usage
+from switchboard.schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Usage,
+)
 from switchboard.secrets import SecretResolver, SecretUnavailable
 from switchboard.sse import encode_data, encode_json
 
-__all__ = ["AttemptRecord", "ChunkFilter", "Completion", "Engine", "StreamResult", "header_safe"]
+__all__ = [
+    "AttemptRecord",
+    "ChunkFilter",
+    "Completion",
+    "Embedded",
+    "Engine",
+    "HeldStream",
+    "StreamResult",
+    "check_modalities",
+    "header_safe",
+]
 
 T = TypeVar("T")
+X = TypeVar("X")
 
 
 @dataclass(slots=True)
@@ -68,6 +85,14 @@ class ChunkFilter(Protocol):
     def chunk(self, item: StreamChunk) -> StreamChunk | None: ...
 
     def end(self) -> StreamChunk | None: ...
+
+
+@dataclass(slots=True)
+class Embedded:
+    response: EmbeddingResponse
+    raw: bytes | None
+    target: PlannedTarget
+    attempts: list[AttemptRecord]
 
 
 @dataclass(slots=True)
@@ -140,6 +165,42 @@ def header_safe(value: str) -> str:
     return value if value.isascii() else urllib.parse.quote(value, safe="/:;,._-@+ ")
 
 
+@dataclass(slots=True)
+class HeldStream(Generic[X]):
+    """A committed stream of any wire format (``Engine.run_stream``): held items, then the rest.
+
+    ``items`` raises ``AttemptFailed`` when the upstream fails after commit; the endpoint that
+    owns the wire format ends its response with an error in that format.
+    """
+
+    target: PlannedTarget
+    attempts: list[AttemptRecord]
+    held: list[X]
+    rest: AsyncIterator[X]
+    deadline: float
+
+    async def items(self) -> AsyncIterator[X]:
+        try:
+            for item in self.held:
+                yield item
+            self.held = []
+            while True:
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    item = await anext(self.rest)
+                yield item
+        except StopAsyncIteration:
+            return
+        except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
+            failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
+            self.attempts.append(AttemptRecord(self.target.label, failure.error_class, failure.status, 0.0))
+            raise failure from None
+        finally:
+            await self.rest.aclose()  # type: ignore[attr-defined]
+
+
 def _encode(item: StreamChunk) -> bytes:
     return encode_data(item.raw if item.raw is not None else item.chunk.model_dump_json().encode())
 
@@ -155,6 +216,21 @@ def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFaile
         return AttemptFailed(ErrorClass.TIMEOUT, f"{target.provider_name}: timed out")
     return AttemptFailed(
         ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})"
+    )
+
+
+def check_modalities(present: set[str], target: PlannedTarget) -> None:
+    """A 400 before any upstream call when the route declares modalities the request exceeds."""
+    if target.modalities is None or present <= target.modalities:
+        return
+    raise AttemptFailed(
+        ErrorClass.CLIENT,
+        f"{target.label} accepts {', '.join(sorted(target.modalities))} input only; "
+        f"this request has {', '.join(sorted(present - target.modalities))} input",
+        status=400,
+        upstream_type="invalid_request_error",
+        upstream_code="unsupported_modality",
+        upstream_param="messages",
     )
 
 
@@ -216,13 +292,88 @@ class Engine:
         result.attempts = records
         return result
 
+    async def embed(self, request: EmbeddingRequest, plan: Plan, deadline: float) -> Embedded:
+        """Embeddings under the same retries and fallback. A target whose vectors do not have the
+        route's length fails as a server error: vectors of another length must never reach the client."""
+
+        async def attempt(target: PlannedTarget, remaining: float) -> tuple[EmbeddingResponse, bytes | None]:
+            call = EmbedCall(request, target, await self.credential(target), self.http)
+            async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                response, raw = await providers.get(target.provider.kind).embed(call)
+            length = response.vector_length()
+            if target.dimensions is not None and length != target.dimensions:
+                message = f"returned vectors of length {length}, the route says {target.dimensions}"
+                raise AttemptFailed(ErrorClass.SERVER, f"{target.provider_name}: {message}")
+            return response, raw
+
+        (response, raw), target, records = await self._run(plan, deadline, attempt)
+        return Embedded(response, raw, target, records)
+
     async def _call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
+        check_modalities(request.input_modalities(), target)
+        return Call(request, target, await self.credential(target), self.http, stream)
+
+    # ---------------------------------------------------------------- for other wire formats
+    # /v1/messages and /v1/embeddings reuse the same retries, fallback and streaming commit.
+
+    async def credential(self, target: PlannedTarget) -> str | None:
+        """The target's provider key, or None when it needs none (a failure is server-class)."""
         ref = target.provider.api_key
         try:
-            api_key = await self._secrets.resolve(ref) if ref is not None else None
+            return await self._secrets.resolve(ref) if ref is not None else None
         except SecretUnavailable as exc:
             raise AttemptFailed(ErrorClass.SERVER, str(exc)) from None
-        return Call(request, target, api_key, self.http, stream)
+
+    async def call(self, request: ChatCompletionRequest, target: PlannedTarget, *, stream: bool) -> Call:
+        return await self._call(request, target, stream=stream)
+
+    async def run(
+        self, plan: Plan, deadline: float, invoke: Callable[[PlannedTarget], Awaitable[T]]
+    ) -> tuple[T, PlannedTarget, list[AttemptRecord]]:
+        """``invoke`` each target in turn under the plan's retries and fallback; the first success."""
+
+        async def attempt(target: PlannedTarget, remaining: float) -> T:
+            async with asyncio.timeout(min(target.timeouts.total_s, remaining)):
+                return await invoke(target)
+
+        return await self._run(plan, deadline, attempt)
+
+    async def run_stream(
+        self,
+        plan: Plan,
+        deadline: float,
+        open_stream: Callable[[PlannedTarget], Awaitable[AsyncIterator[X]]],
+        has_output: Callable[[X], bool],
+    ) -> HeldStream[X]:
+        """Like ``stream`` for any item type: fall back freely until an item ``has_output``."""
+
+        async def attempt(target: PlannedTarget, remaining: float) -> HeldStream[X]:
+            now = time.monotonic()
+            total_deadline = now + min(target.timeouts.total_s, remaining)
+            first_output = now + target.timeouts.connect_s + target.timeouts.first_token_s
+            first_deadline = min(first_output, total_deadline)
+            async with asyncio.timeout(first_deadline - now):
+                upstream = await open_stream(target)
+            held: list[X] = []
+            try:
+                while True:
+                    async with asyncio.timeout(first_deadline - time.monotonic()):
+                        item = await anext(upstream)
+                    held.append(item)
+                    if has_output(item):
+                        break
+            except StopAsyncIteration:
+                raise AttemptFailed(
+                    ErrorClass.SERVER, f"{target.provider_name}: stream ended before any output"
+                ) from None
+            except BaseException:
+                await upstream.aclose()  # type: ignore[attr-defined]
+                raise
+            return HeldStream(target, [], held, upstream, total_deadline)
+
+        result, _target, records = await self._run(plan, deadline, attempt)
+        result.attempts = records
+        return result
 
     async def _run(
         self,

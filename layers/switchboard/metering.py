@@ -56,7 +56,7 @@ def normalize_usage(usage: Usage | None) -> Usage | None:
     if usage is None:
         return None
     extra = usage.model_extra or {}
-    details = extra.get("prompt_tokens_details")
+    details = usage.prompt_tokens_details
     hit = extra.get("prompt_cache_hit_tokens")  # DeepSeek
     update: dict[str, Any] = {}
     if isinstance(hit, int) and hit > 0 and not (isinstance(details, dict) and details.get("cached_tokens")):

@@ -344,6 +344,9 @@ def test_function_uses_the_least_privilege_role(template: dict[str, Any]) -> Non
         "dynamodb:Query",
         "dynamodb:TransactWriteItems",
         "dynamodb:ConditionCheckItem",
+        # only when the EnableBedrock parameter is on (a conditional policy)
+        "bedrock:InvokeModel",
+        "bedrock:InvokeModelWithResponseStream",
         # only when the EnableTracing parameter is on (a conditional policy)
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
@@ -353,3 +356,15 @@ def test_function_uses_the_least_privilege_role(template: dict[str, Any]) -> Non
 def test_kms_decrypt_only_through_ssm(template: dict[str, Any]) -> None:
     (kms,) = [st for _, st in policy_statements(template) if st["Action"] == "kms:Decrypt"]
     assert sub_text(kms["Condition"]["StringEquals"]["kms:ViaService"]) == "ssm.${AWS::Region}.amazonaws.com"
+
+
+def test_bedrock_access_is_granted_only_when_enabled(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["EnableBedrock"]["Default"] == "false"
+    policies = template["Resources"]["GatewayRole"]["Properties"]["Policies"]
+    (conditional,) = [
+        p for p in policies if isinstance(p, dict) and "Fn::If" in p and p["Fn::If"][0] == "BedrockEnabled"
+    ]
+    granted, otherwise = conditional["Fn::If"][1:]
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    actions = {a for st in granted["PolicyDocument"]["Statement"] for a in as_list(st["Action"])}
+    assert actions == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}

@@ -47,7 +47,7 @@ def test_deepseek_cache_hits_become_openai_cached_tokens() -> None:
     usage = normalize_usage(
         Usage.model_validate({"prompt_tokens": 100, "completion_tokens": 1, "prompt_cache_hit_tokens": 60})
     )
-    assert usage is not None and usage.model_extra["prompt_tokens_details"] == {"cached_tokens": 60}
+    assert usage is not None and usage.prompt_tokens_details == {"cached_tokens": 60}
     assert usage.total_tokens == 101
 
 

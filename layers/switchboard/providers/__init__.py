@@ -5,13 +5,21 @@
 
 from __future__ import annotations
 
-from switchboard.providers.base import Call, Provider, StreamChunk
+from switchboard.providers.anthropic import Anthropic
+from switchboard.providers.azure import AzureOpenAI
+from switchboard.providers.base import Call, EmbedCall, Provider, StreamChunk
+from switchboard.providers.bedrock import Bedrock
+from switchboard.providers.gemini import Gemini
 from switchboard.providers.openai import OpenAICompatible
 
-__all__ = ["KINDS", "Call", "Provider", "StreamChunk", "get"]
+__all__ = ["KINDS", "Call", "EmbedCall", "Provider", "StreamChunk", "get"]
 
 KINDS: dict[str, type[Provider]] = {
     "openai": OpenAICompatible,
+    "anthropic": Anthropic,
+    "bedrock": Bedrock,
+    "gemini": Gemini,
+    "azure": AzureOpenAI,
 }
 
 _INSTANCES: dict[str, Provider] = {}

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 
@@ -23,13 +23,19 @@ from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from switchboard.sse import SSEEvent, iter_events
 
+if TYPE_CHECKING:
+    from switchboard.routing.document import ProviderConfig
+    from switchboard.schemas import EmbeddingRequest, EmbeddingResponse
+
 __all__ = [
     "Call",
+    "EmbedCall",
     "HttpProvider",
     "Provider",
     "StreamChunk",
     "UpstreamRequest",
     "parse_retry_after",
+    "unsupported",
 ]
 
 # An upstream error body is read for its message only; a larger one is cut here.
@@ -45,6 +51,16 @@ class Call:
     api_key: str | None
     http: httpx.AsyncClient
     stream: bool
+
+
+@dataclass(slots=True)
+class EmbedCall:
+    """One embeddings attempt's inputs."""
+
+    request: EmbeddingRequest
+    target: PlannedTarget
+    api_key: str | None
+    http: httpx.AsyncClient
 
 
 @dataclass(slots=True)
@@ -64,11 +80,37 @@ class UpstreamRequest:
 
 
 class Provider(Protocol):
-    """One upstream family. ``stream`` ends normally only when the upstream finished properly."""
+    """One upstream family. ``stream`` ends normally only when the upstream finished properly.
+
+    ``default_base_url`` fills a provider entry that names none; ``check_config`` rejects an entry
+    the family cannot use (it runs when the routing document is validated). ``embeddings`` says
+    whether ``embed`` is implemented, so that the document can refuse an embeddings route to a
+    family that cannot serve it.
+    """
+
+    default_base_url: ClassVar[str | None]
+    embeddings: ClassVar[bool]
+
+    @classmethod
+    def check_config(cls, config: ProviderConfig) -> None: ...
 
     async def complete(self, call: Call) -> tuple[ChatCompletion, bytes | None]: ...
 
     def stream(self, call: Call) -> AsyncIterator[StreamChunk]: ...
+
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResponse, bytes | None]: ...
+
+
+def unsupported(call: Call | EmbedCall, message: str, param: str | None = None) -> AttemptFailed:
+    """A request this target cannot honour faithfully: a clear 400, never a silent wrong answer."""
+    return AttemptFailed(
+        ErrorClass.CLIENT,
+        f"{call.target.label} cannot serve this request: {message}",
+        status=400,
+        upstream_type="invalid_request_error",
+        upstream_code="unsupported_parameter",
+        upstream_param=param,
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -113,7 +155,17 @@ def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | No
     return str(err)[:300], None, None, None
 
 
-_CONTEXT_HINTS = ("context length", "context_length", "maximum context", "context window", "too many tokens")
+_CONTEXT_HINTS = (
+    "context length",
+    "context_length",
+    "maximum context",
+    "context window",
+    "context limit",
+    "too many tokens",
+    "too many input tokens",
+    "prompt is too long",  # Anthropic
+    "input is too long",  # Bedrock
+)
 _POLICY_HINTS = ("content_filter", "content management policy", "content_policy", "safety system")
 
 
@@ -150,6 +202,18 @@ def classify_http_error(status: int, content: bytes, headers: Mapping[str, str],
 
 class HttpProvider:
     """Base for upstreams reached over HTTP with JSON bodies and SSE streams."""
+
+    default_base_url: ClassVar[str | None] = None
+    embeddings: ClassVar[bool] = False
+
+    @classmethod
+    def check_config(cls, config: ProviderConfig) -> None:
+        """Raise ``ValueError`` for a provider entry this family cannot use."""
+        if config.base_url is None:
+            raise ValueError(f"kind {config.kind!r} needs a base_url")
+
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResponse, bytes | None]:
+        raise unsupported(call, "this provider family offers no embeddings")
 
     def build_request(self, call: Call) -> UpstreamRequest:
         raise NotImplementedError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -68,11 +68,33 @@ class RetryPolicy(_Strict):
 
 
 class ProviderConfig(_Strict):
-    kind: str = Field(description="provider family, e.g. 'openai' for any OpenAI-compatible server")
-    base_url: str | None = None
+    """One upstream account. Which fields a kind needs is checked by that kind (``check_config``)."""
+
+    kind: str = Field(description="provider family: openai, anthropic, bedrock, gemini, azure")
+    base_url: str | None = Field(
+        default=None, description="the API root; kinds with a public default (anthropic, gemini) may omit it"
+    )
     api_key: SecretRef | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="extra static, non-secret headers")
-    unsupported_params: list[str] = Field(default_factory=list, description="dropped before sending")
+    unsupported_params: list[str] = Field(
+        default_factory=list, description="dropped before sending, on top of the built-in rules"
+    )
+    param_rules: str = Field(
+        default="auto",
+        description=(
+            "built-in table of parameters this upstream rejects (docs/providers.md): 'auto' picks it "
+            "by kind and base URL, a name (groq, mistral, vllm, ollama...) selects one, 'none' turns it off"
+        ),
+    )
+    region: str | None = Field(
+        default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region (bedrock)"
+    )
+    api_version: str | None = Field(
+        default=None, max_length=40, description="azure: the api-version query value; omit for the v1 API"
+    )
+    default_max_tokens: int | None = Field(
+        default=None, ge=1, description="anthropic: max_tokens when the client sends none (default 4096)"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -80,6 +102,15 @@ class ProviderConfig(_Strict):
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("base_url must be an http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("param_rules")
+    @classmethod
+    def _known_rules(cls, value: str) -> str:
+        from switchboard.providers.compat import RULES
+
+        if value != "auto" and value not in RULES:
+            raise ValueError(f"unknown param_rules {value!r}; known: auto, {', '.join(sorted(RULES))}")
+        return value
 
     @field_validator("headers")
     @classmethod
@@ -98,16 +129,43 @@ class ProviderConfig(_Strict):
             raise ValueError(f"unknown provider kind {value!r}; known: {', '.join(sorted(KINDS))}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_base_url(cls, data: Any) -> Any:
+        from switchboard.providers import KINDS
+
+        if isinstance(data, dict) and data.get("base_url") is None and data.get("kind") in KINDS:
+            default = KINDS[data["kind"]].default_base_url
+            if default is not None:
+                data = {**data, "base_url": default}
+        return data
+
+    @model_validator(mode="after")
+    def _kind_accepts(self) -> ProviderConfig:
+        from switchboard.providers import KINDS
+
+        KINDS[self.kind].check_config(self)
+        return self
+
 
 class Target(_Strict):
     provider: str
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="the upstream's model id (azure: the deployment name)")
     weight: int = Field(default=1, ge=0, le=1000)
     timeouts: Timeouts | None = None
     context_window: int | None = Field(default=None, gt=0)
+    dimensions: int | None = Field(
+        default=None, gt=0, le=65536, description="embeddings routes: the length of this target's vectors"
+    )
+
+
+Modality = Literal["text", "image", "audio", "file"]
 
 
 class ModelRoute(_Strict):
+    """One alias. ``mode`` says which endpoint serves it; the descriptive fields feed /v1/models."""
+
+    mode: Literal["chat", "embeddings"] = "chat"
     strategy: Literal["fallback", "weighted"] = "fallback"
     targets: list[Target] = Field(min_length=1)
     retry: RetryPolicy | None = None
@@ -116,6 +174,15 @@ class ModelRoute(_Strict):
         {ErrorClass.RATE_LIMIT, ErrorClass.SERVER, ErrorClass.TIMEOUT, ErrorClass.CONTEXT_WINDOW}
     )
     description: str | None = None
+    owned_by: str | None = Field(default=None, max_length=64, description="shown in /v1/models")
+    context_window: int | None = Field(
+        default=None, gt=0, description="shown in /v1/models; else the smallest of the targets' windows"
+    )
+    max_output_tokens: int | None = Field(default=None, gt=0, description="shown in /v1/models")
+    modalities: frozenset[Modality] | None = Field(
+        default=None,
+        description="input modalities every target accepts; a request with others gets a 400",
+    )
 
     @field_validator("fallback_on")
     @classmethod
@@ -129,6 +196,27 @@ class ModelRoute(_Strict):
         if self.strategy == "weighted" and not any(t.weight for t in self.targets):
             raise ValueError("a weighted route needs at least one target with weight > 0")
         return self
+
+    @model_validator(mode="after")
+    def _one_dimension(self) -> ModelRoute:
+        """Embeddings fall back only between targets whose vectors have the same length."""
+        dims = {t.dimensions for t in self.targets}
+        if self.mode == "embeddings":
+            if None in dims:
+                raise ValueError("every target of an embeddings route needs 'dimensions'")
+            if len(dims) > 1:
+                got = sorted(d for d in dims if d is not None)
+                raise ValueError(
+                    f"the targets of an embeddings route must share one 'dimensions' (got {got}): "
+                    "vectors of different lengths cannot stand in for each other"
+                )
+        elif dims != {None}:
+            raise ValueError("'dimensions' belongs on the targets of an embeddings route (mode 'embeddings')")
+        return self
+
+    @property
+    def dimensions(self) -> int | None:
+        return self.targets[0].dimensions if self.mode == "embeddings" else None
 
 
 class Defaults(_Strict):
@@ -168,11 +256,19 @@ class RoutingDocument(_Strict):
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> RoutingDocument:
+        from switchboard.providers import KINDS
+
         for alias, route in self.models.items():
             for target in route.targets:
                 if target.provider not in self.providers:
                     raise ValueError(
                         f"model {alias!r} names provider {target.provider!r}, which is not in 'providers'"
+                    )
+                kind = self.providers[target.provider].kind
+                if route.mode == "embeddings" and not KINDS[kind].embeddings:
+                    raise ValueError(
+                        f"embeddings model {alias!r} names provider {target.provider!r}, "
+                        f"whose kind {kind!r} offers no embeddings"
                     )
         return self
 

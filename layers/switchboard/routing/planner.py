@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from switchboard.errors import ErrorClass, ModelNotFound
+from switchboard.errors import ErrorClass, InvalidRequest, ModelNotFound
 from switchboard.routing.document import ProviderConfig, RetryPolicy, RoutingDocument, Target, Timeouts
 
 __all__ = ["Plan", "PlannedTarget", "plan"]
@@ -24,6 +24,8 @@ class PlannedTarget:
     model: str
     timeouts: Timeouts
     context_window: int | None
+    dimensions: int | None = None
+    modalities: frozenset[str] | None = None  # None: not declared, anything goes
 
     @property
     def label(self) -> str:
@@ -36,6 +38,7 @@ class Plan:
     targets: tuple[PlannedTarget, ...]
     retry: RetryPolicy
     fallback_on: frozenset[ErrorClass]
+    mode: str = "chat"
 
 
 def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Target]:
@@ -52,12 +55,27 @@ def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Ta
     return order
 
 
-def plan(doc: RoutingDocument, alias: str, rand: Callable[[], float] = random.random) -> Plan:
-    """The plan for ``alias``; ``ModelNotFound`` lists the valid aliases when it is unknown."""
+def plan(
+    doc: RoutingDocument, alias: str, rand: Callable[[], float] = random.random, *, mode: str | None = "chat"
+) -> Plan:
+    """The plan for ``alias``; ``ModelNotFound`` lists the valid aliases when it is unknown.
+
+    ``mode`` is the endpoint's (``chat`` or ``embeddings``); an alias of the other mode is a 400.
+    """
     route = doc.models.get(alias)
     if route is None:
-        valid = ", ".join(sorted(doc.models)) or "(none configured)"
+        valid = (
+            ", ".join(sorted(a for a, r in doc.models.items() if mode in (None, r.mode)))
+            or "(none configured)"
+        )
         raise ModelNotFound(f"The model '{alias}' does not exist. Valid models: {valid}", param="model")
+    if mode is not None and route.mode != mode:
+        endpoint = "/v1/embeddings" if route.mode == "embeddings" else "/v1/chat/completions or /v1/messages"
+        raise InvalidRequest(
+            f"The model '{alias}' is a {route.mode} model: use {endpoint}.",
+            param="model",
+            code="wrong_endpoint",
+        )
     targets = route.targets if route.strategy == "fallback" else _weighted_order(route.targets, rand)
     timeouts = route.timeouts or doc.defaults.timeouts
     planned = tuple(
@@ -67,7 +85,9 @@ def plan(doc: RoutingDocument, alias: str, rand: Callable[[], float] = random.ra
             model=t.model,
             timeouts=t.timeouts or timeouts,
             context_window=t.context_window,
+            dimensions=t.dimensions,
+            modalities=route.modalities,
         )
         for t in targets
     )
-    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on)
+    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on, route.mode)

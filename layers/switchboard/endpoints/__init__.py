@@ -1,0 +1,1 @@
+"""HTTP endpoints beyond OpenAI chat, one module each; ``api.create_app`` routes to them."""

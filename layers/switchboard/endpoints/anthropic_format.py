@@ -1,0 +1,342 @@
+"""Anthropic Messages <-> OpenAI chat, for ``POST /v1/messages`` served by a non-Anthropic target.
+
+Pure functions, the mirror of ``providers.anthropic`` (which goes the other way). When the target
+is Anthropic nothing here runs: the body passes through. Otherwise:
+
+    request   system -> a system message; text and images (base64 -> data URL, url -> URL) ->
+              content parts; ``tool_use`` -> ``tool_calls``; ``tool_result`` -> tool messages
+              (placed before the rest of that user turn); tools / tool_choice /
+              disable_parallel_tool_use -> OpenAI's; stop_sequences -> stop (at most 4);
+              metadata.user_id -> user. Thinking blocks, ``cache_control``, ``top_k`` and
+              ``thinking`` have no OpenAI form and are dropped (logged). Documents, server tools
+              and images inside tool results cannot be converted: a 400 for that target.
+    response  content -> a text block, tool_calls -> tool_use blocks (arguments must be JSON);
+              finish_reason -> stop_reason; usage -> input (minus cache reads and writes), output
+              and cache tokens.
+    stream    OpenAI chunks -> message_start, content_block_start/delta/stop per text or tool
+              block, then message_delta (stop reason, usage) and message_stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
+from switchboard.sse import SSEEvent
+
+__all__ = ["EventTranslator", "MessagesRequest", "Unconvertible", "from_openai", "stop_reason", "to_openai"]
+
+log = logging.getLogger("switchboard.endpoints.messages")
+
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+_DROPPED = ("top_k", "thinking", "service_tier", "container", "mcp_servers", "context_management")
+
+
+class MessagesRequest(BaseModel):
+    """What the gateway checks of an inbound Anthropic request; the rest passes through as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    system: str | list[dict[str, Any]] | None = None
+    stream: bool | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Unconvertible(ValueError):
+    """Part of an Anthropic request that has no OpenAI form."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def stop_reason(finish_reason: str | None) -> str:
+    return _STOP.get(finish_reason or "stop", "end_turn")
+
+
+# --------------------------------------------------------------------------- request
+
+
+def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for block in content:
+        if block.get("type") != "text":
+            raise Unconvertible(f"{block.get('type')!r} blocks in {where}", "messages")
+        parts.append(str(block.get("text", "")))
+    return "\n".join(parts)
+
+
+def _image(block: dict[str, Any]) -> dict[str, Any]:
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+    elif source.get("type") == "url":
+        url = str(source.get("url"))
+    else:
+        raise Unconvertible(f"image sources of type {source.get('type')!r}", "messages")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _user(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The OpenAI messages for one user turn: its tool results first, then the rest."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    results: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type")
+        if kind == "tool_result":
+            text = _text(block.get("content"), "tool results")
+            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+        elif kind == "text":
+            parts.append({"type": "text", "text": block.get("text", "")})
+        elif kind == "image":
+            parts.append(_image(block))
+        else:
+            raise Unconvertible(f"{kind!r} blocks", "messages")
+    if parts:
+        only_text = len(parts) == 1 and parts[0]["type"] == "text"
+        results.append({"role": "user", "content": parts[0]["text"] if only_text else parts})
+    return results
+
+
+def _assistant(content: str | list[dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            raise Unconvertible(f"{kind!r} blocks", "messages")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tools(request: MessagesRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            if "input_schema" not in tool:
+                raise Unconvertible(f"server tools such as {tool.get('type')!r}", "tools")
+            function = {"name": tool.get("name"), "parameters": tool["input_schema"]}
+            if tool.get("description"):
+                function["description"] = tool["description"]
+            tools.append({"type": "function", "function": function})
+        out["tools"] = tools
+    choice = request.tool_choice
+    if choice:
+        kind = choice.get("type")
+        if kind == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        elif kind in ("auto", "any", "none"):
+            out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+        if choice.get("disable_parallel_tool_use") and request.tools:
+            out["parallel_tool_calls"] = False
+    return out
+
+
+def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionRequest:
+    """The OpenAI chat request for an Anthropic one (pure); raises ``Unconvertible``."""
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": _text(request.system, "system")})
+    for message in request.messages:
+        content = message.get("content", "")
+        if message.get("role") == "user":
+            messages += _user(content)
+        elif message.get("role") == "assistant":
+            messages.append(_assistant(content))
+        else:
+            raise Unconvertible(f"messages with role {message.get('role')!r}", "messages")
+    body: dict[str, Any] = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens}
+    if request.stop_sequences:
+        if len(request.stop_sequences) > 4:
+            raise Unconvertible("more than 4 stop sequences", "stop_sequences")
+        body["stop"] = request.stop_sequences
+    for name in ("temperature", "top_p"):
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
+    if request.metadata and request.metadata.get("user_id"):
+        body["user"] = str(request.metadata["user_id"])
+    body.update(_tools(request))
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    dropped = [name for name in _DROPPED if (request.model_extra or {}).get(name) is not None]
+    if dropped:
+        log.info("dropped Anthropic parameters %s with no OpenAI form", dropped)
+    return ChatCompletionRequest.model_validate(body)
+
+
+# --------------------------------------------------------------------------- response
+
+
+def _usage(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    details = usage.prompt_tokens_details or {}
+    read = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
+    return {
+        "input_tokens": max(0, usage.prompt_tokens - read - written),
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": written,
+    }
+
+
+def _arguments(raw: str | None) -> dict[str, Any]:
+    value = json.loads(raw or "{}")
+    if not isinstance(value, dict):
+        raise ValueError("tool arguments are not a JSON object")
+    return value
+
+
+def from_openai(completion: ChatCompletion) -> dict[str, Any]:
+    """An Anthropic message from an OpenAI completion (pure).
+
+    Raises ``ValueError`` when tool arguments are not a JSON object.
+    """
+    choice = completion.choices[0]
+    content: list[dict[str, Any]] = []
+    if choice.message.content:
+        content.append({"type": "text", "text": choice.message.content})
+    for call in choice.message.tool_calls or ():
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
+    return {
+        "id": completion.id,
+        "type": "message",
+        "role": "assistant",
+        "model": completion.model,
+        "content": content,
+        "stop_reason": stop_reason(choice.finish_reason),
+        "stop_sequence": None,
+        "usage": _usage(completion.usage),
+    }
+
+
+class EventTranslator:
+    """OpenAI chunks in, Anthropic events out. ``finish`` closes the message once chunks end."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.index = -1
+        self.open: str | None = None  # "text", or "tool:<openai index>"
+        self.tools: dict[int, int] = {}  # OpenAI tool-call index -> Anthropic block index
+        self.stop: str | None = None
+        self.usage: Usage | None = None
+
+    @staticmethod
+    def _event(kind: str, data: dict[str, Any]) -> SSEEvent:
+        return SSEEvent(kind, json.dumps({"type": kind, **data}, separators=(",", ":")).encode())
+
+    def _start(self, block: dict[str, Any], key: str) -> list[SSEEvent]:
+        events = self._close()
+        self.index += 1
+        self.open = key
+        events.append(self._event("content_block_start", {"index": self.index, "content_block": block}))
+        return events
+
+    def _close(self) -> list[SSEEvent]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [self._event("content_block_stop", {"index": self.index})]
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if not self.started:
+            self.started = True
+            message: dict[str, Any] = {
+                "id": chunk.id,
+                "type": "message",
+                "role": "assistant",
+                "model": chunk.model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }
+            events.append(self._event("message_start", {"message": message}))
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            events += self._delta(choice.delta)
+            if choice.finish_reason:
+                self.stop = stop_reason(choice.finish_reason)
+        return events
+
+    def _delta(self, delta: dict[str, Any]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if delta.get("content"):
+            if self.open != "text":
+                events += self._start({"type": "text", "text": ""}, "text")
+            text = {"type": "text_delta", "text": delta["content"]}
+            events.append(self._event("content_block_delta", {"index": self.index, "delta": text}))
+        for call in delta.get("tool_calls") or ():
+            number = int(call.get("index", 0))
+            function = call.get("function") or {}
+            if number not in self.tools:
+                block = {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": {}}
+                events += self._start(block, f"tool:{number}")
+                self.tools[number] = self.index
+            if function.get("arguments"):
+                partial = {"type": "input_json_delta", "partial_json": function["arguments"]}
+                events.append(
+                    self._event("content_block_delta", {"index": self.tools[number], "delta": partial})
+                )
+        return events
+
+    def finish(self) -> list[SSEEvent]:
+        events = self._close()
+        delta = {"stop_reason": self.stop or "end_turn", "stop_sequence": None}
+        events.append(self._event("message_delta", {"delta": delta, "usage": _usage(self.usage)}))
+        events.append(self._event("message_stop", {}))
+        return events
