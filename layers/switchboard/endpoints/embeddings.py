@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from switchboard import api
 from switchboard.errors import InvalidRequest, PermissionDenied
+from switchboard.limits.hook import refuse_unmetered
 from switchboard.routing.planner import plan
 from switchboard.schemas import EmbeddingRequest
 
@@ -42,6 +43,7 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
     api._routing_headers(headers, routing)
     if principal.allowed_models is not None and body.model not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{body.model}'.", param="model")
+    await refuse_unmetered(gateway.hooks, principal, body.model, "/v1/embeddings")  # limits run on chat only
     route = plan(routing.document, body.model, mode="embeddings")
     dimensions = route.targets[0].dimensions if route.targets else None
     if body.dimensions is not None and body.dimensions != dimensions:

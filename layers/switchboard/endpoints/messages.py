@@ -34,6 +34,7 @@ from switchboard.endpoints.anthropic_format import (
 )
 from switchboard.engine import Engine, HeldStream, check_modalities
 from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest, PermissionDenied
+from switchboard.limits.hook import refuse_unmetered
 from switchboard.providers.anthropic import Anthropic, Relay
 from switchboard.providers.base import StreamChunk
 from switchboard.routing.planner import PlannedTarget, plan
@@ -191,6 +192,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     api._routing_headers(headers, routing)
     if principal.allowed_models is not None and parsed.model not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{parsed.model}'.", param="model")
+    await refuse_unmetered(gateway.hooks, principal, parsed.model, "/v1/messages")  # limits run on chat only
     route = plan(routing.document, parsed.model)
     deadline = api._deadline(request, gateway.settings.max_request_s)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}

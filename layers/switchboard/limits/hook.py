@@ -24,7 +24,7 @@ from typing import Any
 
 from switchboard.auth import Principal
 from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
-from switchboard.errors import PaymentRequired, RateLimited
+from switchboard.errors import PaymentRequired, PermissionDenied, RateLimited
 from switchboard.lifecycle import Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, RateLine, Refusal, Reservation
@@ -49,6 +49,7 @@ __all__ = [
     "PriceOf",
     "budget_lines",
     "document_price",
+    "refuse_unmetered",
     "scope_lines",
 ]
 
@@ -385,6 +386,24 @@ class LimitsHook:
             cached = self._use[key]
         used = Decimal((cached[0] or {}).get("used", 0))
         return float(used / line.limit)
+
+
+async def refuse_unmetered(hooks: list[Any], principal: Principal, alias: str, endpoint: str) -> None:
+    """403 for a request under a budget or rate limit on an endpoint that does not run the hooks.
+
+    /v1/messages and /v1/embeddings do not go through admit/settle yet; without this a key could
+    spend past its budget there. Keys without limits are unaffected.
+    """
+    for hook in hooks:
+        if isinstance(hook, LimitsHook):
+            defs = await hook.definitions.current()
+            budgets, rates = budget_lines(principal, alias, defs, hook.clock())
+            if budgets or rates:
+                raise PermissionDenied(
+                    f"This key has budgets or rate limits, which {endpoint} does not enforce yet; "
+                    "use /v1/chat/completions.",
+                    code="endpoint_not_metered",
+                )
 
 
 def _rate_headers(
