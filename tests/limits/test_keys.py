@@ -274,3 +274,33 @@ def test_cli_shows_ledger_amounts_plainly(cli_env: Table, capsys: pytest.Capture
     )
     _, out, _ = cli(capsys, "budgets", "show", f"key:{key_id}")
     assert "spent $0.0000039, reserved $0 of $1" in out
+
+
+def test_concurrent_lookups_share_one_read_and_survive_a_cancelled_one(keys: KeyStore) -> None:
+    import threading
+
+    secret, record = keys.create("shared")
+    gate = threading.Event()
+    reads: list[str] = []
+    real = keys.by_digest
+
+    def slow(digest: str):  # type: ignore[no-untyped-def]
+        reads.append(digest)
+        gate.wait(5)
+        return real(digest)
+
+    keys.by_digest = slow  # type: ignore[method-assign]
+    auth = DynamoKeyAuthenticator(keys, 30)
+
+    async def scenario() -> list[str]:
+        first = asyncio.create_task(auth.authenticate(secret))
+        await asyncio.sleep(0.05)
+        others = [asyncio.create_task(auth.authenticate(secret)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        first.cancel()  # the request that went to DynamoDB is abandoned by its client
+        await asyncio.sleep(0.05)
+        gate.set()
+        return [p.key_id for p in await asyncio.gather(*others)]
+
+    assert asyncio.run(scenario()) == [record.id] * 5
+    assert len(reads) == 2  # the cancelled read, then one shared by the five waiters

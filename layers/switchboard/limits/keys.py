@@ -439,7 +439,12 @@ class DynamoKeyAuthenticator:
             return cached[0]
         pending = self._pending.get(digest)
         if pending is not None:  # another request is already fetching this key: share its answer
-            return await asyncio.shield(pending)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if pending.cancelled():  # that request was cancelled (its client left): fetch anew
+                    return await self._lookup(digest)
+                raise
         future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
         self._pending[digest] = future
         try:
@@ -452,6 +457,9 @@ class DynamoKeyAuthenticator:
             log.warning("key store unreachable; serving a cached key older than %.0f s", self._max_age_s)
             record = cached[0]
             now = cached[1]  # still stale: the next request tries the store again
+        except BaseException:
+            future.cancel()  # this request was cancelled: the waiters look the key up themselves
+            raise
         finally:
             self._pending.pop(digest, None)
         if not future.done():
