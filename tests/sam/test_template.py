@@ -186,7 +186,7 @@ def test_api_url_output_is_the_v1_base_url(template: dict[str, Any]) -> None:
 
 
 def test_function_runtime_and_architecture(template: dict[str, Any]) -> None:
-    fn = only(template, "AWS::Serverless::Function")
+    fn = template["Resources"]["GatewayFunction"]
     props = fn["Properties"]
     assert props["Runtime"] == "python3.13"
     assert props["Architectures"] == ["arm64"]
@@ -195,7 +195,7 @@ def test_function_runtime_and_architecture(template: dict[str, Any]) -> None:
 
 
 def test_function_modes(template: dict[str, Any]) -> None:
-    props = only(template, "AWS::Serverless::Function")["Properties"]
+    props = template["Resources"]["GatewayFunction"]["Properties"]
     assert if_branches(props["Handler"]) == ("run.sh", "handler.handler")
 
     layers = props["Layers"]
@@ -326,7 +326,7 @@ def test_iam_actions_are_explicit(template: dict[str, Any]) -> None:
 
 
 def test_function_uses_the_least_privilege_role(template: dict[str, Any]) -> None:
-    props = only(template, "AWS::Serverless::Function")["Properties"]
+    props = template["Resources"]["GatewayFunction"]["Properties"]
     assert props["Role"] == {"Fn::GetAtt": ["GatewayRole", "Arn"]}
     actions = {a for _, st in policy_statements(template) for a in as_list(st["Action"])}
     assert actions == {
@@ -368,3 +368,19 @@ def test_bedrock_access_is_granted_only_when_enabled(template: dict[str, Any]) -
     assert otherwise == {"Ref": "AWS::NoValue"}
     actions = {a for st in granted["PolicyDocument"]["Statement"] for a in as_list(st["Action"])}
     assert actions == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+
+
+def test_the_sweeper_runs_on_a_schedule_with_its_own_narrow_role(template: dict[str, Any]) -> None:
+    fn = template["Resources"]["SweeperFunction"]["Properties"]
+    assert fn["Runtime"] == "python3.13" and fn["Architectures"] == ["arm64"]
+    assert fn["Role"] == {"Fn::GetAtt": ["SweeperRole", "Arn"]}
+    (event,) = fn["Events"].values()
+    assert event["Type"] == "ScheduleV2"
+    assert event["Properties"]["ScheduleExpression"].startswith("rate(")
+    actions = {
+        a
+        for policy in template["Resources"]["SweeperRole"]["Properties"]["Policies"]
+        for st in policy["PolicyDocument"]["Statement"]
+        for a in as_list(st["Action"])
+    }
+    assert not any(a.startswith(("ssm:", "secretsmanager:", "kms:", "bedrock:")) for a in actions)
