@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from switchboard.schemas import ChatCompletionRequest, Usage
 
-__all__ = ["MTOK", "Price", "cost_usd", "estimate_prompt_tokens", "price_key", "usage_breakdown"]
+__all__ = [
+    "MTOK",
+    "Price",
+    "cost_usd",
+    "estimate_prompt_tokens",
+    "price_key",
+    "usage_breakdown",
+    "usage_from_parts",
+]
 
 MTOK = Decimal(1_000_000)
 
@@ -46,6 +54,18 @@ def usage_breakdown(usage: Usage) -> tuple[int, int, int, int]:
     writes = int(details.get("cache_write_tokens") or 0)
     uncached = max(0, usage.prompt_tokens - cached - writes)
     return uncached, cached, writes, usage.completion_tokens
+
+
+def usage_from_parts(fresh: int, cache_read: int, cache_write: int, output: int) -> Usage:
+    """OpenAI-shaped usage from a provider that counts fresh, cache-read and cache-written input
+    apart (Anthropic, Bedrock): OpenAI's ``prompt_tokens`` includes all three."""
+    prompt = fresh + cache_read + cache_write
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=output,
+        total_tokens=prompt + output,
+        prompt_tokens_details={"cached_tokens": cache_read, "cache_write_tokens": cache_write},
+    )
 
 
 def cost_usd(price: Price, usage: Usage) -> Decimal:

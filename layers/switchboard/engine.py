@@ -261,36 +261,15 @@ class Engine:
         return Completion(completion, raw, target, records)
 
     async def stream(self, request: ChatCompletionRequest, plan: Plan, deadline: float) -> StreamResult:
-        async def attempt(target: PlannedTarget, remaining: float) -> StreamResult:
-            now = time.monotonic()
-            total_deadline = now + min(target.timeouts.total_s, remaining)
-            first_deadline = min(
-                now + target.timeouts.connect_s + target.timeouts.first_token_s, total_deadline
-            )
-            # The credential lookup counts against the first token: the client is already waiting.
-            async with asyncio.timeout(first_deadline - time.monotonic()):
-                call = await self._call(request, target, stream=True)
-            upstream = providers.get(target.provider.kind).stream(call)
-            held: list[StreamChunk] = []
-            try:
-                while True:
-                    async with asyncio.timeout(first_deadline - time.monotonic()):
-                        item = await anext(upstream)
-                    held.append(item)
-                    if item.chunk.has_content():
-                        break
-            except StopAsyncIteration:
-                raise AttemptFailed(
-                    ErrorClass.SERVER, f"{target.provider_name}: stream ended before any output"
-                ) from None
-            except BaseException:
-                await upstream.aclose()  # type: ignore[attr-defined]
-                raise
-            return StreamResult(target, [], held, upstream, total_deadline, first_token_at=time.monotonic())
+        async def open_stream(target: PlannedTarget) -> AsyncIterator[StreamChunk]:
+            # Inside run_stream's first-token timeout: the client is already waiting on the lookup.
+            call = await self._call(request, target, stream=True)
+            return providers.get(target.provider.kind).stream(call)
 
-        result, _target, records = await self._run(plan, deadline, attempt)
-        result.attempts = records
-        return result
+        held = await self.run_stream(plan, deadline, open_stream, lambda item: item.chunk.has_content())
+        return StreamResult(
+            held.target, held.attempts, held.held, held.rest, held.deadline, first_token_at=time.monotonic()
+        )
 
     async def embed(self, request: EmbeddingRequest, plan: Plan, deadline: float) -> Embedded:
         """Embeddings under the same retries and fallback. A target whose vectors do not have the

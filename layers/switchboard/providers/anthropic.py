@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from switchboard.costs import usage_from_parts
 from switchboard.errors import AttemptFailed, ErrorClass
 from switchboard.providers.base import (
     _MAX_ERROR_BODY,
@@ -341,16 +342,11 @@ def to_anthropic(call: Call) -> dict[str, Any]:
 
 def anthropic_usage(usage: Mapping[str, Any]) -> Usage:
     """OpenAI usage from Anthropic's: prompt tokens include cache reads and writes."""
-    fresh = int(usage.get("input_tokens") or 0)
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    written = int(usage.get("cache_creation_input_tokens") or 0)
-    output = int(usage.get("output_tokens") or 0)
-    prompt = fresh + read + written
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=output,
-        total_tokens=prompt + output,
-        prompt_tokens_details={"cached_tokens": read, "cache_write_tokens": written},
+    return usage_from_parts(
+        int(usage.get("input_tokens") or 0),
+        int(usage.get("cache_read_input_tokens") or 0),
+        int(usage.get("cache_creation_input_tokens") or 0),
+        int(usage.get("output_tokens") or 0),
     )
 
 

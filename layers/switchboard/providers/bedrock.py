@@ -42,6 +42,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 
+from switchboard.costs import usage_from_parts
 from switchboard.errors import AttemptFailed, ErrorClass
 from switchboard.providers.anthropic import JSON_TOOL
 from switchboard.providers.base import Call, EmbedCall, StreamChunk, classify_http_error, unsupported
@@ -301,16 +302,12 @@ def to_converse(call: Call) -> dict[str, Any]:
 
 
 def converse_usage(usage: Mapping[str, Any]) -> Usage:
-    fresh = int(usage.get("inputTokens") or 0)
-    read = int(usage.get("cacheReadInputTokens") or 0)
-    written = int(usage.get("cacheWriteInputTokens") or 0)
-    output = int(usage.get("outputTokens") or 0)
-    prompt = fresh + read + written
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=output,
-        total_tokens=prompt + output,
-        prompt_tokens_details={"cached_tokens": read, "cache_write_tokens": written},
+    """OpenAI usage from Converse's: prompt tokens include cache reads and writes."""
+    return usage_from_parts(
+        int(usage.get("inputTokens") or 0),
+        int(usage.get("cacheReadInputTokens") or 0),
+        int(usage.get("cacheWriteInputTokens") or 0),
+        int(usage.get("outputTokens") or 0),
     )
 
 
