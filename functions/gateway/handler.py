@@ -1,8 +1,11 @@
 """Buffered-mode Lambda entry point: the same app through Mangum, wired during Lambda init."""
 
+import gc
+
 from mangum import Mangum
 
 from switchboard.api import create_app
 from switchboard.gateway import Gateway
 
 handler = Mangum(create_app(Gateway.from_env()), lifespan="off")
+gc.freeze()  # init's objects stay out of the cyclic GC's full passes (see switchboard.api's lifespan)

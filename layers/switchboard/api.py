@@ -9,6 +9,7 @@ Every response carries ``x-request-id``; routed responses carry the attribution 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -209,6 +210,9 @@ def create_app(gateway: Gateway | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if getattr(app.state, "gateway", None) is None:
             app.state.gateway = Gateway.from_env()
+            # What init built (boto3's models, pydantic's schemas) lives as long as the process; a
+            # full cyclic-GC pass over it stalls every in-flight request for ~0.1 s. Exempt it.
+            gc.freeze()
         yield
         await app.state.gateway.aclose()
 
