@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,26 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return out
+
+
+def _where(package: str, layer: set[str] | None) -> str:
+    """Flag third-party packages that the local venv has but the Lambda layer does not ship."""
+    if layer is None or package in layer or package in sys.stdlib_module_names or " " in package:
+        return package
+    if package in (
+        "switchboard",
+        "handler",
+        "app",
+        "boto3",
+        "botocore",
+        "s3transfer",
+        "urllib3",
+        "dateutil",
+        "jmespath",
+        "six",
+    ):
+        return package + (" (Lambda runtime)" if package not in ("switchboard", "handler", "app") else "")
+    return f"{package} (local venv only: not in the layer)"
 
 
 def render(data: dict[str, Any]) -> str:
@@ -282,9 +303,10 @@ def render(data: dict[str, Any]) -> str:
             "top 15 top-level packages by self time summed over their modules:",
             "",
         ]
+        layer = data.get("layer_packages")
         lines += table(
             ["package", "self ms (all its modules)", "largest cumulative ms"],
-            [[name, f(s, 1), f(c, 1)] for name, s, c in bd.packages],
+            [[_where(name, layer), f(s, 1), f(c, 1)] for name, s, c in bd.packages],
         )
         lines.append("")
 
