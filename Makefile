@@ -55,3 +55,14 @@ clean:
 	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 include mk/sam.mk
+
+# Benchmarks (bench/, docs/performance.md): every target against one local mock, side by side with
+# LiteLLM proxy (installed into .bench/). Reports go to bench/results/ (git-ignored).
+#   make bench       short and bounded: a few minutes   make bench-full   longer rounds, more runs
+BENCH_ARGS ?=
+
+bench: venv
+	$(VBIN)/python -m bench --profile short $(BENCH_ARGS)
+
+bench-full: venv
+	$(VBIN)/python -m bench --profile full $(BENCH_ARGS)

@@ -1,5 +1,7 @@
 """Buffered-mode Lambda entry point: the same app through Mangum, wired during Lambda init."""
 
+import gc
+
 from mangum import Mangum
 from switchboard.api import create_app
 from switchboard.gateway import Gateway
@@ -7,3 +9,4 @@ from switchboard.logs import configure_logging
 
 configure_logging()
 handler = Mangum(create_app(Gateway.from_env()), lifespan="off")
+gc.freeze()  # init's objects stay out of the cyclic GC's full passes (see switchboard.api's lifespan)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -281,6 +282,9 @@ def create_app(gateway: Gateway | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if getattr(app.state, "gateway", None) is None:
             app.state.gateway = Gateway.from_env()
+            # What init built (boto3's models, pydantic's schemas) lives as long as the process; a
+            # full cyclic-GC pass over it stalls every in-flight request for ~0.1 s. Exempt it.
+            gc.freeze()
         yield
         await app.state.gateway.aclose()
 
