@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         sys.stdout,
     )
+    sys.stdout.write("\n")
     return 0
 
 

@@ -600,7 +600,9 @@ def run_handler_round(
             notes.append(f"handler path failed: {done.stderr.strip().splitlines()[-1:]}")
         handler["note"] = done.stderr[-500:]
         return
-    out = json.loads(done.stdout)
+    # The handler's own EMF cost events and JSON logs share stdout: the result is the line with it.
+    (result,) = [line for line in done.stdout.splitlines() if '"overhead_ms"' in line][-1:]
+    out = json.loads(result)
     for key in ("overhead_ms", "inside_ms", "upstream_ms"):
         handler[key].extend(out[key])
     if first:
