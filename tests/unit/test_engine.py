@@ -622,7 +622,11 @@ async def test_a_provider_without_a_key_sends_no_authorization(h: Harness) -> No
 
 
 async def collect(result: StreamResult) -> list[bytes]:
-    return [part async for part in result.events()]
+    """The SSE events the client receives (one write may carry several)."""
+    events: list[bytes] = []
+    async for part in result.events():
+        events.extend(event + b"\n\n" for event in part.split(b"\n\n") if event)
+    return events
 
 
 def texts(events: list[bytes]) -> str:
