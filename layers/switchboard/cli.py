@@ -168,7 +168,8 @@ Switchboard dev stack
   python -c "from openai import OpenAI; c = OpenAI(base_url='{base}', api_key='{stack.api_key}'); \\
 print(c.chat.completions.create(model='demo-fallback', messages=[{{'role': 'user', 'content': 'hi'}}]))"
 
-Models: gpt-4o-mini, mock-echo, demo-fallback, demo-slow-stream, demo-weighted. Ctrl-C stops everything.
+Models: gpt-4o-mini, mock-echo, demo-fallback, demo-slow-stream, demo-weighted; embeddings:
+text-embedding-3-small. /v1/messages serves the Anthropic SDK too. Ctrl-C stops everything.
 Spend so far (another shell): switchboard spend --dev [--by model]
 """,
         flush=True,
