@@ -210,3 +210,26 @@ def test_a_passed_through_stream_settles_once_on_its_events_usage(claude, native
     assert (settled.usage.prompt_tokens, settled.usage.completion_tokens) == (25, 15)
     assert settled.cost_usd == Decimal("0.0001")  # (25 x 1 + 15 x 5) / 1e6
     wait_for(lambda: ledger(table, "key", key_id).get("spent") == Decimal("0.0001"))
+
+
+def test_a_converted_stream_without_upstream_usage_is_estimated_not_free(
+    gateway_factory, mock, table: Table
+) -> None:  # type: ignore[no-untyped-def]
+    doc = priced_doc(
+        mock.base_url,
+        prices={"plain/echo": CENT_PRICE},
+        models={"plain": {"targets": [{"provider": "plain", "model": "echo"}]}},
+    )
+    # an upstream that cannot be asked for stream usage: its converted events carry zeros
+    doc["providers"]["plain"] = {**doc["providers"]["mock"], "unsupported_params": ["stream_options"]}
+    gw = gateway_factory(doc=doc, table=table.name)
+    recorder = Recorder()
+    gw.gateway.hooks.append(recorder)
+    response = message(gw, gw.api_key, "plain", stream=True)
+    assert response.status_code == 200 and "event: message_stop" in response.text
+    request_id = response.headers["x-request-id"]
+    wait_for(lambda: bool(recorder.of(request_id)))
+    [settled] = recorder.of(request_id)
+    assert settled.usage_estimated and settled.usage is not None
+    # "echo: a b c" is 11 characters: 3 tokens at four characters each
+    assert settled.usage.completion_tokens == 3 and settled.cost_usd == Decimal("0.0075")

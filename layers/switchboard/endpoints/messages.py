@@ -244,7 +244,9 @@ class _Meter:
             self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
 
     def reported(self) -> Usage | None:
-        return anthropic_usage(self.usage) if self.usage else None
+        """The usage the answer gave; None when it gave none, or only zeros (a converted answer
+        from an upstream that reported no usage), so that it is estimated, never billed as free."""
+        return anthropic_usage(self.usage) if any(self.usage.values()) else None
 
     def finish(self, ex: Exchange) -> None:
         """The stream's usage (reported, else estimated), cost and outcome on ``ex``."""
