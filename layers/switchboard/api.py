@@ -10,7 +10,6 @@ Every response carries ``x-request-id``; routed responses carry the attribution 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import json
@@ -19,7 +18,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,7 +33,7 @@ from switchboard.endpoints.models import describe
 from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
-from switchboard.lifecycle import Exchange, Hook, settle_all
+from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.routing.planner import plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
@@ -199,27 +197,12 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     )
     ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
     hooks = gateway.hooks
-    try:
-        for hook in hooks:
-            await hook.admit(ex)
-    except GatewayError as exc:
-        ex.outcome, ex.status, ex.error_code = "rejected", exc.status, exc.code
-        await settle_all(hooks, ex)
-        raise
-    try:
+    await admit(hooks, ex)
+    async with settled_on_failure(hooks, ex):
         if chat.stream:
             stream = await gateway.engine.stream(chat, route, deadline)
         else:
             done = await gateway.engine.complete(chat, route, deadline)
-    except GatewayError as exc:
-        ex.outcome, ex.status, ex.error_code = "error", exc.status, exc.code
-        ex.attempts, ex.cost_usd = exc.attempts, Decimal(0)  # no answer, nothing billed
-        await settle_all(hooks, ex)
-        raise
-    except BaseException:
-        ex.outcome, ex.status = "error", 500
-        await asyncio.shield(settle_all(hooks, ex))
-        raise
     if chat.stream:
         ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
         price = gateway.prices.lookup(routing.document, stream.target)
@@ -235,15 +218,13 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     return Response(metering.body_with_cost(done.raw, done.completion, ex), 200, headers, _JSON)
 
 
-async def _settled_stream(
+def _settled_stream(
     stream: StreamResult, meter: metering.StreamMeter, ex: Exchange, hooks: list[Hook]
 ) -> AsyncIterator[bytes]:
     """The stream's bytes; settles once the last byte is out, the upstream broke, or the client left."""
     ex.first_token_at = stream.first_token_at
-    try:
-        async for data in stream.events():
-            yield data
-    finally:
+
+    def finish(ex: Exchange) -> None:
         meter.settle(ex)  # usage (reported, else estimated from what was sent) and cost
         ex.attempts = stream.attempts
         if stream.completed:
@@ -251,8 +232,8 @@ async def _settled_stream(
         else:
             ex.outcome = "interrupted"
             ex.error_code = "stream_interrupted" if stream.interrupted else "client_disconnected"
-        # Shielded: a client that disconnects cancels this generator, but never the settlement.
-        await asyncio.shield(settle_all(hooks, ex))
+
+    return settled_stream(stream.events(), ex, hooks, finish)
 
 
 def _attribution(headers: dict[str, str], provider: str, model: str, attempts: list[Any]) -> None:

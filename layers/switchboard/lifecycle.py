@@ -12,22 +12,30 @@ that admitted it before the refusal release what they reserved, and the refusal 
 hook is settled then, including the refusing one and those whose ``admit`` never ran, so a hook
 that reserves keeps a note in ``ex.state`` and releases only what it holds.
 Budgets, rate limits and cost events are hooks; the handler knows none of them.
+
+The three routed endpoints (chat, Anthropic messages, embeddings) share the steps: ``admit`` (run
+every admit, settle a refusal), ``settled_on_failure`` (around the upstream call: settle a failure
+or a cancellation, shielded) and ``settled_stream`` (settle once a stream ends, however it ends).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 from switchboard.auth import Principal
 from switchboard.costs import Price
+from switchboard.errors import GatewayError
 from switchboard.routing.planner import Plan, PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 
-__all__ = ["Exchange", "Hook", "settle_all"]
+__all__ = ["Exchange", "Hook", "admit", "settle_all", "settled_on_failure", "settled_stream"]
 
 log = logging.getLogger("switchboard.lifecycle")
 
@@ -57,6 +65,9 @@ class Exchange:
     cost_usd: Decimal | None = None
     usage_estimated: bool = False
     rule: str | None = None  # the routing rule that fired, if any
+    # "chat", "messages" or "embeddings". For embeddings ``chat`` is a stand-in (one user message
+    # holding the input) for estimation only, and no output tokens are reserved or billed.
+    kind: str = "chat"
 
     @property
     def alias(self) -> str:
@@ -78,3 +89,45 @@ async def settle_all(hooks: list[Hook], ex: Exchange) -> None:
             await hook.settle(ex)
         except Exception:
             log.exception("settle failed in %s for request %s", type(hook).__name__, ex.request_id)
+
+
+async def admit(hooks: list[Hook], ex: Exchange) -> None:
+    """Run every hook's ``admit``; a refusal is settled (``rejected``) and raised."""
+    try:
+        for hook in hooks:
+            await hook.admit(ex)
+    except GatewayError as exc:
+        ex.outcome, ex.status, ex.error_code = "rejected", exc.status, exc.code
+        await settle_all(hooks, ex)
+        raise
+
+
+@asynccontextmanager
+async def settled_on_failure(hooks: list[Hook], ex: Exchange) -> AsyncIterator[None]:
+    """Around the upstream call: a failure (every target failed, nothing billed) or a cancellation
+    settles the exchange before it propagates. Success is the caller's to settle."""
+    try:
+        yield
+    except GatewayError as exc:
+        ex.outcome, ex.status, ex.error_code = "error", exc.status, exc.code
+        ex.attempts, ex.cost_usd = exc.attempts, Decimal(0)  # no answer, nothing billed
+        await settle_all(hooks, ex)
+        raise
+    except BaseException:
+        ex.outcome, ex.status = "error", 500
+        await asyncio.shield(settle_all(hooks, ex))
+        raise
+
+
+async def settled_stream(
+    data: AsyncIterator[bytes], ex: Exchange, hooks: list[Hook], finish: Callable[[Exchange], None]
+) -> AsyncIterator[bytes]:
+    """``data`` as it comes; once it ends (its last byte, an upstream failure, a client that left)
+    ``finish`` puts usage, cost and outcome on ``ex`` and the hooks are settled, exactly once."""
+    try:
+        async for chunk in data:
+            yield chunk
+    finally:
+        finish(ex)
+        # Shielded: a client that disconnects cancels this generator, but never the settlement.
+        await asyncio.shield(settle_all(hooks, ex))

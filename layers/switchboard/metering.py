@@ -33,17 +33,25 @@ from switchboard.costs import cost_usd, estimate_prompt_tokens
 from switchboard.lifecycle import Exchange
 from switchboard.pricing import PriceMatch
 from switchboard.providers.base import StreamChunk
-from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
+from switchboard.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    EmbeddingResponse,
+    Usage,
+)
 
 __all__ = [
     "COST_HEADER",
     "StreamMeter",
     "body_with_cost",
     "charge",
+    "charge_usage",
     "estimate_usage",
     "format_usd",
     "normalize_usage",
     "price_usage",
+    "record",
     "upstream_cost",
 ]
 
@@ -139,22 +147,36 @@ def _price(ex: Exchange, match: PriceMatch | None, usage: Usage | None) -> None:
     ex.cost_usd, ex.price_origin = price_usage(match, usage)
 
 
-def charge(ex: Exchange, completion: ChatCompletion, match: PriceMatch | None) -> None:
-    """Settle a buffered completion's usage and cost on ``ex``, and set the cost header."""
-    usage = normalize_usage(completion.usage)
+def record(ex: Exchange, usage: Usage | None, output_chars: int, match: PriceMatch | None) -> None:
+    """Put ``usage`` (reported, else estimated from ``ex.chat`` and the output's length) and its
+    cost on ``ex``. Embeddings (``ex.kind``) have no output: only their prompt is billed."""
     ex.usage_estimated = usage is None
-    ex.usage = usage if usage is not None else estimate_usage(ex.chat, _completion_chars(completion))
+    ex.usage = usage if usage is not None else estimate_usage(ex.chat, output_chars)
+    if ex.kind == "embeddings":
+        prompt = ex.usage.prompt_tokens
+        ex.usage = Usage(prompt_tokens=prompt, completion_tokens=0, total_tokens=prompt)
     _price(ex, match, ex.usage)
+
+
+def charge_usage(ex: Exchange, usage: Usage | None, output_chars: int, match: PriceMatch | None) -> None:
+    """``record`` for a buffered answer, and set the cost header."""
+    record(ex, usage, output_chars, match)
     if ex.cost_usd is not None:
         ex.headers[COST_HEADER] = format_usd(ex.cost_usd)
+
+
+def charge(ex: Exchange, completion: ChatCompletion, match: PriceMatch | None) -> None:
+    """Settle a buffered completion's usage and cost on ``ex``, and set the cost header."""
+    charge_usage(ex, normalize_usage(completion.usage), _completion_chars(completion), match)
 
 
 def _cost_number(cost: Decimal | None) -> float | None:
     return float(cost) if cost is not None else None
 
 
-def body_with_cost(raw: bytes | None, completion: ChatCompletion, ex: Exchange) -> bytes:
-    """The client's body: the upstream's JSON with ``usage.cost`` added (one parse, one dump)."""
+def body_with_cost(raw: bytes | None, completion: ChatCompletion | EmbeddingResponse, ex: Exchange) -> bytes:
+    """The client's body (a completion's or embeddings'): the upstream's JSON with ``usage.cost``
+    added (one parse, one dump)."""
     body: Any = pydantic_core.from_json(raw) if raw is not None else completion.model_dump(mode="json")
     if not isinstance(body, dict):  # the upstream's body was validated as a completion: cannot happen
         return raw or completion.model_dump_json().encode()
@@ -207,9 +229,7 @@ class StreamMeter:
 
     def settle(self, ex: Exchange) -> None:
         """Put the stream's usage (reported, else estimated from what was sent) and cost on ``ex``."""
-        ex.usage_estimated = self.usage is None
-        ex.usage = self.usage if self.usage is not None else estimate_usage(self.chat, self.chars)
-        _price(ex, self.match, ex.usage)
+        record(ex, self.usage, self.chars, self.match)
 
     def _priced(self, raw: bytes, usage: Usage | None) -> bytes:
         body = pydantic_core.from_json(raw)

@@ -36,6 +36,9 @@ class Recorder:
             time.sleep(0.01)
         return self.settled[-1]
 
+    def of(self, request_id: str) -> list[Exchange]:
+        return [ex for ex in self.settled if ex.request_id == request_id]
+
 
 @pytest.fixture
 def priced(gateway_factory, mock) -> tuple[RunningGateway, Recorder]:  # type: ignore[no-untyped-def]

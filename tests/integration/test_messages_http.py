@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -25,8 +26,22 @@ def start(
     return gateway_factory(doc=doc)
 
 
+_clients: list[anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close the test's SDK clients: a stream read to ``message_stop`` may leave its connection
+    open while the gateway settles, and a client left to the garbage collector warns."""
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 def client(gw: RunningGateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.base_url, api_key=API_KEY, max_retries=0)
+    made = anthropic.Anthropic(base_url=gw.base_url, api_key=API_KEY, max_retries=0)
+    _clients.append(made)
+    return made
 
 
 def to(*targets: tuple[str, str], **route: Any) -> dict[str, Any]:

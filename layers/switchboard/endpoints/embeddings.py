@@ -5,21 +5,39 @@ requires every target to declare ``dimensions`` and all to be equal, so a fallba
 client vectors of another length (the engine also checks each answer's vectors). A client that asks
 for ``dimensions`` other than the route's gets a 400. Usage (``prompt_tokens``) comes back as the
 upstream counted it; Bedrock's is read from its token-count header when the body has none.
+
+Budgets, rate limits, the spend ledger and cost events apply as on chat: the request is admitted
+and settled through the lifecycle hooks (``Exchange.kind == "embeddings"``: its prompt is estimated
+from the input text, no output is reserved, and only input tokens are billed). A priced target's
+answer carries ``usage.cost`` and the ``x-switchboard-cost-usd`` header.
 """
 
 from __future__ import annotations
+
+import time
 
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard import api
+from switchboard import api, metering
 from switchboard.errors import InvalidRequest, PermissionDenied
-from switchboard.limits.hook import refuse_unmetered
+from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure
 from switchboard.routing.planner import plan
-from switchboard.schemas import EmbeddingRequest
+from switchboard.schemas import ChatCompletionRequest, EmbeddingRequest, Usage
 
 __all__ = ["create_embeddings"]
+
+
+def _stand_in(body: EmbeddingRequest) -> ChatCompletionRequest:
+    """A chat request that estimates like ``body``: one user message holding the input."""
+    items = [body.input] if isinstance(body.input, str) else body.input
+    text = "\n".join(
+        item if isinstance(item, str) else " ".join(map(str, item)) if isinstance(item, list) else str(item)
+        for item in items
+    )
+    message = {"role": "user", "content": text}
+    return ChatCompletionRequest.model_validate({"model": body.model, "messages": [message]})
 
 
 def _parse(raw: bytes) -> EmbeddingRequest:
@@ -36,6 +54,7 @@ def _parse(raw: bytes) -> EmbeddingRequest:
 
 
 async def create_embeddings(request: Request, headers: dict[str, str]) -> Response:
+    started = time.monotonic()
     gateway = api._gateway(request)
     principal = await api._authenticate(request, gateway)
     body = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
@@ -43,7 +62,6 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
     api._routing_headers(headers, routing)
     if principal.allowed_models is not None and body.model not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{body.model}'.", param="model")
-    await refuse_unmetered(gateway.hooks, principal, body.model, "/v1/embeddings")  # limits run on chat only
     route = plan(routing.document, body.model, mode="embeddings")
     dimensions = route.targets[0].dimensions if route.targets else None
     if body.dimensions is not None and body.dimensions != dimensions:
@@ -54,7 +72,25 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
             code="unsupported_value",
         )
     deadline = api._deadline(request, gateway.settings.max_request_s)
-    done = await gateway.engine.embed(body, route, deadline)
+    ex = Exchange(
+        headers["x-request-id"],
+        principal,
+        _stand_in(body),
+        routing.revision,
+        route,
+        started=started,
+        headers=headers,
+    )
+    ex.kind = "embeddings"
+    hooks = gateway.hooks
+    await admit(hooks, ex)
+    async with settled_on_failure(hooks, ex):
+        done = await gateway.engine.embed(body, route, deadline)
+    ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
+    tokens = done.response.usage.prompt_tokens
+    usage = Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
+    metering.charge_usage(ex, usage, 0, gateway.prices.lookup(routing.document, done.target))
     api._attribution(headers, done.target.provider_name, done.target.model, done.attempts)
-    content = done.raw if done.raw is not None else done.response.model_dump_json().encode()
+    await settle_all(hooks, ex)
+    content = metering.body_with_cost(done.raw, done.response, ex)
     return Response(content, 200, headers, "application/json")

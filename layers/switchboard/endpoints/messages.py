@@ -17,6 +17,7 @@ the Anthropic SDK and Claude-based tools read them as they would Anthropic's.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from switchboard import api, providers
+from switchboard import api, metering, providers
 from switchboard.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
@@ -34,11 +35,12 @@ from switchboard.endpoints.anthropic_format import (
 )
 from switchboard.engine import Engine, HeldStream, check_modalities
 from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest, PermissionDenied
-from switchboard.limits.hook import refuse_unmetered
-from switchboard.providers.anthropic import Anthropic, Relay
+from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure, settled_stream
+from switchboard.pricing import PriceMatch
+from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
 from switchboard.routing.planner import PlannedTarget, plan
-from switchboard.schemas import ChatCompletionRequest
+from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
 __all__ = ["anthropic_error", "create_message"]
@@ -170,11 +172,100 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-async def _events(held: HeldStream[SSEEvent]) -> AsyncIterator[bytes]:
+def _estimate_chat(parsed: MessagesRequest, body: dict[str, Any]) -> ChatCompletionRequest:
+    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``). A request
+    that has no chat form (an Anthropic-only block) is estimated from its JSON instead."""
+    try:
+        return to_openai(parsed, stream=bool(parsed.stream))
+    except Unconvertible:
+        text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
+        return ChatCompletionRequest.model_validate(
+            {
+                "model": parsed.model,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": parsed.max_tokens,
+                "stream": parsed.stream,
+            }
+        )
+
+
+def _output_chars(blocks: Any) -> int:
+    """Characters of output in content blocks or a block delta (for an estimate without usage)."""
+    chars = 0
+    for block in blocks if isinstance(blocks, list) else [blocks]:
+        if isinstance(block, dict):
+            for name in ("text", "thinking", "partial_json"):
+                value = block.get(name)
+                chars += len(value) if isinstance(value, str) else 0
+            if isinstance(block.get("input"), dict):
+                chars += len(json.dumps(block["input"]))
+    return chars
+
+
+class _Meter:
+    """The usage of an Anthropic-format answer, JSON or SSE events, read as it passes."""
+
+    __slots__ = ("chars", "completed", "failed", "match", "usage")
+
+    def __init__(self, match: PriceMatch | None) -> None:
+        self.match = match
+        self.usage: dict[str, Any] = {}
+        self.chars = 0
+        self.completed = False
+        self.failed = False
+
+    def message(self, content: bytes) -> None:
+        try:
+            message = json.loads(content)
+        except ValueError:
+            return
+        if isinstance(message, dict):
+            self._usage(message.get("usage"))
+            self.chars += _output_chars(message.get("content"))
+
+    def event(self, event: SSEEvent) -> None:
+        if event.event not in ("message_start", "message_delta", "content_block_delta"):
+            return
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        if event.event == "message_start" and isinstance(data.get("message"), dict):
+            self._usage(data["message"].get("usage"))
+        elif event.event == "message_delta":
+            self._usage(data.get("usage"))
+        else:
+            self.chars += _output_chars(data.get("delta"))
+
+    def _usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+
+    def reported(self) -> Usage | None:
+        """The usage the answer gave; None when it gave none, or only zeros (a converted answer
+        from an upstream that reported no usage), so that it is estimated, never billed as free."""
+        return anthropic_usage(self.usage) if any(self.usage.values()) else None
+
+    def finish(self, ex: Exchange) -> None:
+        """The stream's usage (reported, else estimated), cost and outcome on ``ex``."""
+        metering.record(ex, self.reported(), self.chars, self.match)
+        if self.completed:
+            ex.outcome = "ok"
+        else:
+            ex.outcome = "interrupted"
+            ex.error_code = "stream_interrupted" if self.failed else "client_disconnected"
+
+
+async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[bytes]:
     try:
         async for event in held.items():
+            meter.event(event)
             yield b"event: " + (event.event or "message").encode() + b"\ndata: " + event.data + b"\n\n"
+        meter.completed = True
     except AttemptFailed as failure:
+        meter.failed = True
         status = {ErrorClass.RATE_LIMIT: 429, ErrorClass.SERVER: 529}.get(failure.error_class, 500)
         message = (
             f"The upstream stream from {held.target.provider_name} failed after output began "
@@ -185,6 +276,7 @@ async def _events(held: HeldStream[SSEEvent]) -> AsyncIterator[bytes]:
 
 
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
+    started = time.monotonic()
     gateway = api._gateway(request)
     principal = await api._authenticate(request, gateway)
     body, parsed = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
@@ -192,17 +284,35 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     api._routing_headers(headers, routing)
     if principal.allowed_models is not None and parsed.model not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{parsed.model}'.", param="model")
-    await refuse_unmetered(gateway.hooks, principal, parsed.model, "/v1/messages")  # limits run on chat only
     route = plan(routing.document, parsed.model)
     deadline = api._deadline(request, gateway.settings.max_request_s)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
+    chat = _estimate_chat(parsed, body)
+    ex = Exchange(
+        headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers
+    )
+    ex.kind = "messages"
+    hooks = gateway.hooks
+    await admit(hooks, ex)
+    async with settled_on_failure(hooks, ex):
+        if parsed.stream:
+            held = await gateway.engine.run_stream(route, deadline, session.open_stream, _has_output)
+        else:
+            content, target, attempts = await gateway.engine.run(route, deadline, session.complete)
     if parsed.stream:
-        held = await gateway.engine.run_stream(route, deadline, session.open_stream, _has_output)
+        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
+        ex.first_token_at = time.monotonic()
+        meter = _Meter(gateway.prices.lookup(routing.document, held.target))
         api._attribution(headers, held.target.provider_name, held.target.model, held.attempts)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(_events(held), 200, headers, "text/event-stream")
-    content, target, attempts = await gateway.engine.run(route, deadline, session.complete)
+        events = settled_stream(_events(held, meter), ex, hooks, meter.finish)
+        return StreamingResponse(events, 200, headers, "text/event-stream")
+    ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
+    meter = _Meter(gateway.prices.lookup(routing.document, target))
+    meter.message(content)
+    metering.charge_usage(ex, meter.reported(), meter.chars, meter.match)
     api._attribution(headers, target.provider_name, target.model, attempts)
+    await settle_all(hooks, ex)
     return Response(content, 200, headers, _JSON)

@@ -1,4 +1,5 @@
-"""``LimitsHook``: budgets and rate limits around every chat request (a lifecycle ``Hook``).
+"""``LimitsHook``: budgets and rate limits around every routed request (a lifecycle ``Hook``):
+chat, Anthropic messages and embeddings (which reserve no output tokens).
 
 ``admit`` finds the limits that apply (the key's own, its team's, its user's, the model alias's),
 estimates the request's maximum cost and tokens, and reserves them on every line in one DynamoDB
@@ -24,7 +25,7 @@ from typing import Any
 
 from switchboard.auth import Principal
 from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
-from switchboard.errors import PaymentRequired, PermissionDenied, RateLimited
+from switchboard.errors import PaymentRequired, RateLimited
 from switchboard.lifecycle import Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, RateLine, Refusal, Reservation
@@ -49,7 +50,6 @@ __all__ = [
     "PriceOf",
     "budget_lines",
     "document_price",
-    "refuse_unmetered",
     "scope_lines",
 ]
 
@@ -197,7 +197,11 @@ class LimitsHook:
         prices = {t.label: self.price_of(document, t) for t in ex.plan.targets}
         prompt = estimate_prompt_tokens(chat)
         choices = chat.n or 1
-        tokens = prompt + max(output_bound(chat.output_cap, p, choices) for p in prices.values())
+
+        def output(price: Price | None) -> int:  # embeddings produce no output tokens
+            return 0 if ex.kind == "embeddings" else output_bound(chat.output_cap, price, choices)
+
+        tokens = prompt + max(output(p) for p in prices.values())
         usd = Decimal(0)
         if budgets:
             missing = sorted(label for label, price in prices.items() if price is None)
@@ -209,11 +213,7 @@ class LimitsHook:
                     code="price_unknown",
                 )
             # Fallback may serve any target: hold the dearest.
-            usd = max(
-                estimate_usd(p, prompt, output_bound(chat.output_cap, p, choices))
-                for p in prices.values()
-                if p is not None
-            )
+            usd = max(estimate_usd(p, prompt, output(p)) for p in prices.values() if p is not None)
         return Reservation(
             request_id=ex.request_id,
             usd=usd,
@@ -386,24 +386,6 @@ class LimitsHook:
             cached = self._use[key]
         used = Decimal((cached[0] or {}).get("used", 0))
         return float(used / line.limit)
-
-
-async def refuse_unmetered(hooks: list[Any], principal: Principal, alias: str, endpoint: str) -> None:
-    """403 for a request under a budget or rate limit on an endpoint that does not run the hooks.
-
-    /v1/messages and /v1/embeddings do not go through admit/settle yet; without this a key could
-    spend past its budget there. Keys without limits are unaffected.
-    """
-    for hook in hooks:
-        if isinstance(hook, LimitsHook):
-            defs = await hook.definitions.current()
-            budgets, rates = budget_lines(principal, alias, defs, hook.clock())
-            if budgets or rates:
-                raise PermissionDenied(
-                    f"This key has budgets or rate limits, which {endpoint} does not enforce yet; "
-                    "use /v1/chat/completions.",
-                    code="endpoint_not_metered",
-                )
 
 
 def _rate_headers(
