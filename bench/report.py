@@ -252,20 +252,47 @@ def render(data: dict[str, Any]) -> str:
     lim = data["limits"]
     lines += ["## Keys, budgets and rate limits (target 3)", "", lim["statement"], ""]
     if lim.get("round_trips"):
+        ddb_ops = ("TransactWriteItems", "BatchGetItem", "UpdateItem", "GetItem", "Query")
+
+        def per_op(r: dict[str, Any], op: str) -> str:
+            n = sum(v for k, v in r["operations"].items() if k.endswith("." + op))
+            return f(n / r["requests"] if r["requests"] else math.nan, 2)
+
         lines += table(
-            ["target", "requests", "AWS round trips", "per request", "operations", "window"],
+            [
+                "target",
+                "requests",
+                "AWS calls",
+                "per request",
+                *(f"{op}/req" for op in ddb_ops),
+                "est. WCU/req",
+                "operations",
+                "window",
+            ],
             [
                 [
                     labels[r["target"]],
                     str(r["requests"]),
                     str(r["round_trips"]),
                     f(r["round_trips"] / r["requests"] if r["requests"] else math.nan, 3),
+                    *(per_op(r, op) for op in ddb_ops),
+                    f(r.get("wcu_per_request", math.nan), 1),
                     ", ".join(f"{k} x{v}" for k, v in sorted(r["operations"].items())) or "none",
                     f(r["window_s"], 1, " s"),
                 ]
                 for r in lim["round_trips"]
             ],
         )
+        sizes = [
+            f"{kind} {n} B" for r in lim["round_trips"] for kind, n in sorted(r.get("item_bytes", {}).items())
+        ]
+        lines += [
+            "",
+            "Write units are estimated from the recorded write calls and billed item sizes "
+            f"({', '.join(sizes) or 'no writes'}): every item is under 1 KB, so 2 WCU per item "
+            "in a transaction, 1 per plain write, +1 for the sweeper's index when a reservation is "
+            "put or deleted.",
+        ]
         lines.append("")
 
     cmp = data["comparison"]

@@ -7,9 +7,9 @@
 Targets, all against one mock upstream on 127.0.0.1:
   direct      the mock itself (the baseline)
   sb          Switchboard under uvicorn (uvloop + httptools, the Lambda Web Adapter's command line),
-              auth on (SSM key in moto), limits off
-  sb-limits   the same with SWITCHBOARD_LIMITS=on (keys, budgets and rate limits, once the build
-              honours it; the report says which mode really ran)
+              with a key without limits (one cached DynamoDB lookup, no limits calls)
+  sb-limits   the SAME gateway process with a second key that has a budget and rpm/tpm limits that
+              never bind: the difference from sb is exactly admission + settlement in DynamoDB
   handler     the Mangum handler in-process with API Gateway REST events (non-streaming)
   litellm     LiteLLM proxy in its own throwaway venv (optional)
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -40,6 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 FUNCTION_DIR = ROOT / "functions" / "gateway"
 API_KEY = "sk-bench-client-key"
+LIMITS_KEY = "sk-bench-limits-key"
+# Every target of the benchmarked aliases needs a price, or a budgeted request gets 402 price_unknown.
+MOCK_PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
 ROUTING_PARAM = "/switchboard-bench/routing"
 API_KEY_PARAM = "/switchboard-bench/api-key"
 PROMPT = [{"role": "user", "content": "Say hello to the benchmark"}]
@@ -158,16 +162,16 @@ def routing_document(mock_url: str) -> str:
             "mock": {"kind": "openai", "base_url": mock_url, "api_key": {"ssm": "/switchboard/secrets/mock"}}
         },
         "models": models,
+        "prices": {f"mock/{s.upstream}": MOCK_PRICE for s in SCENARIOS},
     }
     return json.dumps(doc)
 
 
-def gateway_env(aws: dict[str, str], limits: bool) -> dict[str, str]:
+def gateway_env(aws: dict[str, str]) -> dict[str, str]:
     return {
         **aws,
         "SWITCHBOARD_ROUTING_PARAM": ROUTING_PARAM,
         "SWITCHBOARD_API_KEY_PARAM": API_KEY_PARAM,
-        "SWITCHBOARD_LIMITS": "on" if limits else "off",
         "POWERTOOLS_METRICS_NAMESPACE": "SwitchboardBench",
         "POWERTOOLS_SERVICE_NAME": "switchboard",
         "PYTHONDONTWRITEBYTECODE": "",
@@ -243,22 +247,65 @@ def machine() -> dict[str, Any]:
     }
 
 
-def limits_statement() -> tuple[str, bool]:
-    """What target 3 really measures: does the gateway package read SWITCHBOARD_LIMITS?"""
-    package = ROOT / "layers" / "switchboard"
-    honoured = any("SWITCHBOARD_LIMITS" in p.read_text(errors="replace") for p in package.rglob("*.py"))
-    if honoured:
-        return (
-            "The gateway package reads `SWITCHBOARD_LIMITS`; target 3 ran with it `on` (keys, budgets and "
-            "rate limits against DynamoDB in moto). Its overhead should be dominated by the AWS round trips "
-            "counted below."
-        ), True
-    return (
-        "**Keys, budgets and rate limits are not implemented in this build** (nothing in layers/switchboard "
-        "reads `SWITCHBOARD_LIMITS`; issue 3 is in progress). Target 3 ran with `SWITCHBOARD_LIMITS=on`, "
-        "but what it measures today is auth against the SSM key in moto, the same as target 2. "
-        "No budget or rate-limit figure is reported."
-    ), False
+LIMITS_STATEMENT = (
+    "Target 3 is the same gateway process as target 2, sent a second key (`bench-limits`) with a "
+    "monthly budget and rpm/tpm limits that never bind, so the difference from target 2 is exactly "
+    "admission and settlement (docs/limits.md): DynamoDB transactions against moto in another "
+    "process, on the request's critical path."
+)
+
+
+def seed_limits_key(settings: Any) -> str:
+    """The bench's second client key: a budget plus rpm/tpm on the key, none of which ever binds."""
+    from decimal import Decimal
+
+    import boto3
+    from switchboard.limits.keys import KeyStore
+    from switchboard.limits.model import Limits, Period
+    from switchboard.limits.table import Table
+
+    table = Table(boto3.client("dynamodb", region_name=settings.region), settings.table)
+    store = KeyStore(table)
+    limits = Limits(budget_usd=Decimal(1_000_000), period=Period.MONTH, rpm=100_000_000, tpm=100_000_000_000)
+    _secret, record = store.create("bench-limits", limits=limits, secret=LIMITS_KEY)
+    return record.id
+
+
+def write_units_per_request(
+    entries: list[dict[str, Any]], sizes: dict[tuple[str, str], int], requests: int
+) -> dict[str, Any]:
+    """Estimated write capacity units per request, from the recorded write calls and item sizes.
+
+    A transactional write of an item under 1 KB costs 2 WCU, a plain one 1; writing a reservation
+    (Put or Delete) also writes the sweeper's index (1 WCU). Item sizes are the request's for a Put
+    and the stored item's (scanned after the run) for an Update, as DynamoDB bills the larger of
+    before and after, which for these counters is about the same."""
+    from switchboard.limits.table import item_bytes, write_units
+
+    total = 0
+    largest: dict[str, int] = {}
+
+    def size_of(key: dict[str, Any], item: dict[str, Any] | None = None) -> int:
+        pk, sk = key.get("pk", {}).get("S", ""), key.get("sk", {}).get("S", "")
+        size = item_bytes(item) if item else sizes.get((pk, sk), 0)
+        kind = pk.split("#", 1)[0]
+        largest[kind] = max(largest.get(kind, 0), size)
+        return size
+
+    for entry in entries:
+        op, body = entry["op"], entry["body"]
+        if op.endswith("TransactWriteItems"):
+            for action in body.get("TransactItems", []):
+                ((kind, spec),) = action.items()
+                item = spec.get("Item")
+                key = item if item else spec.get("Key", {})
+                total += write_units(size_of(key, item), transactional=True)
+                if key.get("pk", {}).get("S", "").startswith("resv#") and kind in ("Put", "Delete"):
+                    total += 1  # the sweeper's index (gsi1)
+        elif op.endswith(("UpdateItem", "PutItem", "DeleteItem")):
+            item = body.get("Item")
+            total += write_units(size_of(item or body.get("Key", {}), item))
+    return {"wcu_per_request": total / requests if requests else math.nan, "item_bytes": largest}
 
 
 class Recorder:
@@ -278,18 +325,45 @@ class Recorder:
     def __exit__(self, *exc: object) -> None:
         self._call("stop-recording")
 
-    def operations(self) -> dict[str, int]:
-        ops: dict[str, int] = {}
+    def entries(self) -> list[dict[str, Any]]:
+        """Every recorded call: its operation (x-amz-target, else method + URL) and its JSON body."""
+        out: list[dict[str, Any]] = []
         if not self.path.exists():
-            return ops
+            return out
         for line in self.path.read_text().splitlines():
             if not line.strip():
                 continue
             entry = json.loads(line)
             headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
             name = headers.get("x-amz-target") or f"{entry.get('method')} {entry.get('url', '')[:40]}"
-            ops[name] = ops.get(name, 0) + 1
+            raw = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                raw = base64.b64decode(raw).decode(errors="replace")
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = {}
+            out.append({"op": name, "body": body if isinstance(body, dict) else {}})
+        return out
+
+    def operations(self) -> dict[str, int]:
+        ops: dict[str, int] = {}
+        for entry in self.entries():
+            ops[entry["op"]] = ops.get(entry["op"], 0) + 1
         return ops
+
+
+def table_item_sizes(settings: Any) -> dict[tuple[str, str], int]:
+    """Billed size of every item in the bench's table (after the run), by (pk, sk)."""
+    import boto3
+    from switchboard.limits.table import item_bytes
+
+    ddb = boto3.client("dynamodb", region_name=settings.region)
+    sizes: dict[tuple[str, str], int] = {}
+    for page in ddb.get_paginator("scan").paginate(TableName=settings.table):
+        for item in page["Items"]:
+            sizes[(item["pk"]["S"], item["sk"]["S"])] = item_bytes(item)
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's script, top to bottom
@@ -325,9 +399,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         # --- the fixed parts: moto (its own process: once limits land, every request hits it) and the mock
         moto_port, mock_port = procs.free_port(), procs.free_port()
         recording = log_dir / "moto-recording.jsonl"
+        # moto with devtools/motopatch applied (atomic transactions, plain decimals), as make dev has it
+        moto_main = (
+            "import sys; from switchboard.devtools.motopatch import patch_moto_dynamodb; "
+            "patch_moto_dynamodb(); from moto.server import main; main(sys.argv[1:])"
+        )
         moto = procs.start(
             "moto",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            [sys.executable, "-c", moto_main, "-H", "127.0.0.1", "-p", str(moto_port)],
             env={"MOTO_RECORDER_FILEPATH": str(recording)},
             log_dir=log_dir,
             port=moto_port,
@@ -350,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         os.environ.update(aws)
         settings = Settings.from_env({}, routing_param=ROUTING_PARAM, api_key_param=API_KEY_PARAM)
         seed_aws(settings, routing_document(mock_url), API_KEY, {})
-        log(f"moto on :{moto_port}, mock on :{mock_port}, seeded")
-        statement, limits_real = limits_statement()
+        limits_key_id = seed_limits_key(settings)
+        log(f"moto on :{moto_port}, mock on :{mock_port}, seeded (limits key {limits_key_id})")
 
         # --- LiteLLM, optional
         lite: litellm_env.LiteLLM | None = None
@@ -371,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
             notes.append("LiteLLM skipped (--no-litellm).")
 
         # --- cold start, while the machine is quiet
-        sb_env = gateway_env(aws, limits=False)
+        sb_env = gateway_env(aws)
         log("cold start: imports")
         cold_busy0, _ = procs.machine_busy_s()
         cold_own0, cold_wall0 = procs.own_cpu_s([moto.pid, mock.pid]), time.perf_counter()
@@ -431,21 +510,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         targets = [Target("direct", "direct (mock)", mock, use_upstream_model=True)]
         sb = start_gateway("sb", sb_env, log_dir)
         running.append(sb)
-        sbl = start_gateway("sb-limits", gateway_env(aws, limits=True), log_dir)
-        running.append(sbl)
         lp = start_litellm(lite, lite_config, log_dir) if lite else None
         if lp:
             running.append(lp)
         auth = {"authorization": f"Bearer {API_KEY}"}
-        targets.append(Target("sb", "Switchboard (uvicorn, auth)", sb, headers=auth))
-        limits_label = (
-            "Switchboard (limits on)"
-            if limits_real
-            else "Switchboard (SWITCHBOARD_LIMITS=on: auth only today)"
-        )
-        targets.append(Target("sb-limits", limits_label, sbl, headers=auth))
+        targets.append(Target("sb", "Switchboard (uvicorn, key without limits)", sb, headers=auth))
+        limits_auth = {"authorization": f"Bearer {LIMITS_KEY}"}
+        targets.append(Target("sb-limits", "Switchboard (same process, key with budget + rpm/tpm)", sb,
+                              headers=limits_auth))  # fmt: skip
         serve_first(sb, "bench-echo", API_KEY)
-        serve_first(sbl, "bench-echo", API_KEY)
+        serve_first(sb, "bench-echo", LIMITS_KEY)
         if lite and lp:
             try:
                 serve_first(lp, "bench-echo", litellm_env.MASTER_KEY)
@@ -522,9 +596,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
                 )  # fmt: skip
                 result = runner.run(load)
                 window = time.perf_counter() - began
-            ops = rec.operations()
-            round_trips.append({"target": t.key, "requests": len(result.ok), "round_trips": sum(ops.values()),
-                                "operations": ops, "window_s": window})  # fmt: skip
+            entries = rec.entries()
+            ops: dict[str, int] = {}
+            for entry in entries:
+                ops[entry["op"]] = ops.get(entry["op"], 0) + 1
+            row = {"target": t.key, "requests": len(result.ok), "round_trips": sum(ops.values()),
+                   "operations": ops, "window_s": window}  # fmt: skip
+            row.update(write_units_per_request(entries, table_item_sizes(settings), len(result.ok)))
+            round_trips.append(row)
 
         memory = {
             t.key: {"idle": t.idle_rss, "peak_c32": peak_c32[t.key], "hwm": procs.hwm_mb(t.proc.pid)}
@@ -551,8 +630,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         targets=targets,
         aggs=aggs,
         handler=handler,
-        statement=statement,
-        limits_real=limits_real,
         round_trips=round_trips,
         cold_figures=cold_figures,
         breakdowns=breakdowns,
@@ -676,18 +753,12 @@ def assemble(**kw: Any) -> dict[str, Any]:
             _mark(pacing_ok),
         )
     )
-    if kw["limits_real"]:
-        v = d50("ns-c1", "sb-limits")
-        goal("limits on: non-stream C=1 Δp50", "dominated by AWS round trips", v, None)
-    else:
-        rows.append(
-            (
-                "limits on (keys, budgets, rate limits)",
-                "overhead and round trips",
-                "not implemented yet (issue 3)",
-                "-",
-            )
-        )
+    for q in (50, 99):
+        v = d50("ns-c1", "sb-limits", q)
+        goal(f"limits on: non-stream C=1 Δp{q} over direct", "dominated by DynamoDB round trips", v, None)
+        a, b = aggs["ns-c1"].get("sb-limits"), aggs["ns-c1"].get("sb")
+        v = a.p(q) - b.p(q) if a and b else math.nan
+        goal(f"limits on: non-stream C=1 Δp{q} over target 2", "admission + settlement", v, None)
     v = pct(sb_start, 50)
     goal("process start → first request", f"≤ {GOAL_START_S} s", v, v <= GOAL_START_S, "{:.3f} s")
     v = pct(import_app, 50)
@@ -775,8 +846,7 @@ def assemble(**kw: Any) -> dict[str, Any]:
     summary = parts[0] + "; " + ", ".join(parts[1:]) + "."
 
     notes = list(kw["notes"])
-    mode = "limits on" if kw["limits_real"] else "limits not implemented yet, auth only (see below)"
-    notes.append(f"Target 3: {mode}.")
+    notes.append("Target 3: the same gateway process as target 2, with a key that has a budget and rpm/tpm.")
     notes.append(f"LiteLLM: {kw['litellm_note']}. Suite wall time {kw['elapsed']:.0f} s.")
     if import_api:
         notes.append(f"`import switchboard.api` median {pct(import_api, 50) * 1000:.0f} ms.")
@@ -794,7 +864,7 @@ def assemble(**kw: Any) -> dict[str, Any]:
         "aggs": aggs,
         "target_labels": labels,
         "handler": kw["handler"],
-        "limits": {"statement": kw["statement"], "real": kw["limits_real"], "round_trips": kw["round_trips"]},
+        "limits": {"statement": LIMITS_STATEMENT, "round_trips": kw["round_trips"]},
         "comparison": comparison,
         "litellm_note": kw["litellm_note"],
         "cold": {"figures": kw["cold_figures"], "breakdowns": kw["breakdowns"]},

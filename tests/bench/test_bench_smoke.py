@@ -62,7 +62,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "stream 20x20 ms C=8",
     )
     for scenario in scenarios:
-        for target in ("direct (mock)", "Switchboard (uvicorn, auth)", "Switchboard ("):
+        for target in (
+            "direct (mock)",
+            "Switchboard (uvicorn, key without limits)",
+            "Switchboard (same process,",
+        ):
             assert any(line.startswith(f"| {scenario} | {target}") for line in text.splitlines()), (
                 scenario,
                 target,
@@ -90,4 +94,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert 10 < data["memory"]["sb"]["idle"] < 1024
     assert not math.isnan(data["memory"]["sb"]["peak_c32"])
     assert data["limits"]["round_trips"], "round trips were not counted"
+    # Target 3 (a key with a budget and rpm/tpm) really goes through DynamoDB admission and settlement.
+    (row,) = [r for r in data["limits"]["round_trips"] if r["target"] == "sb-limits"]
+    assert row["requests"] > 0
+    ops = row["operations"]
+    transactions = sum(v for k, v in ops.items() if k.endswith(".TransactWriteItems"))
+    assert transactions / row["requests"] >= 2, ops  # admission + settlement
+    assert row["wcu_per_request"] > 0
+    assert "not implemented" not in text
+    assert any(
+        line.startswith("| limits on: non-stream C=1 Δp50 over target 2") for line in text.splitlines()
+    )
     assert data["package"]["ok"] is False and "skipped" in data["package"]["note"]
