@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from switchboard.limits.model import Limits, Period, Scope
-from switchboard.limits.table import GSI, Table, dump, limit_item_key, load
+from switchboard.limits.table import Table, dump, limit_item_key, load
 
 __all__ = ["LimitCache", "LimitStore", "ScopedLimits"]
 
@@ -80,20 +80,10 @@ class LimitStore:
 
     def all(self) -> ScopedLimits:
         result: ScopedLimits = {}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table.name,
-            "IndexName": GSI,
-            "KeyConditionExpression": "gsi1pk = :p",
-            "ExpressionAttributeValues": {":p": {"S": _INDEX}},
-        }
-        while True:
-            page = self.table.client.query(**kwargs)
-            for item in page.get("Items", []):
-                values = load(item)
-                result[(Scope(values["scope"]), str(values["id"]))] = _limits(values)
-            if "LastEvaluatedKey" not in page:
-                return result
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in self.table.index_items(_INDEX):
+            values = load(item)
+            result[(Scope(values["scope"]), str(values["id"]))] = _limits(values)
+        return result
 
 
 class LimitCache:

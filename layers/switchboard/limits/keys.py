@@ -216,19 +216,7 @@ class KeyStore:
         return KeyRecord.from_item(items[0])
 
     def list(self, include_revoked: bool = False) -> list[KeyRecord]:
-        records: list[KeyRecord] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table.name,
-            "IndexName": GSI,
-            "KeyConditionExpression": "gsi1pk = :p",
-            "ExpressionAttributeValues": {":p": {"S": _INDEX}},
-        }
-        while True:
-            page = self.table.client.query(**kwargs)
-            records += [KeyRecord.from_item(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        records = [KeyRecord.from_item(item) for item in self.table.index_items(_INDEX)]
         if not include_revoked:
             records = [r for r in records if r.revoked_at is None]
         return sorted(records, key=lambda r: (r.created_at, r.id))

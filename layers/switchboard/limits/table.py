@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -169,3 +169,18 @@ class Table:
         from switchboard import aws
 
         return cls(aws.client("dynamodb", region), table)
+
+    def index_items(self, partition: str) -> Iterator[dict[str, Any]]:
+        """Every item under ``gsi1pk = partition``, following the query's pages."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "IndexName": GSI,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": partition}},
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
