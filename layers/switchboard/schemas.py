@@ -85,6 +85,11 @@ class ChatCompletionRequest(_Open):
         return found
 
     @property
+    def wants_json(self) -> bool:
+        """JSON mode or a JSON schema asked for through ``response_format``."""
+        return (self.response_format or {}).get("type") in ("json_object", "json_schema")
+
+    @property
     def output_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 

@@ -64,6 +64,7 @@ from switchboard.providers.base import (
     StreamChunk,
     UpstreamRequest,
     classify_http_error,
+    tool_call_parts,
     unsupported,
 )
 from switchboard.routing.document import ProviderConfig
@@ -186,14 +187,8 @@ def _blocks(call: Call, content: str | list[dict[str, Any]] | None) -> list[dict
 
 
 def _tool_use(call: Call, tool_call: dict[str, Any]) -> dict[str, Any]:
-    function = tool_call.get("function") or {}
-    try:
-        arguments = json.loads(function.get("arguments") or "{}")
-    except ValueError:
-        raise unsupported(call, "tool call arguments that are not JSON", "messages") from None
-    if not isinstance(arguments, dict):
-        raise unsupported(call, "tool call arguments that are not a JSON object", "messages")
-    return {"type": "tool_use", "id": tool_call.get("id"), "name": function.get("name"), "input": arguments}
+    ident, name, arguments = tool_call_parts(call, tool_call)
+    return {"type": "tool_use", "id": ident, "name": name, "input": arguments}
 
 
 def _tool_result(call: Call, message: ChatMessage) -> dict[str, Any]:
@@ -256,7 +251,7 @@ def _tools(call: Call, request: ChatCompletionRequest, extra: Mapping[str, Any])
         tools.append(spec)
     choice = _tool_choice(call, request.tool_choice) if tools else None
     fmt = request.response_format or {}
-    if fmt.get("type") in ("json_object", "json_schema"):
+    if request.wants_json:
         schema: Any = {"type": "object"}
         description = "Give the final answer as this tool's input."
         if fmt["type"] == "json_schema":
@@ -350,10 +345,6 @@ def anthropic_usage(usage: Mapping[str, Any]) -> Usage:
     )
 
 
-def _json_mode(request: ChatCompletionRequest) -> bool:
-    return (request.response_format or {}).get("type") in ("json_object", "json_schema")
-
-
 def from_anthropic(message: Mapping[str, Any], json_mode: bool, created: int) -> ChatCompletion:
     """An OpenAI completion from an Anthropic message (pure)."""
     texts: list[str] = []
@@ -420,7 +411,7 @@ class _StreamState:
         self.blocks: dict[int, tuple[str, int]] = {}
         self.tools = 0
         self.finish: str | None = None
-        self.json_mode = _json_mode(call.request)
+        self.json_mode = call.request.wants_json
         options = call.request.stream_options
         self.with_usage = bool(options and options.include_usage)
 
@@ -537,7 +528,7 @@ class Anthropic(HttpProvider):
             message = json.loads(content)
             if not isinstance(message, dict) or message.get("type") != "message":
                 raise ValueError
-            return from_anthropic(message, _json_mode(call.request), int(time.time())), None
+            return from_anthropic(message, call.request.wants_json, int(time.time())), None
         except (ValueError, KeyError, TypeError):
             raise _failure(call, "malformed upstream response") from None
 

@@ -35,6 +35,7 @@ __all__ = [
     "StreamChunk",
     "UpstreamRequest",
     "parse_retry_after",
+    "tool_call_parts",
     "unsupported",
 ]
 
@@ -275,3 +276,16 @@ class HttpProvider:
                 )
         finally:
             await response.aclose()
+
+
+def tool_call_parts(call: Call, tool_call: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """An OpenAI assistant tool call as (id, function name, arguments object) for providers whose
+    wire format carries the arguments as JSON, not as a string (Anthropic, Bedrock)."""
+    function = tool_call.get("function") or {}
+    try:
+        arguments = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        raise unsupported(call, "tool call arguments that are not JSON", "messages") from None
+    if not isinstance(arguments, dict):
+        raise unsupported(call, "tool call arguments that are not a JSON object", "messages")
+    return tool_call.get("id"), function.get("name"), arguments

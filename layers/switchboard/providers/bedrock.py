@@ -45,7 +45,14 @@ from typing import Any, ClassVar
 from switchboard.costs import usage_from_parts
 from switchboard.errors import AttemptFailed, ErrorClass
 from switchboard.providers.anthropic import JSON_TOOL
-from switchboard.providers.base import Call, EmbedCall, StreamChunk, classify_http_error, unsupported
+from switchboard.providers.base import (
+    Call,
+    EmbedCall,
+    StreamChunk,
+    classify_http_error,
+    tool_call_parts,
+    unsupported,
+)
 from switchboard.routing.document import ProviderConfig
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatMessage, EmbeddingResponse, Usage
 
@@ -153,14 +160,8 @@ def _blocks(call: Call, content: str | list[dict[str, Any]] | None) -> list[dict
 
 
 def _tool_use(call: Call, tool_call: Mapping[str, Any]) -> dict[str, Any]:
-    function = tool_call.get("function") or {}
-    try:
-        arguments = json.loads(function.get("arguments") or "{}")
-    except ValueError:
-        raise unsupported(call, "tool call arguments that are not JSON", "messages") from None
-    if not isinstance(arguments, dict):
-        raise unsupported(call, "tool call arguments that are not a JSON object", "messages")
-    return {"toolUse": {"toolUseId": tool_call.get("id"), "name": function.get("name"), "input": arguments}}
+    ident, name, arguments = tool_call_parts(call, tool_call)
+    return {"toolUse": {"toolUseId": ident, "name": name, "input": arguments}}
 
 
 def _tool_result(call: Call, message: ChatMessage) -> dict[str, Any]:
@@ -226,7 +227,7 @@ def _tool_config(call: Call, tool_history: bool) -> dict[str, Any] | None:
             )
         tools, choice = [], None
     fmt = request.response_format or {}
-    if fmt.get("type") in ("json_object", "json_schema"):
+    if request.wants_json:
         schema: Any = {"type": "object"}
         if fmt["type"] == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema") or schema
@@ -311,10 +312,6 @@ def converse_usage(usage: Mapping[str, Any]) -> Usage:
     )
 
 
-def _json_mode(call: Call) -> bool:
-    return (call.request.response_format or {}).get("type") in ("json_object", "json_schema")
-
-
 def _finish(call: Call, reason: str | None, tool_calls: int) -> str:
     if reason in _MALFORMED:
         raise AttemptFailed(
@@ -333,7 +330,7 @@ def _request_id(response: Mapping[str, Any]) -> str:
 def from_converse(response: Mapping[str, Any], call: Call, created: int) -> ChatCompletion:
     """An OpenAI completion from boto3's ``converse`` response (pure)."""
     message = (response.get("output") or {}).get("message") or {}
-    json_mode = _json_mode(call)
+    json_mode = call.request.wants_json
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
     answer: str | None = None
@@ -379,7 +376,7 @@ class _StreamState:
         self.blocks: dict[int, tuple[str, int]] = {}
         self.tools = 0
         self.stopped = False
-        self.json_mode = _json_mode(call)
+        self.json_mode = call.request.wants_json
         options = call.request.stream_options
         self.with_usage = bool(options and options.include_usage)
 
