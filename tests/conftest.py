@@ -79,6 +79,7 @@ class RunningGateway:
     settings: Settings
     api_key: str
     gateway: Gateway
+    stop: Callable[[], None]  # shuts the server down (its lifespan's shutdown runs); idempotent
 
     @property
     def v1(self) -> str:
@@ -140,7 +141,7 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
         gateway = Gateway.from_env(config)
         url, stop = serve_app(create_app(gateway))
         stops.append(stop)
-        return RunningGateway(url, config, API_KEY, gateway)
+        return RunningGateway(url, config, API_KEY, gateway, stop)
 
     yield start
     for stop in stops:

@@ -6,7 +6,9 @@ from mangum import Mangum
 from switchboard.api import create_app
 from switchboard.gateway import Gateway
 from switchboard.logs import configure_logging
+from switchboard.settings import Settings
 
 configure_logging()
-handler = Mangum(create_app(Gateway.from_env()), lifespan="off")
+# The spend ledger writes before each response ends: nothing signals this mode's shutdown.
+handler = Mangum(create_app(Gateway.from_env(Settings.from_env(spend_flush_s=0.0))), lifespan="off")
 gc.freeze()  # init's objects stay out of the cyclic GC's full passes (see switchboard.api's lifespan)

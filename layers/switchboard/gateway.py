@@ -55,7 +55,9 @@ def _count_rejection(reason: str) -> None:
         metric.add_dimension(name="service", value="switchboard")
 
 
-def _limits(settings: Settings, routing: RoutingStore, prices: PriceBook) -> tuple[Authenticator, LimitsHook]:
+def _limits(
+    settings: Settings, routing: RoutingStore, prices: PriceBook, books: SpendLedger | None
+) -> tuple[Authenticator, LimitsHook]:
     """Keys, budgets and rate limits over the DynamoDB table (the SSM single key is retired).
 
     Reservations are priced with the same price book as the cost events, so a target priced only
@@ -75,7 +77,12 @@ def _limits(settings: Settings, routing: RoutingStore, prices: PriceBook) -> tup
         return match.price if match is not None else None
 
     hook = LimitsHook(
-        Ledger(table), definitions, routing, max_request_s=settings.max_request_s, price_of=price_of
+        Ledger(table),
+        definitions,
+        routing,
+        max_request_s=settings.max_request_s,
+        price_of=price_of,
+        books=books,  # a request with limits is booked in its settlement transaction
     )
     return auth, hook
 
@@ -89,6 +96,7 @@ class Gateway:
     hooks: list[Hook] = field(default_factory=list)
     prices: PriceBook = field(default_factory=PriceBook)
     budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
+    spend: SpendLedger | None = None  # flushed at shutdown
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
@@ -103,14 +111,23 @@ class Gateway:
             lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
         )
         prices = PriceBook()
-        auth, limits = _limits(settings, routing, prices)
-        hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing
+        spend = None
         if settings.spend_ledger.lower() not in {"off", "false", "0", "no"}:
             ddb = aws.client("dynamodb", settings.region)
-            hooks.append(SpendLedger(settings.table, lambda: ddb))
+            spend = SpendLedger(settings.table, lambda: ddb, flush_s=settings.spend_flush_s)
+        auth, limits = _limits(settings, routing, prices, spend)
+        hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing
+        if spend is not None:
+            hooks.append(spend)
         hooks.append(CostEvents())
         engine = Engine(http or make_http_client(), secrets)
-        return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits)
+        return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits, spend=spend)
+
+    async def flush(self) -> None:
+        """Write what is still buffered (the spend ledger's lines). Run at shutdown."""
+        if self.spend is not None:
+            await self.spend.flush()
 
     async def aclose(self) -> None:
+        await self.flush()
         await self.engine.http.aclose()

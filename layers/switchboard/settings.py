@@ -18,6 +18,7 @@ _ENV = {
     "secret_max_age_s": "SWITCHBOARD_SECRET_MAX_AGE_S",
     "key_cache_s": "SWITCHBOARD_KEY_CACHE_S",
     "spend_ledger": "SWITCHBOARD_SPEND_LEDGER",
+    "spend_flush_s": "SWITCHBOARD_SPEND_FLUSH_S",
     "tracing": "SWITCHBOARD_TRACING",
     "region": "AWS_REGION",
 }
@@ -36,8 +37,11 @@ class Settings:
     max_request_s: float = 600.0
     secret_max_age_s: float = 300.0
     key_cache_s: float = 30.0
-    # "off" skips the per-request spend write (one DynamoDB UpdateItem in settle).
+    # "off": no spend ledger (switchboard.spendledger); the cost events remain.
     spend_ledger: str = "on"
+    # Seconds a spend-ledger line waits for more requests before its write (switchboard.spendledger);
+    # 0 writes before the response ends (the buffered Lambda handler sets that).
+    spend_flush_s: float = 1.0
     # "on": X-Ray subsegments through Powertools Tracer (template parameter EnableTracing).
     tracing: str = "off"
     region: str = "us-east-1"

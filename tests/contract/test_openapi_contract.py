@@ -170,7 +170,7 @@ def gw(aws: str, mock: MockUpstream) -> Iterator[RunningGateway]:
     seed_aws(settings, json.dumps(routing_doc(mock.base_url, MODELS)), API_KEY, {})
     gateway = Gateway.from_env(settings)
     url, stop = serve_app(create_app(gateway))
-    yield RunningGateway(url, settings, API_KEY, gateway)
+    yield RunningGateway(url, settings, API_KEY, gateway, stop)
     stop()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from switchboard.devtools.devstack import seed_aws
 from switchboard.devtools.mockupstream import MockUpstream
+from switchboard.limits.table import call_counts
 from switchboard.settings import Settings
 
 from tests.conftest import API_KEY, routing_doc
@@ -199,6 +200,18 @@ def test_chat_completion_with_attribution_headers(lambda_module: ModuleType, moc
     assert headers["x-switchboard-trail"].startswith("mock/echo;ok;200;")
     assert headers["x-switchboard-routing-version"]
     assert mock.requests[-1]["headers"]["authorization"] == "Bearer mock-provider-key"
+
+
+def test_the_spend_ledger_is_written_within_the_invocation(lambda_module: ModuleType) -> None:
+    # Nothing tells the buffered mode that its execution environment ends: nothing may wait.
+    spend = lambda_module.handler.app.state.gateway.spend
+    before = call_counts().get("UpdateItem", 0)
+    response = invoke(
+        lambda_module, api_event("POST", "/v1/chat/completions", body=chat("echo"), headers=auth())
+    )
+    assert response["statusCode"] == 200
+    assert spend.flush_s == 0 and spend.pending == 0
+    assert call_counts().get("UpdateItem", 0) == before + 1
 
 
 def test_base64_encoded_body(lambda_module: ModuleType) -> None:

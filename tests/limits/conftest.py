@@ -96,9 +96,13 @@ def start(gateway_factory, mock, table: Table):  # type: ignore[no-untyped-def]
     """Start a gateway over a fresh table; returns it and a function that creates a key there."""
 
     def start(  # type: ignore[no-untyped-def]
-        prices: dict[str, Any] | None = None, models: dict[str, Any] | None = None, **extra: Any
+        prices: dict[str, Any] | None = None,
+        models: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        **extra: Any,
     ):
-        gw = gateway_factory(doc=priced_doc(mock.base_url, prices, models, **extra), table=table.name)
+        doc = priced_doc(mock.base_url, prices, models, **extra)
+        gw = gateway_factory(doc=doc, table=table.name, **(settings or {}))
         store = KeyStore(table)
 
         def key(**limits: Any) -> tuple[str, str]:

@@ -7,6 +7,7 @@ exactly what it then costs.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from switchboard.limits.definitions import LimitStore
 from switchboard.limits.model import Limits, Period, Scope
 from switchboard.limits.table import Table, call_counts
 from switchboard.schemas import Usage
+from switchboard.spendledger import SHARDS, period_of
 
 from tests.limits.conftest import SLOW, fire, ledger, post, reservations, wait_for
 
@@ -131,11 +133,12 @@ def test_streams_settle_to_their_usage(limited, table: Table) -> None:  # type: 
     assert ledger(table, "key", key_id)["spent"] == Decimal("0.02")
 
 
-def test_round_trips_per_request(limited) -> None:  # type: ignore[no-untyped-def]
-    gw, key = limited
+def test_round_trips_per_request(start, table: Table) -> None:  # type: ignore[no-untyped-def]
+    # A flush far away: the spend ledger's write-behind stays out of the counted window.
+    gw, key = start(settings={"spend_flush_s": 600.0})
     budgeted, _ = key(budget_usd=Decimal(5))
     rated, _ = key(budget_usd=Decimal(5), rpm=100, tpm=100_000)
-    plain, _ = key()
+    plain, plain_id = key()
     for secret in (budgeted, rated, plain):
         post(gw, secret)  # warm the key cache and the limit definitions
     measured = {}
@@ -144,10 +147,46 @@ def test_round_trips_per_request(limited) -> None:  # type: ignore[no-untyped-de
         assert post(gw, secret).status_code == 200
         after = call_counts()
         measured[name] = {op: after[op] - before.get(op, 0) for op in after if after[op] != before.get(op, 0)}
-    spend = {"UpdateItem": 1}  # the spend ledger's own write (switchboard.spendledger), not the limits'
-    assert measured["budget"] == {"TransactWriteItems": 2, **spend}  # admit + settle
-    assert measured["budget+rate"] == {"TransactWriteItems": 2, "BatchGetItem": 1, **spend}  # + headers' read
-    assert measured["none"] == spend
+    # The spend ledger rides on the settlement transaction; with no limits it waits for its flush.
+    assert measured["budget"] == {"TransactWriteItems": 2}  # admit + settle
+    assert measured["budget+rate"] == {"TransactWriteItems": 2, "BatchGetItem": 1}  # + headers' read
+    assert measured["none"] == {}
+    before = call_counts()
+    gw.stop()  # shutdown flushes: one write for the plain key's two requests
+    assert {op: n - before.get(op, 0) for op, n in call_counts().items() if n != before.get(op, 0)} == {
+        "UpdateItem": 1
+    }
+    booked = spend_rows(table)
+    assert [booked[k]["requests"] for k in sorted(booked)] == [2, 2, 2]
+    assert booked[plain_id]["cost_usd"] == Decimal("0.02")
+
+
+def test_a_request_with_limits_is_in_the_spend_ledger_once_it_is_settled(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, key_id = key(budget_usd=Decimal(1))
+    assert post(gw, secret).status_code == 200
+    assert post(gw, secret, "broken").status_code == 502  # refunded, and booked as an error
+    assert post(gw, secret, stream=True).status_code == 200
+    wait_for(lambda: not reservations(table))
+    row = spend_rows(table)[key_id]  # no flush needed: the settlement transaction wrote it
+    assert (row["requests"], row["errors"], row["cost_usd"]) == (3, 1, Decimal("0.02"))
+    assert gw.gateway.spend is not None and gw.gateway.spend.pending == 0
+
+
+def spend_rows(table: Table) -> dict[str, dict[str, Any]]:
+    """This month's spend-ledger items of ``table``, summed over shards, by key id."""
+    rows: dict[str, dict[str, Any]] = {}
+    for shard in range(SHARDS):
+        found = table.client.query(
+            TableName=table.name,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": f"spend#{period_of(time.time())}#{shard}"}},
+        )
+        for item in found["Items"]:
+            row = rows.setdefault(item["key_id"]["S"], {"requests": 0, "errors": 0, "cost_usd": Decimal(0)})
+            for name in row:
+                row[name] += Decimal(item[name]["N"])
+    return rows
 
 
 class Refuser:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from switchboard.auth import Principal
 from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
@@ -42,9 +42,11 @@ from switchboard.limits.model import (
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import PlannedTarget
 from switchboard.routing.store import RoutingStore
+from switchboard.spendledger import BOOKED
 
 __all__ = [
     "STATE",
+    "Books",
     "BudgetExceeded",
     "LimitsHook",
     "PriceOf",
@@ -58,6 +60,14 @@ log = logging.getLogger("switchboard.limits")
 STATE = "limits"  # the hook's entry in Exchange.state: the Reservation
 # A reservation outlives its request's deadline by this much before the sweeper may refund it.
 _SWEEP_GRACE_S = 60
+
+
+class Books(Protocol):
+    """Writes that ride on the settlement transaction (``SpendLedger.transact_item``)."""
+
+    def transact_item(self, ex: Exchange) -> dict[str, Any] | None: ...
+
+
 # Budget use read for routing rules is reused for this long (per container).
 USE_MAX_AGE_S = 5.0
 
@@ -149,8 +159,11 @@ class LimitsHook:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         price_of: PriceOf | None = None,
+        books: Books | None = None,
     ) -> None:
         self.ledger = ledger
+        # More writes for the settlement transaction (the spend ledger's, which then skips the request).
+        self.books = books
         self.definitions = definitions
         self.routing = routing
         self.max_request_s = max_request_s
@@ -342,7 +355,10 @@ class LimitsHook:
         if res is None:
             return
         usd, tokens = self.actual(ex, res)
-        await asyncio.to_thread(self.ledger.settle, res.hold, usd, tokens)
+        item = self.books.transact_item(ex) if self.books is not None else None
+        also = [item] if item is not None else []
+        if await asyncio.to_thread(self.ledger.settle, res.hold, usd, tokens, also) and also:
+            ex.state[BOOKED] = True
 
     def actual(self, ex: Exchange, res: Reservation) -> tuple[Decimal, int]:
         """What the request really cost: nothing unless a target answered (``ok``, or a stream that

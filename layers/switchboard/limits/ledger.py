@@ -19,7 +19,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -271,8 +271,13 @@ class Ledger:
 
     # ------------------------------------------------------------------------ settlement
 
-    def settle(self, hold: Hold, actual_usd: Decimal, actual_tokens: int) -> bool:
-        """Move ``hold`` to spent at the actual cost (zero: a refund). False when already settled."""
+    def settle(
+        self, hold: Hold, actual_usd: Decimal, actual_tokens: int, also: Sequence[dict[str, Any]] = ()
+    ) -> bool:
+        """Move ``hold`` to spent at the actual cost (zero: a refund). False when already settled.
+
+        ``also``: more transaction items written with the settlement or not at all (the spend
+        ledger's ``Update``), so a settlement that is a no-op books nothing twice."""
         used, reserved, spent = settle_amounts(hold.usd, actual_usd)
         items: list[dict[str, Any]] = [
             {
@@ -310,7 +315,9 @@ class Ledger:
                     }
                 }
             )
-        return self._transact(items, "settle", hold.request_id, actual_usd, actual_tokens) is None
+        items.extend(also)
+        kind = "settle+" if also else "settle"  # one idempotency token per distinct transaction
+        return self._transact(items, kind, hold.request_id, actual_usd, actual_tokens) is None
 
     def sweep(self, now: float | None = None, limit: int | None = None) -> list[Hold]:
         """Refund every reservation whose deadline passed before ``now``; the holds refunded."""
