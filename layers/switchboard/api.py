@@ -24,10 +24,11 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from switchboard import logs, metering, tracing
+from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.endpoints.models import describe
 from switchboard.engine import StreamResult, header_safe
@@ -210,7 +211,7 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
         _attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(_settled_stream(stream, meter, ex, hooks), 200, headers, "text/event-stream")
+        return EventStream(_settled_stream(stream, meter, ex, hooks), headers)
     ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
     metering.charge(ex, done.completion, gateway.prices.lookup(routing.document, done.target))
     _attribution(headers, done.target.provider_name, done.target.model, done.attempts)
@@ -253,11 +254,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error_response(err, {"x-request-id": _request_id()})
 
 
-def create_app(gateway: Gateway | None = None) -> Starlette:
+def create_app(gateway: Gateway | None = None) -> Front:
     """The ASGI app. Without ``gateway``, one is built from the environment at startup."""
     from switchboard.endpoints import embeddings, messages  # they import this module: only once loaded
 
     anthropic_messages = _endpoint(messages.create_message, messages.anthropic_error)
+    completions = _endpoint(chat_completions)
+    create_embeddings = _endpoint(embeddings.create_embeddings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -274,12 +277,20 @@ def create_app(gateway: Gateway | None = None) -> Starlette:
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", _endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model:path}", _endpoint(retrieve_model), methods=["GET"]),
-            Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
+            Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
-            Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
+            Route("/v1/embeddings", create_embeddings, methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    # The routed endpoints, straight to their handlers (switchboard.asgi); Starlette for the rest.
+    return Front(
+        app,
+        {
+            "/v1/chat/completions": completions,
+            "/v1/messages": anthropic_messages,
+            "/v1/embeddings": create_embeddings,
+        },
+    )

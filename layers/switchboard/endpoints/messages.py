@@ -23,9 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from switchboard import api, metering, providers
+from switchboard.asgi import EventStream
 from switchboard.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
@@ -308,7 +309,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         events = settled_stream(_events(held, meter), ex, hooks, meter.finish)
-        return StreamingResponse(events, 200, headers, "text/event-stream")
+        return EventStream(events, headers)
     ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
     meter = _Meter(gateway.prices.lookup(routing.document, target))
     meter.message(content)
