@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -33,16 +34,37 @@ log = logging.getLogger("switchboard")
 
 
 def make_http_client() -> httpx.AsyncClient:
-    """The shared upstream client: httpx's API over aiohttp's transport (half the CPU per request)."""
+    """The shared upstream client: httpx's API over aiohttp's transport (half the CPU per request).
+
+    The aiohttp session is built here rather than by the transport, for two reasons:
+    - cookies: one client serves every caller, so a cookie set by one caller's upstream answer
+      must never ride on another caller's request. Neither aiohttp's session nor httpx's client
+      keeps any (and httpx skips its per-response cookie parsing, ~40 us a request).
+    - start-up: TLS verification uses aiohttp's default context (the system's CA store, loaded
+      once when aiohttp is imported). The transport's own context is never used with a session
+      given, so it is built unverified, which skips a second CA load (~28 ms of cold start).
+    """
+    import aiohttp
     from httpx_aiohttp import AiohttpTransport
 
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60)
+    def session() -> aiohttp.ClientSession:  # called by the transport on first use, inside the loop
+        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ssl=True)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
     return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits, trust_env=False),
+        transport=AiohttpTransport(client=session, verify=False, trust_env=False),
         timeout=httpx.Timeout(300.0, connect=5.0),
         follow_redirects=False,
         trust_env=False,
+        cookies=_NoCookies(),
     )
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """httpx's jar for the upstream client: keeps nothing (see ``make_http_client``)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
 
 
 def _count_rejection(reason: str) -> None:

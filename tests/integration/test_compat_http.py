@@ -116,3 +116,21 @@ def test_n_above_one_to_a_single_choice_upstream_is_a_400(gateway_factory, mock,
         raise AssertionError("expected a 400")
     assert error["param"] == "n" and "ollama returns one choice" in error["message"]
     assert native.requests == []
+
+
+def test_an_upstream_cookie_never_reaches_another_request(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    # One HTTP client serves every caller: a cookie one caller's answer set must not ride on the next.
+    answer = fixture("azure", "chat")["upstream_response"]
+    native.script("shared-model", Reply(json=answer, headers={"set-cookie": "session=caller-one; Path=/"}))
+    compat = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY}
+    gw = start(
+        gateway_factory,
+        mock,
+        native,
+        {"compat": compat},
+        {"shared": {"targets": [{"provider": "compat", "model": "shared-model"}]}},
+    )
+    for _ in range(2):
+        sdk(gw).chat.completions.create(model="shared", messages=[{"role": "user", "content": "hi"}])
+    assert [r["path"] for r in native.requests] == ["/v1/chat/completions"] * 2
+    assert all("cookie" not in r["headers"] for r in native.requests)

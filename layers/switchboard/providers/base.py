@@ -10,6 +10,7 @@ recorded fixtures without a network.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -201,6 +202,12 @@ def classify_http_error(status: int, content: bytes, headers: Mapping[str, str],
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(url: str) -> httpx.URL:
+    """Each upstream URL parsed once (httpx parses a ``str`` on every request: ~20 us)."""
+    return httpx.URL(url)
+
+
 class HttpProvider:
     """Base for upstreams reached over HTTP with JSON bodies and SSE streams."""
 
@@ -238,7 +245,7 @@ class HttpProvider:
         timeouts = call.target.timeouts
         return call.http.build_request(
             spec.method,
-            spec.url,
+            _parsed_url(spec.url),
             headers=spec.headers,
             content=spec.content,
             timeout=httpx.Timeout(timeouts.total_s, connect=timeouts.connect_s),
