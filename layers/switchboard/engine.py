@@ -209,7 +209,7 @@ def _encode(item: StreamChunk) -> bytes:
 def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFailed:
     """Class a network-level failure: timeouts are ``timeout``, everything else ``server``."""
     cause = exc.__cause__
-    # aiohttp reports a reset connection as httpx.ConnectTimeout: trust the cause, not the name.
+    # A timeout is one whose cause is a timeout (h1.H1Transport chains every low-level cause).
     timed_out = isinstance(exc, TimeoutError) or (
         isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
     )
