@@ -1,21 +1,30 @@
 """Which files of a built layer the gateway really loads: the evidence for layers/Makefile's pruning.
 
-    python -m bench.layer_surface --layer /tmp/l86/python [--out loaded.txt]
+    python -m bench.layer_surface --layer /tmp/l86/python [--tracing-layer /tmp/t86/python]
+                                  [--out loaded.txt] [--unused] [--unused-files]
 
 Builds a stand-in Lambda runtime (boto3, botocore and their dependencies copied from this venv,
 as the python3.13 runtime provides them), starts moto (patched, as `make dev` does) and the mock
 upstream from this venv, then runs the gateway in isolated interpreters (`-I -S`, sys.path = the
-function directory, the layer, the stand-in runtime; nothing from this venv) and exercises:
+function directory, the layer, the tracing layer when given, the stand-in runtime; nothing from
+this venv) and exercises:
 
   handler   functions/gateway/handler.py through Mangum: models, buffered chat with a key without
             limits and with a budget + rpm/tpm key, a stream request, 401/404/400 errors; every
             provider module; functions/sweeper/handler.py invoked; switchboard.tracing with
-            SWITCHBOARD_TRACING=on (the X-Ray SDK path)
+            SWITCHBOARD_TRACING=on (the X-Ray SDK path: on with --tracing-layer, and without it
+            the gateway must log the missing SDK and serve on)
   uvicorn   `python -m uvicorn app:app --loop uvloop --http httptools` as run.sh starts it, served
             buffered and streamed chat completions over HTTP, then stopped with SIGTERM
 
-Each child writes the files of every module in sys.modules at exit. The union is printed with the
-layer's subpackages of which no module was loaded and their sizes (--unused).
+Every response must have its expected status (exit 1 otherwise, as for an ImportError). Each child
+writes the files of every module in sys.modules at exit. The union is printed with, on request,
+the layer's subpackages of which no module was loaded (--unused), or every never-loaded module
+file by size with the layer modules whose bytecode names it (--unused-files; bench.layer_imports).
+
+Build the layers for this machine with the Lambda recipe (x86_64 wheels, same pins and pruning):
+    make -f layers/Makefile build-GatewayLayer build-TracingLayer LAYER_ARCH=x86_64 \
+        ARTIFACTS_DIR=/tmp/l86   (then --layer /tmp/l86/python; TracingLayer: another ARTIFACTS_DIR)
 """
 
 from __future__ import annotations
@@ -74,28 +83,36 @@ if sys.argv[1] == "handler":
     msgs = [{"role": "user", "content": "hi"}]
     chat = lambda **kw: json.dumps({"model": "mock-echo", "messages": msgs, **kw})
     calls = [
-        event("GET", "/v1/models"),
-        event("POST", "/v1/chat/completions", chat()),
-        event("POST", "/v1/chat/completions", chat(max_tokens=16), key=LIMITS_KEY),
-        event("POST", "/v1/chat/completions", chat(stream=True)),
-        event("POST", "/v1/chat/completions", chat(stream=True), key=LIMITS_KEY),
-        event("POST", "/v1/chat/completions", chat(), key="sk-wrong"),
-        event("POST", "/v1/chat/completions", chat(model="no-such-model")),
-        event("POST", "/v1/chat/completions", "{not json"),
+        (200, event("GET", "/v1/models")),
+        (200, event("POST", "/v1/chat/completions", chat())),
+        (200, event("POST", "/v1/chat/completions", chat(max_tokens=16), key=LIMITS_KEY)),
+        (200, event("POST", "/v1/chat/completions", chat(stream=True))),
+        (200, event("POST", "/v1/chat/completions", chat(stream=True), key=LIMITS_KEY)),
+        (401, event("POST", "/v1/chat/completions", chat(), key="sk-wrong")),
+        (404, event("POST", "/v1/chat/completions", chat(model="no-such-model"))),
+        (400, event("POST", "/v1/chat/completions", "{not json")),
     ]
-    for e in calls:
+    failed = []
+    for expected, e in calls:
         r = handler.handler(e, Context())
         print(e["httpMethod"], e["path"], r["statusCode"], file=sys.stderr)
+        if r["statusCode"] != expected:
+            failed.append(f"{e['path']}: {r['statusCode']}, expected {expected}: {r['body'][:300]}")
     import switchboard.providers as providers
     for info in pkgutil.iter_modules(providers.__path__):
         importlib.import_module("switchboard.providers." + info.name)
     os.environ["SWITCHBOARD_TRACING"] = "on"
     import switchboard.tracing as tracing
-    tracing.configure("on")
+    on = tracing.configure("on")
+    print("tracing", "on" if on else "unavailable", file=sys.stderr)
+    if on != (os.environ["SURFACE_TRACING"] == "1"):
+        failed.append(f"tracing.configure('on') returned {on}")
     sys.path.insert(0, os.environ["SURFACE_SWEEPER"])
     sys.modules.pop("handler")
     import handler as sweeper
     print("sweeper", sweeper.handler({}, Context()), file=sys.stderr)
+    if failed:
+        sys.exit("surface: " + "; ".join(failed))
 """
 
 
@@ -131,8 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", type=Path, required=True, help="a built layer's python/ directory")
     parser.add_argument("--out", type=Path, help="write the loaded layer files here, one a line")
     parser.add_argument("--unused", action="store_true", help="list never-loaded subpackages by size")
+    parser.add_argument(
+        "--unused-files",
+        action="store_true",
+        help="list never-loaded module files by size, with the modules that import them",
+    )
+    parser.add_argument(
+        "--tracing-layer",
+        type=Path,
+        help="the TracingLayer's python/ directory (X-Ray SDK); without it, tracing must degrade",
+    )
     args = parser.parse_args(argv)
-    layer = args.layer.resolve()
+    layers = [args.layer.resolve(), *([args.tracing_layer.resolve()] if args.tracing_layer else [])]
 
     from decimal import Decimal
 
@@ -153,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             "surface", limits=limits, secret=LIMITS_KEY
         )
         runtime = runtime_dir(work / "runtime")
-        path = os.pathsep.join([str(ROOT / "functions" / "gateway"), str(layer), str(runtime)])
+        # On Lambda every layer unpacks into /opt; no top-level package is split between the two.
+        path = os.pathsep.join([str(ROOT / "functions" / "gateway"), *map(str, layers), str(runtime)])
         base = {**aws, "PYTHONPATH": path, "POWERTOOLS_METRICS_NAMESPACE": "Surface"}
+        base["SURFACE_TRACING"] = "1" if args.tracing_layer else "0"
         py = python313()
         loaded: set[str] = set()
 
@@ -172,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(done.stderr[-3000:], file=sys.stderr)
         if done.returncode != 0:
+            print(f"handler run failed (exit {done.returncode})", file=sys.stderr)
             return 1
         loaded |= set(out.read_text().splitlines())
 
@@ -185,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "    open(os.environ['SURFACE_OUT'], 'w').write('\\n'.join(files))\n"
             "atexit.register(dump)\n"
             "import signal; signal.raise_signal = lambda s: None  # uvicorn re-raises SIGTERM: exit cleanly\n"
-            "import uvicorn.main; sys.argv[0] = 'uvicorn'; uvicorn.main.main()\n"
+            "import runpy; runpy.run_module('uvicorn', run_name='__main__', alter_sys=True)\n"  # -m uvicorn
         )
         import socket
 
@@ -213,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             env=child_env(base, out),
             cwd=ROOT / "functions" / "gateway",
         )
+        failed: list[str] = []
         try:
             import http.client
 
@@ -237,22 +268,30 @@ def main(argv: list[str] | None = None) -> int:
                         {"authorization": f"Bearer {key}", "content-type": "application/json"},
                     )  # fmt: skip
                     r = conn.getresponse()
-                    r.read()
+                    text = r.read()
                     print("uvicorn", key[:8], stream, r.status, file=sys.stderr)
+                    if r.status != 200 or (stream and b"data: [DONE]" not in text):
+                        failed.append(f"uvicorn {key[:8]} stream={stream}: {r.status} {text[:300]!r}")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
         loaded |= set(out.read_text().splitlines())
+        if failed:
+            print("uvicorn run failed: " + "; ".join(failed), file=sys.stderr)
+            return 1
     finally:
         stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
-    in_layer = sorted(p for p in loaded if p.startswith(str(layer) + os.sep))
-    rel = [os.path.relpath(p, layer) for p in in_layer]
-    if args.out:
-        args.out.write_text("\n".join(rel) + "\n")
-    print(f"{len(rel)} layer files loaded", file=sys.stderr)
-    if args.unused:
-        report_unused(layer, set(rel))
+    for layer in layers:
+        rel = sorted(os.path.relpath(p, layer) for p in loaded if p.startswith(str(layer) + os.sep))
+        print(f"{layer}: {len(rel)} layer files loaded", file=sys.stderr)
+        if args.out and layer == layers[0]:
+            args.out.write_text("\n".join(rel) + "\n")
+        if args.unused:
+            report_unused(layer, set(rel))
+        if args.unused_files:
+            report_unused_files(layer, set(rel))
     return 0
 
 
@@ -273,6 +312,31 @@ def report_unused(layer: Path, loaded: set[str]) -> None:
     for rel, size in sorted(rows, key=lambda r: -r[1]):
         print(f"{size / 1024:8.0f} KB  {rel}")
     print(f"{sum(s for _, s in rows) / 1024 / 1024:.2f} MB in never-loaded packages")
+
+
+def report_unused_files(layer: Path, loaded: set[str]) -> None:
+    """Never-loaded module files by size, each with the layer modules whose bytecode names it.
+
+    An importer marked * was loaded in the run: the import that names the file sits on a path that
+    did not run (a TYPE_CHECKING block, an ImportError fallback, a function not called), which the
+    reader must account for before the file can go. No importer, or only unmarked ones that are
+    themselves dead, is the static half of the evidence; the run is the other half.
+    """
+    from bench.layer_imports import module_name, static_importers
+
+    importers = static_importers(layer)
+    loaded_modules = {m for p in loaded if (m := module_name(p))}
+    rows = []
+    for f in layer.rglob("*"):
+        rel = f.relative_to(layer).as_posix()
+        module = module_name(rel) if f.is_file() else None
+        if module and rel not in loaded:
+            rows.append((f.stat().st_size, rel, module))
+    for size, rel, module in sorted(rows, reverse=True):
+        names = sorted(importers.get(module, ()), key=lambda m: (m not in loaded_modules, m))
+        by = ", ".join(("*" if m in loaded_modules else "") + m for m in names) or "-"
+        print(f"{size / 1024:8.1f} KB  {rel}  <- {by}")
+    print(f"{sum(r[0] for r in rows)} bytes in {len(rows)} never-loaded module files of {layer}")
 
 
 if __name__ == "__main__":

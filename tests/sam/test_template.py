@@ -200,7 +200,7 @@ def test_function_modes(template: dict[str, Any]) -> None:
 
     layers = props["Layers"]
     assert {"Ref": "GatewayLayer"} in layers
-    adapter = [layer for layer in layers if isinstance(layer, dict) and "Fn::If" in layer]
+    adapter = [layer for layer in layers if "Fn::If" in layer and layer["Fn::If"][0] == "IsStreaming"]
     assert len(adapter) == 1
     streaming, buffered = if_branches(adapter[0])
     arn = sub_text(streaming)
@@ -230,6 +230,30 @@ def test_layer_targets_python313_arm64(template: dict[str, Any]) -> None:
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
     assert layer["Properties"]["ContentUri"].rstrip("/") == "layers"
     assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+
+
+def test_tracing_layer_is_attached_only_when_tracing_is_on(template: dict[str, Any]) -> None:
+    # The default deployment carries no X-Ray SDK; EnableTracing=true adds the TracingLayer.
+    layer = template["Resources"]["TracingLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Condition"] == "TracingEnabled"
+    gateway = template["Resources"]["GatewayLayer"]
+    for key in ("CompatibleRuntimes", "CompatibleArchitectures", "ContentUri"):
+        assert layer["Properties"][key] == gateway["Properties"][key], key
+    assert layer["Metadata"] == gateway["Metadata"]
+
+    uses = {
+        name: [layer for layer in fn["Properties"].get("Layers", []) if "TracingLayer" in json.dumps(layer)]
+        for name, fn in resources_of(template, "AWS::Serverless::Function").items()
+    }
+    assert uses.pop("GatewayFunction") == [
+        {"Fn::If": ["TracingEnabled", {"Ref": "TracingLayer"}, {"Ref": "AWS::NoValue"}]}
+    ]
+    # The sweeper never turns tracing on (no SWITCHBOARD_TRACING, no active tracing).
+    assert not any(uses.values()), uses
+    sweeper = template["Resources"]["SweeperFunction"]["Properties"]
+    assert sweeper["Layers"] == [{"Ref": "GatewayLayer"}]
+    assert "SWITCHBOARD_TRACING" not in sweeper["Environment"]["Variables"]
 
 
 def test_run_sh_is_an_executable_uvicorn_launcher() -> None:
