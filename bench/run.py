@@ -45,7 +45,6 @@ LIMITS_KEY = "sk-bench-limits-key"
 # Every target of the benchmarked aliases needs a price, or a budgeted request gets 402 price_unknown.
 MOCK_PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
 ROUTING_PARAM = "/switchboard-bench/routing"
-API_KEY_PARAM = "/switchboard-bench/api-key"
 PROMPT = [{"role": "user", "content": "Say hello to the benchmark"}]
 
 # Issue 6's goals for Switchboard.
@@ -171,7 +170,6 @@ def gateway_env(aws: dict[str, str]) -> dict[str, str]:
     return {
         **aws,
         "SWITCHBOARD_ROUTING_PARAM": ROUTING_PARAM,
-        "SWITCHBOARD_API_KEY_PARAM": API_KEY_PARAM,
         "POWERTOOLS_METRICS_NAMESPACE": "SwitchboardBench",
         "POWERTOOLS_SERVICE_NAME": "switchboard",
         "PYTHONDONTWRITEBYTECODE": "",
@@ -427,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
 
         aws = aws_env(f"http://127.0.0.1:{moto_port}")
         os.environ.update(aws)
-        settings = Settings.from_env({}, routing_param=ROUTING_PARAM, api_key_param=API_KEY_PARAM)
+        settings = Settings.from_env({}, routing_param=ROUTING_PARAM)
         seed_aws(settings, routing_document(mock_url), API_KEY, {})
         limits_key_id = seed_limits_key(settings)
         log(f"moto on :{moto_port}, mock on :{mock_port}, seeded (limits key {limits_key_id})")

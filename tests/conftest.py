@@ -131,7 +131,6 @@ def gateway_factory(aws: str, mock: MockUpstream) -> Iterator[Callable[..., Runn
         config = Settings.from_env(
             {},
             routing_param=f"/switchboard-test/{suffix}/routing",
-            api_key_param=f"/switchboard-test/{suffix}/api-key",
             **{"table": "switchboard", **settings},
         )
         document = doc or routing_doc(

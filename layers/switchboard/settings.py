@@ -11,7 +11,6 @@ __all__ = ["Settings"]
 _ENV = {
     "routing_param": "SWITCHBOARD_ROUTING_PARAM",
     "routing_max_age_s": "SWITCHBOARD_ROUTING_MAX_AGE_S",
-    "api_key_param": "SWITCHBOARD_API_KEY_PARAM",
     "table": "SWITCHBOARD_TABLE",
     "max_body_bytes": "SWITCHBOARD_MAX_BODY_BYTES",
     "max_request_s": "SWITCHBOARD_MAX_REQUEST_S",
@@ -30,7 +29,6 @@ class Settings:
 
     routing_param: str = "/switchboard/routing"
     routing_max_age_s: float = 5.0
-    api_key_param: str = "/switchboard/api-key"
     table: str = "switchboard"
     # Lambda's synchronous payload limit is 6 MB; a larger body could never reach the function.
     max_body_bytes: int = 6 * 1024 * 1024

@@ -164,7 +164,6 @@ def gw(aws: str, mock: MockUpstream) -> Iterator[RunningGateway]:
     settings = Settings.from_env(
         {},
         routing_param=f"/switchboard-test/{suffix}/routing",
-        api_key_param=f"/switchboard-test/{suffix}/api-key",
         max_body_bytes=MAX_BODY,
     )
     seed_aws(settings, json.dumps(routing_doc(mock.base_url, MODELS)), API_KEY, {})

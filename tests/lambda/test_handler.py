@@ -152,7 +152,6 @@ def lambda_module(aws: str, mock: MockUpstream) -> Iterator[ModuleType]:
     suffix = uuid.uuid4().hex[:10]
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         mp.setenv("SWITCHBOARD_ROUTING_PARAM", f"/switchboard-test/{suffix}/routing")
-        mp.setenv("SWITCHBOARD_API_KEY_PARAM", f"/switchboard-test/{suffix}/api-key")
         seed_aws(Settings.from_env(), json.dumps(routing_doc(mock.base_url, MODELS)), API_KEY, {})
         # A fresh Lambda process has no event loop; Mangum makes its own through asyncio's
         # deprecated implicit creation, which warns on 3.13 (and is caught as a RuntimeError on 3.14).

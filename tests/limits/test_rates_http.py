@@ -125,7 +125,6 @@ def second_gateway(limited, aws: str, tmp_path) -> Iterator[str]:  # type: ignor
         **os.environ,
         **aws_env(aws),
         "SWITCHBOARD_ROUTING_PARAM": gw.settings.routing_param,
-        "SWITCHBOARD_API_KEY_PARAM": gw.settings.api_key_param,
         "SWITCHBOARD_TABLE": gw.settings.table,
         "PYTHONPATH": str(ROOT / "layers"),
     }

@@ -91,7 +91,9 @@ def test_the_gateway_imports_nothing_the_layer_prunes() -> None:
     assert not hits, f"imported by the gateway but pruned in layers/Makefile: {hits}"
 
 
-@pytest.mark.parametrize("module", ["anyio._backends._trio", "pydantic.mypy", "uvicorn.protocols.http.h11_impl"])
+@pytest.mark.parametrize(
+    "module", ["anyio._backends._trio", "pydantic.mypy", "uvicorn.protocols.http.h11_impl"]
+)
 def test_pruned_patterns_match_what_they_prune(module: str) -> None:
     assert any(fnmatchcase(module, p) for p in pruned_patterns())
 

@@ -217,7 +217,7 @@ def test_function_modes(template: dict[str, Any]) -> None:
     }
     for key, value in streaming_env.items():
         assert if_branches(env[key]) == (value, {"Ref": "AWS::NoValue"}), key
-    for key in ("SWITCHBOARD_ROUTING_PARAM", "SWITCHBOARD_API_KEY_PARAM", "SWITCHBOARD_TABLE"):
+    for key in ("SWITCHBOARD_ROUTING_PARAM", "SWITCHBOARD_TABLE"):
         assert key in env
     assert env["POWERTOOLS_SERVICE_NAME"] == "switchboard"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Switchboard"

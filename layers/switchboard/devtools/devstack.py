@@ -102,7 +102,6 @@ def seed_aws(settings: Settings, routing_text: str, api_key: str, secrets: Mappi
     _seed_key(ddb, settings.table, api_key)
     ssm = boto3.client("ssm", region_name=settings.region)
     ssm.put_parameter(Name=settings.routing_param, Value=routing_text, Type="String", Overwrite=True)
-    ssm.put_parameter(Name=settings.api_key_param, Value=api_key, Type="SecureString", Overwrite=True)
     for name, value in {MOCK_SECRET_PARAM: "mock-provider-key", **secrets}.items():
         ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
 
