@@ -202,15 +202,23 @@ _CALLS: Counter[str] = Counter()
 _CALLS_LOCK = threading.Lock()
 
 
-def _on_call(event_name: str, **_: Any) -> None:
-    operation = event_name.rsplit(".", 1)[-1]
+def _count(operation: str) -> None:
     with _CALLS_LOCK:
         _CALLS[operation] += 1
 
 
+def _on_botocore_call(event_name: str, **_: Any) -> None:
+    _count(event_name.rsplit(".", 1)[-1])
+
+
 def count_calls(client: Any) -> Any:
-    """Count every call ``client`` makes, per operation (see ``call_counts``). Returns the client."""
-    client.meta.events.register("before-call.dynamodb", _on_call, unique_id="switchboard-limits-count")
+    """Count every call ``client`` makes, per operation (see ``call_counts``). Returns the client.
+    Either client the table is built on: ``switchboard.awsjson``'s or boto3's."""
+    meta = getattr(client, "meta", None)
+    if meta is None:
+        client.on_call(_count)
+    else:
+        meta.events.register("before-call.dynamodb", _on_botocore_call, unique_id="switchboard-limits-count")
     return client
 
 
@@ -230,10 +238,14 @@ class Table:
         self.name = name
 
     @classmethod
-    def from_settings(cls, table: str, region: str) -> Table:
+    def from_settings(cls, table: str, region: str, *, runtime: bool = False) -> Table:
+        """The table on the shared client: ``runtime`` for a serving process (the gateway, the
+        sweeper: ``aws.runtime_client``, light when the environment has credentials), else boto3's
+        (the CLI: any credential source)."""
         from switchboard import aws
 
-        return cls(aws.client("dynamodb", region), table)
+        make = aws.runtime_client if runtime else aws.client
+        return cls(make("dynamodb", region), table)
 
     def index_items(self, partition: str) -> Iterator[dict[str, Any]]:
         """Every item under ``gsi1pk = partition``, following the query's pages."""
