@@ -34,8 +34,9 @@ timed out), a 500/502/503/504 or 429, a throttling code (``ThrottlingException``
 ``ProvisionedThroughputExceededException``, ``RequestLimitExceeded``,
 ``TransactionInProgressException``...) or a DynamoDB checksum mismatch; exponential backoff with
 full jitter, capped at 1 s. A keep-alive connection that the server closed while idle is reopened
-at once, without counting as an attempt. Timeouts: 2 s to connect, 5 s to read. One connection per
-thread (the call sites run in ``asyncio.to_thread``).
+at once, without counting as an attempt (checked before each reuse, as urllib3 does, and on a
+send that finds it closed). Timeouts: 2 s to connect, 5 s to read. One connection per thread (the
+call sites run in ``asyncio.to_thread``).
 
 Errors::
 
@@ -63,6 +64,7 @@ import json
 import logging
 import os
 import random
+import select
 import ssl
 import threading
 import time
@@ -366,6 +368,19 @@ class _Connection:
         self.used = False  # has carried a request: a failure may just mean the server closed it
         open_set.add(conn)
 
+    def reusable(self) -> bool:
+        """False when the server has closed the connection while it was idle (its socket reads as
+        ready: the end of the stream), as urllib3 checks before it reuses one; one poll, no wait."""
+        sock = self.http.sock
+        if sock is None:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
     def close(self) -> None:
         self.open.discard(self.http)
         self.http.close()
@@ -544,6 +559,9 @@ class Client:
         }
         headers.update(self._signer.sign("POST", self._path, headers, body, self._clock()))
         holder: _Connection | None = getattr(self._local, "conn", None)
+        if holder is not None and not holder.reusable():
+            self._drop(holder)
+            holder = None
         if holder is not None and holder.used:
             try:
                 return self._exchange(holder, headers, body)
