@@ -9,12 +9,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +45,7 @@ class Seen:
 
 
 class Stub:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.script: list[Reply] = []
         self.seen: list[Seen] = []
         stub = self
@@ -83,6 +85,9 @@ class Stub:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
@@ -347,3 +352,63 @@ def test_from_env_needs_environment_credentials_and_a_plain_endpoint() -> None:
     assert awsjson.from_env("dynamodb", "us-east-1", {**creds, "AWS_USE_FIPS_ENDPOINT": "true"}) is None
     assert awsjson.from_env("dynamodb", "us-iso-east-1", creds) is None
     assert awsjson.from_env("bedrock-runtime", "us-east-1", creds) is None
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` that no system trust store knows, and its key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_verifies_the_certificate_and_keeps_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    tls = Stub(tls=server_side)
+    try:
+        sleeps: list[float] = []
+        with pytest.raises(awsjson.TransportError) as caught:  # the system trust store: refused
+            make_client(tls.url, sleeps).get_item(**KEY)
+        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+        assert tls.seen == []
+
+        trusting = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(awsjson, "_ssl_context", lambda: trusting)
+        client = make_client(tls.url, sleeps)
+        for _ in range(2):
+            assert client.get_item(**KEY)["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert tls.connections() == 1
+        assert tls.seen[0].headers["Host"] == tls.url.removeprefix("https://")
+        client.close()
+    finally:
+        tls.stop()
