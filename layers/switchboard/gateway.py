@@ -81,7 +81,7 @@ def _limits(
     from switchboard.limits.ledger import Ledger
     from switchboard.limits.table import Table
 
-    table = Table.from_settings(settings.table, settings.region)
+    table = Table.from_settings(settings.table, settings.region, runtime=True)
     auth = DynamoKeyAuthenticator(KeyStore(table), settings.key_cache_s)
     definitions = LimitCache(LimitStore(table), settings.key_cache_s)
 
@@ -116,17 +116,19 @@ class Gateway:
         """Wire the real AWS-backed dependencies. Creates clients now, so requests do not pay for it."""
         settings = settings or Settings.from_env()
         tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
-        ssm = aws.client("ssm", settings.region)
+        ssm = aws.runtime_client("ssm", settings.region)
         routing = RoutingStore.from_ssm(
             settings.routing_param, settings.routing_max_age_s, ssm, on_rejected=_count_rejection
         )
         secrets = SecretResolver(
-            lambda: ssm, partial(aws.client, "secretsmanager", settings.region), settings.secret_max_age_s
+            lambda: ssm,
+            partial(aws.runtime_client, "secretsmanager", settings.region),
+            settings.secret_max_age_s,
         )
         prices = PriceBook()
         spend = None
         if settings.spend_ledger.lower() not in {"off", "false", "0", "no"}:
-            ddb = aws.client("dynamodb", settings.region)
+            ddb = aws.runtime_client("dynamodb", settings.region)
             spend = SpendLedger(settings.table, lambda: ddb, flush_s=settings.spend_flush_s)
         auth, limits = _limits(settings, routing, prices, spend)
         hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing

@@ -29,7 +29,7 @@ class Sweeper:
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> Sweeper:
         settings = settings or Settings.from_env()
-        return cls(Ledger(Table.from_settings(settings.table, settings.region)))
+        return cls(Ledger(Table.from_settings(settings.table, settings.region, runtime=True)))
 
     def __call__(self, event: Any = None, context: Any = None) -> dict[str, Any]:
         refunded = self.ledger.sweep()

@@ -7,11 +7,12 @@ strings, TTL attribute ``ttl``, GSI ``gsi1`` on ``gsi1pk``/``gsi1sk``). The layo
 
 from __future__ import annotations
 
+import base64
 import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from decimal import Decimal
+from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import Any
 
 __all__ = [
@@ -69,28 +70,92 @@ def resv_shard(request_id: str) -> str:
     return f"resv#{zlib.crc32(request_id.encode()) % RESV_SHARDS}"
 
 
-_SERIALIZER: Any = None
-_DESERIALIZER: Any = None
+# DynamoDB numbers: 38 significant digits, exponents -130..125, and no silent rounding (the
+# context boto3's TypeSerializer uses, so values are written exactly as boto3 wrote them).
+_NUMBERS = Context(Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow])
+
+
+def _attribute(value: Any) -> dict[str, Any]:
+    """One plain value as a DynamoDB attribute value (boto3's ``TypeSerializer`` rules, without boto3)."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | Decimal):
+        return {"N": _number(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bytes | bytearray):
+        return {"B": bytes(value)}
+    if isinstance(value, set | frozenset):
+        return _set(value)
+    if isinstance(value, Mapping):
+        return {"M": {name: _attribute(inner) for name, inner in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_attribute(inner) for inner in value]}
+    if isinstance(value, float):
+        raise TypeError("Float types are not supported. Use Decimal types instead.")
+    raise TypeError(f"Unsupported type {type(value)} for value {value!r}")
+
+
+def _number(value: int | Decimal) -> str:
+    text = str(_NUMBERS.create_decimal(value))
+    if text in ("Infinity", "NaN"):
+        raise TypeError("Infinity and NaN not supported")
+    return text
+
+
+def _set(values: set[Any] | frozenset[Any]) -> dict[str, Any]:
+    if all(isinstance(v, int | Decimal) for v in values):
+        return {"NS": [_number(v) for v in values]}
+    if all(isinstance(v, str) for v in values):
+        return {"SS": list(values)}
+    if all(isinstance(v, bytes | bytearray) for v in values):
+        return {"BS": [bytes(v) for v in values]}
+    raise TypeError(f"Unsupported set {values!r}: numbers, strings or binary, not a mix")
+
+
+def _plain(value: Mapping[str, Any]) -> Any:
+    """One DynamoDB attribute value as a plain value (boto3's ``TypeDeserializer`` rules)."""
+    if not value:
+        raise TypeError("Value must be a nonempty dictionary whose key is a valid dynamodb type.")
+    kind, inner = next(iter(value.items()))
+    if kind == "S":
+        return inner
+    if kind == "N":
+        return _NUMBERS.create_decimal(inner)
+    if kind == "BOOL":
+        return inner
+    if kind == "NULL":
+        return None
+    if kind == "M":
+        return {name: _plain(v) for name, v in inner.items()}
+    if kind == "L":
+        return [_plain(v) for v in inner]
+    if kind == "SS":
+        return set(inner)
+    if kind == "NS":
+        return {_NUMBERS.create_decimal(v) for v in inner}
+    if kind == "B":
+        return _binary(inner)
+    if kind == "BS":
+        return {_binary(v) for v in inner}
+    raise TypeError(f"Dynamodb type {kind} is not supported")
+
+
+def _binary(value: bytes | str) -> bytes:
+    # boto3's client decodes binary values; switchboard.awsjson hands over the wire's base64 text.
+    return value if isinstance(value, bytes) else base64.b64decode(value)
 
 
 def dump(values: Mapping[str, Any]) -> dict[str, Any]:
     """Plain values (str, int, Decimal, bool, list, dict) to DynamoDB attribute values; None is left out."""
-    global _SERIALIZER
-    if _SERIALIZER is None:
-        from boto3.dynamodb.types import TypeSerializer
-
-        _SERIALIZER = TypeSerializer()
-    return {name: _SERIALIZER.serialize(value) for name, value in values.items() if value is not None}
+    return {name: _attribute(value) for name, value in values.items() if value is not None}
 
 
 def load(item: Mapping[str, Any]) -> dict[str, Any]:
     """DynamoDB attribute values to plain values (numbers come back as ``Decimal``)."""
-    global _DESERIALIZER
-    if _DESERIALIZER is None:
-        from boto3.dynamodb.types import TypeDeserializer
-
-        _DESERIALIZER = TypeDeserializer()
-    return {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+    return {name: _plain(value) for name, value in item.items()}
 
 
 def num(value: Decimal | int) -> dict[str, str]:
@@ -137,15 +202,23 @@ _CALLS: Counter[str] = Counter()
 _CALLS_LOCK = threading.Lock()
 
 
-def _on_call(event_name: str, **_: Any) -> None:
-    operation = event_name.rsplit(".", 1)[-1]
+def _count(operation: str) -> None:
     with _CALLS_LOCK:
         _CALLS[operation] += 1
 
 
+def _on_botocore_call(event_name: str, **_: Any) -> None:
+    _count(event_name.rsplit(".", 1)[-1])
+
+
 def count_calls(client: Any) -> Any:
-    """Count every call ``client`` makes, per operation (see ``call_counts``). Returns the client."""
-    client.meta.events.register("before-call.dynamodb", _on_call, unique_id="switchboard-limits-count")
+    """Count every call ``client`` makes, per operation (see ``call_counts``). Returns the client.
+    Either client the table is built on: ``switchboard.awsjson``'s or boto3's."""
+    meta = getattr(client, "meta", None)
+    if meta is None:
+        client.on_call(_count)
+    else:
+        meta.events.register("before-call.dynamodb", _on_botocore_call, unique_id="switchboard-limits-count")
     return client
 
 
@@ -165,10 +238,14 @@ class Table:
         self.name = name
 
     @classmethod
-    def from_settings(cls, table: str, region: str) -> Table:
+    def from_settings(cls, table: str, region: str, *, runtime: bool = False) -> Table:
+        """The table on the shared client: ``runtime`` for a serving process (the gateway, the
+        sweeper: ``aws.runtime_client``, light when the environment has credentials), else boto3's
+        (the CLI: any credential source)."""
         from switchboard import aws
 
-        return cls(aws.client("dynamodb", region), table)
+        make = aws.runtime_client if runtime else aws.client
+        return cls(make("dynamodb", region), table)
 
     def index_items(self, partition: str) -> Iterator[dict[str, Any]]:
         """Every item under ``gsi1pk = partition``, following the query's pages."""

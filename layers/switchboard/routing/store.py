@@ -1,7 +1,7 @@
 """The routing store: the document in force, from SSM, with last-known-good.
 
-The parameter is read through Powertools Parameters with ``max_age``, so an edit takes effect
-within that many seconds and no redeploy is needed. A document that fails validation never
+The parameter is read again at most every ``max_age_s`` seconds, so an edit takes effect within
+that many seconds and no redeploy is needed. A document that fails validation never
 replaces the one serving: the failure is logged and counted, and the last good one stays.
 """
 
@@ -57,13 +57,11 @@ class RoutingStore:
 
     @classmethod
     def from_ssm(cls, name: str, max_age_s: float, ssm_client: Any, **kwargs: Any) -> RoutingStore:
-        from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-        provider = SSMProvider(boto3_client=ssm_client)
+        """The document in SSM parameter ``name`` (String or SecureString). The store's own
+        ``max_age_s`` is the cache: Powertools Parameters would add a second one, and boto3's import."""
 
         def fetch() -> str:
-            value = provider.get(name, max_age=int(max_age_s))
-            return str(value)
+            return str(ssm_client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
 
         return cls(fetch, max_age_s, **kwargs)
 

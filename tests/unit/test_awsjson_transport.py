@@ -1,0 +1,414 @@
+"""``switchboard.awsjson`` over real sockets: retries, keep-alive, timeouts, error shapes.
+
+The server is a scripted HTTP/1.1 stub on a loopback port (``http.server``): each request takes
+the next reply of the script, so a test says exactly what the service answers, attempt by attempt.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from switchboard import awsjson
+from switchboard.awsjson import Credentials
+
+SECRET = "stub-secret-key-never-shown"
+TOKEN = "stub-session-token-never-shown"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = field(default_factory=dict)  # a dict is sent as JSON; bytes as they are
+    close: bool = False  # close the connection after answering (without saying so)
+    drop: bool = False  # close the connection without answering
+    delay_s: float = 0.0
+    crc: int | None = None  # a wrong x-amz-crc32 to send
+
+
+@dataclass
+class Seen:
+    headers: dict[str, str]
+    body: dict[str, Any]
+    connection: tuple[str, int]
+
+
+class Stub:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.script: list[Reply] = []
+        self.seen: list[Seen] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                stub.seen.append(Seen(dict(self.headers.items()), body, self.client_address))
+                reply = stub.script.pop(0) if stub.script else Reply()
+                time.sleep(reply.delay_s)
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/x-amz-json-1.0")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("x-amzn-requestid", f"req-{len(stub.seen)}")
+                self.send_header("x-amz-crc32", str(reply.crc if reply.crc is not None else zlib.crc32(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                self.wfile.flush()
+                if reply.close:
+                    self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that timed out and left: expected here, not worth a traceback
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def connections(self) -> int:
+        return len({s.connection for s in self.seen})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    made = Stub()
+    yield made
+    made.stop()
+
+
+def make_client(
+    url: str, sleeps: list[float], service: awsjson.Service = awsjson.DYNAMODB, **kwargs: Any
+) -> awsjson.Client:
+    return awsjson.Client(
+        service, "us-east-1", Credentials("AKIDSTUB", SECRET, TOKEN), url, sleep=sleeps.append, **kwargs
+    )
+
+
+def error(code: str, message: str = "no", **extra: Any) -> dict[str, Any]:
+    return {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message, **extra}
+
+
+KEY = {"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "b"}}}
+
+
+def test_a_call_is_a_signed_post_of_the_kwargs(stub: Stub) -> None:
+    stub.script = [Reply(body={"Item": {"pk": {"S": "a"}}})]
+    answer = make_client(stub.url, []).get_item(**KEY, ConsistentRead=True)
+    assert answer["Item"] == {"pk": {"S": "a"}}
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert answer["ResponseMetadata"]["RequestId"] == "req-1"
+    [seen] = stub.seen
+    assert seen.body == {**KEY, "ConsistentRead": True}
+    assert seen.headers["X-Amz-Target"] == "DynamoDB_20120810.GetItem"
+    assert seen.headers["Content-Type"] == "application/x-amz-json-1.0"
+    assert seen.headers["Host"] == stub.url.removeprefix("http://")
+    assert seen.headers["X-Amz-Security-Token"] == TOKEN
+    assert seen.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDSTUB/")
+    assert (
+        "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
+        in (seen.headers["Authorization"])
+    )
+
+
+def test_ssm_and_secrets_manager_speak_json_1_1(stub: Stub) -> None:
+    stub.script = [Reply(body={"Parameter": {"Value": "v"}}), Reply(body={"SecretString": "s"})]
+    assert make_client(stub.url, [], awsjson.SSM).get_parameter(Name="/p")["Parameter"]["Value"] == "v"
+    sm = make_client(stub.url, [], awsjson.SECRETS_MANAGER)
+    assert sm.get_secret_value(SecretId="x")["SecretString"] == "s"
+    assert [s.headers["X-Amz-Target"] for s in stub.seen] == [
+        "AmazonSSM.GetParameter",
+        "secretsmanager.GetSecretValue",
+    ]
+    assert {s.headers["Content-Type"] for s in stub.seen} == {"application/x-amz-json-1.1"}
+
+
+def test_an_unknown_method_is_an_attribute_error(stub: Stub) -> None:
+    client = make_client(stub.url, [])
+    with pytest.raises(AttributeError):
+        client.scan  # noqa: B018 - not an operation the gateway makes
+    assert not stub.seen
+
+
+def test_a_500_then_a_200_succeeds_on_the_second_attempt(stub: Stub) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(500, error("InternalServerError")), Reply(body={})]
+    answer = make_client(stub.url, sleeps).put_item(TableName="t", Item={})
+    assert len(stub.seen) == 2
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.025  # DynamoDB's transient base
+
+
+def test_a_validation_error_is_not_retried(stub: Stub) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(400, error("ValidationException", "One or more parameter values were invalid"))]
+    with pytest.raises(awsjson.ClientError) as caught:
+        make_client(stub.url, sleeps).get_item(**KEY)
+    assert type(caught.value) is awsjson.ClientError
+    assert caught.value.response["Error"] == {
+        "Code": "ValidationException",
+        "Message": "One or more parameter values were invalid",
+    }
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert str(caught.value) == (
+        "An error occurred (ValidationException) when calling the GetItem operation: "
+        "One or more parameter values were invalid"
+    )
+    assert len(stub.seen) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize(
+    "code", ["ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"]
+)
+def test_a_throttling_error_is_retried(stub: Stub, code: str) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(400, error(code)), Reply(body={"Items": []})]
+    assert make_client(stub.url, sleeps).query(TableName="t")["Items"] == []
+    assert len(stub.seen) == 2 and len(sleeps) == 1 and 0 <= sleeps[0] <= 1.0
+
+
+def test_retries_stop_after_three_attempts_with_the_last_error(stub: Stub) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(400, error("ProvisionedThroughputExceededException"))] * 3
+    client = make_client(stub.url, sleeps)
+    with pytest.raises(client.exceptions.ProvisionedThroughputExceededException) as caught:
+        client.update_item(**KEY, UpdateExpression="ADD n :one")
+    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 2
+    assert len(stub.seen) == 3 and len(sleeps) == 2 and max(sleeps) <= 1.0
+
+
+def test_a_transaction_keeps_its_request_token_across_retries(stub: Stub) -> None:
+    stub.script = [Reply(503, b"<html>busy</html>"), Reply(body={})]
+    make_client(stub.url, []).transact_write_items(TransactItems=[])
+    tokens = [s.body.get("ClientRequestToken") for s in stub.seen]
+    assert len(tokens) == 2 and tokens[0] and tokens[0] == tokens[1]
+
+
+def test_a_transaction_cancelled_carries_its_reasons(stub: Stub) -> None:
+    reasons = [{"Code": "None"}, {"Code": "ConditionalCheckFailed", "Item": {"pk": {"S": "a"}}}]
+    stub.script = [
+        Reply(
+            400,
+            error("TransactionCanceledException", "Transaction cancelled", CancellationReasons=reasons),
+        )
+    ]
+    client = make_client(stub.url, [])
+    with pytest.raises(client.exceptions.TransactionCanceledException) as caught:
+        client.transact_write_items(TransactItems=[], ClientRequestToken="mine")
+    assert caught.value.response["CancellationReasons"] == reasons
+    assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert isinstance(caught.value, awsjson.ClientError)
+    assert stub.seen[0].body["ClientRequestToken"] == "mine"
+
+
+def test_a_body_that_is_not_json_gives_the_status_as_the_code(stub: Stub) -> None:
+    stub.script = [Reply(413, b"<html>too large</html>")]
+    with pytest.raises(awsjson.ClientError) as caught:
+        make_client(stub.url, []).put_item(TableName="t", Item={})
+    assert caught.value.response["Error"] == {"Code": "413", "Message": http.client.responses[413]}
+
+
+def test_a_keep_alive_connection_is_reused(stub: Stub) -> None:
+    client = make_client(stub.url, [])
+    for _ in range(3):
+        client.get_item(**KEY)
+    assert len(stub.seen) == 3 and stub.connections() == 1
+
+
+def test_a_keep_alive_connection_the_server_closed_is_reopened(stub: Stub) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(close=True), Reply(body={"Item": {}})]
+    client = make_client(stub.url, sleeps)
+    client.get_item(**KEY)
+    time.sleep(0.05)  # the server's close reaches the client's socket
+    assert client._local.conn.reusable() is False  # seen before the next request is sent
+    answer = client.get_item(**KEY)
+    assert client._local.conn.reusable() is True
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 0  # not counted as an attempt
+    assert len(stub.seen) == 2 and stub.connections() == 2 and sleeps == []
+
+
+def test_a_reused_connection_dropped_before_the_answer_is_reopened_at_once(stub: Stub) -> None:
+    # The close races the request (the server had not closed it yet when the client looked).
+    sleeps: list[float] = []
+    stub.script = [Reply(), Reply(drop=True), Reply(body={"Item": {}})]
+    client = make_client(stub.url, sleeps)
+    client.get_item(**KEY)
+    answer = client.get_item(**KEY)
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 0
+    assert len(stub.seen) == 3 and stub.connections() == 2 and sleeps == []
+
+
+def test_a_connection_dropped_without_an_answer_is_a_retried_attempt(stub: Stub) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(drop=True), Reply(body={})]
+    answer = make_client(stub.url, sleeps).delete_item(**KEY)
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    assert len(stub.seen) == 2 and len(sleeps) == 1
+
+
+def test_a_read_timeout_is_retried_then_reported(stub: Stub) -> None:
+    sleeps: list[float] = []
+    stub.script = [Reply(delay_s=0.5)] * 3
+    client = make_client(stub.url, sleeps, read_timeout_s=0.1)
+    with pytest.raises(awsjson.TransportError) as caught:
+        client.get_item(**KEY)
+    assert "GetItem" in str(caught.value) and "TimeoutError" in str(caught.value)
+    assert len(sleeps) == 2
+
+
+def test_a_refused_connection_is_retried_then_reported() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sleeps: list[float] = []
+    client = make_client(f"http://127.0.0.1:{port}", sleeps)
+    with pytest.raises(awsjson.TransportError) as caught:
+        client.get_item(**KEY)
+    assert "after 3 attempts: ConnectionRefusedError" in str(caught.value)
+    assert len(sleeps) == 2
+    assert SECRET not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_dynamodb_answer_with_a_bad_checksum_is_retried(stub: Stub) -> None:
+    stub.script = [Reply(body={"Item": {}}, crc=12345), Reply(body={"Item": {}})]
+    answer = make_client(stub.url, []).get_item(**KEY)
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+
+
+def test_each_thread_has_its_own_connection(stub: Stub) -> None:
+    client = make_client(stub.url, [])
+    client.get_item(**KEY)
+    worker = threading.Thread(target=lambda: [client.get_item(**KEY) for _ in range(2)])
+    worker.start()
+    worker.join()
+    client.get_item(**KEY)
+    assert len(stub.seen) == 4 and stub.connections() == 2
+
+
+def test_listeners_see_every_call_once(stub: Stub) -> None:
+    client = make_client(stub.url, [])
+    seen: list[str] = []
+    client.on_call(seen.append)
+    client.on_call(seen.append)  # idempotent, as botocore's unique_id
+    client.get_item(**KEY)
+    client.transact_write_items(TransactItems=[])
+    assert seen == ["GetItem", "TransactWriteItems"]
+
+
+def test_errors_never_carry_credentials(stub: Stub) -> None:
+    stub.script = [Reply(403, {"__type": "UnrecognizedClientException", "message": "bad token"})]
+    with pytest.raises(awsjson.ClientError) as caught:
+        make_client(stub.url, []).get_item(**KEY)
+    text = str(caught.value) + repr(caught.value.response)
+    assert SECRET not in text and TOKEN not in text
+    assert caught.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_endpoints_follow_botocores_environment_variables() -> None:
+    ddb, sm = awsjson.DYNAMODB, awsjson.SECRETS_MANAGER
+    assert awsjson.endpoint_url(ddb, "eu-west-1", {}) == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert awsjson.endpoint_url(ddb, "cn-north-1", {}) == "https://dynamodb.cn-north-1.amazonaws.com.cn"
+    env = {"AWS_ENDPOINT_URL": "http://moto:5000", "AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://sm:1"}
+    assert awsjson.endpoint_url(ddb, "us-east-1", env) == "http://moto:5000"
+    assert awsjson.endpoint_url(sm, "us-east-1", env) == "http://sm:1"
+    ignored = {**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}
+    assert awsjson.endpoint_url(sm, "us-east-1", ignored) == "https://secretsmanager.us-east-1.amazonaws.com"
+
+
+def test_from_env_needs_environment_credentials_and_a_plain_endpoint() -> None:
+    creds = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
+    assert awsjson.from_env("dynamodb", "us-east-1", creds) is not None
+    assert awsjson.from_env("dynamodb", "us-east-1", {"AWS_PROFILE": "dev"}) is None
+    assert awsjson.from_env("dynamodb", "us-east-1", {**creds, "AWS_USE_FIPS_ENDPOINT": "true"}) is None
+    assert awsjson.from_env("dynamodb", "us-iso-east-1", creds) is None
+    assert awsjson.from_env("bedrock-runtime", "us-east-1", creds) is None
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` that no system trust store knows, and its key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_verifies_the_certificate_and_keeps_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    tls = Stub(tls=server_side)
+    try:
+        sleeps: list[float] = []
+        with pytest.raises(awsjson.TransportError) as caught:  # the system trust store: refused
+            make_client(tls.url, sleeps).get_item(**KEY)
+        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+        assert tls.seen == []
+
+        trusting = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(awsjson, "_ssl_context", lambda: trusting)
+        client = make_client(tls.url, sleeps)
+        for _ in range(2):
+            assert client.get_item(**KEY)["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert tls.connections() == 1
+        assert tls.seen[0].headers["Host"] == tls.url.removeprefix("https://")
+        client.close()
+    finally:
+        tls.stop()
