@@ -192,6 +192,7 @@ def start_litellm(
 ) -> procs.Proc:
     port = procs.free_port()
     argv = [
+        str(lite.python),  # the script's shebang names the path it was installed at; the venv may move
         str(lite.cli),
         "--config",
         str(config),
@@ -458,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         for module, title in (
             ("switchboard.api", "import switchboard.api"),
             ("app", "import app (functions/gateway/app.py, the uvicorn entry)"),
-            ("handler", "import handler (functions/gateway/handler.py: + Gateway wiring, boto3)"),
+            ("handler", "import handler (functions/gateway/handler.py: + Gateway wiring)"),
         ):
             cold_figures.append(
                 (title, coldstart.import_times(module, profile.import_runs, sb_env, warm=False))
