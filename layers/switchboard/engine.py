@@ -443,6 +443,18 @@ class Engine:
                 err = UpstreamRejected(last.message, status=502, code="upstream_auth_failed", headers=headers)
                 err.type = "upstream_error"
                 return err
+            if last.status == 404 and last.error_class is ErrorClass.CLIENT:
+                # The client named a routed alias; what the upstream lacks (the model, or the path
+                # under its base URL) is the routing document's mistake, not the client's.
+                err = UpstreamRejected(
+                    f"{last.message} (the routing document names a model or base URL this upstream "
+                    "does not have)",
+                    status=502,
+                    code="upstream_not_found",
+                    headers=headers,
+                )
+                err.type = "upstream_error"
+                return err
             default_code = {
                 ErrorClass.CONTEXT_WINDOW: "context_length_exceeded",
                 ErrorClass.CONTENT_POLICY: "content_policy_violation",

@@ -107,6 +107,15 @@ def test_upstream_auth_failure_is_502_and_hides_the_upstream_text(gateway_factor
     assert "sk-abc" not in response.text and "Incorrect API key" not in response.text
 
 
+def test_an_upstream_404_is_the_routing_documents_fault_502(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(models={"m": chain("fail-404", "echo")})
+    response = post(gw, "m")
+    assert response.status_code == 502 and response.headers["x-switchboard-attempts"] == "1"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "upstream_not_found")
+    assert "routing document" in error["message"]
+
+
 def test_context_window_falls_back_to_a_larger_target(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     route = chain("fail-400ctx", "echo+small", "echo+large")
     for target, window in zip(route["targets"], (8192, 4096, 128000), strict=True):  # type: ignore[call-overload]

@@ -406,7 +406,7 @@ async def test_connection_failures_are_server_class(h: Harness, exc: Callable[[]
     assert outcomes(done.attempts) == [("a/x", "server", None)] * 3 + [("b/y", "ok", 200)]
 
 
-@pytest.mark.parametrize("status", [400, 404, 422])
+@pytest.mark.parametrize("status", [400, 422])
 async def test_client_errors_are_neither_retried_nor_fallen_back(h: Harness, status: int) -> None:
     h.upstreams.on(
         "a/x", fail(status, type="invalid_request_error", code="invalid_value", param="temperature")
@@ -426,6 +426,17 @@ async def test_client_errors_are_neither_retried_nor_fallen_back(h: Harness, sta
         "code": "invalid_value",
     }
     assert err.headers["x-switchboard-attempts"] == "1"
+
+
+async def test_an_upstream_404_is_a_502_neither_retried_nor_fallen_back(h: Harness) -> None:
+    h.upstreams.on("a/x", fail(404, type="invalid_request_error", code="model_not_found"))
+    h.upstreams.on("b/y", ok())
+    with pytest.raises(UpstreamRejected) as info:
+        await h.complete(route("a/x", "b/y", retry={"attempts": 5}))
+    err = info.value
+    assert h.upstreams.seen == ["a/x"] and h.sleeps.delays == []
+    assert (err.status, err.type, err.code) == (502, "upstream_error", "upstream_not_found")
+    assert err.message.startswith("a: upstream says 404") and "routing document" in err.message
 
 
 @pytest.mark.parametrize("status", [401, 403])
