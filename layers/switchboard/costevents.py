@@ -55,6 +55,7 @@ METRICS: dict[str, str] = {
 
 PROPERTIES: tuple[str, ...] = (
     "request_id",
+    "endpoint",
     "key_id",
     "key_name",
     "team",
@@ -201,6 +202,7 @@ class CostEvents:
         principal = ex.principal
         props: dict[str, Any] = {
             "request_id": ex.request_id,
+            "endpoint": ex.kind,
             "key_id": principal.key_id,
             "key_name": principal.name,
             "team": principal.team,

@@ -82,6 +82,7 @@ def test_a_budgeted_key_uses_messages_until_the_budget_is_spent(side, table: Tab
     assert refused.outcome == "rejected" and refused.status == 402
     events = emf_events(capsys.readouterr().out)
     assert events[first.headers["x-request-id"]]["CostUSD"] == 0.01
+    assert events[first.headers["x-request-id"]]["endpoint"] == "messages"
     assert events[third.headers["x-request-id"]]["outcome"] == "rejected"
 
 
@@ -133,7 +134,7 @@ def test_embeddings_are_budgeted_billed_on_input_and_reported(side, table: Table
     assert settled.kind == "embeddings" and settled.usage is not None
     assert (settled.usage.prompt_tokens, settled.usage.completion_tokens) == (3, 0)
     event = emf_events(capsys.readouterr().out)[response.headers["x-request-id"]]
-    assert event["CostUSD"] == 0.003 and event["outcome"] == "ok"
+    assert event["CostUSD"] == 0.003 and event["outcome"] == "ok" and event["endpoint"] == "embeddings"
     assert main(["spend", "--json", "--by", "model"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
     assert rows["embed"]["cost_usd"] == "0.003" and rows["embed"]["input_tokens"] == 3

@@ -116,6 +116,7 @@ def test_success_with_fallback_is_valid_emf() -> None:
         "switchboard",
     )
     assert event["Fallbacks"] == 1 and event["Errors"] == 0 and event["CostUSD"] == 0.0001
+    assert event["endpoint"] == "chat"
     assert event["InputTokens"] == 100 and event["cached_tokens"] == 40 and event["cost_usd"] == "0.0001"
     assert event["Latency"] == 250 and event["GatewayOverhead"] == 10  # 250 - 30 - 200 - 10 waited
     assert event["attempts"][0] == {
