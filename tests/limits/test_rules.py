@@ -15,11 +15,16 @@ from switchboard.routing.rules import apply_rules
 
 from tests.conftest import routing_doc
 from tests.limits.conftest import ledger, post
+from tests.limits.test_side_endpoints_http import message
 
 MODELS = {
     "gpt-4o": {"targets": [{"provider": "mock", "model": "echo"}]},
     "cheap": {"targets": [{"provider": "backup", "model": "echo"}]},
     "other": {"targets": [{"provider": "mock", "model": "echo"}]},
+    "embed": {
+        "mode": "embeddings",
+        "targets": [{"provider": "mock", "model": "text-embed", "dimensions": 8}],
+    },
 }
 
 
@@ -47,6 +52,8 @@ def test_apply_rules_first_match_wins_and_needs_a_budget() -> None:
             "rules.0.when.scope",
         ),
         ([{"when": {"budget_used_over": 0.5}, "reroute": {}}], "rules.0.reroute"),
+        ([{"when": {"budget_used_over": 0.5}, "reroute": {"gpt-4o": "embed"}}], "an embeddings model"),
+        ([{"when": {"budget_used_over": 0.5}, "reroute": {"embed": "gpt-4o"}}], "an embeddings model"),
     ],
 )
 def test_bad_rules_are_rejected_with_a_readable_reason(rules: list[dict[str, Any]], message: str) -> None:
@@ -87,3 +94,20 @@ def test_a_rule_on_the_alias_budget(start, table: Table) -> None:  # type: ignor
     plain, _ = key()
     served = [post(gw, plain, "gpt-4o").headers.get("x-switchboard-provider") for _ in range(3)]
     assert served == ["mock", "mock", "backup"]  # 1 of 2 cents is 50%, not over it; 2 of 2 is
+
+
+def test_rules_apply_to_anthropic_messages_too(start) -> None:  # type: ignore[no-untyped-def]
+    prices = {
+        "mock/echo": {"input_per_mtok": 0, "output_per_mtok": 2500},  # 1 cent a request
+        "backup/echo": {"input_per_mtok": 0, "output_per_mtok": 250},
+    }
+    rules = [{"when": {"budget_used_over": 0.05, "scope": "key"}, "reroute": {"gpt-4o": "cheap"}}]
+    gw, key = start(prices=prices, models=MODELS, rules=rules)
+    for hook in gw.gateway.hooks:
+        hook.use_max_age_s = 0
+    secret, _ = key(budget_usd=Decimal("0.10"))
+    first, second = (message(gw, secret, "gpt-4o") for _ in range(2))
+    assert first.status_code == second.status_code == 200, first.text
+    assert [r.headers["x-switchboard-provider"] for r in (first, second)] == ["mock", "backup"]
+    assert second.headers["x-switchboard-rule"] == "rules[0]: gpt-4o -> cheap"
+    assert second.json()["type"] == "message"  # still the Anthropic shape

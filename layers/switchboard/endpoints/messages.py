@@ -41,6 +41,7 @@ from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
 from switchboard.routing.planner import PlannedTarget, plan
+from switchboard.routing.rules import reroute
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
@@ -285,7 +286,8 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     api._routing_headers(headers, routing)
     if principal.allowed_models is not None and parsed.model not in principal.allowed_models:
         raise PermissionDenied(f"This key may not use the model '{parsed.model}'.", param="model")
-    route = plan(routing.document, parsed.model)
+    alias = await reroute(gateway.budget_use, routing.document, principal, parsed.model, headers)
+    route = plan(routing.document, alias)
     deadline = api._deadline(request, gateway.settings.max_request_s)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
@@ -294,6 +296,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
         headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers
     )
     ex.kind = "messages"
+    ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
     hooks = gateway.hooks
     await admit(hooks, ex)
     async with settled_on_failure(hooks, ex):

@@ -279,6 +279,12 @@ class RoutingDocument(_Strict):
                 for alias in (source, target):
                     if alias not in self.models:
                         raise ValueError(f"rules[{index}] reroutes {alias!r}, which is not in 'models'")
+                    if self.models[alias].mode == "embeddings":
+                        # Vectors from another embeddings model are not comparable with the first's.
+                        raise ValueError(
+                            f"rules[{index}] reroutes {alias!r}, an embeddings model; rules reroute "
+                            "chat models only (another model's vectors would not match the index)"
+                        )
                 if source == target:
                     raise ValueError(f"rules[{index}] reroutes {source!r} to itself")
         return self
