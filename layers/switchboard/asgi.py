@@ -56,7 +56,9 @@ class EventStream(Response):
     """``text/event-stream`` from an async iterator of bytes, each part sent as it comes.
 
     A client that leaves cancels the iteration (the iterator's ``finally`` runs, so a stream is
-    settled) and ends the response quietly, as Starlette's ``StreamingResponse`` does.
+    settled) and ends the response quietly, as Starlette's ``StreamingResponse`` does. The listener
+    starts after the first part: the gateway's streams hold their first events before the response
+    starts, so that part comes at once and a client cannot leave unnoticed for long.
     """
 
     media_type = "text/event-stream"
