@@ -35,7 +35,7 @@ from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
-from switchboard.routing.planner import plan
+from switchboard.routing.planner import Plan, plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, ModelList
@@ -150,6 +150,23 @@ def _deadline(request: Request, max_request_s: float) -> float:
     return time.monotonic() + max(budget, 0.001)
 
 
+def _permit(principal: Principal, alias: str) -> None:
+    """403 unless the key may use ``alias`` (the alias the client named)."""
+    if principal.allowed_models is not None and alias not in principal.allowed_models:
+        raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
+
+
+async def _chat_plan(
+    gateway: Gateway, routing: LoadedRouting, principal: Principal, alias: str, headers: dict[str, str]
+) -> Plan:
+    """The plan for a chat-type request (chat completions, Anthropic messages): the key's check on
+    the alias asked for, then the routing rules (which name the rule in ``headers``), then the
+    served alias's plan."""
+    _permit(principal, alias)
+    served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
+    return plan(routing.document, served)
+
+
 def _routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
     headers["x-switchboard-routing-version"] = routing.revision
 
@@ -176,8 +193,7 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     _routing_headers(headers, routing)
     alias = request.path_params["model"]
     plan(routing.document, alias, mode=None)  # raises ModelNotFound, listing the valid aliases
-    if principal.allowed_models is not None and alias not in principal.allowed_models:
-        raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
+    _permit(principal, alias)
     return Response(describe(routing.document, alias).to_json(), 200, headers, _JSON)
 
 
@@ -188,10 +204,7 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     chat = _parse_chat(await _read_body(request, gateway.settings.max_body_bytes))
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
-    if principal.allowed_models is not None and chat.model not in principal.allowed_models:
-        raise PermissionDenied(f"This key may not use the model '{chat.model}'.", param="model")
-    alias = await reroute(gateway.budget_use, routing.document, principal, chat.model, headers)
-    route = plan(routing.document, alias)
+    route = await _chat_plan(gateway, routing, principal, chat.model, headers)
     deadline = _deadline(request, gateway.settings.max_request_s)
     ex = Exchange(
         headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchboard import api, metering
-from switchboard.errors import InvalidRequest, PermissionDenied
+from switchboard.errors import InvalidRequest
 from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure
 from switchboard.routing.planner import plan
 from switchboard.schemas import ChatCompletionRequest, EmbeddingRequest, Usage
@@ -60,8 +60,7 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
     body = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
     routing = await gateway.routing.current()
     api._routing_headers(headers, routing)
-    if principal.allowed_models is not None and body.model not in principal.allowed_models:
-        raise PermissionDenied(f"This key may not use the model '{body.model}'.", param="model")
+    api._permit(principal, body.model)
     route = plan(routing.document, body.model, mode="embeddings")
     dimensions = route.targets[0].dimensions if route.targets else None
     if body.dimensions is not None and body.dimensions != dimensions:

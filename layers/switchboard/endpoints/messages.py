@@ -35,13 +35,12 @@ from switchboard.endpoints.anthropic_format import (
     to_openai,
 )
 from switchboard.engine import Engine, HeldStream, check_modalities
-from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest, PermissionDenied
+from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest
 from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
-from switchboard.routing.planner import PlannedTarget, plan
-from switchboard.routing.rules import reroute
+from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
@@ -284,10 +283,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     body, parsed = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
     routing = await gateway.routing.current()
     api._routing_headers(headers, routing)
-    if principal.allowed_models is not None and parsed.model not in principal.allowed_models:
-        raise PermissionDenied(f"This key may not use the model '{parsed.model}'.", param="model")
-    alias = await reroute(gateway.budget_use, routing.document, principal, parsed.model, headers)
-    route = plan(routing.document, alias)
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
     deadline = api._deadline(request, gateway.settings.max_request_s)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
