@@ -272,8 +272,6 @@ def create_app(gateway: Gateway | None = None) -> Front:
     from switchboard.endpoints import embeddings, messages  # they import this module: only once loaded
 
     anthropic_messages = _endpoint(messages.create_message, messages.anthropic_error)
-    completions = _endpoint(chat_completions)
-    create_embeddings = _endpoint(embeddings.create_embeddings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -290,20 +288,12 @@ def create_app(gateway: Gateway | None = None) -> Front:
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", _endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model:path}", _endpoint(retrieve_model), methods=["GET"]),
-            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
-            Route("/v1/embeddings", create_embeddings, methods=["POST"]),
+            Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    # The routed endpoints, straight to their handlers (switchboard.asgi); Starlette for the rest.
-    return Front(
-        app,
-        {
-            "/v1/chat/completions": completions,
-            "/v1/messages": anthropic_messages,
-            "/v1/embeddings": create_embeddings,
-        },
-    )
+    return Front(app)  # the routed POST endpoints straight to their handlers (switchboard.asgi)

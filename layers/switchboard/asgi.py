@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 __all__ = ["EventStream", "Front"]
@@ -31,11 +32,16 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Front:
-    """The ASGI app: ``routes`` ({path: endpoint}, POST only) directly, the rest through ``app``."""
+    """The ASGI app: ``app``'s POST-only routes of fixed paths directly, the rest through ``app``
+    (which still answers a GET on them with 405, a trailing slash with its redirect)."""
 
-    def __init__(self, app: Starlette, routes: Mapping[str, Endpoint]) -> None:
+    def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.routes = dict(routes)
+        self.routes: dict[str, Endpoint] = {
+            route.path: route.endpoint
+            for route in app.routes
+            if isinstance(route, Route) and route.methods == {"POST"} and "{" not in route.path
+        }
 
     @property
     def state(self) -> State:
