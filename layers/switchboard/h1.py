@@ -57,13 +57,13 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: BaseException | None = None  # why the socket is gone (None: open)
         self.idle_since = 0.0
-        self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
         self._can_write: asyncio.Future[None] | None = None
-        self._received = 0  # bytes of the current answer
         self._reset()
 
     def _reset(self) -> None:
+        """Ready for the next answer on this connection: a fresh parser and nothing received."""
+        self._parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -71,7 +71,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
-        self._received = 0
+        self._received = 0  # bytes of the current answer
         self._paused = False
 
     # --- asyncio.Protocol
@@ -168,7 +168,6 @@ class _Connection(asyncio.Protocol):
     async def send(self, request: httpx.Request, timeout: float | None) -> None:
         """Write the request line, the headers and the body."""
         self._reset()
-        self._parser = httptools.HttpResponseParser(self)
         assert self.transport is not None
         target = request.url.raw_path
         head = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
