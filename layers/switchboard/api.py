@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import logs, metering, tracing
+from switchboard import logs, metering, redaction, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.endpoints.models import describe
@@ -35,6 +35,7 @@ from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
+from switchboard.redaction import scrub
 from switchboard.routing.planner import Plan, plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
@@ -60,7 +61,12 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error_response(exc: GatewayError, headers: dict[str, str]) -> Response:
-    return _json(exc.body(), exc.status, {**headers, **exc.headers})
+    return _json(exc.body(), exc.status, error_headers(exc, headers))
+
+
+def error_headers(exc: GatewayError, headers: dict[str, str]) -> dict[str, str]:
+    """An error response's headers: the request's and the error's, scrubbed of known secrets."""
+    return {name: scrub(value) for name, value in {**headers, **exc.headers}.items()}
 
 
 def _gateway(request: Request) -> Gateway:
@@ -93,8 +99,13 @@ def _endpoint(
 
 
 async def _authenticate(request: Request, gateway: Gateway) -> Principal:
+    """The key's principal; a key that authenticates is masked in all the request writes after."""
     token = bearer_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    return await gateway.auth.authenticate(token)
+    principal = await gateway.auth.authenticate(token)
+    # Only once it authenticated: an unknown key is no secret of the gateway's, and a value the
+    # client chose must not decide what gets masked in the request's logs and cost event.
+    redaction.bind_request(token)
+    return principal
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

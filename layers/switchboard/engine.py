@@ -31,6 +31,7 @@ from switchboard.errors import (
     UpstreamRejected,
 )
 from switchboard.providers.base import Call, EmbedCall, StreamChunk
+from switchboard.redaction import scrub
 from switchboard.routing.document import RetryPolicy
 from switchboard.routing.planner import Plan, PlannedTarget
 from switchboard.schemas import (
@@ -147,7 +148,7 @@ class StreamResult:
             yield encode_json(
                 {
                     "error": {
-                        "message": (
+                        "message": scrub(
                             f"The upstream stream from {self.target.provider_name} failed after output began "
                             f"({failure.error_class}); the response is incomplete."
                         ),

@@ -40,6 +40,7 @@ from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failur
 from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
+from switchboard.redaction import scrub
 from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
@@ -69,8 +70,8 @@ def _error_type(status: int) -> str:
 
 def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
     """A gateway error in Anthropic's envelope, status and headers unchanged."""
-    body = {"type": "error", "error": {"type": _error_type(exc.status), "message": exc.message}}
-    return Response(json.dumps(body), exc.status, {**headers, **exc.headers}, _JSON)
+    body = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
+    return Response(json.dumps(body), exc.status, api.error_headers(exc, headers), _JSON)
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
@@ -272,7 +273,7 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
             f"The upstream stream from {held.target.provider_name} failed after output began "
             f"({failure.error_class}); the response is incomplete."
         )
-        body = {"type": "error", "error": {"type": _error_type(status), "message": message}}
+        body = {"type": "error", "error": {"type": _error_type(status), "message": scrub(message)}}
         yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
