@@ -23,11 +23,11 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import logs, metering, redaction, tracing
+from switchboard import jsonbody, logs, metering, redaction, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.endpoints.models import describe
@@ -90,6 +90,10 @@ def _endpoint(
             return await handler(request, headers)
         except GatewayError as exc:
             return render(exc, headers)
+        except ClientDisconnect:
+            # The client left before its body was in: nobody to answer, nothing went wrong here.
+            log.info("client disconnected during upload (request %s)", headers["x-request-id"])
+            return Response(status_code=499, headers=headers)  # nginx's "client closed request"
         except Exception:
             log.exception("unhandled error in %s (request %s)", request.url.path, headers["x-request-id"])
             err = GatewayError(f"Internal gateway error. Quote request id {headers['x-request-id']}.")
@@ -212,7 +216,7 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     started = time.monotonic()
     gateway = _gateway(request)
     principal = await _authenticate(request, gateway)
-    chat = _parse_chat(await _read_body(request, gateway.settings.max_body_bytes))
+    chat = await jsonbody.parse(_parse_chat, await _read_body(request, gateway.settings.max_body_bytes))
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     route = await _chat_plan(gateway, routing, principal, chat.model, headers)

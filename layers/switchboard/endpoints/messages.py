@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard import api, metering, providers
+from switchboard import api, jsonbody, metering, providers
 from switchboard.asgi import EventStream
 from switchboard.endpoints.anthropic_format import (
     EventTranslator,
@@ -75,12 +75,7 @@ def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request.", code="invalid_json"
-        ) from None
+    body = jsonbody.loads(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
@@ -281,7 +276,9 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway = api._gateway(request)
     principal = await api._authenticate(request, gateway)
-    body, parsed = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
+    body, parsed = await jsonbody.parse(
+        _parse, await api._read_body(request, gateway.settings.max_body_bytes)
+    )
     routing = await gateway.routing.current()
     api._routing_headers(headers, routing)
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
