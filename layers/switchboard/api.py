@@ -179,7 +179,7 @@ async def _chat_plan(
     served alias's plan."""
     _permit(principal, alias)
     served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
-    return plan(routing.document, served)
+    return plan(routing.document, served, visible=principal.allowed_models)
 
 
 def _routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
@@ -207,7 +207,8 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     alias = request.path_params["model"]
-    plan(routing.document, alias, mode=None)  # raises ModelNotFound, listing the valid aliases
+    # ModelNotFound lists the valid aliases: for a restricted key, only those it may use.
+    plan(routing.document, alias, mode=None, visible=principal.allowed_models)
     _permit(principal, alias)
     return Response(describe(routing.document, alias).to_json(), 200, headers, _JSON)
 

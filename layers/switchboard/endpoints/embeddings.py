@@ -61,7 +61,7 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
     routing = await gateway.routing.current()
     api._routing_headers(headers, routing)
     api._permit(principal, body.model)
-    route = plan(routing.document, body.model, mode="embeddings")
+    route = plan(routing.document, body.model, mode="embeddings", visible=principal.allowed_models)
     dimensions = route.targets[0].dimensions if route.targets else None
     if body.dimensions is not None and body.dimensions != dimensions:
         raise InvalidRequest(
