@@ -81,10 +81,10 @@ _SECRETISH = re.compile(
 
 
 def redact(text: str) -> str:
-    """Mask every secret the gateway holds (by value, ``switchboard.redaction``), then anything
-    else that looks like a credential (by pattern: keys the gateway never saw, such as another
-    tenant's that an upstream quotes)."""
-    return _SECRETISH.sub("[redacted]", scrub(text))
+    """Mask every secret the gateway holds (by value, ``switchboard.redaction``; also a key cut
+    short at the end of a truncated body), then anything else that looks like a credential (by
+    pattern: keys the gateway never saw, such as another tenant's that an upstream quotes)."""
+    return _SECRETISH.sub("[redacted]", scrub(text, cut=True))
 
 
 class GatewayError(Exception):

@@ -65,12 +65,18 @@ def bind_request(value: str | None) -> None:
         _request.set(_forms(value))
 
 
-def scrub(text: str) -> str:
-    """``text`` with every known secret replaced by ``MASK``."""
+def scrub(text: str, *, cut: bool = False) -> str:
+    """``text`` with every known secret replaced by ``MASK``. With ``cut`` (text that may have
+    been truncated, as upstream error bodies are), a secret's first ``MIN_LENGTH`` or more
+    characters ending the text are masked too."""
     for forms in (*_forms_now, _request.get()):
         for form in forms:
             if form in text:
                 text = text.replace(form, MASK)
+            elif cut:
+                at = text.find(form[:MIN_LENGTH], max(0, len(text) - len(form)))
+                if at >= 0 and form.startswith(text[at:]):
+                    text = text[:at] + MASK
     return text
 
 

@@ -26,6 +26,14 @@ def test_a_registered_value_is_masked_plainly_and_json_escaped() -> None:
     assert redaction.scrub(escaped) == json.dumps({"m": "[redacted]"})
 
 
+def test_a_key_cut_short_at_the_end_of_an_upstream_message_is_masked() -> None:
+    key = _key()
+    redaction.register(key)
+    assert redact(f"error page ... {key[:20]}") == "error page ... [redacted]"
+    assert redact(f"{key[:7]}") == key[:7]  # too short a piece to say it is the key
+    assert redaction.scrub(f"log line {key[:20]}") == f"log line {key[:20]}"  # only where text is cut
+
+
 def test_short_values_are_never_registered() -> None:
     redaction.register("abc")
     redaction.bind_request("short")
