@@ -23,11 +23,11 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import logs, metering, tracing
+from switchboard import jsonbody, logs, metering, redaction, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.endpoints.models import describe
@@ -35,6 +35,7 @@ from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
+from switchboard.redaction import scrub
 from switchboard.routing.planner import Plan, plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
@@ -60,7 +61,12 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error_response(exc: GatewayError, headers: dict[str, str]) -> Response:
-    return _json(exc.body(), exc.status, {**headers, **exc.headers})
+    return _json(exc.body(), exc.status, error_headers(exc, headers))
+
+
+def error_headers(exc: GatewayError, headers: dict[str, str]) -> dict[str, str]:
+    """An error response's headers: the request's and the error's, scrubbed of known secrets."""
+    return {name: scrub(value) for name, value in {**headers, **exc.headers}.items()}
 
 
 def _gateway(request: Request) -> Gateway:
@@ -84,6 +90,10 @@ def _endpoint(
             return await handler(request, headers)
         except GatewayError as exc:
             return render(exc, headers)
+        except ClientDisconnect:
+            # The client left before its body was in: nobody to answer, nothing went wrong here.
+            log.info("client disconnected during upload (request %s)", headers["x-request-id"])
+            return Response(status_code=499, headers=headers)  # nginx's "client closed request"
         except Exception:
             log.exception("unhandled error in %s (request %s)", request.url.path, headers["x-request-id"])
             err = GatewayError(f"Internal gateway error. Quote request id {headers['x-request-id']}.")
@@ -93,8 +103,13 @@ def _endpoint(
 
 
 async def _authenticate(request: Request, gateway: Gateway) -> Principal:
+    """The key's principal; a key that authenticates is masked in all the request writes after."""
     token = bearer_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    return await gateway.auth.authenticate(token)
+    principal = await gateway.auth.authenticate(token)
+    # Only once it authenticated: an unknown key is no secret of the gateway's, and a value the
+    # client chose must not decide what gets masked in the request's logs and cost event.
+    redaction.bind_request(token)
+    return principal
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -164,7 +179,7 @@ async def _chat_plan(
     served alias's plan."""
     _permit(principal, alias)
     served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
-    return plan(routing.document, served)
+    return plan(routing.document, served, visible=principal.allowed_models)
 
 
 def _routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
@@ -192,7 +207,8 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     alias = request.path_params["model"]
-    plan(routing.document, alias, mode=None)  # raises ModelNotFound, listing the valid aliases
+    # ModelNotFound lists the valid aliases: for a restricted key, only those it may use.
+    plan(routing.document, alias, mode=None, visible=principal.allowed_models)
     _permit(principal, alias)
     return Response(describe(routing.document, alias).to_json(), 200, headers, _JSON)
 
@@ -201,7 +217,7 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     started = time.monotonic()
     gateway = _gateway(request)
     principal = await _authenticate(request, gateway)
-    chat = _parse_chat(await _read_body(request, gateway.settings.max_body_bytes))
+    chat = await jsonbody.parse(_parse_chat, await _read_body(request, gateway.settings.max_body_bytes))
     routing = await gateway.routing.current()
     _routing_headers(headers, routing)
     route = await _chat_plan(gateway, routing, principal, chat.model, headers)

@@ -1,8 +1,11 @@
 """Client authentication: a bearer key in, a principal out.
 
 ``Authenticator`` is the seam; the DynamoDB key store (``switchboard.limits.keys``) implements it.
-Keys are compared by SHA-256 digest, and only the digest's prefix ever names a key in logs or
-headers.
+Keys are found by SHA-256 digest, and only the digest's prefix ever names a key in logs or
+headers. Nothing compares key material with ``==``: a key is looked up by its digest (the cache's
+dict, DynamoDB's partition key), and what a lookup's timing could reveal is a digest, from which no
+key can be worked back. Any future direct comparison of a key or digest must use
+``hmac.compare_digest`` (``tests/unit/test_auth.py`` fails on an ``==`` over either).
 """
 
 from __future__ import annotations

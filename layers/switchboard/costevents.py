@@ -13,8 +13,9 @@ Dimension sets (low cardinality only; operators choose the aliases and provider 
 Counters are emitted as 0 or 1 on every event, so ``Average`` of ``Errors`` or ``Fallbacks`` is
 a rate. Key id, key name, team and request id are properties, never dimensions. The names are
 documented in ``docs/observability.md``; ``PROPERTIES`` below is that list, and a test keeps the
-two in step. Nothing secret reaches the event: keys appear only as their digest prefix, and
-upstream error messages are left out.
+two in step. Nothing secret reaches the event: keys appear only as their digest prefix, upstream
+error messages are left out, and the finished line is scrubbed of every secret the gateway holds
+(``switchboard.redaction``: an upstream's error code is a property, and it could quote a key).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pydantic_core
 from switchboard.costs import usage_breakdown
 from switchboard.lifecycle import Exchange
 from switchboard.metering import format_usd
+from switchboard.redaction import scrub
 
 __all__ = ["METRICS", "PROPERTIES", "CostEvents", "overhead_ms"]
 
@@ -140,7 +142,7 @@ class CostEvents:
         """Write the event for ``ex``; returns the line (without its newline)."""
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-        line = pydantic_core.to_json(self.event(ex)).decode()
+        line = scrub(pydantic_core.to_json(self.event(ex)).decode())
         if not is_metrics_disabled():
             self._write(line + "\n")
         return line

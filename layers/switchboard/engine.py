@@ -16,7 +16,7 @@ import math
 import random
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -31,6 +31,7 @@ from switchboard.errors import (
     UpstreamRejected,
 )
 from switchboard.providers.base import Call, EmbedCall, StreamChunk
+from switchboard.redaction import scrub
 from switchboard.routing.document import RetryPolicy
 from switchboard.routing.planner import Plan, PlannedTarget
 from switchboard.schemas import (
@@ -66,6 +67,7 @@ class AttemptRecord:
     status: int | None
     latency_ms: float
     waited_ms: float = 0.0  # backoff slept before this attempt (neither upstream nor gateway work)
+    resets_at: float | None = None  # monotonic time the upstream said to retry after (Retry-After)
 
     def render(self) -> str:
         return header_safe(f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms")
@@ -147,7 +149,7 @@ class StreamResult:
             yield encode_json(
                 {
                     "error": {
-                        "message": (
+                        "message": scrub(
                             f"The upstream stream from {self.target.provider_name} failed after output began "
                             f"({failure.error_class}); the response is incomplete."
                         ),
@@ -396,7 +398,11 @@ class Engine:
                     return result, target, records
                 elapsed = (time.monotonic() - started) * 1000
                 outcome = failure.error_class
-                records.append(AttemptRecord(target.label, outcome, failure.status, elapsed, waited_ms))
+                records.append(
+                    AttemptRecord(
+                        target.label, outcome, failure.status, elapsed, waited_ms, _resets_at(failure)
+                    )
+                )
                 waited_ms = 0.0
                 last = failure
                 if failure.error_class is ErrorClass.CONTEXT_WINDOW:
@@ -427,6 +433,9 @@ class Engine:
     def _exhausted(cls, plan: Plan, records: list[AttemptRecord], last: AttemptFailed | None) -> GatewayError:
         err = cls._failure(plan, records, last)
         err.attempts = records
+        # The plan already spent its retries and fallbacks: an SDK's own retries on top would
+        # only multiply the upstream calls (the OpenAI and Anthropic SDKs obey this header).
+        err.headers["x-should-retry"] = "false"
         return err
 
     @staticmethod
@@ -476,7 +485,26 @@ class Engine:
         if last is not None and last.error_class is ErrorClass.TIMEOUT:
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:
-            if last.retry_after_s is not None:
-                headers["retry-after"] = str(max(1, math.ceil(last.retry_after_s)))
+            finals = {r.target: r for r in records}.values()  # each target's last word
+            wait = _soonest_reset(finals)
+            if wait is not None:
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+            if all(r.outcome == ErrorClass.RATE_LIMIT for r in finals):
+                # Every target is rate limited: the client's answer is a 429 (SDKs raise
+                # RateLimitError, not InternalServerError), retried when the soonest one resets.
+                limited = AllTargetsFailed(message, status=429, headers=headers)
+                limited.type = "rate_limit_error"
+                return limited
             return AllTargetsFailed(message, status=503, headers=headers)
         return AllTargetsFailed(message, status=502, headers=headers)
+
+
+def _resets_at(failure: AttemptFailed) -> float | None:
+    """When the upstream said it may be tried again (its ``Retry-After``), on the monotonic clock."""
+    return None if failure.retry_after_s is None else time.monotonic() + failure.retry_after_s
+
+
+def _soonest_reset(records: Iterable[AttemptRecord]) -> float | None:
+    """Seconds until the first of these attempts' upstreams said it could be tried again."""
+    resets = [r.resets_at for r in records if r.outcome == ErrorClass.RATE_LIMIT and r.resets_at is not None]
+    return max(0.0, min(resets) - time.monotonic()) if resets else None

@@ -34,6 +34,8 @@ import enum
 import re
 from typing import Any
 
+from switchboard.redaction import scrub
+
 __all__ = [
     "AllTargetsFailed",
     "AttemptFailed",
@@ -79,8 +81,10 @@ _SECRETISH = re.compile(
 
 
 def redact(text: str) -> str:
-    """Mask anything in an upstream message that looks like a credential."""
-    return _SECRETISH.sub("[redacted]", text)
+    """Mask every secret the gateway holds (by value, ``switchboard.redaction``; also a key cut
+    short at the end of a truncated body), then anything else that looks like a credential (by
+    pattern: keys the gateway never saw, such as another tenant's that an upstream quotes)."""
+    return _SECRETISH.sub("[redacted]", scrub(text, cut=True))
 
 
 class GatewayError(Exception):
@@ -110,8 +114,10 @@ class GatewayError(Exception):
         self.attempts: list[Any] = []  # the engine's attempt records, when upstreams were tried
 
     def body(self) -> dict[str, Any]:
-        """The OpenAI error envelope."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """The OpenAI error envelope. Every field is scrubbed of known secrets: message, type, code
+        and param may all have come from an upstream (whose text was also ``redact``-ed on entry)."""
+        fields = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": {name: scrub(v) if v else v for name, v in fields.items()}}
 
 
 class InvalidRequest(GatewayError):

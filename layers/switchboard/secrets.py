@@ -1,6 +1,9 @@
 """Provider credentials, resolved from SSM SecureString or Secrets Manager and cached briefly.
 
 Values are held in memory only; nothing here logs or returns a value anywhere but to the caller.
+Each value is registered with ``switchboard.redaction`` as it is handed out, so that whatever text
+leaves the gateway (error bodies, logs, cost events) is scrubbed of it, even when an upstream
+echoes a key that looks like nothing in particular.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from switchboard import redaction
 from switchboard.routing.document import SecretRef
 
 __all__ = ["SecretResolver", "SecretUnavailable"]
@@ -36,8 +40,10 @@ class SecretResolver:
     async def resolve(self, ref: SecretRef) -> str:
         hit = self._cache.get(ref)
         if hit is not None and self._clock() - hit[0] < self._max_age_s:
+            redaction.register(hit[1])  # refreshes its place: a key in use never ages out
             return hit[1]
         value = await asyncio.to_thread(self._fetch, ref)
+        redaction.register(value)
         self._cache[ref] = (self._clock(), value)
         return value
 

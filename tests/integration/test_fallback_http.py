@@ -144,7 +144,7 @@ def test_content_policy_falls_back_only_when_configured(gateway_factory) -> None
 
 @pytest.mark.parametrize(
     ("failing", "status", "classes"),
-    [("fail-500", 502, "server"), ("fail-429", 503, "rate_limit"), ("slow-2", 504, "timeout")],
+    [("fail-500", 502, "server"), ("fail-429", 429, "rate_limit"), ("slow-2", 504, "timeout")],
 )
 def test_every_target_failing_names_each_attempt(
     gateway_factory, failing: str, status: int, classes: str

@@ -488,7 +488,7 @@ async def test_a_class_outside_fallback_on_stops_the_plan(h: Harness) -> None:
     ("failure", "status", "cls"),
     [
         (fail(500), 502, "server"),
-        (fail(429), 503, "rate_limit"),
+        (fail(429), 429, "rate_limit"),
         (raises(lambda: httpx.ReadTimeout("t")), 504, "timeout"),
     ],
 )
@@ -511,8 +511,37 @@ async def test_all_rate_limited_tells_the_client_when_to_retry(h: Harness) -> No
     h.upstreams.on("a/x", fail(429, {"retry-after": "40"}))
     with pytest.raises(AllTargetsFailed) as info:
         await h.complete(route("a/x", retry={"attempts": 3, "max_retry_after_s": 10}))
-    assert info.value.status == 503
-    assert int(info.value.headers["retry-after"]) >= 40
+    assert info.value.status == 429 and info.value.body()["error"]["type"] == "rate_limit_error"
+    assert int(info.value.headers["retry-after"]) == 40
+
+
+async def test_all_rate_limited_is_a_429_retried_at_the_soonest_reset(h: Harness) -> None:
+    # a/x says 5 s, then (after the gateway waited those 5 s) 30 s; b/y says 60 s: the soonest
+    # reset is a/x's latest word, not its stale first one.
+    h.upstreams.on("a/x", fail(429, {"retry-after": "5"}), fail(429, {"retry-after": "30"}))
+    h.upstreams.on("b/y", fail(429, {"retry-after": "60"}))
+    with pytest.raises(AllTargetsFailed) as info:
+        await h.complete(route("a/x", "b/y", retry={"attempts": 2}))
+    err = info.value
+    assert h.sleeps.delays == [5.0]
+    assert err.status == 429 and err.type == "rate_limit_error"
+    assert err.headers["retry-after"] == "30" and err.headers["x-should-retry"] == "false"
+
+
+async def test_rate_limits_mixed_with_server_errors_stay_a_503(h: Harness) -> None:
+    h.upstreams.on("a/x", fail(500))
+    h.upstreams.on("b/y", fail(429, {"retry-after": "7"}))
+    with pytest.raises(AllTargetsFailed) as info:
+        await h.complete(route("a/x", "b/y", retry={"attempts": 1}))
+    assert info.value.status == 503 and info.value.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize("failure", [fail(500), fail(400), fail(404), fail(401), fail(429)])
+async def test_every_plan_failure_tells_sdks_not_to_retry(h: Harness, failure: Factory) -> None:
+    h.upstreams.on("a/x", failure)
+    with pytest.raises(GatewayError) as info:
+        await h.complete(route("a/x", retry={"attempts": 1}))
+    assert info.value.headers["x-should-retry"] == "false"
 
 
 async def test_deadline_exhaustion_is_504_and_bounds_the_plan() -> None:

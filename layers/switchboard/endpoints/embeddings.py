@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard import api, metering
+from switchboard import api, jsonbody, metering
 from switchboard.errors import InvalidRequest
 from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure
 from switchboard.routing.planner import plan
@@ -57,11 +57,11 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
     started = time.monotonic()
     gateway = api._gateway(request)
     principal = await api._authenticate(request, gateway)
-    body = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
+    body = await jsonbody.parse(_parse, await api._read_body(request, gateway.settings.max_body_bytes))
     routing = await gateway.routing.current()
     api._routing_headers(headers, routing)
     api._permit(principal, body.model)
-    route = plan(routing.document, body.model, mode="embeddings")
+    route = plan(routing.document, body.model, mode="embeddings", visible=principal.allowed_models)
     dimensions = route.targets[0].dimensions if route.targets else None
     if body.dimensions is not None and body.dimensions != dimensions:
         raise InvalidRequest(

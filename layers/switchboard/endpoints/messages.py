@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard import api, metering, providers
+from switchboard import api, jsonbody, metering, providers
 from switchboard.asgi import EventStream
 from switchboard.endpoints.anthropic_format import (
     EventTranslator,
@@ -40,6 +40,7 @@ from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failur
 from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
+from switchboard.redaction import scrub
 from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
@@ -69,17 +70,12 @@ def _error_type(status: int) -> str:
 
 def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
     """A gateway error in Anthropic's envelope, status and headers unchanged."""
-    body = {"type": "error", "error": {"type": _error_type(exc.status), "message": exc.message}}
-    return Response(json.dumps(body), exc.status, {**headers, **exc.headers}, _JSON)
+    body = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
+    return Response(json.dumps(body), exc.status, api.error_headers(exc, headers), _JSON)
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request.", code="invalid_json"
-        ) from None
+    body = jsonbody.loads(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
@@ -272,7 +268,7 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
             f"The upstream stream from {held.target.provider_name} failed after output began "
             f"({failure.error_class}); the response is incomplete."
         )
-        body = {"type": "error", "error": {"type": _error_type(status), "message": message}}
+        body = {"type": "error", "error": {"type": _error_type(status), "message": scrub(message)}}
         yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
@@ -280,7 +276,9 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway = api._gateway(request)
     principal = await api._authenticate(request, gateway)
-    body, parsed = _parse(await api._read_body(request, gateway.settings.max_body_bytes))
+    body, parsed = await jsonbody.parse(
+        _parse, await api._read_body(request, gateway.settings.max_body_bytes)
+    )
     routing = await gateway.routing.current()
     api._routing_headers(headers, routing)
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)

@@ -56,16 +56,28 @@ def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Ta
 
 
 def plan(
-    doc: RoutingDocument, alias: str, rand: Callable[[], float] = random.random, *, mode: str | None = "chat"
+    doc: RoutingDocument,
+    alias: str,
+    rand: Callable[[], float] = random.random,
+    *,
+    mode: str | None = "chat",
+    visible: frozenset[str] | None = None,
 ) -> Plan:
     """The plan for ``alias``; ``ModelNotFound`` lists the valid aliases when it is unknown.
 
     ``mode`` is the endpoint's (``chat`` or ``embeddings``); an alias of the other mode is a 400.
+    ``visible`` is what the caller may see (a restricted key's aliases): the list names no other.
     """
     route = doc.models.get(alias)
     if route is None:
         valid = (
-            ", ".join(sorted(a for a, r in doc.models.items() if mode in (None, r.mode)))
+            ", ".join(
+                sorted(
+                    a
+                    for a, r in doc.models.items()
+                    if mode in (None, r.mode) and (visible is None or a in visible)
+                )
+            )
             or "(none configured)"
         )
         raise ModelNotFound(f"The model '{alias}' does not exist. Valid models: {valid}", param="model")
