@@ -96,6 +96,7 @@ def _limits(
         max_request_s=settings.max_request_s,
         price_of=price_of,
         books=books,  # a request with limits is booked in its settlement transaction
+        fail_open=settings.limits_fail_open.lower() in {"on", "true", "1", "yes"},
     )
     return auth, hook
 
@@ -139,7 +140,12 @@ class Gateway:
         return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits, spend=spend)
 
     async def flush(self) -> None:
-        """Write what is still buffered (the spend ledger's lines). Run at shutdown."""
+        """Write what is still buffered (settlements still retrying, the spend ledger's lines). Run
+        at shutdown."""
+        for hook in self.hooks:
+            drain = getattr(hook, "drain", None)
+            if drain is not None:
+                await drain()
         if self.spend is not None:
             await self.spend.flush()
 

@@ -371,11 +371,17 @@ def cmd_budgets_clear(args: argparse.Namespace) -> int:
 
 def cmd_budgets_sweep(args: argparse.Namespace) -> int:
     from switchboard.limits.ledger import Ledger
+    from switchboard.limits.sweeper import summarize
 
-    refunded = Ledger(_table()).sweep()  # what the scheduled SweeperFunction runs every 5 minutes
-    total = sum((h.usd for h in refunded), Decimal(0))
-    data = {"refunded": len(refunded), "usd": str(total), "requests": [h.request_id for h in refunded]}
-    _emit(args, data, f"refunded {len(refunded)} orphaned reservations (${total})")
+    swept = Ledger(_table()).sweep()  # what the scheduled SweeperFunction runs every 5 minutes
+    data = summarize(swept)
+    data["requests"] = [h.request_id for h in swept.refunded] + [h.request_id for h, _ in swept.settled]
+    _emit(
+        args,
+        data,
+        f"refunded {data['refunded']} orphaned reservations (${data['usd']}); "
+        f"settled {data['settled']} at their recorded cost (${data['settled_usd']})",
+    )
     return 0
 
 
