@@ -23,6 +23,7 @@ at once is finished in the background (``switchboard.limits.settlement``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -251,7 +252,8 @@ class LimitsHook:
             if not self.fail_open:
                 raise self._unavailable(exc, "the limits store") from None
             log.warning("limits store unavailable; admitting %s unmetered (fail-open)", ex.request_id)
-            ex.state[OPEN] = res
+            # Booked later under its own reservation: the one above may yet be written, and released.
+            ex.state[OPEN] = dataclasses.replace(res, request_id=f"{res.request_id}.late")
             return
         snapshot = await self._snapshot(reading, give_up)
         if refusal is not None:

@@ -138,25 +138,38 @@ class Settler:
             return None
 
     def defer(
-        self, charge: Charge, *, after: asyncio.Future[Any] | None = None, error: BaseException | None = None
+        self,
+        charge: Charge,
+        *,
+        after: asyncio.Future[Any] | None = None,
+        error: BaseException | None = None,
+        settles: bool = True,
     ) -> None:
-        """Settle ``charge`` in the background, after ``after`` (a call still in flight) ends."""
+        """Settle ``charge`` in the background, once ``after`` (a call still in flight) ends: the
+        first try of this very settlement (``settles``: if it commits, nothing is left to do), or
+        an admission whose answer was not awaited (its reservation is what ``charge`` releases)."""
         self.stats.deferred += 1
-        reason = type(error).__name__ if error is not None else "deferred"
-        log.warning("settlement of %s deferred to the background (%s)", charge.request_id, reason)
-        task = asyncio.get_running_loop().create_task(self._run(charge, after, error))
+        reason = type(error).__name__ if error is not None else "in flight" if after else "deferred"
+        log.warning("settlement of %s continues in the background (%s)", charge.request_id, reason)
+        task = asyncio.get_running_loop().create_task(self._run(charge, after, error, settles))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def release(self, hold: Hold, after: asyncio.Future[Any]) -> None:
         """Refund ``hold`` once ``after`` (an admission whose answer the request stopped waiting
         for) ends: whatever it wrote is given back, and nothing when it wrote nothing."""
-        self.defer(Charge(hold, Decimal(0), 0), after=after)
+        self.defer(Charge(hold, Decimal(0), 0), after=after, settles=False)
 
     @property
     def pending(self) -> int:
         """Settlements not yet in DynamoDB nor recorded there: in flight or in memory."""
         return len(self._tasks) + len(self._stranded)
+
+    async def join(self, timeout_s: float = 10.0) -> None:
+        """Wait until no settlement is running in the background (those held in memory aside)."""
+        end = self._monotonic() + timeout_s
+        while self._tasks and self._monotonic() < end:
+            await asyncio.wait(set(self._tasks), timeout=end - self._monotonic())
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """At shutdown: cut every wait short, give the background one last try, then try what is
@@ -176,15 +189,23 @@ class Settler:
     # ------------------------------------------------------------------------ background
 
     async def _run(
-        self, charge: Charge, after: asyncio.Future[Any] | None, error: BaseException | None
+        self, charge: Charge, after: asyncio.Future[Any] | None, error: BaseException | None, settles: bool
     ) -> None:
         if after is not None:
             try:
                 await after
-                return  # the first call committed late (or found it settled): done
+                if settles:
+                    return  # the first try committed late (or found it settled): done
+            except Exception as exc:
+                if settles:
+                    error = exc
+        if error is None:  # not tried yet
+            try:
+                await asyncio.to_thread(self._settle_call, charge, 1)
+                return
             except Exception as exc:
                 error = exc
-        kind = failure_kind(error) if error is not None else "slow"
+        kind = failure_kind(error)
         started = self._monotonic()
         attempt = 0
         while attempt < self.backoff.max_attempts and kind != "fatal":
