@@ -13,7 +13,8 @@
     switchboard budgets show SCOPE:ID [--json]             limits and use (SCOPE may be key)
     switchboard budgets list [--json]
     switchboard budgets clear SCOPE:ID
-    switchboard budgets sweep [--json]                     refund orphaned reservations
+    switchboard budgets sweep [--json]                     close expired reservations: at their
+                                                           recorded cost, else refunded
 
 Secrets are printed once, by create and rotate; only their SHA-256 is stored. Errors go to stderr
 with exit status 1 (a key that does not exist, or is revoked) or 2 (bad arguments).
@@ -474,6 +475,9 @@ def register(commands: Any) -> None:
     clear.add_argument("target", type=_scoped, metavar="SCOPE:ID")
     clear.add_argument("--json", action="store_true")
     clear.set_defaults(func=_run(cmd_budgets_clear))
-    sweep = budgets.add_parser("sweep", help="refund reservations whose request died")
+    sweep = budgets.add_parser(
+        "sweep",
+        help="close expired reservations: settle recorded costs, refund the rest (their request died)",
+    )
     sweep.add_argument("--json", action="store_true")
     sweep.set_defaults(func=_run(cmd_budgets_sweep))

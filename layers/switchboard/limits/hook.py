@@ -504,7 +504,8 @@ class LimitsHook:
         cached = self._use.get(key)
         if cached is None or self._monotonic() - cached[1] >= self.use_max_age_s:
             try:
-                found = await asyncio.to_thread(self.ledger.read, [line.key])
+                read = asyncio.to_thread(self.ledger.read, [line.key])
+                found = await asyncio.wait_for(read, self.admit_timeout_s)
             except Exception:  # a rule that cannot read its budget does not fire; admission still counts
                 log.warning("budget use unreadable for routing rules", exc_info=True)
                 return None
