@@ -97,6 +97,7 @@ def _limits(
         price_of=price_of,
         books=books,  # a request with limits is booked in its settlement transaction
         fail_open=settings.limits_fail_open.lower() in {"on", "true", "1", "yes"},
+        buffered=settings.spend_flush_s <= 0,  # the buffered handler: nothing runs after a response
     )
     return auth, hook
 

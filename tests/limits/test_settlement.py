@@ -106,6 +106,24 @@ def test_a_settlement_that_never_commits_is_recorded_and_the_sweeper_charges_tha
     assert hook.ledger.sweep(now=NOW + 10_000).settled == []  # once
 
 
+def test_the_buffered_handler_records_a_failed_settlement_before_the_response(
+    hook: LimitsHook, table: Table
+) -> None:
+    hook.settler.record_inline = True  # Mangum: nothing may run after the response
+    faults = install(hook.ledger)
+    ex = exchange("req_buffered", hook)
+
+    async def body() -> None:
+        await hook.admit(ex)
+        faults.add("transact_write_items", "pte", when=settlement)
+        await hook.settle(served(ex))
+        [held] = reservations(table)  # before the response, not in the background
+        assert held["pending_usd"] == Decimal("0.005")
+
+    run(hook, body)
+    assert faults.calls["update_item"] == 1  # recorded once, not again by the background
+
+
 def test_throttling_then_recovery_settles_in_the_background(hook: LimitsHook, table: Table) -> None:
     faults = install(hook.ledger)
     ex = exchange("req_recovers", hook)
@@ -297,3 +315,18 @@ def test_fail_open_serves_and_books_the_request_once_dynamodb_answers(start, tab
 def test_fail_closed_is_the_default(limited) -> None:  # type: ignore[no-untyped-def]
     gw, _ = limited
     assert gw.gateway.hooks[0].fail_open is False
+
+
+def test_the_sweeper_leaves_a_busy_reservation_for_the_next_sweep(table: Table) -> None:
+    from tests.limits.test_ledger import reservation
+
+    book = Ledger(table, clock=lambda: NOW, sleep=lambda s: None)
+    book.reserve(reservation("req_one"))
+    book.reserve(reservation("req_two"))
+    faults = install(book)
+    faults.add("transact_write_items", "conflict", when=settlement, times=6)  # one settlement's tries
+    first = book.sweep(now=NOW + 601)
+    assert (first.busy, len(first.refunded)) == (1, 1)
+    second = book.sweep(now=NOW + 601)
+    assert (second.busy, len(second.refunded)) == (0, 1)
+    assert reservations(table) == [] and ledger(table, "key", "k1")["used"] == 0

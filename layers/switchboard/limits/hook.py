@@ -194,9 +194,12 @@ class LimitsHook:
         fail_open: bool = False,
         admit_timeout_s: float = 3.0,
         settler: Settler | None = None,
+        buffered: bool = False,
     ) -> None:
         self.ledger = ledger
-        self.settler = settler or Settler(ledger)
+        # ``buffered``: nothing runs after the response (Mangum), so a failed settlement is
+        # recorded for the sweeper before it (see switchboard.limits.settlement).
+        self.settler = settler or Settler(ledger, record_inline=buffered)
         # When DynamoDB does not answer: refuse (False, the default: no unmetered spend) or serve.
         self.fail_open = fail_open
         self.admit_timeout_s = admit_timeout_s

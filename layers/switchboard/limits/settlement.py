@@ -12,6 +12,8 @@ the request is answered anyway and its settlement goes on in the background:
 3. Before any long wait, and when the retries run out, write the actual cost onto the reservation
    (``Ledger.record``, one plain ``UpdateItem``): the sweeper then settles the reservation at that
    cost instead of refunding it, so a process that dies meanwhile loses nothing.
+   Where nothing may run after the response (``record_inline``: the buffered Lambda handler),
+   a failed first try records at once, before the response: one more call, bounded as the first.
 4. If even that write fails, the settlement stays in memory and is tried again every
    ``retry_every_s`` and at shutdown (``drain``, which the gateway's shutdown flush runs beside
    the spend ledger's).
@@ -113,11 +115,15 @@ class Settler:
         backoff: Backoff | None = None,
         inline_timeout_s: float = 1.0,
         retry_every_s: float = 15.0,
+        record_inline: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.backoff = backoff or Backoff()
         self.inline_timeout_s = inline_timeout_s
+        # Where nothing may run after the response (a buffered Lambda handler, frozen between
+        # invocations): a failed first try records the cost before the response, one more call.
+        self.record_inline = record_inline
         self.retry_every_s = retry_every_s
         self.stats = _Stats()
         self._monotonic = monotonic
@@ -134,6 +140,13 @@ class Settler:
         try:
             return await asyncio.wait_for(asyncio.shield(call), timeout_s or self.inline_timeout_s)
         except Exception as exc:  # conflicts, throttling, no answer, or our own timeout
+            if self.record_inline:
+                try:
+                    gone = await asyncio.wait_for(self._record(charge), timeout_s or self.inline_timeout_s)
+                except TimeoutError:
+                    gone = None
+                if gone is False:  # settled already: by the first try, whose answer was lost
+                    return None
             self.defer(charge, after=call, error=exc)
             return None
 
