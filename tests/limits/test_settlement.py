@@ -176,6 +176,24 @@ def test_a_settlement_whose_answer_comes_after_the_inline_wait_is_not_retried(
     assert faults.calls["transact_write_items"] == 2  # the admission and the one settlement
 
 
+def test_a_settlement_whose_caller_is_cancelled_still_completes(hook: LimitsHook, table: Table) -> None:
+    faults = install(hook.ledger)
+    ex = exchange("req_cancelled", hook)
+
+    async def body() -> None:
+        await hook.admit(ex)
+        faults.add("transact_write_items", "conflict", when=settlement, times=6)  # the inline tries fail...
+        settling = asyncio.ensure_future(hook.settle(served(ex)))
+        await asyncio.sleep(0)
+        settling.cancel()  # ...after the client went away (a buffered response abandoned)
+        with pytest.raises(asyncio.CancelledError):
+            await settling
+
+    run(hook, body)
+    assert budget_row(table) == (Decimal("0.005"), 0, Decimal("0.005"))
+    assert reservations(table) == []
+
+
 def test_when_even_the_record_fails_the_settlement_is_kept_in_memory_until_shutdown(
     hook: LimitsHook, table: Table
 ) -> None:

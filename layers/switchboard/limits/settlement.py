@@ -139,6 +139,9 @@ class Settler:
         call = asyncio.ensure_future(asyncio.to_thread(self._settle_call, charge, 1))
         try:
             return await asyncio.wait_for(asyncio.shield(call), timeout_s or self.inline_timeout_s)
+        except asyncio.CancelledError:  # the response was abandoned; the settlement is not
+            self.defer(charge, after=call)
+            raise
         except Exception as exc:  # conflicts, throttling, no answer, or our own timeout
             if self.record_inline:
                 try:
@@ -265,6 +268,7 @@ class Settler:
         if done:
             charge.recorded = True
             self.stats.recorded += 1
+            _count("SettlementsRecorded")
             log.warning(
                 "settlement of %s recorded on its reservation (%s USD): the sweeper will charge it",
                 charge.request_id,
@@ -274,6 +278,7 @@ class Settler:
 
     def _strand(self, charge: Charge) -> None:
         self.stats.stranded += 1
+        _count("SettlementsInMemory")
         log.error(
             "settlement of %s (%s USD) kept in memory (DynamoDB unreachable); retried every %ss, at shutdown",
             charge.request_id,
@@ -314,3 +319,12 @@ class Settler:
         """Sleep ``seconds``, or less when shutdown begins."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake().wait(), seconds)
+
+
+def _count(name: str) -> None:
+    """EMF counts: ``SettlementsRecorded`` (left to the sweeper at the recorded cost) and
+    ``SettlementsInMemory`` (not even recorded: alarm on any)."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace="Switchboard") as metric:
+        metric.add_dimension(name="service", value="switchboard")
