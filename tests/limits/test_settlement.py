@@ -207,13 +207,62 @@ def test_when_even_the_record_fails_the_settlement_is_kept_in_memory_until_shutd
         faults.add("update_item", "blackhole", block_s=0.01)
         await hook.settle(served(ex))
         await hook.settler.join(timeout_s=5)
-        assert hook.settler.stats.stranded == 1 and hook.settler.pending == 2  # the charge, its retry loop
+        assert hook.settler.stats.stranded == 1 and hook.settler.pending == 1  # held in memory
         faults.clear()
         await hook.drain()  # the shutdown flush
 
     run(hook, body)
     assert budget_row(table) == (Decimal("0.005"), 0, Decimal("0.005"))
     assert hook.settler.pending == 0
+
+
+def test_limit_definitions_that_do_not_load_refuse_with_503_within_the_deadline(
+    hook: LimitsHook, table: Table
+) -> None:
+    import time
+
+    from switchboard.limits.hook import LimitsUnavailable
+
+    faults = install(hook.ledger)  # the definitions share the ledger's table
+    faults.add("query", "blackhole", block_s=10)
+    ex = exchange("req_nodefs", hook)
+    ex.deadline = time.monotonic() + 0.5
+
+    async def body() -> None:
+        try:
+            with pytest.raises(LimitsUnavailable) as refused:
+                await asyncio.wait_for(hook.admit(ex), 3)  # bounded: a stall fails the test
+        finally:
+            faults.clear()  # the blocked read may end now
+        assert refused.value.status == 503 and refused.value.headers["retry-after"] == "2"
+
+    run(hook, body)
+    assert reservations(table) == []
+
+
+def test_a_settlement_held_in_memory_is_retried_until_dynamodb_answers(
+    hook: LimitsHook, table: Table
+) -> None:
+    faults = install(hook.ledger)
+    hook.settler.retry_every_s = 0.01
+    ex = exchange("req_retried", hook)
+
+    async def body() -> None:
+        await hook.admit(ex)
+        faults.add("transact_write_items", "throttle", when=settlement)
+        faults.add("update_item", "throttle")
+        await hook.settle(served(ex))
+        await hook.settler.join(timeout_s=5)
+        assert hook.settler.stats.stranded == 1
+        faults.clear()
+        for _ in range(500):  # bounded: the retry loop runs every 10 ms
+            if hook.settler.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+
+    run(hook, body)
+    assert hook.settler.pending == 0
+    assert budget_row(table) == (Decimal("0.005"), 0, Decimal("0.005"))
 
 
 def test_the_backoff_is_short_for_conflicts_and_botocore_standard_for_throttling(

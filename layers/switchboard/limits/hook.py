@@ -266,14 +266,15 @@ class LimitsHook:
 
     def _give_up_at(self, ex: Exchange) -> float:
         """When an admission stops waiting for DynamoDB (monotonic): ``admit_timeout_s`` from now,
-        or earlier to answer within the request's deadline."""
-        give_up = self._monotonic() + self.admit_timeout_s
+        or earlier to answer within the request's deadline (both on ``time.monotonic``, as
+        ``Exchange.deadline`` is)."""
+        give_up = time.monotonic() + self.admit_timeout_s
         if ex.deadline is not None:
             give_up = min(give_up, ex.deadline - _ANSWER_MARGIN_S)
         return give_up
 
     def _left(self, give_up: float) -> float:
-        return max(0.01, give_up - self._monotonic())
+        return max(0.01, give_up - time.monotonic())
 
     async def _snapshot(
         self, reading: asyncio.Future[dict[tuple[str, str], dict[str, Any]]] | None, give_up: float

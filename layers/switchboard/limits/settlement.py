@@ -129,6 +129,7 @@ class Settler:
         self._monotonic = monotonic
         self._tasks: set[asyncio.Task[None]] = set()
         self._stranded: dict[str, Charge] = {}
+        self._retrying: asyncio.Task[None] | None = None  # retries what is held in memory
         self._closing: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # ----------------------------------------------------------------------------- entry
@@ -193,6 +194,8 @@ class Settler:
         self._wake().set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        if self._retrying is not None:
+            await asyncio.wait([self._retrying], timeout=timeout_s)
         for charge in list(self._stranded.values()):
             await self._retry_stranded(charge)
         for charge in self._stranded.values():
@@ -285,12 +288,9 @@ class Settler:
             charge.usd,
             self.retry_every_s,
         )
-        first = not self._stranded
         self._stranded[charge.request_id] = charge
-        if first:
-            task = asyncio.get_running_loop().create_task(self._retry_loop())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_loop())
 
     async def _retry_loop(self) -> None:
         while self._stranded and not self._wake().is_set():
