@@ -397,3 +397,24 @@ def test_the_sweeper_leaves_a_busy_reservation_for_the_next_sweep(table: Table) 
     second = book.sweep(now=NOW + 601)
     assert (second.busy, len(second.refunded)) == (0, 1)
     assert reservations(table) == [] and ledger(table, "key", "k1")["used"] == 0
+
+
+def test_a_stream_whose_settlement_meets_a_dynamodb_outage_is_charged_once_it_ends(
+    limited, table: Table
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.limits.conftest import post
+
+    gw, key = limited
+    secret, key_id = key(budget_usd=1)
+    hook = gw.gateway.hooks[0]
+    faults = install(hook.ledger)
+    # DynamoDB drops while the stream runs: the settlement after its last byte gets no answer,
+    # nor does the record; then it comes back.
+    faults.add("transact_write_items", "blackhole", when=settlement, times=2, block_s=0.2)
+    faults.add("update_item", "blackhole", times=1, block_s=0.2)
+    answer = post(gw, secret, stream=True, stream_options={"include_usage": True}, max_tokens=100)
+    assert answer.status_code == 200 and answer.text.endswith("[DONE]\n\n")
+    wait_for(lambda: hook.settler.pending == 0, timeout=20)
+    assert reservations(table) == []
+    row = ledger(table, "key", key_id)
+    assert (row["spent"], row["reserved"]) == (Decimal("0.01"), 0)  # reserved $0.25, served $0.01
