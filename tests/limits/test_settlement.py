@@ -418,3 +418,16 @@ def test_a_stream_whose_settlement_meets_a_dynamodb_outage_is_charged_once_it_en
     assert reservations(table) == []
     row = ledger(table, "key", key_id)
     assert (row["spent"], row["reserved"]) == (Decimal("0.01"), 0)  # reserved $0.25, served $0.01
+
+
+def test_fail_open_is_a_deployment_parameter_that_defaults_to_closed() -> None:
+    from switchboard.devtools.cfn import load_template
+    from switchboard.devtools.devstack import TEMPLATE
+    from switchboard.settings import Settings
+
+    template = load_template(TEMPLATE)
+    assert template["Parameters"]["LimitsFailOpen"]["Default"] == "off"
+    env = template["Resources"]["GatewayFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SWITCHBOARD_LIMITS_FAIL_OPEN"] == {"Ref": "LimitsFailOpen"}
+    assert Settings.from_env({}).limits_fail_open == "off"
+    assert Settings.from_env({"SWITCHBOARD_LIMITS_FAIL_OPEN": "on"}).limits_fail_open == "on"
