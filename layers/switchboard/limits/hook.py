@@ -470,7 +470,7 @@ class LimitsHook:
         if done is not False and also:  # settled now, or handed over with it (None)
             ex.state[BOOKED] = True
 
-    async def drain(self, timeout_s: float = 10.0) -> None:
+    async def drain(self, timeout_s: float = 5.0) -> None:
         """At shutdown: finish (or record) the settlements still running in the background."""
         await self.settler.drain(timeout_s)
 
