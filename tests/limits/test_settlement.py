@@ -431,3 +431,23 @@ def test_fail_open_is_a_deployment_parameter_that_defaults_to_closed() -> None:
     assert env["SWITCHBOARD_LIMITS_FAIL_OPEN"] == {"Ref": "LimitsFailOpen"}
     assert Settings.from_env({}).limits_fail_open == "off"
     assert Settings.from_env({"SWITCHBOARD_LIMITS_FAIL_OPEN": "on"}).limits_fail_open == "on"
+
+
+def test_the_gateways_shutdown_writes_the_settlements_held_in_memory(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
+    from tests.limits.conftest import post
+
+    gw, key = limited
+    secret, key_id = key(budget_usd=1)
+    hook = gw.gateway.hooks[0]
+    hook.settler.backoff, hook.settler.retry_every_s = FAST, 3600.0
+    faults = install(hook.ledger)
+    faults.add("transact_write_items", "throttle", when=settlement)
+    faults.add("update_item", "throttle")
+    answer = post(gw, secret)
+    assert answer.status_code == 200
+    wait_for(lambda: hook.settler.stats.stranded == 1, timeout=10)
+    faults.clear()  # DynamoDB is back; the next retry would be in an hour, but the server stops
+    gw.stop()  # uvicorn's lifespan shutdown: Gateway.flush
+    row = ledger(table, "key", key_id)
+    assert (row["spent"], row["reserved"]) == (Decimal(str(answer.json()["usage"]["cost"])), 0)
+    assert reservations(table) == []
