@@ -344,7 +344,7 @@ def test_admission_against_a_blackholed_table_is_a_503_within_the_clients_timeou
         gw.v1 + "/chat/completions",
         json={"model": "metered", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         headers={"authorization": f"Bearer {secret}", "x-switchboard-timeout": "1"},
-        timeout=4,  # a bounded wait: the gateway must answer within the client's 1 s, not stall
+        timeout=2.5,  # bounded, under admit_timeout_s (3 s): it must answer within the client's 1 s
     )
     assert answer.status_code == 503 and answer.headers["retry-after"] == "2"
     assert answer.json()["error"]["code"] == "limits_unavailable"
@@ -451,3 +451,37 @@ def test_the_gateways_shutdown_writes_the_settlements_held_in_memory(limited, ta
     row = ledger(table, "key", key_id)
     assert (row["spent"], row["reserved"]) == (Decimal(str(answer.json()["usage"]["cost"])), 0)
     assert reservations(table) == []
+
+
+def test_messages_and_embeddings_refuse_in_their_own_shape_within_the_deadline(start, table: Table) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from tests.limits.conftest import MODELS
+    from tests.limits.test_side_endpoints_http import BROKEN_EMBED, EMBED, PRICES
+
+    gw, key = start(prices=PRICES, models={**MODELS, "embed": EMBED, "broken-embed": BROKEN_EMBED})
+    secret, _ = key(budget_usd=1)
+    faults = install(gw.gateway.hooks[0].ledger)
+    faults.add("transact_write_items", "blackhole", block_s=5)
+    timeout = {"x-switchboard-timeout": "1"}
+    try:
+        message = httpx.post(
+            gw.v1 + "/messages",
+            json={"model": "metered", "max_tokens": 4, "messages": [{"role": "user", "content": "a b c"}]},
+            headers={"x-api-key": secret, **timeout},
+            timeout=2.5,  # bounded, and under admit_timeout_s (3 s): the deadline is 1 s
+        )
+        vectors = httpx.post(
+            gw.v1 + "/embeddings",
+            json={"model": "embed", "input": "one two"},
+            headers={"authorization": f"Bearer {secret}", **timeout},
+            timeout=2.5,
+        )
+    finally:
+        faults.clear()
+    assert message.status_code == 503 and message.headers["retry-after"] == "2"
+    assert message.json()["type"] == "error" and message.json()["error"]["type"] in {
+        "api_error",
+        "overloaded_error",
+    }
+    assert vectors.status_code == 503 and vectors.json()["error"]["code"] == "limits_unavailable"
