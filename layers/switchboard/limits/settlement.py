@@ -196,8 +196,8 @@ class Settler:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
         if self._retrying is not None:
             await asyncio.wait([self._retrying], timeout=timeout_s)
-        for charge in list(self._stranded.values()):
-            await self._retry_stranded(charge)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_all(), timeout_s)
         for charge in self._stranded.values():
             log.error(
                 "settlement of %s (%s USD) lost at shutdown: DynamoDB unreachable",
@@ -295,8 +295,11 @@ class Settler:
     async def _retry_loop(self) -> None:
         while self._stranded and not self._wake().is_set():
             await self._pause(self.retry_every_s)
-            for charge in list(self._stranded.values()):
-                await self._retry_stranded(charge)
+            await self._retry_all()
+
+    async def _retry_all(self) -> None:
+        for charge in list(self._stranded.values()):
+            await self._retry_stranded(charge)
 
     async def _retry_stranded(self, charge: Charge) -> None:
         try:
