@@ -86,6 +86,7 @@ def test_tpm_reserves_the_estimate_and_settles_to_actual_use(limited, table: Tab
     assert rate_row(table, "key", key_id)["tok"] == 7 * USED
     too_big = post(gw, secret, max_tokens=500)
     assert too_big.status_code == 429 and too_big.json()["error"]["code"] == "request_too_large"
+    assert too_big.headers["x-should-retry"] == "false" and "retry-after" not in too_big.headers
 
 
 def test_a_model_alias_limit_is_shared_by_every_key(limited, table: Table) -> None:  # type: ignore[no-untyped-def]

@@ -348,7 +348,8 @@ class LimitsHook:
                     f"(prompt bound plus max_tokens) and the limit is {rate.tpm} tokens per minute. "
                     "Lower max_tokens or shorten the prompt.",
                     code="request_too_large",
-                    headers=_rate_headers(rate, None, None, rate.tpm, now),
+                    # No window will ever admit it: the SDKs, which retry a 429, must not.
+                    headers={**_rate_headers(rate, None, None, rate.tpm, now), "x-should-retry": "false"},
                 )
 
     async def _read_rates(self, res: Reservation) -> dict[tuple[str, str], dict[str, Any]]:
