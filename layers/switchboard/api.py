@@ -223,7 +223,14 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     route = await _chat_plan(gateway, routing, principal, chat.model, headers)
     deadline = _deadline(request, gateway.settings.max_request_s)
     ex = Exchange(
-        headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers
+        headers["x-request-id"],
+        principal,
+        chat,
+        routing.revision,
+        route,
+        started=started,
+        headers=headers,
+        deadline=deadline,
     )
     ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
     hooks = gateway.hooks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
 import logging
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ def _limits(
         max_request_s=settings.max_request_s,
         price_of=price_of,
         books=books,  # a request with limits is booked in its settlement transaction
+        fail_open=settings.limits_fail_open.lower() in {"on", "true", "1", "yes"},
+        buffered=settings.spend_flush_s <= 0,  # the buffered handler: nothing runs after a response
     )
     return auth, hook
 
@@ -139,9 +142,12 @@ class Gateway:
         return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits, spend=spend)
 
     async def flush(self) -> None:
-        """Write what is still buffered (the spend ledger's lines). Run at shutdown."""
+        """Write what is still buffered (settlements still retrying, the spend ledger's lines), side
+        by side: a shutdown has little time. Run at shutdown."""
+        pending = [hook.drain() for hook in self.hooks if hasattr(hook, "drain")]
         if self.spend is not None:
-            await self.spend.flush()
+            pending.append(self.spend.flush())
+        await asyncio.gather(*pending)
 
     async def aclose(self) -> None:
         await self.flush()

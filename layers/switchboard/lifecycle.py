@@ -68,6 +68,9 @@ class Exchange:
     # "chat", "messages" or "embeddings". For embeddings ``chat`` is a stand-in (one user message
     # holding the input) for estimation only, and no output tokens are reserved or billed.
     kind: str = "chat"
+    # When the whole request must be done (``time.monotonic()``; api._deadline): the client's
+    # timeout capped by the Lambda's. Hooks bound their own calls by it. None: no deadline given.
+    deadline: float | None = None
 
     @property
     def alias(self) -> str:

@@ -19,6 +19,7 @@ _ENV = {
     "spend_ledger": "SWITCHBOARD_SPEND_LEDGER",
     "spend_flush_s": "SWITCHBOARD_SPEND_FLUSH_S",
     "tracing": "SWITCHBOARD_TRACING",
+    "limits_fail_open": "SWITCHBOARD_LIMITS_FAIL_OPEN",
     "region": "AWS_REGION",
 }
 
@@ -42,6 +43,9 @@ class Settings:
     spend_flush_s: float = 1.0
     # "on": X-Ray subsegments through Powertools Tracer (template parameter EnableTracing).
     tracing: str = "off"
+    # "on": a key with limits is served unmetered when DynamoDB does not answer at admission, and
+    # booked once it does; "off" (default): 503 limits_unavailable, no spend the ledger has not held.
+    limits_fail_open: str = "off"
     region: str = "us-east-1"
 
     @classmethod

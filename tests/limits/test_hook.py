@@ -105,8 +105,8 @@ def test_a_killed_instance_leaves_a_reservation_that_expires_and_is_swept(
     assert held.expires_at == int(NOW) + 60 + 60  # the request's deadline plus the sweeper's grace
     [item] = reservations(table)
     assert item["ttl"] == held.expires_at + 7 * 86_400  # TTL is the backstop; the sweeper refunds
-    assert hook.ledger.sweep(now=held.expires_at - 1) == []  # not expired yet
-    assert [h.request_id for h in hook.ledger.sweep(now=held.expires_at + 1)] == ["req_killed"]
+    assert hook.ledger.sweep(now=held.expires_at - 1).refunded == []  # not expired yet
+    assert [h.request_id for h in hook.ledger.sweep(now=held.expires_at + 1).refunded] == ["req_killed"]
     assert ledger(table, "key", "key_h")["used"] == 0
     asyncio.run(hook.settle(answered(ex)))  # the request turns up after all: too late, a no-op
     assert ledger(table, "key", "key_h")["spent"] == 0

@@ -99,8 +99,8 @@ def test_the_sweeper_refunds_only_expired_reservations_once(table: Table) -> Non
     book.reserve(old)
     book.reserve(fresh)
     assert ledger(table, "key", "k1")["used"] == Decimal("0.5")
-    assert book.sweep(now=NOW + 601) == [old.hold]
-    assert book.sweep(now=NOW + 601) == []
+    assert book.sweep(now=NOW + 601).refunded == [old.hold]
+    assert len(book.sweep(now=NOW + 601)) == 0
     row = ledger(table, "key", "k1")
     assert (row["used"], row["reserved"], row["spent"]) == (Decimal("0.25"), Decimal("0.25"), 0)
     assert book.settle(old.hold, Decimal("0.25"), 1) is False  # its request came back too late: no-op
@@ -114,7 +114,14 @@ def test_budgets_sweep_command(cli_env: Table, capsys: pytest.CaptureFixture[str
     book.reserve(res)
     assert main(["budgets", "sweep", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {"refunded": 1, "usd": "0.25", "requests": ["req_dead"]}
+    assert out == {
+        "refunded": 1,
+        "usd": "0.25",
+        "settled": 0,
+        "settled_usd": "0",
+        "busy": 0,
+        "requests": ["req_dead"],
+    }
     assert ledger(cli_env, "key", "k1")["used"] == 0
 
 
@@ -146,6 +153,7 @@ def test_the_scheduled_sweeper_handler(table: Table, monkeypatch: pytest.MonkeyP
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.handler({"source": "aws.events"}, None) == {"refunded": 1, "usd": "0.25"}
-    assert module.handler({}, None) == {"refunded": 0, "usd": "0"}
+    nothing = {"refunded": 0, "usd": "0", "settled": 0, "settled_usd": "0", "busy": 0}
+    assert module.handler({"source": "aws.events"}, None) == {**nothing, "refunded": 1, "usd": "0.25"}
+    assert module.handler({}, None) == nothing
     assert ledger(table, "key", "k1")["used"] == 0

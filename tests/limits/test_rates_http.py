@@ -86,6 +86,7 @@ def test_tpm_reserves_the_estimate_and_settles_to_actual_use(limited, table: Tab
     assert rate_row(table, "key", key_id)["tok"] == 7 * USED
     too_big = post(gw, secret, max_tokens=500)
     assert too_big.status_code == 429 and too_big.json()["error"]["code"] == "request_too_large"
+    assert too_big.headers["x-should-retry"] == "false" and "retry-after" not in too_big.headers
 
 
 def test_a_model_alias_limit_is_shared_by_every_key(limited, table: Table) -> None:  # type: ignore[no-untyped-def]
@@ -198,3 +199,21 @@ def fire_at(bases: list[str], secret: str, each: int) -> list[httpx.Response]:
             return list(await asyncio.gather(*calls))
 
     return asyncio.run(run())
+
+
+def test_an_rpm_refusal_retries_after_what_is_left_of_its_minute_when_answered(limited) -> None:  # type: ignore[no-untyped-def]
+    gw, key = limited
+    secret, _ = key(rpm=1)
+    hook = gw.gateway.hooks[0]
+    minute = (time.time() // 60) * 60
+    hook.clock = lambda: minute + 20
+    assert post(gw, secret).status_code == 200
+    # Admitted at :47.25, refused once DynamoDB answered at :49.5 (the injected clock moves on):
+    # the client may retry when the window resets, 10.5 s after the answer, so 11 (not 13).
+    readings = iter([minute + 47.25])
+    hook.clock = lambda: next(readings, minute + 49.5)
+    refused = post(gw, secret)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "11"
+    assert refused.headers["x-ratelimit-reset-requests"] == "11s"
+    assert "Please try again in 11s." in refused.json()["error"]["message"]

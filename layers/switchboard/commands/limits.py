@@ -13,7 +13,8 @@
     switchboard budgets show SCOPE:ID [--json]             limits and use (SCOPE may be key)
     switchboard budgets list [--json]
     switchboard budgets clear SCOPE:ID
-    switchboard budgets sweep [--json]                     refund orphaned reservations
+    switchboard budgets sweep [--json]                     close expired reservations: at their
+                                                           recorded cost, else refunded
 
 Secrets are printed once, by create and rotate; only their SHA-256 is stored. Errors go to stderr
 with exit status 1 (a key that does not exist, or is revoked) or 2 (bad arguments).
@@ -371,11 +372,17 @@ def cmd_budgets_clear(args: argparse.Namespace) -> int:
 
 def cmd_budgets_sweep(args: argparse.Namespace) -> int:
     from switchboard.limits.ledger import Ledger
+    from switchboard.limits.sweeper import summarize
 
-    refunded = Ledger(_table()).sweep()  # what the scheduled SweeperFunction runs every 5 minutes
-    total = sum((h.usd for h in refunded), Decimal(0))
-    data = {"refunded": len(refunded), "usd": str(total), "requests": [h.request_id for h in refunded]}
-    _emit(args, data, f"refunded {len(refunded)} orphaned reservations (${total})")
+    swept = Ledger(_table()).sweep()  # what the scheduled SweeperFunction runs every 5 minutes
+    data = summarize(swept)
+    data["requests"] = [h.request_id for h in swept.refunded] + [h.request_id for h, _ in swept.settled]
+    _emit(
+        args,
+        data,
+        f"refunded {data['refunded']} orphaned reservations (${data['usd']}); "
+        f"settled {data['settled']} at their recorded cost (${data['settled_usd']})",
+    )
     return 0
 
 
@@ -468,6 +475,9 @@ def register(commands: Any) -> None:
     clear.add_argument("target", type=_scoped, metavar="SCOPE:ID")
     clear.add_argument("--json", action="store_true")
     clear.set_defaults(func=_run(cmd_budgets_clear))
-    sweep = budgets.add_parser("sweep", help="refund reservations whose request died")
+    sweep = budgets.add_parser(
+        "sweep",
+        help="close expired reservations: settle recorded costs, refund the rest (their request died)",
+    )
     sweep.add_argument("--json", action="store_true")
     sweep.set_defaults(func=_run(cmd_budgets_sweep))

@@ -79,6 +79,7 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
         route,
         started=started,
         headers=headers,
+        deadline=deadline,
     )
     ex.kind = "embeddings"
     hooks = gateway.hooks

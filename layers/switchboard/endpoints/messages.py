@@ -287,7 +287,14 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     session = _Session(gateway.engine, body, parsed, client)
     chat = _estimate_chat(parsed, body)
     ex = Exchange(
-        headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers
+        headers["x-request-id"],
+        principal,
+        chat,
+        routing.revision,
+        route,
+        started=started,
+        headers=headers,
+        deadline=deadline,
     )
     ex.kind = "messages"
     ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired

@@ -11,11 +11,19 @@ A model with no price: a request under a budget is refused (402, ``price_unknown
 counted as free; without a budget the price is not needed (tokens are counted for tpm).
 A response without usage (a stream whose client did not ask for ``include_usage``) is charged its
 reservation, the upper bound, and logged.
+
+Faults: an admission that DynamoDB refuses for contention after the retries (conflicts, throttling)
+is answered 503 ``limits_busy``; one that gets no answer within the request's deadline (and
+``admit_timeout_s``) 503 ``limits_unavailable``, both with ``Retry-After``. With ``fail_open`` the
+latter is admitted instead and booked once DynamoDB answers again (a late, unconditional
+reservation, then the ordinary settlement). Settlement never fails a response: what does not commit
+at once is finished in the background (``switchboard.limits.settlement``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -25,10 +33,10 @@ from typing import Any, Protocol
 
 from switchboard.auth import Principal
 from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
-from switchboard.errors import PaymentRequired, RateLimited
+from switchboard.errors import GatewayError, PaymentRequired, RateLimited
 from switchboard.lifecycle import Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
-from switchboard.limits.ledger import BudgetLine, Ledger, RateLine, Refusal, Reservation
+from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Refusal, Reservation
 from switchboard.limits.model import (
     Limits,
     Scope,
@@ -39,16 +47,20 @@ from switchboard.limits.model import (
     reset_text,
     retry_after_s,
 )
+from switchboard.limits.settlement import Charge, Settler
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import PlannedTarget
 from switchboard.routing.store import RoutingStore
 from switchboard.spendledger import BOOKED
 
 __all__ = [
+    "OPEN",
     "STATE",
     "Books",
     "BudgetExceeded",
+    "LimitsBusy",
     "LimitsHook",
+    "LimitsUnavailable",
     "PriceOf",
     "budget_lines",
     "document_price",
@@ -58,8 +70,11 @@ __all__ = [
 log = logging.getLogger("switchboard.limits")
 
 STATE = "limits"  # the hook's entry in Exchange.state: the Reservation
+OPEN = "limits.open"  # admitted without a reservation (fail-open): the Reservation to book late
 # A reservation outlives its request's deadline by this much before the sweeper may refund it.
 _SWEEP_GRACE_S = 60
+# An admission gives up this long before the request's deadline, to leave time to answer.
+_ANSWER_MARGIN_S = 0.1
 
 
 class Books(Protocol):
@@ -70,6 +85,22 @@ class Books(Protocol):
 
 # Budget use read for routing rules is reused for this long (per container).
 USE_MAX_AGE_S = 5.0
+
+
+class LimitsBusy(GatewayError):
+    """503: DynamoDB refused the admission for contention after the retries; try again shortly."""
+
+    status = 503
+    type = "server_error"
+    code = "limits_busy"
+
+
+class LimitsUnavailable(GatewayError):
+    """503: the limits could not be checked (DynamoDB did not answer in time); fail-closed."""
+
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
 
 
 class BudgetExceeded(PaymentRequired):
@@ -160,8 +191,18 @@ class LimitsHook:
         monotonic: Callable[[], float] = time.monotonic,
         price_of: PriceOf | None = None,
         books: Books | None = None,
+        fail_open: bool = False,
+        admit_timeout_s: float = 3.0,
+        settler: Settler | None = None,
+        buffered: bool = False,
     ) -> None:
         self.ledger = ledger
+        # ``buffered``: nothing runs after the response (Mangum), so a failed settlement is
+        # recorded for the sweeper before it (see switchboard.limits.settlement).
+        self.settler = settler or Settler(ledger, record_inline=buffered)
+        # When DynamoDB does not answer: refuse (False, the default: no unmetered spend) or serve.
+        self.fail_open = fail_open
+        self.admit_timeout_s = admit_timeout_s
         # More writes for the settlement transaction (the spend ledger's, which then skips the request).
         self.books = books
         self.definitions = definitions
@@ -177,7 +218,15 @@ class LimitsHook:
 
     async def admit(self, ex: Exchange) -> None:
         now = self.clock()
-        budgets, rates = budget_lines(ex.principal, ex.alias, await self.definitions.current(), now)
+        give_up = self._give_up_at(ex)
+        try:
+            definitions = await asyncio.wait_for(self.definitions.current(), self._left(give_up))
+        except Exception as exc:
+            if self.fail_open:  # no definitions: only the key's own limits are known, booked late
+                definitions = {}
+            else:
+                raise self._unavailable(exc, "the limit definitions") from None
+        budgets, rates = budget_lines(ex.principal, ex.alias, definitions, now)
         if not budgets and not rates:
             return
         document = (await self.routing.current()).document
@@ -186,17 +235,65 @@ class LimitsHook:
         # The transaction returns no values, so the rate-limit headers come from a read made beside it
         # (same latency, one more call, only when a rate limit applies).
         reading = asyncio.ensure_future(self._read_rates(res)) if res.rates else None
+        call = asyncio.ensure_future(asyncio.to_thread(self.ledger.reserve, res))
         try:
-            refusal = await asyncio.to_thread(self.ledger.reserve, res)
-        except BaseException:
+            refusal = await asyncio.wait_for(asyncio.shield(call), self._left(give_up))
+        except BaseException as exc:
             if reading is not None:
                 reading.cancel()
-            raise
-        snapshot = await reading if reading is not None else {}
+            if isinstance(exc, LedgerBusy):  # nothing was written
+                raise LimitsBusy(
+                    "The gateway's limits store is busy (DynamoDB refused the admission for "
+                    f"{'throttling' if exc.throttled else 'write conflicts'}). Retry shortly.",
+                    headers={"retry-after": "2" if exc.throttled else "1"},
+                ) from None
+            # No answer (or the client left): the call may still commit. Give back whatever it
+            # writes, once it ends.
+            self.settler.release(res.hold, after=call)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the client left
+            if not self.fail_open:
+                raise self._unavailable(exc, "the limits store") from None
+            log.warning("limits store unavailable; admitting %s unmetered (fail-open)", ex.request_id)
+            # Booked later under its own reservation: the one above may yet be written, and released.
+            ex.state[OPEN] = dataclasses.replace(res, request_id=f"{res.request_id}.late")
+            return
+        snapshot = await self._snapshot(reading, give_up)
         if refusal is not None:
-            raise self._refusal_error(refusal, res, now)
+            raise self._refusal_error(refusal, res, self.clock())
         ex.state[STATE] = res
         ex.headers.update(self._success_headers(res, snapshot, now))
+
+    def _give_up_at(self, ex: Exchange) -> float:
+        """When an admission stops waiting for DynamoDB (monotonic): ``admit_timeout_s`` from now,
+        or earlier to answer within the request's deadline (both on ``time.monotonic``, as
+        ``Exchange.deadline`` is)."""
+        give_up = time.monotonic() + self.admit_timeout_s
+        if ex.deadline is not None:
+            give_up = min(give_up, ex.deadline - _ANSWER_MARGIN_S)
+        return give_up
+
+    def _left(self, give_up: float) -> float:
+        return max(0.01, give_up - time.monotonic())
+
+    async def _snapshot(
+        self, reading: asyncio.Future[dict[tuple[str, str], dict[str, Any]]] | None, give_up: float
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        if reading is None:
+            return {}
+        try:
+            return await asyncio.wait_for(reading, self._left(give_up))
+        except TimeoutError:  # headers only: never wait past the deadline for them
+            return {}
+
+    def _unavailable(self, exc: BaseException, what: str) -> LimitsUnavailable:
+        failure = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("limits unavailable (%s: %s); refusing (fail-closed)", what, failure)
+        return LimitsUnavailable(
+            "The gateway could not check this key's budget and rate limits: its limits store did "
+            "not answer. Retry shortly.",
+            headers={"retry-after": "2"},
+        )
 
     def _estimate(
         self,
@@ -251,7 +348,8 @@ class LimitsHook:
                     f"(prompt bound plus max_tokens) and the limit is {rate.tpm} tokens per minute. "
                     "Lower max_tokens or shorten the prompt.",
                     code="request_too_large",
-                    headers=_rate_headers(rate, None, None, rate.tpm, now),
+                    # No window will ever admit it: the SDKs, which retry a 429, must not.
+                    headers={**_rate_headers(rate, None, None, rate.tpm, now), "x-should-retry": "false"},
                 )
 
     async def _read_rates(self, res: Reservation) -> dict[tuple[str, str], dict[str, Any]]:
@@ -351,14 +449,31 @@ class LimitsHook:
     # ------------------------------------------------------------------------ settlement
 
     async def settle(self, ex: Exchange) -> None:
+        """Charge the request's actual cost, exactly once. One try on the response path (bounded);
+        anything else continues in the background (``Settler``), which books the spend-ledger item
+        with the settlement, so it is marked booked as soon as the settlement is handed over."""
         res: Reservation | None = ex.state.get(STATE)
-        if res is None:
+        late: Reservation | None = ex.state.get(OPEN)
+        if res is None and late is None:
             return
-        usd, tokens = self.actual(ex, res)
+        usd, tokens = self.actual(ex, res or late)  # type: ignore[arg-type]
         item = self.books.transact_item(ex) if self.books is not None else None
-        also = [item] if item is not None else []
-        if await asyncio.to_thread(self.ledger.settle, res.hold, usd, tokens, also) and also:
+        also = (item,) if item is not None else ()
+        if late is not None:  # admitted unmetered (fail-open): book it once DynamoDB answers
+            ex.state.pop(OPEN)
+            if ex.outcome in _ANSWERED:
+                self.settler.defer(Charge(late.hold, usd, tokens, also, reserve=late))
+                if also:
+                    ex.state[BOOKED] = True
+            return
+        assert res is not None
+        done = await self.settler.settle(Charge(res.hold, usd, tokens, also))
+        if done is not False and also:  # settled now, or handed over with it (None)
             ex.state[BOOKED] = True
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """At shutdown: finish (or record) the settlements still running in the background."""
+        await self.settler.drain(timeout_s)
 
     def actual(self, ex: Exchange, res: Reservation) -> tuple[Decimal, int]:
         """What the request really cost: nothing unless a target answered (``ok``, or a stream that
@@ -394,7 +509,8 @@ class LimitsHook:
         cached = self._use.get(key)
         if cached is None or self._monotonic() - cached[1] >= self.use_max_age_s:
             try:
-                found = await asyncio.to_thread(self.ledger.read, [line.key])
+                read = asyncio.to_thread(self.ledger.read, [line.key])
+                found = await asyncio.wait_for(read, self.admit_timeout_s)
             except Exception:  # a rule that cannot read its budget does not fire; admission still counts
                 log.warning("budget use unreadable for routing rules", exc_info=True)
                 return None

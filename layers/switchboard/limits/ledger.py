@@ -10,12 +10,18 @@ Either every item is written or none is, so concurrent requests on any number of
 never overspend a budget or pass a rate limit. Settlement is one transaction too: ``Delete resv``
 if it exists (a second settle, or a settle after the sweeper, is a no-op), and the same lines
 moved from reserved to spent at the actual cost. A refund is a settlement at zero; the sweeper
-refunds reservations whose request outlived its deadline (the instance died). See docs/limits.md.
+refunds reservations whose request outlived its deadline (the instance died).
+
+A settlement that DynamoDB would not take (conflicts, throttling, no answer) is retried off the
+response path (``switchboard.limits.settlement``); before any long wait, and when the retries run
+out, the actual cost is written onto the reservation (``record``: a plain ``UpdateItem``), and the
+sweeper then settles the reservation at that cost instead of refunding it. See docs/limits.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -50,9 +56,13 @@ __all__ = [
     "BudgetLine",
     "Hold",
     "Ledger",
+    "LedgerBusy",
     "RateLine",
+    "Recorded",
     "Refusal",
     "Reservation",
+    "Swept",
+    "error_code",
 ]
 
 log = logging.getLogger("switchboard.limits")
@@ -62,6 +72,41 @@ log = logging.getLogger("switchboard.limits")
 _CONFLICT_TRIES = 6
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
+# Transaction cancellation reasons that mean "try again": contention, not a failed condition.
+_RETRY_REASONS = frozenset(
+    {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+_THROTTLED_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
+# Error codes of a call the AWS client already retried (its own backoff) and gave up on: DynamoDB
+# is throttling us. As botocore's standard mode lists them, for the operations the ledger makes.
+_THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TransactionInProgressException",
+        "LimitExceededException",
+    }
+)
+
+
+class LedgerBusy(Exception):
+    """DynamoDB refused a write for contention after the retries: transaction conflicts
+    (``throttled`` False) or throttling (True). Nothing was written; trying later may succeed."""
+
+    def __init__(self, message: str, *, throttled: bool) -> None:
+        super().__init__(message)
+        self.throttled = throttled
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a ``ClientError`` (boto3's or ``switchboard.awsjson``'s), else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return str(code) if code else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +193,36 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """A settlement written onto its reservation because the transaction could not be made:
+    what the sweeper charges instead of refunding."""
+
+    usd: Decimal
+    tokens: int
+    also: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Recorded | None:
+        if "pending_usd" not in item:
+            return None
+        v = load({k: item[k] for k in ("pending_usd", "pending_tokens", "pending_also") if k in item})
+        also = json.loads(v["pending_also"]) if v.get("pending_also") else []
+        return cls(Decimal(v["pending_usd"]), int(v.get("pending_tokens", 0)), tuple(also))
+
+
+@dataclass(slots=True)
+class Swept:
+    """What one sweep did: reservations refunded (no cost known) and settled at a recorded cost."""
+
+    refunded: list[Hold] = field(default_factory=list)
+    settled: list[tuple[Hold, Decimal]] = field(default_factory=list)
+    busy: int = 0  # left for the next sweep: DynamoDB refused the transaction for contention
+
+    def __len__(self) -> int:
+        return len(self.refunded) + len(self.settled)
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why an admission failed: the first budget (else rate line) whose condition did not hold."""
 
@@ -186,14 +261,21 @@ class Ledger:
 
     # ------------------------------------------------------------------------- admission
 
-    def reserve(self, res: Reservation) -> Refusal | None:
-        """Reserve ``res`` on every line at once; a ``Refusal`` when any line has no room."""
+    def reserve(
+        self, res: Reservation, *, enforce: bool = True, tries: int = _CONFLICT_TRIES
+    ) -> Refusal | None:
+        """Reserve ``res`` on every line at once; a ``Refusal`` when any line has no room.
+
+        ``enforce=False`` counts without checking the limits: the late booking of a request served
+        while DynamoDB was unreachable (fail-open), which is then settled as any other. Raises
+        ``LedgerBusy`` when conflicts or throttling outlast the retries."""
         if not res.budgets and not res.rates:
             return None
         items = [self._put_resv(res)]
-        items += [self._reserve_budget(res, line) for line in res.budgets]
-        items += [self._reserve_rate(res, line) for line in res.rates]
-        failed = self._transact(items, "admit", res.request_id, res.usd, res.tokens)
+        items += [self._reserve_budget(res, line, enforce) for line in res.budgets]
+        items += [self._reserve_rate(res, line, enforce) for line in res.rates]
+        kind = "admit" if enforce else "admit-late"
+        failed = self._transact(items, kind, res.request_id, res.usd, res.tokens, tries=tries)
         if failed is None or 0 in failed:  # done, or done before (a retried admission)
             return None
         index = min(failed) - 1
@@ -225,24 +307,21 @@ class Ledger:
             }
         }
 
-    def _reserve_budget(self, res: Reservation, line: BudgetLine) -> dict[str, Any]:
-        return {
-            "Update": {
-                "TableName": self.table.name,
-                "Key": line.key,
-                "UpdateExpression": "ADD used :e, reserved :e, requests :one SET limit_usd = :limit",
-                "ConditionExpression": "attribute_not_exists(used) OR used <= :room",
-                "ExpressionAttributeValues": {
-                    ":e": num(res.usd),
-                    ":one": num(1),
-                    ":limit": num(line.limit),
-                    ":room": num(headroom(line.limit, res.usd)),
-                },
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
+    def _reserve_budget(self, res: Reservation, line: BudgetLine, enforce: bool = True) -> dict[str, Any]:
+        values = {":e": num(res.usd), ":one": num(1), ":limit": num(line.limit)}
+        update: dict[str, Any] = {
+            "TableName": self.table.name,
+            "Key": line.key,
+            "UpdateExpression": "ADD used :e, reserved :e, requests :one SET limit_usd = :limit",
+            "ExpressionAttributeValues": values,
         }
+        if enforce:
+            values[":room"] = num(headroom(line.limit, res.usd))
+            update["ConditionExpression"] = "attribute_not_exists(used) OR used <= :room"
+            update["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return {"Update": update}
 
-    def _reserve_rate(self, res: Reservation, line: RateLine) -> dict[str, Any]:
+    def _reserve_rate(self, res: Reservation, line: RateLine, enforce: bool = True) -> dict[str, Any]:
         conditions = []
         values: dict[str, Any] = {
             ":one": num(1),
@@ -250,10 +329,10 @@ class Ledger:
             ":ttl": num((line.window + 1) * RATE_WINDOW_S + _RATE_ITEM_TTL_S),
             ":rid": {"S": res.request_id},
         }
-        if line.rpm is not None:
+        if line.rpm is not None and enforce:
             conditions.append("(attribute_not_exists(req) OR req < :rpm)")
             values[":rpm"] = num(line.rpm)
-        if line.tpm is not None:
+        if line.tpm is not None and enforce:
             conditions.append("(attribute_not_exists(tok) OR tok <= :troom)")
             values[":troom"] = num(line.tpm - res.tokens)
         update: dict[str, Any] = {
@@ -272,12 +351,22 @@ class Ledger:
     # ------------------------------------------------------------------------ settlement
 
     def settle(
-        self, hold: Hold, actual_usd: Decimal, actual_tokens: int, also: Sequence[dict[str, Any]] = ()
+        self,
+        hold: Hold,
+        actual_usd: Decimal,
+        actual_tokens: int,
+        also: Sequence[dict[str, Any]] = (),
+        *,
+        tries: int = _CONFLICT_TRIES,
+        first_try: int = 0,
     ) -> bool:
         """Move ``hold`` to spent at the actual cost (zero: a refund). False when already settled.
 
         ``also``: more transaction items written with the settlement or not at all (the spend
-        ledger's ``Update``), so a settlement that is a no-op books nothing twice."""
+        ledger's ``Update``), so a settlement that is a no-op books nothing twice. The reservation's
+        ``Delete`` is conditioned on the item existing: a settlement that committed but whose
+        answer was lost, tried again, is a no-op. Raises ``LedgerBusy`` when conflicts or throttling
+        outlast ``tries``; anything else (no answer) as the client raised it."""
         used, reserved, spent = settle_amounts(hold.usd, actual_usd)
         items: list[dict[str, Any]] = [
             {
@@ -317,21 +406,71 @@ class Ledger:
             )
         items.extend(also)
         kind = "settle+" if also else "settle"  # one idempotency token per distinct transaction
-        return self._transact(items, kind, hold.request_id, actual_usd, actual_tokens) is None
+        failed = self._transact(
+            items, kind, hold.request_id, actual_usd, actual_tokens, tries=tries, first_try=first_try
+        )
+        return failed is None
 
-    def sweep(self, now: float | None = None, limit: int | None = None) -> list[Hold]:
-        """Refund every reservation whose deadline passed before ``now``; the holds refunded."""
+    def record(
+        self, hold: Hold, actual_usd: Decimal, actual_tokens: int, also: Sequence[dict[str, Any]] = ()
+    ) -> bool:
+        """Write the settlement onto the reservation (one plain ``UpdateItem``), for the sweeper to
+        charge if the settlement transaction never commits. False when the reservation is gone
+        (settled already: by a call whose answer was lost, or by the sweeper)."""
+        values = {
+            "pending_usd": actual_usd,
+            "pending_tokens": actual_tokens,
+            "pending_also": json.dumps(list(also), separators=(",", ":")),
+            "pending_at": int(self._clock()),
+        }
+        try:
+            self.table.client.update_item(
+                TableName=self.table.name,
+                Key=resv_key(hold.request_id),
+                UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in values),
+                ConditionExpression="attribute_exists(pk)",  # never resurrect a settled reservation
+                ExpressionAttributeValues={f":{k}": v for k, v in dump(values).items()},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            if error_code(exc) in _THROTTLING_CODES:
+                raise LedgerBusy(f"recording {hold.request_id}: {error_code(exc)}", throttled=True) from exc
+            raise
+        return True
+
+    def sweep(self, now: float | None = None, limit: int | None = None) -> Swept:
+        """Close every reservation whose deadline passed before ``now``: at its recorded cost when
+        its request wrote one (``record``), else refunded (its instance died mid-request)."""
         cutoff = int(self._clock() if now is None else now)
-        refunded: list[Hold] = []
+        swept = Swept()
         for shard in range(RESV_SHARDS):
             for item in self._expired(f"resv#{shard}", cutoff):
-                hold = Hold.from_item(item)
-                if self.settle(hold, Decimal(0), 0):
-                    log.warning("refunded orphaned reservation %s (%s USD)", hold.request_id, hold.usd)
-                    refunded.append(hold)
-                if limit is not None and len(refunded) >= limit:
-                    return refunded
-        return refunded
+                self._sweep_one(item, swept)
+                if limit is not None and len(swept) >= limit:
+                    return swept
+        return swept
+
+    def _sweep_one(self, item: dict[str, Any], swept: Swept) -> None:
+        hold = Hold.from_item(item)
+        recorded = Recorded.from_item(item)
+        usd, tokens, also = (
+            (recorded.usd, recorded.tokens, recorded.also) if recorded else (Decimal(0), 0, ())
+        )
+        try:
+            done = self.settle(hold, usd, tokens, also)
+        except LedgerBusy:  # the next sweep tries again; nothing was written
+            log.warning("sweeper: reservation %s busy; left for the next sweep", hold.request_id)
+            swept.busy += 1
+            return
+        if not done:
+            return
+        if recorded is not None:
+            log.warning("settled reservation %s at its recorded cost (%s USD)", hold.request_id, usd)
+            swept.settled.append((hold, usd))
+        else:
+            log.warning("refunded orphaned reservation %s (%s USD)", hold.request_id, hold.usd)
+            swept.refunded.append(hold)
 
     def _expired(self, shard: str, cutoff: int) -> Iterable[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -375,28 +514,49 @@ class Ledger:
     # ------------------------------------------------------------------------- transact
 
     def _transact(
-        self, items: list[dict[str, Any]], kind: str, request_id: str, *amounts: object
+        self,
+        items: list[dict[str, Any]],
+        kind: str,
+        request_id: str,
+        *amounts: object,
+        tries: int = _CONFLICT_TRIES,
+        first_try: int = 0,
     ) -> dict[int, Any] | None:
-        """Run one transaction; None when it committed, else {index: old item} of failed conditions."""
+        """Run one transaction; None when it committed, else {index: old item} of failed conditions.
+
+        Conflicts are tried again ``tries`` times with a short jitter; then, or on throttling that
+        the AWS client's own retries did not outlast, ``LedgerBusy``."""
         client = self.table.client
-        for attempt in range(_CONFLICT_TRIES):
+        throttled = False
+        for attempt in range(first_try, first_try + tries):
+            if attempt > first_try:
+                self._sleep(random.uniform(0.005, 0.02) * (attempt - first_try))
             try:
                 client.transact_write_items(
                     TransactItems=items, ClientRequestToken=_token(kind, request_id, attempt, *amounts)
                 )
                 return None
-            except client.exceptions.TransactionCanceledException as exc:
+            except Exception as exc:
+                code = error_code(exc)
+                if code in _THROTTLING_CODES:
+                    raise LedgerBusy(f"{kind} {request_id}: {code}", throttled=True) from exc
+                if code == "TransactionConflictException":
+                    continue
+                if code != "TransactionCanceledException":
+                    raise
                 codes = _cancel_codes(exc)
                 if "ConditionalCheckFailed" in codes:
-                    reasons = exc.response.get("CancellationReasons") or []
+                    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
                     return {
                         i: reasons[i].get("Item") or {}
                         for i, code in enumerate(codes)
                         if code == "ConditionalCheckFailed"
                     }
-                if not all(code in {"None", "TransactionConflict", "ThrottlingError"} for code in codes):
+                if not all(code in _RETRY_REASONS for code in codes):
                     raise
-                if attempt + 1 == _CONFLICT_TRIES:
-                    raise
-                self._sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-        raise AssertionError("unreachable")
+                throttled = any(code in _THROTTLED_REASONS for code in codes)
+                if throttled:  # no point hammering a throttled table with short retries
+                    break
+        raise LedgerBusy(
+            f"{kind} {request_id}: {'throttled' if throttled else 'conflicts'}", throttled=throttled
+        )

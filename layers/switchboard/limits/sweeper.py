@@ -1,8 +1,11 @@
-"""The sweeper: refunds reservations whose request outlived its deadline (the instance died).
+"""The sweeper: closes reservations whose request outlived its deadline.
 
-A scheduled Lambda (``functions/sweeper``) and ``switchboard budgets sweep`` both run it. Each
-refund is the ledger's ordinary settlement at zero, so a request that does finish later, or a
-second sweeper running at the same time, finds the reservation gone and changes nothing.
+A scheduled Lambda (``functions/sweeper``) and ``switchboard budgets sweep`` both run it. A
+reservation whose request wrote its actual cost onto it (its settlement transaction could not be
+made: see ``switchboard.limits.settlement``) is settled at that cost; any other is refunded (its
+instance died mid-request). Either is the ledger's ordinary settlement, so a request that does
+finish later, or a second sweeper running at the same time, finds the reservation gone and changes
+nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from switchboard.limits.ledger import Ledger
+from switchboard.limits.ledger import Ledger, Swept
 from switchboard.limits.table import Table
 from switchboard.settings import Settings
 
-__all__ = ["Sweeper"]
+__all__ = ["Sweeper", "summarize"]
 
 log = logging.getLogger("switchboard.sweeper")
 
@@ -32,18 +35,38 @@ class Sweeper:
         return cls(Ledger(Table.from_settings(settings.table, settings.region, runtime=True)))
 
     def __call__(self, event: Any = None, context: Any = None) -> dict[str, Any]:
-        refunded = self.ledger.sweep()
-        total = sum((hold.usd for hold in refunded), Decimal(0))
-        _count(len(refunded))
-        log.info("sweeper refunded %d reservations, %s USD", len(refunded), total)
-        return {"refunded": len(refunded), "usd": str(total)}
+        swept = self.ledger.sweep()
+        summary = summarize(swept)
+        _count("ReservationsRefunded", len(swept.refunded))
+        _count("ReservationsSettledBySweeper", len(swept.settled))
+        log.info(
+            "sweeper refunded %d reservations (%s USD), settled %d at their recorded cost (%s USD)",
+            summary["refunded"],
+            summary["usd"],
+            summary["settled"],
+            summary["settled_usd"],
+        )
+        return summary
 
 
-def _count(refunded: int) -> None:
-    """``ReservationsRefunded`` (EMF): more than a trickle means instances die mid-request."""
+def summarize(swept: Swept) -> dict[str, Any]:
+    """What a sweep did, as the handler and ``switchboard budgets sweep --json`` report it."""
+    refunded = sum((hold.usd for hold in swept.refunded), Decimal(0))
+    settled = sum((usd for _, usd in swept.settled), Decimal(0))
+    return {
+        "refunded": len(swept.refunded),
+        "usd": str(refunded),
+        "settled": len(swept.settled),
+        "settled_usd": str(settled),
+        "busy": swept.busy,
+    }
+
+
+def _count(name: str, value: int) -> None:
+    """``ReservationsRefunded`` (EMF): more than a trickle means instances die mid-request.
+    ``ReservationsSettledBySweeper``: settlements DynamoDB would not take in time (see the alarm
+    advice in docs/limits.md)."""
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-    with single_metric(
-        name="ReservationsRefunded", unit=MetricUnit.Count, value=refunded, namespace="Switchboard"
-    ) as metric:
+    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace="Switchboard") as metric:
         metric.add_dimension(name="service", value="switchboard")
