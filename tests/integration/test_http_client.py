@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
+import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,19 +97,177 @@ def test_concurrent_requests_each_get_a_connection_then_share_them() -> None:
     assert asyncio.run(serve(echo_forever, client)) == 4
 
 
-def test_a_connection_the_peer_closed_while_idle_is_retried_on_a_new_one() -> None:
+class Upstream:
+    """A scripted upstream's record: the requests each connection received, and what the test
+    waits on (every request of a warm-up round in, the peer's side of each connection closed)."""
+
+    def __init__(self, warm: int) -> None:
+        self.posts: list[int] = []  # the connection number of each request received
+        self.arrived = asyncio.Barrier(warm)  # the warm-up round answers only once all are in
+        self.closed: dict[int, asyncio.Event] = {}
+        self.phase = 1
+
+    def gone(self, n: int) -> asyncio.Event:
+        return self.closed.setdefault(n, asyncio.Event())
+
+    async def wait_closed(self, *numbers: int) -> None:
+        async with asyncio.timeout(5):
+            for n in numbers:
+                await self.gone(n).wait()
+
+
+def drop(writer: asyncio.StreamWriter, how: str) -> None:
+    """Close the connection: an orderly FIN, or a TCP reset (SO_LINGER 0)."""
+    if how == "reset":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
+async def warm_two(url: str, http: httpx.AsyncClient) -> None:
+    """Two concurrent requests, answered only when both are in: two idle keep-alive connections."""
+    answers = await asyncio.gather(http.post(url, content=b"w1"), http.post(url, content=b"w2"))
+    assert [a.status_code for a in answers] == [200, 200]
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_idle_connections_the_peer_closed_are_skipped_before_any_byte_is_written(how: str) -> None:
+    # Both idle connections are dead (the peer closed them after answering); the next request goes
+    # out once, on a new connection, and the dead ones never see a byte of it.
+    up = Upstream(warm=2)
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        await read_request(reader)
-        writer.write(answer(b"first" if n == 1 else b"second"))
-        await writer.drain()
-        if n == 1:  # the next request arrives, and the peer drops the connection unanswered
-            await reader.read(1)
+        while await read_request(reader) is not None:
+            up.posts.append(n)
+            if n <= 2:
+                await up.arrived.wait()
+            writer.write(answer(b"from %d" % n))
+            await writer.drain()
+            if n <= 2:  # the peer's keep-alive timeout: it closes the idle connection
+                drop(writer, how)
+                await writer.wait_closed()
+                up.gone(n).set()
+                return
 
     async def client(url: str, http: httpx.AsyncClient) -> None:
-        assert (await http.post(url, content=b"a")).content == b"first"
-        assert (await http.post(url, content=b"b")).content == b"second"
+        await warm_two(url, http)
+        await up.wait_closed(1, 2)
+        response = await http.post(url, content=b"after")
+        assert (response.status_code, response.content) == (200, b"from 3")
 
-    assert asyncio.run(serve(handler, client)) == 2
+    assert asyncio.run(serve(handler, client)) == 3
+    assert sorted(up.posts) == [1, 2, 3]  # each request received exactly once
+
+
+def test_a_peer_close_the_event_loop_has_not_seen_yet_is_found_before_writing() -> None:
+    # The peer (a thread) closes both idle connections while the client's event loop is blocked,
+    # so the loop has not read the FINs when the next request picks a connection: the idle check
+    # itself must find them (``_Connection.peer_gone``), before any byte is written.
+    posts: list[int] = []
+    both_in = threading.Barrier(2, timeout=5)
+    close_now = threading.Event()
+    closed = threading.Semaphore(0)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def connection(sock: socket.socket, n: int) -> None:
+        with sock, sock.makefile("rb") as stream:
+            head = b"".join(iter(stream.readline, b"\r\n"))
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            stream.read(length)
+            posts.append(n)
+            if n <= 2:
+                both_in.wait()
+            sock.sendall(answer(b"from %d" % n))
+            if n <= 2:
+                close_now.wait(5)
+                sock.close()
+                closed.release()
+
+    def accept() -> None:
+        for n in (1, 2, 3):
+            sock, _ = listener.accept()
+            threading.Thread(target=connection, args=(sock, n), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    async def client() -> None:
+        http = make_http_client()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/x"
+        try:
+            await warm_two(url, http)
+            close_now.set()
+            for _ in range(2):  # blocks the event loop on purpose: it must not see the closes
+                assert closed.acquire(timeout=5)
+            response = await http.post(url, content=b"after")
+            assert (response.status_code, response.content) == (200, b"from 3")
+        finally:
+            await http.aclose()
+
+    with listener:
+        asyncio.run(client())
+    assert sorted(posts) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_request_the_upstream_read_is_never_sent_again(how: str) -> None:
+    # Two idle connections, both alive. The upstream reads the next request and drops the
+    # connection unanswered: the gateway cannot know whether it was acted on (a billed LLM call),
+    # so it is an error, never a second POST on the other idle connection or a new one.
+    up = Upstream(warm=2)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await read_request(reader) is not None:
+            up.posts.append(n)
+            if up.phase == 2:
+                drop(writer, how)
+                return
+            await up.arrived.wait()
+            writer.write(answer(b"ok"))
+            await writer.drain()
+
+    async def client(url: str, http: httpx.AsyncClient) -> None:
+        await warm_two(url, http)
+        up.phase = 2
+        with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+            await http.post(url, content=b"billed")
+        assert len(up.posts) == 3  # the two warm-up requests, then this one exactly once
+        # A fresh connection closed unanswered is the same error, and the request went out once.
+        with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+            await http.post(url, content=b"again")
+        assert len(up.posts) == 4
+
+    asyncio.run(serve(handler, client))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_connection_closed_mid_answer_is_an_error_sent_once(streamed: bool) -> None:
+    up = Upstream(warm=1)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await read_request(reader) is not None:
+            up.posts.append(n)
+            if len(up.posts) == 1:
+                writer.write(answer(b"ok"))
+                await writer.drain()
+                continue
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+            drop(writer, "close")
+            return
+
+    async def client(url: str, http: httpx.AsyncClient) -> None:
+        assert (await http.post(url, content=b"warm")).content == b"ok"  # then reused
+        with pytest.raises(httpx.RemoteProtocolError, match="middle of its answer"):
+            if streamed:
+                async with http.stream("POST", url, content=b"cut") as response:
+                    assert response.status_code == 200
+                    async for _ in response.aiter_bytes():
+                        pass
+            else:
+                await http.post(url, content=b"cut")
+        assert len(up.posts) == 2
+
+    assert asyncio.run(serve(handler, client)) == 1
 
 
 def test_a_fresh_connection_closed_unanswered_is_an_error_not_a_retry() -> None:
