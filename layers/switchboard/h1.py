@@ -77,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._received = 0  # bytes of the current answer
         self._head = 0  # bytes of its header lines so far
+        self._closing = False  # the request asked for the connection to close after the answer
         self._paused = False
 
     # --- asyncio.Protocol
@@ -149,7 +150,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200 and not self.headers_done:
             return
-        self.keep_alive = self._parser.should_keep_alive()  # only valid inside the callback
+        # should_keep_alive is only valid inside the callback
+        self.keep_alive = self._parser.should_keep_alive() and not self._closing
         self.complete = True
 
     # --- used by the transport
@@ -209,6 +211,8 @@ class _Connection(asyncio.Protocol):
         """Write the request line, the headers and the body."""
         self._reset()
         assert self.transport is not None
+        # A request that says "Connection: close" ends the connection after its answer (RFC 9112).
+        self._closing = request.headers.get("connection", "").lower() == "close"
         target = request.url.raw_path
         head = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
@@ -245,8 +249,10 @@ class _Connection(asyncio.Protocol):
         return data
 
     def close(self) -> None:
+        """Drop the socket now: ``abort``, not ``close``, which would wait to flush what is still
+        unsent (a body the peer stopped reading after a write timeout) and keep the socket open."""
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
         if self.closed is None:
             self.closed = ConnectionResetError("closed by the gateway")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from switchboard.gateway import make_http_client
+from switchboard.h1 import MAX_HEAD
 
 from tests.tls import self_signed
 
@@ -431,3 +432,163 @@ def test_an_upstream_certificate_is_verified(self_signed_https: str) -> None:
         causes.append(cause)
         cause = cause.__cause__ or cause.__context__
     assert any(isinstance(c, ssl.SSLCertVerificationError) for c in causes), causes
+
+
+def test_a_certificate_for_another_name_is_refused(
+    self_signed_https: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The certificate is trusted (SSL_CERT_FILE, which OpenSSL reads for the default store) and
+    # valid for "localhost": over that name it is accepted, over 127.0.0.1 it names another host.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    port = httpx.URL(self_signed_https).port
+
+    async def fetch(host: str) -> httpx.Response:
+        client = make_http_client()
+        try:
+            return await client.get(f"https://{host}:{port}/")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(fetch("localhost")).content == b"ok"
+    with pytest.raises(httpx.ConnectError) as failed:
+        asyncio.run(fetch("127.0.0.1"))
+    cause = failed.value.__cause__
+    assert isinstance(cause, ssl.SSLCertVerificationError), cause
+    assert "mismatch" in cause.verify_message, cause.verify_message
+
+
+def test_response_headers_are_capped_at_64_kb() -> None:
+    big = [f"x-filler-{i}: {'v' * 1000}" for i in range(70)]  # 70 KB of header lines
+    fits = big[:50]  # 50 KB: accepted
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        if n == 1:
+            writer.write(answer(b"fits", *fits))
+        elif n == 2:
+            writer.write(answer(b"too big", *big))
+        else:  # one endless header line: refused once past the cap, not after a read timeout
+            writer.write(b"HTTP/1.1 200 OK\r\nx-endless: " + b"v" * (MAX_HEAD + 1000))
+        await writer.drain()
+        await reader.read(1)
+
+    async def client(url: str, http: httpx.AsyncClient) -> None:
+        response = await http.post(url, content=b"a", headers={"connection": "close"})
+        assert response.content == b"fits" and len(response.headers) > 50
+        for _ in range(2):
+            with pytest.raises(httpx.RemoteProtocolError, match="headers exceed 65536 bytes"):
+                await http.post(url, content=b"a", timeout=httpx.Timeout(30))
+
+    assert asyncio.run(serve(handler, client)) == 3
+
+
+def fill_backlog(listener: socket.socket) -> list[socket.socket]:
+    """Connections that fill ``listener``'s accept queue (listen(0), never accepted): the kernel
+    drops the SYNs of any further connection, which then hangs in its handshake."""
+    fillers: list[socket.socket] = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        fillers.append(filler)
+        try:
+            filler.connect(listener.getsockname())
+        except TimeoutError:
+            return fillers
+    raise AssertionError("the accept queue never filled")
+
+
+def test_connect_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = fill_backlog(listener)
+        port = listener.getsockname()[1]
+
+        async def connect() -> None:
+            http = make_http_client()
+            try:
+                with pytest.raises(httpx.ConnectTimeout):
+                    await http.post(
+                        f"http://127.0.0.1:{port}/", content=b"a", timeout=httpx.Timeout(5, connect=0.2)
+                    )
+            finally:
+                await http.aclose()
+
+        try:
+            asyncio.run(connect())
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_write_timeout_when_the_upstream_reads_nothing() -> None:
+    # Nobody accepts at first: the kernel completes the handshake and then takes only what its
+    # receive buffer holds (SO_RCVBUF, inherited by the connection, fixed small).
+    body = b"x" * (8 << 20)  # more than the client's send buffer (at most 4 MB) and that
+
+    async def send(listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        http = make_http_client()
+        try:
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+            with pytest.raises(httpx.WriteTimeout):
+                await http.post(url, content=body, timeout=httpx.Timeout(5, write=0.3))
+            # The socket is dropped at once, with what was still unsent: reading now finds the end
+            # of the connection before the whole body (the rest never leaves the gateway).
+            sock, _ = await loop.sock_accept(listener)
+            with sock:
+                received = 0
+                async with asyncio.timeout(5):
+                    while part := await loop.sock_recv(sock, 1 << 20):
+                        received += len(part)
+            assert 0 < received < len(body)
+        finally:
+            await http.aclose()
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        asyncio.run(send(listener))
+
+
+@pytest.mark.parametrize("where", ["awaiting the answer", "reading the body"])
+def test_a_cancelled_request_closes_its_connection(where: str) -> None:
+    # The upstream sees the connection end at once (an LLM call it can stop), and the next request
+    # gets a new connection: the old one may still carry the rest of the cancelled answer.
+    got_request = asyncio.Event()
+    in_body = asyncio.Event()
+    saw_close = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        if n == 2:
+            writer.write(answer(b"new connection"))
+            await writer.drain()
+            await reader.read(1)
+            return
+        if where == "reading the body":
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+        got_request.set()
+        if await reader.read(1) == b"":
+            saw_close.set()
+
+    async def client(url: str, http: httpx.AsyncClient) -> None:
+        async def call() -> None:
+            response = await http.send(http.build_request("POST", url, content=b"a"), stream=True)
+            async for _ in response.aiter_raw():  # not closed by the caller: the cancel must do it
+                in_body.set()
+
+        task = asyncio.create_task(call())
+        async with asyncio.timeout(5):
+            await (in_body if where == "reading the body" else got_request).wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(2):
+            await saw_close.wait()
+        assert (await http.post(url, content=b"b")).content == b"new connection"
+
+    assert asyncio.run(serve(handler, client)) == 2
