@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -160,6 +161,15 @@ def test_idle_connections_the_peer_closed_are_skipped_before_any_byte_is_written
     assert sorted(up.posts) == [1, 2, 3]  # each request received exactly once
 
 
+def fin_acknowledged(sock: socket.socket) -> None:
+    """Until the peer's kernel has acknowledged our FIN (state FIN_WAIT2): it is in the peer's
+    socket now, whether or not its event loop has looked."""
+    deadline = time.monotonic() + 5
+    while sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 5:  # TCP_FIN_WAIT2
+        assert time.monotonic() < deadline, "the FIN was never acknowledged"
+        time.sleep(0.001)
+
+
 def test_a_peer_close_the_event_loop_has_not_seen_yet_is_found_before_writing() -> None:
     # The peer (a thread) closes both idle connections while the client's event loop is blocked,
     # so the loop has not read the FINs when the next request picks a connection: the idle check
@@ -171,16 +181,19 @@ def test_a_peer_close_the_event_loop_has_not_seen_yet_is_found_before_writing() 
     listener = socket.create_server(("127.0.0.1", 0))
 
     def connection(sock: socket.socket, n: int) -> None:
-        with sock, sock.makefile("rb") as stream:
-            head = b"".join(iter(stream.readline, b"\r\n"))
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            stream.read(length)
+        with sock:
+            with sock.makefile("rb") as stream:  # closed first: it holds the socket open
+                head = b"".join(iter(stream.readline, b"\r\n"))
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                stream.read(length)
             posts.append(n)
             if n <= 2:
                 both_in.wait()
             sock.sendall(answer(b"from %d" % n))
             if n <= 2:
                 close_now.wait(5)
+                sock.shutdown(socket.SHUT_RDWR)  # the FIN goes out now
+                fin_acknowledged(sock)
                 sock.close()
                 closed.release()
 
