@@ -223,16 +223,26 @@ def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFaile
     because it should not happen."""
     if not isinstance(exc, (httpx.HTTPError, TimeoutError, OSError)):
         log.error("unexpected failure calling %s: %s", target.label, type(exc).__name__, exc_info=exc)
-    cause = exc.__cause__
-    # A timeout is one whose cause is a timeout (h1.H1Transport chains every low-level cause).
-    timed_out = isinstance(exc, TimeoutError) or (
-        isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
-    )
-    if timed_out:
+    if _timed_out(exc):
         return AttemptFailed(ErrorClass.TIMEOUT, f"{target.provider_name}: timed out")
     return AttemptFailed(
         ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})"
     )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A ``TimeoutError``, or an httpx timeout whose chained causes (h1 and httpcore chain every
+    low-level one) show no other socket error: a reset some client reported as a timeout is not."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return True
 
 
 def check_modalities(present: set[str], target: PlannedTarget) -> None:

@@ -8,10 +8,12 @@ http) records the first line of every request it carries; the origin is a plain 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -187,3 +189,39 @@ def test_without_proxy_variables_the_client_is_h1_alone(monkeypatch: pytest.Monk
 )
 def test_no_proxy_matching(no_proxy: str, host: str, port: int, direct: bool) -> None:
     assert NoProxy.parse(no_proxy).matches(host, port) is direct
+
+
+def test_a_proxy_that_never_answers_the_handshake_is_a_timeout_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The proxied path raises httpx's exceptions with httpcore's chained causes: a connect timeout
+    # there is still the engine's ``timeout`` class (and any other fault its ``server`` class).
+    from switchboard.engine import transport_failure
+    from switchboard.errors import ErrorClass
+
+    from tests.integration.test_http_client import fill_backlog
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = fill_backlog(listener)
+        proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        async def call() -> BaseException:
+            client = make_http_client({"HTTPS_PROXY": proxy})
+            try:
+                with pytest.raises(httpx.ConnectTimeout) as failed:
+                    await client.get("https://example.invalid/", timeout=httpx.Timeout(5, connect=0.2))
+                return failed.value
+            finally:
+                await client.aclose()
+
+        try:
+            failure = asyncio.run(call())
+        finally:
+            for filler in fillers:
+                filler.close()
+    target = SimpleNamespace(provider_name="p", label="p/m")
+    assert transport_failure(failure, target).error_class is ErrorClass.TIMEOUT  # type: ignore[arg-type]
+    refused = httpx.ConnectError("refused")
+    assert transport_failure(refused, target).error_class is ErrorClass.SERVER  # type: ignore[arg-type]
