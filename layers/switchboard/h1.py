@@ -11,22 +11,41 @@ That gap sat on every request's critical path, twice the gateway's own work. aio
 ~150 ms of import at cold start and, with its dependencies, ~4.5 MB of the Lambda layer.
 
 What it does: one request per connection at a time; idle connections kept per origin
-(``keepalive_s``, at most ``max_idle`` each); a reused connection that turns out to have been
-closed by the peer before any byte of the answer is retried once on a new one (the request never
-reached a live server; what every HTTP/1.1 client does). Responses are parsed by httptools (the
-parser uvicorn serves with); bodies stream, with reading paused while ``_HIGH_WATER`` bytes wait
-unread. httpx above it decodes ``content-encoding`` and applies no cookies (see
-``gateway.make_http_client``). TLS: the context given, by default the system's CA store, with
-SNI and hostname checks. Timeouts come from the request (httpx's ``timeout`` extension):
-``connect`` for the TCP and TLS handshake, ``read`` for each wait for answer bytes, ``write`` for
-sending a body that does not fit the socket buffer, ``pool`` unused (no connection limit).
+(``keepalive_s``, at most ``max_idle`` each). Responses are parsed by httptools (the parser
+uvicorn serves with); bodies stream, with reading paused while ``_HIGH_WATER`` bytes wait unread.
+httpx above it decodes ``content-encoding`` and applies no cookies (see
+``gateway.make_http_client``).
 
-Not supported, and not needed by any provider: HTTP/2, proxies, ``Expect: 100-continue``, upgrades,
-``HEAD`` (a bodiless answer would be read as a body), request bodies of unknown length.
+A request is sent at most once. Before one is written to an idle connection, the connection is
+checked: closed or reset by the peer, expired, or readable at all (a FIN the event loop has not
+delivered yet, a stray byte: ``_Connection.peer_gone``, one ``poll``), it is dropped and the next
+idle one, or a new connection, is taken. Once any byte is written, a connection that closes or
+resets without an answer is a ``RemoteProtocolError``, never a re-send: the upstream may have read
+the request and begun a billed call, and the engine's retry policy (and its trail) decides what
+happens next.
+
+Limits: the status line and headers of an answer, interim ones included, at most ``MAX_HEAD``
+(64 KB; past it ``RemoteProtocolError``, even mid-line). Timeouts come from the request (httpx's
+``timeout`` extension): ``connect`` for the TCP and TLS handshake, ``read`` for each wait for
+answer bytes, ``write`` for each wait for the socket to take more of the request, ``pool`` unused
+(no connection limit). A request that fails, times out or is cancelled (while waiting for the
+answer or reading its body, whether or not the caller closes the response) aborts its socket at
+once, dropping anything unsent: the upstream sees the connection end, and it is never reused.
+A request with ``Connection: close`` ends its connection after the answer.
+
+TLS: the context given, by default the system's CA store (OpenSSL's ``SSL_CERT_FILE`` honoured),
+with SNI and hostname checks: a certificate for another name is refused (``ConnectError``).
+
+Proxies: ``with_proxies`` (used by ``gateway.make_http_client``) sends requests through
+``HTTPS_PROXY`` / ``HTTP_PROXY`` over httpx's own transport, except hosts ``NO_PROXY`` names.
+
+Not supported, and not needed by any provider: HTTP/2, ``Expect: 100-continue``, upgrades,
+``HEAD`` (a bodiless answer would be read as a body).
 
 Failures are httpx's exceptions, each with the low-level cause chained: ``ConnectError`` /
 ``ConnectTimeout``, ``WriteError`` / ``WriteTimeout``, ``ReadError`` / ``ReadTimeout``,
-``RemoteProtocolError`` (unparsable answer, or the connection closed mid-answer).
+``RemoteProtocolError`` (unparsable or oversized answer, or the connection closed before or during
+it). Anything unexpected below httpx is a plain ``TransportError``, so a caller handles one family.
 """
 
 from __future__ import annotations
