@@ -605,3 +605,42 @@ def test_a_cancelled_request_closes_its_connection(where: str) -> None:
         assert (await http.post(url, content=b"b")).content == b"new connection"
 
     assert asyncio.run(serve(handler, client)) == 2
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_idle_check_keeps_live_connections(
+    loop: str, tls: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check before reuse reads the socket under both event loops (the Lambda serves on uvloop)
+    # and under TLS (whose session tickets arrive after the handshake): a live connection passes.
+    import uvloop
+
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    accepted = 0
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await echo_forever(reader, writer, accepted)
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(on_connection, "127.0.0.1", 0, ssl=context if tls else None)
+        url = f"{'https' if tls else 'http'}://localhost:{server.sockets[0].getsockname()[1]}/"
+        http = make_http_client()
+        try:
+            for i in range(5):
+                assert (await http.post(url, content=b"%d" % i)).content == b"echo:%d" % i
+        finally:
+            await http.aclose()
+            server.close()
+
+    if loop == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    assert accepted == 1
