@@ -306,13 +306,19 @@ class _Body(httpx.AsyncByteStream):
                     raise httpx.ReadTimeout("timed out reading the upstream's answer") from exc
         except BaseException as exc:
             # Failed, cancelled, or abandoned mid-answer: the rest of the answer may still come,
-            # so the socket is closed now, never left open or given to another request.
-            conn.close()
+            # so the socket is closed now, never left open or given to another request. (An
+            # iterator abandoned after the answer is finalized later, maybe after ``aclose`` gave
+            # the connection to another request: ``_finish`` then leaves it alone.)
+            self._finish()
             if isinstance(exc, Exception) and not isinstance(exc, httpx.HTTPError):
                 raise _unexpected(exc) from exc
             raise
 
     async def aclose(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Once: the connection back to the pool if its answer was read whole, else closed."""
         if self._released:
             return
         self._released = True

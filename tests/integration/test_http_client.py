@@ -644,3 +644,42 @@ def test_the_idle_check_keeps_live_connections(
     else:
         asyncio.run(main())
     assert accepted == 1
+
+
+def test_a_body_iterator_abandoned_after_the_answer_never_touches_the_connection_again() -> None:
+    # As a provider does at "[DONE]": stop iterating once the answer is in, close the response (the
+    # connection goes back to the pool), and leave the iterator to be finalized later. By then the
+    # connection may carry another request; finalizing must not close it under that request.
+    got_second = asyncio.Event()
+    answer_second = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n")
+        await read_request(reader)
+        got_second.set()
+        await answer_second.wait()
+        writer.write(answer(b"second"))
+        await writer.drain()
+        await reader.read(1)
+
+    async def client(url: str, http: httpx.AsyncClient) -> None:
+        async def first() -> bytes:
+            response = await http.send(http.build_request("POST", url, content=b"a"), stream=True)
+            try:
+                async for part in response.aiter_bytes():
+                    return part  # the iterator is abandoned, not exhausted
+                return b""
+            finally:
+                await response.aclose()
+
+        assert await first() == b"data: 1\n\n"
+        second = asyncio.create_task(http.post(url, content=b"b"))
+        async with asyncio.timeout(5):
+            await got_second.wait()
+        for _ in range(20):  # the abandoned iterators' finalizers run as loop callbacks: let them
+            await asyncio.sleep(0)
+        answer_second.set()
+        assert (await second).content == b"second"
+
+    assert asyncio.run(serve(handler, client)) == 1
