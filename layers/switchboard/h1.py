@@ -11,10 +11,11 @@ That gap sat on every request's critical path, twice the gateway's own work. aio
 ~150 ms of import at cold start and, with its dependencies, ~4.5 MB of the Lambda layer.
 
 What it does: one request per connection at a time; idle connections kept per origin
-(``keepalive_s``, at most ``max_idle`` each). Responses are parsed by httptools (the parser
-uvicorn serves with); bodies stream, with reading paused while ``_HIGH_WATER`` bytes wait unread.
-httpx above it decodes ``content-encoding`` and applies no cookies (see
-``gateway.make_http_client``).
+(``keepalive_s``, or one second less than the peer's ``Keep-Alive: timeout=N``, so the gateway
+stops reusing a connection before the peer closes it; at most ``max_idle`` each). Responses are
+parsed by httptools (the parser uvicorn serves with); bodies stream, with reading paused while
+``_HIGH_WATER`` bytes wait unread. httpx above it decodes ``content-encoding`` and applies no
+cookies (see ``gateway.make_http_client``).
 
 A request is sent at most once. Before one is written to an idle connection, the connection is
 checked: closed or reset by the peer, expired, or readable at all (a FIN the event loop has not
@@ -79,6 +80,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: BaseException | None = None  # why the socket is gone (None: open)
         self.idle_since = 0.0
+        self.idle_limit: float | None = None  # seconds the peer keeps it idle, from its Keep-Alive
         self.idle = False  # in the pool, between answers: no byte may arrive now
         self._waiter: asyncio.Future[None] | None = None
         self._can_write: asyncio.Future[None] | None = None
@@ -154,6 +156,15 @@ class _Connection(asyncio.Protocol):
         if self._head > MAX_HEAD:
             raise _HeadTooLarge  # httptools stops and raises HttpParserCallbackError from it
         self.headers.append((name, value))
+        if len(name) == 10 and name.lower() == b"keep-alive":
+            self._keep_alive_header(value)
+
+    def _keep_alive_header(self, value: bytes) -> None:
+        """``Keep-Alive: timeout=5, max=100``: the peer closes the connection after 5 idle seconds."""
+        for param in value.split(b","):
+            key, _, number = param.partition(b"=")
+            if key.strip().lower() == b"timeout" and number.strip().isdigit():
+                self.idle_limit = max(0.0, int(number) - 1.0)  # a second's margin for the race
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
@@ -406,7 +417,8 @@ class H1Transport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:  # bounded: each pass takes one connection out of the pool
             conn = idle.pop()
-            if conn.reusable and now - conn.idle_since < self.keepalive_s and not conn.peer_gone():
+            limit = self.keepalive_s if conn.idle_limit is None else min(self.keepalive_s, conn.idle_limit)
+            if conn.reusable and now - conn.idle_since < limit and not conn.peer_gone():
                 conn.idle = False
                 return conn
             conn.close()

@@ -683,3 +683,19 @@ def test_a_body_iterator_abandoned_after_the_answer_never_touches_the_connection
         assert (await second).content == b"second"
 
     assert asyncio.run(serve(handler, client)) == 1
+
+
+def test_a_peer_announcing_a_short_keep_alive_is_not_reused_near_its_end() -> None:
+    # "Keep-Alive: timeout=N" (Node's and Apache's servers send it): the connection is reused for
+    # N - 1 seconds at most, so a request never races the peer's idle close. timeout=1 allows 0 s.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await read_request(reader) is not None:
+            writer.write(
+                answer(b"%d" % n, "keep-alive: timeout=1" if n == 1 else "Keep-Alive: max=5, timeout=30")
+            )
+            await writer.drain()
+
+    async def client(url: str, http: httpx.AsyncClient) -> None:
+        assert [(await http.post(url, content=b"x")).content for _ in range(4)] == [b"1", b"2", b"2", b"2"]
+
+    assert asyncio.run(serve(handler, client)) == 2
