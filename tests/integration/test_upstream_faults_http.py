@@ -8,7 +8,9 @@ model string tells the mock to read the request and reset the connection (``rese
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -105,3 +107,61 @@ def test_an_unexpected_exception_below_httpx_is_a_server_attempt_not_a_500(
         ["mock/echo", "server"],
         ["backup/echo", "ok"],
     ]
+
+
+class _BreaksMidStream(httpx.AsyncBaseTransport):
+    """An upstream stream that sends one content chunk, then fails with an unexpected exception."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        chunk = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": "half"}, "finish_reason": None}
+            ],
+        }
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            raise AssertionError("a bug below httpx, mid-stream")
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Stream(body()))
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, parts: AsyncIterator[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self.parts:
+            yield part
+
+
+def test_an_unexpected_exception_after_the_stream_committed_ends_it_with_an_error_event(
+    gateway_factory: Any, mock: MockUpstream
+) -> None:
+    gw = gateway_factory(models={"m": {"targets": [{"provider": "mock", "model": "echo"}]}})
+    gw.gateway.engine.http = httpx.AsyncClient(transport=_BreaksMidStream())
+    body = {"model": "m", "messages": MSG, "stream": True}
+    with httpx.stream("POST", gw.v1 + "/chat/completions", json=body, headers=gw.headers(), timeout=30) as r:
+        assert r.status_code == 200
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert '"half"' in lines[0]
+    error = json.loads(lines[-1][6:])["error"]
+    assert error["code"] == "stream_interrupted" and "(server)" in error["message"]
+    assert "data: [DONE]" not in lines
+
+
+def test_the_same_on_v1_messages_ends_with_an_anthropic_error_event(
+    gateway_factory: Any, mock: MockUpstream
+) -> None:
+    gw = gateway_factory(models={"m": {"targets": [{"provider": "mock", "model": "echo"}]}})
+    gw.gateway.engine.http = httpx.AsyncClient(transport=_BreaksMidStream())
+    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": MSG}
+    with httpx.stream("POST", gw.v1 + "/messages", json=body, headers=gw.headers(), timeout=30) as r:
+        assert r.status_code == 200
+        text = "".join(r.iter_text())
+    assert '"half"' in text
+    assert text.rstrip().split("\n\n")[-1].startswith("event: error")
