@@ -2,7 +2,10 @@
 
 Most tests script a raw asyncio server per connection in the same event loop, so every byte on
 the wire is chosen by the test: keep-alive, a peer that closes an idle connection, bodies framed by
-length, by chunks or by the connection's end, interim answers, stalls, flow control.
+length, by chunks or by the connection's end, interim answers, stalls, flow control. The servers
+count the requests they receive: a request is never sent twice, whichever way the peer drops the
+connection (idle, after reading the request, mid-answer). Then the limits: header size, hostname,
+cancellation, connect and write timeouts, the idle check under both event loops and TLS.
 """
 
 from __future__ import annotations
