@@ -12,6 +12,7 @@ is committed; a later failure ends it with an OpenAI-format error event, never a
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -58,6 +59,8 @@ __all__ = [
 
 T = TypeVar("T")
 X = TypeVar("X")
+
+log = logging.getLogger("switchboard")
 
 
 @dataclass(slots=True)
@@ -142,7 +145,9 @@ class StreamResult:
             if tail is not None:
                 yield _encode(tail)
             yield b"data: [DONE]\n\n"
-        except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
+        except GatewayError:
+            raise
+        except Exception as exc:  # AttemptFailed, or any transport fault (``transport_failure``)
             failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
             self.interrupted = failure
             self.attempts.append(AttemptRecord(self.target.label, failure.error_class, failure.status, 0.0))
@@ -196,7 +201,9 @@ class HeldStream(Generic[X]):
                 yield item
         except StopAsyncIteration:
             return
-        except (AttemptFailed, httpx.HTTPError, TimeoutError, OSError) as exc:
+        except GatewayError:
+            raise
+        except Exception as exc:  # AttemptFailed, or any transport fault (``transport_failure``)
             failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, self.target)
             self.attempts.append(AttemptRecord(self.target.label, failure.error_class, failure.status, 0.0))
             raise failure from None
@@ -209,17 +216,35 @@ def _encode(item: StreamChunk) -> bytes:
 
 
 def transport_failure(exc: BaseException, target: PlannedTarget) -> AttemptFailed:
-    """Class a network-level failure: timeouts are ``timeout``, everything else ``server``."""
-    cause = exc.__cause__
-    # A timeout is one whose cause is a timeout (h1.H1Transport chains every low-level cause).
-    timed_out = isinstance(exc, TimeoutError) or (
-        isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
-    )
-    if timed_out:
+    """Class a failure below the provider's answer: timeouts are ``timeout``, everything else
+    ``server``, so the attempt is in the trail and the plan falls back.
+
+    Expected ones are httpx's errors, ``TimeoutError`` and ``OSError``. Anything else (an
+    ``AssertionError``, a parser's or TLS layer's own error from some transport, a bug) is a
+    failed attempt too, never a 500 that skips the fallback; it is logged with its traceback,
+    because it should not happen."""
+    if not isinstance(exc, (httpx.HTTPError, TimeoutError, OSError)):
+        log.error("unexpected failure calling %s: %s", target.label, type(exc).__name__, exc_info=exc)
+    if _timed_out(exc):
         return AttemptFailed(ErrorClass.TIMEOUT, f"{target.provider_name}: timed out")
     return AttemptFailed(
         ErrorClass.SERVER, f"{target.provider_name}: connection failed ({type(exc).__name__})"
     )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A ``TimeoutError``, or an httpx timeout whose chained causes (h1 and httpcore chain every
+    low-level one) show no other socket error: a reset some client reported as a timeout is not."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return True
 
 
 def check_modalities(present: set[str], target: PlannedTarget) -> None:
@@ -390,7 +415,9 @@ class Engine:
                     result = await attempt(target, remaining)
                 except AttemptFailed as exc:
                     failure = exc
-                except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                except GatewayError:
+                    raise  # a deliberate answer (a refusal), not this target's failure
+                except Exception as exc:
                     failure = transport_failure(exc, target)
                 else:
                     elapsed = (time.monotonic() - started) * 1000

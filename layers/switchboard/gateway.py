@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -34,17 +36,22 @@ __all__ = ["Gateway", "make_http_client"]
 log = logging.getLogger("switchboard")
 
 
-def make_http_client() -> httpx.AsyncClient:
+def make_http_client(environ: Mapping[str, str] | None = None) -> httpx.AsyncClient:
     """The shared upstream client: httpx's API over ``h1.H1Transport`` (why: that module).
 
     No cookies are kept: one client serves every caller, so a cookie set by one caller's upstream
     answer must never ride on another caller's request (it also spares httpx's per-response cookie
     parsing, ~40 us a request).
-    """
-    from switchboard.h1 import H1Transport
 
+    ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` in ``environ`` (default: the process's) are
+    honoured by ``h1.with_proxies``; httpx's own ``trust_env`` stays off, so nothing else of the
+    environment (``.netrc``, ``SSL_CERT_*`` beyond what OpenSSL reads) changes the client.
+    """
+    from switchboard.h1 import H1Transport, with_proxies
+
+    direct = H1Transport(keepalive_s=60.0, max_idle=64)
     return httpx.AsyncClient(
-        transport=H1Transport(keepalive_s=60.0, max_idle=64),
+        transport=with_proxies(direct, os.environ if environ is None else environ),
         timeout=httpx.Timeout(300.0, connect=5.0),
         follow_redirects=False,
         trust_env=False,

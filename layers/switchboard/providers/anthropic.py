@@ -600,14 +600,15 @@ class Anthropic(HttpProvider):
         label = relay.target.provider_name
         response = await relay.http.send(self._relay_request(relay, body, stream=True), stream=True)
         try:
+            # aiter_bytes, not aiter_raw: httpx asks for gzip, so the body may come compressed.
             if response.status_code != 200:
                 content = b""
-                async for part in response.aiter_raw():
+                async for part in response.aiter_bytes():
                     content += part
                     if len(content) > _MAX_ERROR_BODY:
                         break
                 raise classify_http_error(response.status_code, content, response.headers, label)
-            async for event in iter_events(response.aiter_raw()):
+            async for event in iter_events(response.aiter_bytes()):
                 if not event.data:
                     continue
                 try:
