@@ -1,0 +1,404 @@
+"""AWS faults on demand, inside the gateway's AWS client: for tests, soaks and simulations only.
+
+moto answers every call, one at a time, and never with a transaction conflict or a throttle. Real
+DynamoDB, SSM and Secrets Manager do, and sometimes reset a connection or stop answering. This
+module makes ``switchboard.awsjson``'s client meet those faults at a chosen rate, per attempt,
+below its retries: an injected throttle is retried and backed off exactly like a real one, and
+counts against the retry quota and the call's deadline.
+
+Nothing here is active unless a test installs it or ``SWITCHBOARD_AWS_FAULTS`` is set. (The boto3
+fallback client of ``switchboard.aws`` is not covered: the light client is what serves.)
+
+Faults (``Rule.fault``), each decided per attempt with probability ``rate``:
+
+``conflict``    ``TransactWriteItems``: 400 ``TransactionCanceledException`` with one
+                ``CancellationReasons`` entry per ``TransactItems`` entry, as DynamoDB answers: one
+                (chosen by the seeded generator) ``{"Code": "TransactionConflict", "Message":
+                "Transaction is ongoing for the item"}``, the others ``{"Code": "None"}``. Not
+                retried by the client (botocore does not either): the caller reads the reasons.
+                ``PutItem``/``UpdateItem``/``DeleteItem``: 400 ``TransactionConflictException``.
+                Other operations: never.
+``throttle``    400 ``ThrottlingException`` (any service).
+``throughput``  400 ``ProvisionedThroughputExceededException`` (DynamoDB only).
+``error500``    500 ``InternalServerError`` (Secrets Manager: ``InternalServiceError``).
+``latency``     ``latency_s`` more before the real exchange. Past the attempt's read timeout (or
+                its deadline) the attempt times out there, as a slow server makes it.
+``reset``       the connection is reset: ``phase="after"`` (default) once the service has
+                handled the request, so its effect stands but the answer is lost;
+                ``phase="before"``: it never reached the service.
+``blackhole``   the attempt goes to a loopback socket that accepts and never answers, so the
+                client's own read timeout (and deadline) end it, on a real socket.
+
+The faults a service cannot answer are not injected, and the request goes through untouched.
+
+In a test::
+
+    from switchboard.devtools import awsfaults
+    from switchboard.devtools.awsfaults import Rule
+
+    with awsfaults.inject(Rule("conflict", rate=0.3, operations={"TransactWriteItems"}), seed=7) as faults:
+        ...  # every awsjson client in the process (client=... for one)
+    assert faults.injected[("conflict", "TransactWriteItems")] > 0
+
+``install(faults, client=None)`` and ``uninstall(client=None)`` do the same without a block.
+``Faults.injected`` counts the faults injected, by (fault, operation); ``Faults.attempts`` the
+attempts seen, by operation. The rules are tried in order; the first that fires wins.
+
+From the environment (a gateway subprocess in a soak), read when each client is created::
+
+    SWITCHBOARD_AWS_FAULTS='{"seed": 7, "rules": [
+        {"fault": "conflict", "rate": 0.3, "operations": ["TransactWriteItems"]},
+        {"fault": "throttle", "rate": 0.05, "services": ["dynamodb"], "times": 100},
+        {"fault": "blackhole", "rate": 1.0, "operations": ["GetParameter"]}]}'
+
+A rule's keys: ``fault`` (required), ``rate`` (0 to 1, default 1), ``operations`` and
+``services`` (lists; empty or absent: all), ``times`` (at most this many injections),
+``latency_s``, ``phase``. A bare list of rules is accepted too (seed 0). Every client made from
+one value shares one ``Faults`` (one generator, one count). A malformed value raises
+``ValueError`` at client creation: a soak with a typo must not run without its faults.
+
+Deterministic: with a seed, the same sequence of attempts meets the same faults.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import random
+import selectors
+import socket
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchboard import awsjson
+
+__all__ = ["ENV", "FAULTS", "Faults", "Rule", "from_env", "inject", "install", "parse", "uninstall"]
+
+ENV = awsjson.FAULTS_ENV  # SWITCHBOARD_AWS_FAULTS
+FAULTS = ("conflict", "throttle", "throughput", "error500", "latency", "reset", "blackhole")
+_DDB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One fault, at ``rate`` per attempt, for ``operations`` of ``services`` (empty: all)."""
+
+    fault: str
+    rate: float = 1.0
+    operations: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+    times: int | None = None  # at most this many injections
+    latency_s: float = 0.0  # latency
+    phase: str = "after"  # reset: "after" the service handled the request, or "before"
+
+    def __post_init__(self) -> None:
+        if self.fault not in FAULTS:
+            raise ValueError(f"unknown AWS fault {self.fault!r}; one of {', '.join(FAULTS)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"fault {self.fault}: rate {self.rate} is not between 0 and 1")
+        if self.phase not in ("before", "after"):
+            raise ValueError(f"fault {self.fault}: phase {self.phase!r} is not 'before' or 'after'")
+        if self.latency_s < 0 or (self.times is not None and self.times < 0):
+            raise ValueError(f"fault {self.fault}: latency_s and times cannot be negative")
+        object.__setattr__(self, "operations", frozenset(self.operations))
+        object.__setattr__(self, "services", frozenset(self.services))
+
+    def applies(self, service: str, operation: str) -> bool:
+        if self.operations and operation not in self.operations:
+            return False
+        if self.services and service not in self.services:
+            return False
+        if self.fault == "conflict":
+            return service == "dynamodb" and (operation == "TransactWriteItems" or operation in _DDB_WRITES)
+        if self.fault == "throughput":
+            return service == "dynamodb"
+        return True
+
+
+@dataclass(eq=False)
+class Faults:
+    """The rules in force, their seeded generator and what they did: an ``awsjson.Interceptor``."""
+
+    rules: tuple[Rule, ...]
+    seed: int = 0
+    injected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (fault, operation) -> count
+    attempts: Counter[str] = field(default_factory=Counter)  # operation -> attempts seen
+
+    def __post_init__(self) -> None:
+        self.rules = tuple(self.rules)
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._fired = [0] * len(self.rules)
+
+    def pick(self, service: str, operation: str) -> Rule | None:
+        """The rule that fires for this attempt, if any (and count it)."""
+        with self._lock:
+            self.attempts[operation] += 1
+            for index, rule in enumerate(self.rules):
+                if not rule.applies(service, operation):
+                    continue
+                if rule.times is not None and self._fired[index] >= rule.times:
+                    continue
+                if self._random.random() < rule.rate:
+                    self._fired[index] += 1
+                    self.injected[(rule.fault, operation)] += 1
+                    return rule
+        return None
+
+    def choice(self, count: int) -> int:
+        with self._lock:
+            return self._random.randrange(count)
+
+    def __call__(
+        self, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+    ) -> awsjson.Answer:
+        rule = self.pick(client.service.name, operation)
+        if rule is None:
+            return send()
+        return _FAULTS[rule.fault](self, rule, client, operation, body, send)
+
+
+# ------------------------------------------------------------------------------ the faults
+
+
+def _answer(client: awsjson.Client, status: int, payload: Mapping[str, Any]) -> awsjson.Answer:
+    data = json.dumps(payload).encode()
+    headers = {
+        "content-type": f"application/x-amz-json-{client.service.json_version}",
+        "content-length": str(len(data)),
+        "x-amzn-requestid": f"fault-{uuid.uuid4()}",
+    }
+    if client.service.crc32:
+        headers["x-amz-crc32"] = str(zlib.crc32(data))
+    return status, headers, data
+
+
+def _namespace(client: awsjson.Client) -> str:
+    return "com.amazonaws.dynamodb.v20120810#" if client.service.name == "dynamodb" else ""
+
+
+def _conflict(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    ns = _namespace(client)
+    if operation != "TransactWriteItems":
+        message = "Transaction is ongoing for the item"
+        return _answer(client, 400, {"__type": f"{ns}TransactionConflictException", "message": message})
+    items = json.loads(body).get("TransactItems") or [{}]
+    conflicted = faults.choice(len(items))
+    reasons: list[dict[str, str]] = [{"Code": "None"} for _ in items]
+    reasons[conflicted] = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+    codes = ", ".join(r["Code"] for r in reasons)
+    message = f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]"
+    return _answer(
+        client,
+        400,
+        {
+            "__type": f"{ns}TransactionCanceledException",
+            "CancellationReasons": reasons,
+            "Message": message,
+        },
+    )
+
+
+def _throttle(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    if client.service.name == "dynamodb":
+        kind = "com.amazon.coral.availability#ThrottlingException"
+        return _answer(
+            client, 400, {"__type": kind, "message": "Rate of requests exceeds the allowed throughput."}
+        )
+    return _answer(client, 400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
+
+
+def _throughput(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    message = (
+        "The level of configured provisioned throughput for the table was exceeded. "
+        "Consider increasing your provisioning level with the UpdateTable API."
+    )
+    kind = f"{_namespace(client)}ProvisionedThroughputExceededException"
+    return _answer(client, 400, {"__type": kind, "message": message})
+
+
+def _error500(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    code = "InternalServiceError" if client.service.name == "secretsmanager" else "InternalServerError"
+    return _answer(client, 500, {"__type": f"{_namespace(client)}{code}", "message": "Internal server error"})
+
+
+def _latency(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    read_s = client.socket_timeouts()[1]  # the attempt's read timeout, cut to its deadline
+    if rule.latency_s >= read_s:
+        time.sleep(read_s)
+        client.drop_connection()
+        raise TimeoutError("timed out (injected latency)")
+    time.sleep(rule.latency_s)
+    return send()
+
+
+def _reset(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    if rule.phase == "after":
+        send()  # the service handles it; its answer is lost
+    client.drop_connection()
+    raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
+
+
+def _blackhole(
+    faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
+) -> awsjson.Answer:
+    return send(via=_sink().address)
+
+
+_FAULTS = {
+    "conflict": _conflict,
+    "throttle": _throttle,
+    "throughput": _throughput,
+    "error500": _error500,
+    "latency": _latency,
+    "reset": _reset,
+    "blackhole": _blackhole,
+}
+
+
+class _Sink:
+    """A loopback listener that accepts connections, reads and drops what they send, and never
+    answers; a connection is closed when its client closes it."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        threading.Thread(target=self._run, name="awsfaults-blackhole", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                if sock is self._listener:
+                    try:
+                        conn, _ = sock.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    self._selector.register(conn, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self._selector.unregister(sock)
+                    sock.close()
+
+
+@functools.cache
+def _sink() -> _Sink:
+    return _Sink()
+
+
+# ------------------------------------------------------------------------------- configure
+
+
+def parse(text: str) -> Faults:
+    """A ``Faults`` from ``SWITCHBOARD_AWS_FAULTS``'s JSON (see the module docstring)."""
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{ENV} is not JSON: {exc}") from None
+    if isinstance(spec, list):
+        spec = {"rules": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
+        raise ValueError(f'{ENV} must be {{"seed": n, "rules": [...]}} or a list of rules')
+    unknown = set(spec) - {"seed", "rules"}
+    if unknown:
+        raise ValueError(f"{ENV}: unknown keys {sorted(unknown)}")
+    return Faults(tuple(_rule(raw) for raw in spec["rules"]), seed=int(spec.get("seed", 0)))
+
+
+def _rule(raw: object) -> Rule:
+    if not isinstance(raw, dict) or "fault" not in raw:
+        raise ValueError(f"{ENV}: a rule must be an object with a 'fault': {raw!r}")
+    known = {"fault", "rate", "operations", "services", "times", "latency_s", "phase"}
+    if set(raw) - known:
+        raise ValueError(f"{ENV}: unknown rule keys {sorted(set(raw) - known)}")
+    return Rule(
+        str(raw["fault"]),
+        rate=float(raw.get("rate", 1.0)),
+        operations=frozenset(raw.get("operations") or ()),
+        services=frozenset(raw.get("services") or ()),
+        times=None if raw.get("times") is None else int(raw["times"]),
+        latency_s=float(raw.get("latency_s", 0.0)),
+        phase=str(raw.get("phase", "after")),
+    )
+
+
+@functools.cache
+def _parsed(text: str) -> Faults:
+    return parse(text)  # one Faults per value: every client of the process shares it
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Faults | None:
+    """The faults ``SWITCHBOARD_AWS_FAULTS`` describes, None when it is unset or empty."""
+    text = (os.environ if env is None else env).get(ENV, "").strip()
+    return _parsed(text) if text else None
+
+
+def install(faults: Faults, client: awsjson.Client | None = None) -> None:
+    """Inject ``faults`` into ``client``'s attempts, or (None) every client's without its own."""
+    if client is None:
+        awsjson.set_interceptor(faults)
+    else:
+        client.interceptor = faults
+
+
+def uninstall(client: awsjson.Client | None = None) -> None:
+    """Stop injecting into ``client`` (or, None, the process-wide faults)."""
+    if client is None:
+        awsjson.set_interceptor(None)
+    else:
+        client.interceptor = None
+
+
+@contextmanager
+def inject(
+    *rules: Rule | Iterable[Rule], seed: int = 0, client: awsjson.Client | None = None
+) -> Iterator[Faults]:
+    """``install`` the rules for the block, then put back what was there; yields the ``Faults``."""
+    flat: list[Rule] = []
+    for item in rules:
+        flat.extend([item] if isinstance(item, Rule) else item)
+    faults = Faults(tuple(flat), seed=seed)
+    if client is None:
+        previous = awsjson.set_interceptor(faults)
+        try:
+            yield faults
+        finally:
+            awsjson.set_interceptor(previous)
+    else:
+        before = client.interceptor
+        client.interceptor = faults
+        try:
+            yield faults
+        finally:
+            client.interceptor = before
