@@ -24,7 +24,10 @@ Faults (``Rule.fault``), each decided per attempt with probability ``rate``:
 ``latency``     ``latency_s`` more before the real exchange. Past the attempt's read timeout (or
                 its deadline) the attempt times out there, as a slow server makes it.
 ``reset``       the connection is reset: ``phase="after"`` (default) once the service has
-                handled the request, so its effect stands but the answer is lost;
+                handled the request, so its effect stands but the answer is lost (a retried
+                ``UpdateItem ADD`` counts twice, as it would on DynamoDB; a retried
+                ``TransactWriteItems`` with the same ``ClientRequestToken`` is answered with
+                success and not applied again, as DynamoDB does and moto does not);
                 ``phase="before"``: it never reached the service.
 ``blackhole``   the attempt goes to a loopback socket that accepts and never answers, so the
                 client's own read timeout (and deadline) end it, on a real socket.
@@ -138,6 +141,7 @@ class Faults:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
         self._fired = [0] * len(self.rules)
+        self._applied: set[str] = set()  # ClientRequestTokens of transactions applied, answer lost
 
     def pick(self, service: str, operation: str) -> Rule | None:
         """The rule that fires for this attempt, if any (and count it)."""
@@ -161,10 +165,27 @@ class Faults:
     def __call__(
         self, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
     ) -> awsjson.Answer:
+        token = _token(operation, body)
+        if token is not None and token in self._applied:
+            # DynamoDB answers a transaction it already applied, retried with the same token, with
+            # success and does not apply it again; moto ignores the token, so do it here.
+            with self._lock:
+                self.attempts[operation] += 1
+            return _answer(client, 200, {})
         rule = self.pick(client.service.name, operation)
         if rule is None:
             return send()
+        if rule.fault == "reset" and rule.phase == "after" and token is not None:
+            with self._lock:
+                self._applied.add(token)
         return _FAULTS[rule.fault](self, rule, client, operation, body, send)
+
+
+def _token(operation: str, body: bytes) -> str | None:
+    if operation != "TransactWriteItems":
+        return None
+    token = json.loads(body).get("ClientRequestToken")
+    return str(token) if token else None
 
 
 # ------------------------------------------------------------------------------ the faults
