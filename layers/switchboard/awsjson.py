@@ -48,6 +48,8 @@ Retries are botocore's standard mode (``retry_kind``; a test holds them equal to
 
 A keep-alive connection that the server closed while idle is reopened at once, without counting
 as an attempt (checked before each reuse, as urllib3 does, and on a send that finds it closed).
+Once a request is written, a failure counts as an attempt, even on a reused connection: the
+service may have applied it, so only the retry rules may send it again.
 One connection per thread (the call sites run in ``asyncio.to_thread``).
 
 Time bounds, for the serving path: each attempt has a connect timeout (1 s, covering TLS) and a
@@ -928,24 +930,38 @@ class Client:
             holder = None
         if holder is not None and holder.used:
             try:
-                return self._exchange(holder, headers, body)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # The server closed the idle keep-alive connection: a new one, not a new attempt.
+                self._write(holder, headers, body)
+            except (ConnectionResetError, BrokenPipeError):
+                # The server had closed the idle keep-alive connection: the request could not reach
+                # it, so it goes again on a new one, not as a new attempt. Once it is written, a
+                # failure is an attempt's (the service may have applied it): the retry rules decide.
                 log.debug("%s: keep-alive connection closed by the server; reconnecting", target)
+            else:
+                return self._read(holder)
         holder = _Connection(self._connect(self._address, tls=self._https), self._open)
         self._local.conn = holder
         return self._exchange(holder, headers, body)
 
     def _exchange(self, holder: _Connection, headers: dict[str, str], body: bytes) -> Answer:
+        self._write(holder, headers, body)
+        return self._read(holder)
+
+    def _write(self, holder: _Connection, headers: dict[str, str], body: bytes) -> None:
         try:
             holder.used = True
             if holder.http.sock is not None:  # this attempt's read timeout (the deadline may cut it)
                 holder.http.sock.settimeout(self.socket_timeouts()[1])
             holder.http.request("POST", self._path, body, headers)
+        except BaseException:
+            self._drop(holder)  # its state is unknown: never reuse it
+            raise
+
+    def _read(self, holder: _Connection) -> Answer:
+        try:
             response = holder.http.getresponse()
             data = response.read()
         except BaseException:
-            self._drop(holder)  # its state is unknown: never reuse it
+            self._drop(holder)
             raise
         if response.will_close:
             self._drop(holder)

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 from switchboard import awsjson
 from switchboard.devtools import awsfaults
 from switchboard.devtools.awsfaults import Rule
@@ -319,3 +322,39 @@ def test_a_bare_list_of_rules_is_accepted() -> None:
     assert faults.seed == 0
     assert faults.rules == (Rule("latency", latency_s=0.5, services=frozenset({"ssm"}), times=2),)
     assert awsfaults.from_env({}) is None and awsfaults.from_env({awsfaults.ENV: "  "}) is None
+
+
+def test_the_fault_proxy_passes_blackholes_and_resets_on_real_sockets(table: Table, aws: str) -> None:
+    credentials = awsjson.Credentials.from_env(os.environ)
+    assert credentials is not None
+    with awsfaults.FaultProxy(aws) as proxy:
+        client = awsjson.Client(
+            awsjson.DYNAMODB, REGION, credentials, proxy.url, read_timeout_s=0.2, max_attempts=1
+        )
+        client.update_item(**add("px", table))  # pass
+        proxy.mode = "blackhole"
+        with pytest.raises(awsjson.TransportError) as hole:
+            client.get_item(TableName=table.name, Key=key("px"))
+        assert isinstance(hole.value.__cause__, TimeoutError)
+        proxy.mode = "reset"
+        with pytest.raises(awsjson.TransportError) as reset:
+            client.get_item(TableName=table.name, Key=key("px"))
+        assert isinstance(reset.value.__cause__, ConnectionError)
+        proxy.mode = "pass"
+        client.get_item(TableName=table.name, Key=key("px"))
+        proxy.mode = "reset_after"  # moto applies the update; the answer is lost
+        with pytest.raises(awsjson.TransportError):
+            client.update_item(**add("px", table))
+        proxy.mode = "pass"
+        assert counter(client, table, "px") == 2  # the reset update was applied, once
+        assert proxy.connections >= 3
+
+        boto = boto3.client(
+            "dynamodb",
+            region_name=REGION,
+            endpoint_url=proxy.url,
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=0.2, connect_timeout=0.2),
+        )
+        proxy.mode = "blackhole"
+        with pytest.raises(ReadTimeoutError):
+            boto.get_item(TableName=table.name, Key=key("px"))

@@ -157,15 +157,23 @@ def test_a_keep_alive_connection_the_server_closed_is_reopened(stub: Stub) -> No
     assert len(stub.seen) == 2 and stub.connections() == 2 and sleeps == []
 
 
-def test_a_reused_connection_dropped_before_the_answer_is_reopened_at_once(stub: Stub) -> None:
-    # The close races the request (the server had not closed it yet when the client looked).
+def test_a_request_written_on_a_reused_connection_is_sent_again_only_as_a_counted_attempt(stub: Stub) -> None:
+    # The server read the request, then closed without answering: it may have applied it. So the
+    # client does not quietly send it again; a retry is an attempt, under the retry rules.
     sleeps: list[float] = []
     stub.script = [Reply(), Reply(drop=True), Reply(body={"Item": {}})]
     client = make_client(stub.url, sleeps)
     client.get_item(**KEY)
     answer = client.get_item(**KEY)
-    assert answer["ResponseMetadata"]["RetryAttempts"] == 0
-    assert len(stub.seen) == 3 and stub.connections() == 2 and sleeps == []
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    assert len(stub.seen) == 3 and stub.connections() == 2 and len(sleeps) == 1
+
+    stub.script = [Reply(), Reply(drop=True)]
+    once = make_client(stub.url, sleeps, max_attempts=1)
+    once.update_item(**KEY, UpdateExpression="ADD n :one")
+    with pytest.raises(awsjson.TransportError):
+        once.update_item(**KEY, UpdateExpression="ADD n :one")
+    assert len(stub.seen) == 5  # the second update reached the server once, not twice
 
 
 def test_a_connection_dropped_without_an_answer_is_a_retried_attempt(stub: Stub) -> None:

@@ -61,6 +61,16 @@ one value shares one ``Faults`` (one generator, one count). A malformed value ra
 ``ValueError`` at client creation: a soak with a typo must not run without its faults.
 
 Deterministic: with a seed, the same sequence of attempts meets the same faults.
+
+For a fault on a real socket in front of any client (boto3's too, or a gateway subprocess pointed
+at it with ``AWS_ENDPOINT_URL``), ``FaultProxy`` is a TCP proxy to moto whose ``mode`` a test
+switches at any time: ``"pass"``, ``"blackhole"`` (accepts and reads, never forwards nor answers),
+``"reset"`` (resets each connection as it sends) or ``"reset_after"`` (forwards the request, then
+resets the connection instead of relaying the answer)::
+
+    with awsfaults.FaultProxy(moto_url) as proxy:
+        env["AWS_ENDPOINT_URL"] = proxy.url
+        proxy.mode = "blackhole"
 """
 
 from __future__ import annotations
@@ -72,19 +82,32 @@ import os
 import random
 import selectors
 import socket
+import struct
 import threading
 import time
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 from switchboard import awsjson
 
-__all__ = ["ENV", "FAULTS", "Faults", "Rule", "from_env", "inject", "install", "parse", "uninstall"]
+__all__ = [
+    "ENV",
+    "FAULTS",
+    "FaultProxy",
+    "Faults",
+    "Rule",
+    "from_env",
+    "inject",
+    "install",
+    "parse",
+    "uninstall",
+]
 
 ENV = awsjson.FAULTS_ENV  # SWITCHBOARD_AWS_FAULTS
 FAULTS = ("conflict", "throttle", "throughput", "error500", "latency", "reset", "blackhole")
@@ -336,6 +359,89 @@ class _Sink:
 @functools.cache
 def _sink() -> _Sink:
     return _Sink()
+
+
+def _reset_socket(sock: socket.socket) -> None:
+    """Close ``sock`` with a TCP reset (RST), not an orderly FIN."""
+    with suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class FaultProxy:
+    """A loopback TCP proxy to ``target`` (an ``http://host:port`` URL) that misbehaves on demand.
+
+    ``mode`` (read for each chunk, so a switch applies to open connections too): ``"pass"``
+    forwards both ways; ``"blackhole"`` reads what clients send and drops it; ``"reset"`` resets a
+    connection when its client sends; ``"reset_after"`` forwards the client's bytes, then resets
+    the connection when the answer comes instead of relaying it. ``connections`` counts accepted
+    connections. A thread per direction per connection: for tests, not load."""
+
+    MODES = ("pass", "blackhole", "reset", "reset_after")
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"FaultProxy needs an http://host:port target, not {target!r}")
+        self._target = (parts.hostname, parts.port)
+        self.mode = "pass"
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, name="awsfaults-proxy", daemon=True).start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop accepting; each open connection is closed by its own thread within 0.1 s."""
+        self._closed.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                _reset_socket(client)
+                continue
+            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        # One thread owns both sockets (a socket closed under another thread's recv would not
+        # send its reset until that recv returned).
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, True)
+        selector.register(upstream, selectors.EVENT_READ, False)
+        try:
+            while not self._closed.is_set():
+                for key, _ in selector.select(timeout=0.1):
+                    from_client: bool = key.data
+                    data = (client if from_client else upstream).recv(65536)
+                    if not data:
+                        return
+                    mode = self.mode
+                    if mode == "blackhole" and from_client:
+                        continue
+                    if (mode == "reset" and from_client) or (mode == "reset_after" and not from_client):
+                        _reset_socket(client)
+                        return
+                    (upstream if from_client else client).sendall(data)
+        except OSError:
+            pass
+        finally:
+            selector.close()
+            client.close()
+            upstream.close()
 
 
 # ------------------------------------------------------------------------------- configure
