@@ -91,6 +91,18 @@ def test_a_conflict_cancels_a_transaction_with_one_reason_per_item_and_is_not_re
     assert [counter(client, table, f"c{i}") for i in range(3)] == [1, 1, 1]
 
 
+def test_a_transaction_cancelled_for_throttling(table: Table) -> None:
+    client = light()
+    rule = Rule("conflict", reason="ThrottlingError")
+    with (
+        awsfaults.inject(rule, client=client),
+        pytest.raises(client.exceptions.TransactionCanceledException) as caught,
+    ):
+        client.transact_write_items(TransactItems=[{"Update": add("tt", table)}])
+    [reason] = caught.value.response["CancellationReasons"]
+    assert reason["Code"] == "ThrottlingError" and "capacity" in reason["Message"]
+
+
 def test_a_conflict_on_a_single_write_is_a_transaction_conflict_and_reads_are_spared(table: Table) -> None:
     client = light()
     with awsfaults.inject(Rule("conflict"), client=client) as faults:
@@ -307,10 +319,11 @@ def test_faults_from_the_environment(aws: str, monkeypatch: pytest.MonkeyPatch) 
         '[{"fault": "throttle", "typo": 1}]',
         '{"seed": 1, "rules": [], "extra": 1}',
         '[{"fault": "reset", "phase": "during"}]',
+        '[{"fault": "conflict", "reason": "Boredom"}]',
     ],
 )
 def test_a_malformed_environment_value_is_refused_loudly(value: str) -> None:
-    with pytest.raises(ValueError, match=awsfaults.ENV + "|fault|rate|phase"):
+    with pytest.raises(ValueError, match=awsfaults.ENV + "|fault|rate|phase|reason"):
         awsfaults.parse(value)
     env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", awsfaults.ENV: value}
     with pytest.raises(ValueError):

@@ -16,6 +16,7 @@ Faults (``Rule.fault``), each decided per attempt with probability ``rate``:
                 (chosen by the seeded generator) ``{"Code": "TransactionConflict", "Message":
                 "Transaction is ongoing for the item"}``, the others ``{"Code": "None"}``. Not
                 retried by the client (botocore does not either): the caller reads the reasons.
+                ``reason="ThrottlingError"``: that code instead (a throttled transaction).
                 ``PutItem``/``UpdateItem``/``DeleteItem``: 400 ``TransactionConflictException``.
                 Other operations: never.
 ``throttle``    400 ``ThrottlingException`` (any service).
@@ -56,7 +57,7 @@ From the environment (a gateway subprocess in a soak), read when each client is 
 
 A rule's keys: ``fault`` (required), ``rate`` (0 to 1, default 1), ``operations`` and
 ``services`` (lists; empty or absent: all), ``times`` (at most this many injections),
-``latency_s``, ``phase``. A bare list of rules is accepted too (seed 0). Every client made from
+``latency_s``, ``phase``, ``reason``. A bare list of rules is accepted too (seed 0). Every client made from
 one value shares one ``Faults`` (one generator, one count). A malformed value raises
 ``ValueError`` at client creation: a soak with a typo must not run without its faults.
 
@@ -112,6 +113,13 @@ __all__ = [
 ENV = awsjson.FAULTS_ENV  # SWITCHBOARD_AWS_FAULTS
 FAULTS = ("conflict", "throttle", "throughput", "error500", "latency", "reset", "blackhole")
 _DDB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+_REASONS = {  # a cancelled transaction's reasons, with DynamoDB's messages
+    "TransactionConflict": "Transaction is ongoing for the item",
+    "ThrottlingError": (
+        "Throughput exceeds the current capacity of your table or index. DynamoDB is automatically "
+        "scaling your table or index so please try again shortly."
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,7 @@ class Rule:
     times: int | None = None  # at most this many injections
     latency_s: float = 0.0  # latency
     phase: str = "after"  # reset: "after" the service handled the request, or "before"
+    reason: str = "TransactionConflict"  # conflict: the cancelled item's code, or "ThrottlingError"
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
@@ -133,6 +142,10 @@ class Rule:
             raise ValueError(f"fault {self.fault}: rate {self.rate} is not between 0 and 1")
         if self.phase not in ("before", "after"):
             raise ValueError(f"fault {self.fault}: phase {self.phase!r} is not 'before' or 'after'")
+        if self.reason not in _REASONS:
+            raise ValueError(
+                f"fault {self.fault}: reason {self.reason!r} is not one of {', '.join(_REASONS)}"
+            )
         if self.latency_s < 0 or (self.times is not None and self.times < 0):
             raise ValueError(f"fault {self.fault}: latency_s and times cannot be negative")
         object.__setattr__(self, "operations", frozenset(self.operations))
@@ -240,7 +253,7 @@ def _conflict(
     items = json.loads(body).get("TransactItems") or [{}]
     conflicted = faults.choice(len(items))
     reasons: list[dict[str, str]] = [{"Code": "None"} for _ in items]
-    reasons[conflicted] = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+    reasons[conflicted] = {"Code": rule.reason, "Message": _REASONS[rule.reason]}
     codes = ", ".join(r["Code"] for r in reasons)
     message = f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]"
     return _answer(
@@ -466,7 +479,7 @@ def parse(text: str) -> Faults:
 def _rule(raw: object) -> Rule:
     if not isinstance(raw, dict) or "fault" not in raw:
         raise ValueError(f"{ENV}: a rule must be an object with a 'fault': {raw!r}")
-    known = {"fault", "rate", "operations", "services", "times", "latency_s", "phase"}
+    known = {"fault", "rate", "operations", "services", "times", "latency_s", "phase", "reason"}
     if set(raw) - known:
         raise ValueError(f"{ENV}: unknown rule keys {sorted(set(raw) - known)}")
     return Rule(
@@ -477,6 +490,7 @@ def _rule(raw: object) -> Rule:
         times=None if raw.get("times") is None else int(raw["times"]),
         latency_s=float(raw.get("latency_s", 0.0)),
         phase=str(raw.get("phase", "after")),
+        reason=str(raw.get("reason", "TransactionConflict")),
     )
 
 
