@@ -844,7 +844,9 @@ class Client:
                     )
                 elif 200 <= status < 300:
                     self.retry_quota.release(taken or RetryQuota.NO_RETRY_INCREMENT)
-                    answer: dict[str, Any] = json.loads(data) if data else {}
+                    answer = _json_object(data)
+                    if answer is None:  # a proxy's page, say: not the service's answer
+                        raise TransportError(f"{operation}: the {status} answer is not a JSON object")
                     answer["ResponseMetadata"] = metadata
                     return answer
                 else:
@@ -989,6 +991,14 @@ def error_code(raw: str) -> str:
     (``Foo:http://internal.amazon.com/...``), then after the last ``#``
     (``com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException``)."""
     return raw.split(":", 1)[0].rsplit("#", 1)[-1]
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(data) if data else {}
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _crc_ok(headers: Mapping[str, str], data: bytes) -> bool:

@@ -137,6 +137,14 @@ def test_a_body_that_is_not_json_gives_the_status_as_the_code(stub: Stub) -> Non
     assert caught.value.response["Error"] == {"Code": "413", "Message": http.client.responses[413]}
 
 
+@pytest.mark.parametrize("body", [b"<html>portal</html>", b"[1, 2]", b'{"cut'])
+def test_a_success_that_is_not_a_json_object_is_a_transport_error(stub: Stub, body: bytes) -> None:
+    stub.script = [Reply(200, body)]
+    with pytest.raises(awsjson.TransportError, match="not a JSON object"):
+        make_client(stub.url, [], awsjson.SSM).get_parameter(Name="/p")
+    assert len(stub.seen) == 1  # not retried (botocore neither: it would read it as an empty answer)
+
+
 def test_a_keep_alive_connection_is_reused(stub: Stub) -> None:
     client = make_client(stub.url, [])
     for _ in range(3):
