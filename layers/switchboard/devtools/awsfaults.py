@@ -45,6 +45,9 @@ In a test::
     assert faults.injected[("conflict", "TransactWriteItems")] > 0
 
 ``install(faults, client=None)`` and ``uninstall(client=None)`` do the same without a block.
+The process-wide form reaches clients already made (``switchboard.aws.runtime_client`` caches
+them), so it is the one for a gateway running in the test's process. A client's own faults (its
+``interceptor``, from ``client=`` or the environment) win over the process-wide ones.
 ``Faults.injected`` counts the faults injected, by (fault, operation); ``Faults.attempts`` the
 attempts seen, by operation. The rules are tried in order; the first that fires wins.
 
@@ -57,8 +60,8 @@ From the environment (a gateway subprocess in a soak), read when each client is 
 
 A rule's keys: ``fault`` (required), ``rate`` (0 to 1, default 1), ``operations`` and
 ``services`` (lists; empty or absent: all), ``times`` (at most this many injections),
-``latency_s``, ``phase``, ``reason``. A bare list of rules is accepted too (seed 0). Every client made from
-one value shares one ``Faults`` (one generator, one count). A malformed value raises
+``latency_s``, ``phase``, ``reason``. A bare list of rules is accepted too (seed 0). Every
+client made from one value shares one ``Faults`` (one generator, one count). A malformed value raises
 ``ValueError`` at client creation: a soak with a typo must not run without its faults.
 
 Deterministic: with a seed, the same sequence of attempts meets the same faults.
