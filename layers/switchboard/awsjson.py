@@ -57,7 +57,8 @@ read timeout (2 s, each socket wait), settable with ``SWITCHBOARD_AWS_CONNECT_TI
 ``SWITCHBOARD_AWS_READ_TIMEOUT_S`` (``timeouts_from_env``). And ``with awsjson.deadline(t):``
 bounds every call in the block, attempts, backoffs and socket waits together, by the monotonic
 time ``t``: past it, the call raises ``DeadlineExceeded`` (a ``TransportError``). The deadline
-is a context variable, so it follows the call into ``asyncio.to_thread``.
+is a context variable, so it follows the call into ``asyncio.to_thread`` (and into a task created
+inside the block: ``without_deadline`` lifts it for work that outlives the request).
 
 Errors::
 
@@ -149,6 +150,7 @@ __all__ = [
     "set_interceptor",
     "time_left",
     "timeouts_from_env",
+    "without_deadline",
 ]
 
 log = logging.getLogger("switchboard.awsjson")
@@ -366,6 +368,18 @@ def deadline(at: float | None) -> Iterator[None]:
     """
     current = _DEADLINE.get()
     token = _DEADLINE.set(current if at is None else at if current is None else min(at, current))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+@contextmanager
+def without_deadline() -> Iterator[None]:
+    """Lift any ``deadline`` for the block: for work that outlives the request that started it (a
+    background refresh or settlement spawned inside a request's ``deadline`` copies its context,
+    and with it the deadline)."""
+    token = _DEADLINE.set(None)
     try:
         yield
     finally:

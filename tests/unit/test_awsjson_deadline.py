@@ -40,6 +40,25 @@ def test_the_deadline_follows_the_call_into_a_thread(stub: Stub) -> None:
     assert awsjson.time_left() is None  # nothing leaks out of the block
 
 
+def test_background_work_spawned_under_a_deadline_can_lift_it(stub: Stub) -> None:
+    stub.script = [Reply(delay_s=0.3, body={"Item": {}})]
+    client = make_client(stub.url, [], read_timeout_s=5.0)
+
+    async def request() -> asyncio.Task[dict[str, object]]:
+        with awsjson.deadline(time.monotonic() + 0.05):  # the request's, long gone when it runs
+
+            async def refresh() -> dict[str, object]:
+                with awsjson.without_deadline():
+                    return await asyncio.to_thread(client.get_item, **KEY)
+
+            return asyncio.create_task(refresh())
+
+    async def main() -> dict[str, object]:
+        return await (await request())
+
+    assert asyncio.run(main())["Item"] == {}
+
+
 def test_a_backoff_that_would_pass_the_deadline_is_not_slept(stub: Stub) -> None:
     sleeps: list[float] = []
     stub.script = [Reply(400, error("ThrottlingException"))]
