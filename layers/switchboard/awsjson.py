@@ -924,8 +924,9 @@ class Client:
 
     def _attempt(self, operation: str, target: str, body: bytes) -> Answer:
         hook = self.interceptor or _interceptor
-        send: Send = partial(self._send, target, body)
-        return send() if hook is None else hook(self, operation, body, send)
+        if hook is None:
+            return self._send(target, body)
+        return hook(self, operation, body, partial(self._send, target, body))
 
     def _send(self, target: str, body: bytes, via: tuple[str, int] | None = None) -> Answer:
         headers = {
@@ -965,8 +966,9 @@ class Client:
     def _write(self, holder: _Connection, headers: dict[str, str], body: bytes) -> None:
         try:
             holder.used = True
-            if holder.http.sock is not None:  # this attempt's read timeout (the deadline may cut it)
-                holder.http.sock.settimeout(self.socket_timeouts()[1])
+            sock, read_s = holder.http.sock, self.socket_timeouts()[1]
+            if sock is not None and sock.gettimeout() != read_s:  # the deadline may cut it
+                sock.settimeout(read_s)
             holder.http.request("POST", self._path, body, headers)
         except BaseException:
             self._drop(holder)  # its state is unknown: never reuse it
