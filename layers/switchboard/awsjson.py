@@ -17,31 +17,54 @@ to ``/``, the operation in ``X-Amz-Target``, the answer as JSON. DynamoDB's low-
 is exactly the boto3 client's keyword arguments.
 
 What it leaves to boto3 (``switchboard.aws`` picks): credentials that are not in the environment
-(profiles, SSO, container or instance roles), FIPS and dual-stack endpoints, partitions other than
-``aws``, ``aws-cn`` and ``aws-us-gov``, and every other service and operation. Lambda gives the
-runtime its role's credentials in ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and
-``AWS_SESSION_TOKEN``, so there the light client serves.
+(profiles, SSO, container or instance roles), FIPS and dual-stack endpoints, regions outside the
+allow-listed partitions ``aws``, ``aws-cn`` and ``aws-us-gov`` (``PARTITIONS``: there every
+endpoint is ``https://<service>.<region>.<suffix>``, checked against botocore's endpoint rules in
+the tests) unless ``AWS_ENDPOINT_URL[_<SERVICE>]`` names the endpoint, and every other service
+and operation. Lambda gives the runtime its role's credentials in ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``, so there the light client serves.
 
 Differences from boto3 a caller could see: no client-side parameter validation (the service
 answers ``ValidationException`` instead of botocore's ``ParamValidationError``); answers are the
 service's JSON as is, so timestamps (SSM's ``LastModifiedDate``) stay epoch numbers and DynamoDB
-binary attributes stay base64 text; no retry quota (token bucket) across calls. Like botocore, a
-``TransactWriteItems`` without ``ClientRequestToken`` gets a random one, so its retries are
-idempotent, and DynamoDB answers are checked against their ``x-amz-crc32`` header.
+binary attributes stay base64 text; an error without ``__type`` takes its code from the
+``x-amzn-errortype`` header (as the awsJson protocol allows) where botocore would use the status.
+Like botocore, a ``TransactWriteItems`` without ``ClientRequestToken`` gets a random one, so its
+retries are idempotent, and DynamoDB answers are checked against their ``x-amz-crc32`` header.
 
-Retries follow botocore's standard mode: at most 3 attempts, on a transport error (refused, reset,
-timed out), a 500/502/503/504 or 429, a throttling code (``ThrottlingException``,
-``ProvisionedThroughputExceededException``, ``RequestLimitExceeded``,
-``TransactionInProgressException``...) or a DynamoDB checksum mismatch; exponential backoff with
-full jitter, capped at 1 s. A keep-alive connection that the server closed while idle is reopened
-at once, without counting as an attempt (checked before each reuse, as urllib3 does, and on a
-send that finds it closed). Timeouts: 2 s to connect, 5 s to read. One connection per thread (the
-call sites run in ``asyncio.to_thread``).
+Retries are botocore's standard mode (``retry_kind``; a test holds them equal to botocore's):
+
+- on a transport error (refused, reset, timed out), a 500/502/503/504, a throttling code
+  (``ThrottlingException``, ``ProvisionedThroughputExceededException``, ``RequestLimitExceeded``,
+  ``TransactionInProgressException``...), a 429 that is not one of the operation's modeled
+  errors, an error modeled as retryable, or a DynamoDB checksum mismatch; never on
+  ``TransactionCanceledException`` (the caller reads its reasons and decides);
+- at most 3 attempts (botocore's default; its DynamoDB default is now 4: on the serving path the
+  request's deadline matters more, and ``switchboard.aws`` configures boto3 the same);
+- backoff ``rand(0, 1) * min(base * 2^(attempt-1), 20 s)``, base 1 s after throttling, else 25 ms
+  (DynamoDB) or 50 ms; ``x-amz-retry-after`` (milliseconds) raises it to that, by at most 5 s;
+- a retry quota per client (``RetryQuota``: 500 tokens, 14 a retry, 5 after throttling, paid back
+  on success): in an outage, calls stop retrying instead of multiplying the load.
+
+A keep-alive connection that the server closed while idle is reopened at once, without counting
+as an attempt (checked before each reuse, as urllib3 does, and on a send that finds it closed).
+Once a request is written, a failure counts as an attempt, even on a reused connection: the
+service may have applied it, so only the retry rules may send it again.
+One connection per thread (the call sites run in ``asyncio.to_thread``).
+
+Time bounds, for the serving path: each attempt has a connect timeout (1 s, covering TLS) and a
+read timeout (2 s, each socket wait), settable with ``SWITCHBOARD_AWS_CONNECT_TIMEOUT_S`` and
+``SWITCHBOARD_AWS_READ_TIMEOUT_S`` (``timeouts_from_env``). And ``with awsjson.deadline(t):``
+bounds every call in the block, attempts, backoffs and socket waits together, by the monotonic
+time ``t``: past it, the call raises ``DeadlineExceeded`` (a ``TransportError``). The deadline
+is a context variable, so it follows the call into ``asyncio.to_thread`` (and into a task created
+inside the block: ``without_deadline`` lifts it for work that outlives the request).
 
 Errors::
 
     Exception
      ├── TransportError                       no answer after the retries (connection, timeout)
+     │    └── DeadlineExceeded                no answer by the call's deadline
      └── ClientError                          the service answered with an error; .response
           ├── ConditionalCheckFailedException     (DynamoDB)
           ├── TransactionCanceledException        (DynamoDB; .response["CancellationReasons"])
@@ -50,6 +73,10 @@ Errors::
           ├── ResourceNotFoundException           (DynamoDB, Secrets Manager)
           ├── ParameterNotFound                   (SSM)
           └── DecryptionFailure                   (Secrets Manager)
+
+Tests inject faults (conflicts, throttling, 500s, latency, resets, a blackhole) at the attempt
+level through ``set_interceptor``/``Client.interceptor``: see ``switchboard.devtools.awsfaults``.
+Nothing is injected unless a test installs it or ``SWITCHBOARD_AWS_FAULTS`` is set.
 
 Credentials are never logged, and never part of an exception's message or ``response``.
 """
@@ -64,6 +91,7 @@ import json
 import logging
 import os
 import random
+import re
 import select
 import ssl
 import threading
@@ -71,33 +99,58 @@ import time
 import uuid
 import weakref
 import zlib
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 __all__ = [
+    "CONNECT_TIMEOUT_ENV",
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_READ_TIMEOUT_S",
     "DYNAMODB",
+    "FAULTS_ENV",
+    "PARTITIONS",
+    "READ_TIMEOUT_ENV",
     "SECRETS_MANAGER",
     "SERVICES",
     "SSM",
+    "THROTTLING",
+    "TRANSIENT",
+    "Answer",
     "Client",
     "ClientError",
     "ConditionalCheckFailedException",
     "Credentials",
+    "DeadlineExceeded",
     "DecryptionFailure",
+    "Interceptor",
     "ParameterNotFound",
+    "Partition",
     "ProvisionedThroughputExceededException",
     "ResourceNotFoundException",
+    "RetryQuota",
+    "Send",
     "Service",
     "Signer",
     "TransactionCanceledException",
     "TransactionConflictException",
     "TransportError",
+    "configured_endpoint",
+    "deadline",
     "endpoint_url",
+    "error_code",
     "from_env",
+    "partition",
+    "retry_kind",
+    "set_interceptor",
+    "time_left",
+    "timeouts_from_env",
+    "without_deadline",
 ]
 
 log = logging.getLogger("switchboard.awsjson")
@@ -111,6 +164,11 @@ _ALGORITHM = "AWS4-HMAC-SHA256"
 
 class TransportError(Exception):
     """The service could not be reached, or did not answer in time, after the retries."""
+
+
+class DeadlineExceeded(TransportError):
+    """The call's deadline (``awsjson.deadline``) passed before the service answered: no attempt was
+    left running, and no backoff sleeps past it."""
 
 
 class ClientError(Exception):
@@ -168,7 +226,8 @@ class _Exceptions:
         return self._by_code.get(code, ClientError)
 
 
-# Retried like botocore's standard mode (botocore/retries/standard.py).
+# Retried like botocore's standard mode (botocore/retries/standard.py); tests/unit/test_awsjson_retries.py
+# compares these, and the decisions made from them, with botocore's own.
 _THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -189,8 +248,148 @@ _THROTTLING_CODES = frozenset(
 )
 _TRANSIENT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 _TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+_THROTTLING_STATUS = 429  # throttling, unless the code is one of the operation's modeled errors
 # What a dropped connection, a refused one or a timeout raises out of http.client.
 _TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+THROTTLING = "throttling"
+TRANSIENT = "transient"
+_MAX_BACKOFF_S = 20.0  # botocore's ExponentialBackoff._MAX_BACKOFF
+_THROTTLING_BASE_S = 1.0
+_RETRY_AFTER_MAX_ADDITIONAL_S = 5.0  # x-amz-retry-after may raise a delay by at most this much
+
+
+class RetryQuota:
+    """botocore's standard-mode retry quota (``retries/quota.py`` and ``RetryQuotaChecker``), one
+    per client: a retry takes 14 tokens (5 after a throttling error) out of 500; a call that
+    succeeds gives back what its last retry took, or 1 token if it needed none. Once the tokens
+    run out, a failure is raised at once instead of retried, so an outage is not multiplied by
+    every caller's retries."""
+
+    INITIAL_CAPACITY = 500
+    RETRY_COST = 14
+    THROTTLING_RETRY_COST = 5
+    NO_RETRY_INCREMENT = 1
+
+    def __init__(self, capacity: int = INITIAL_CAPACITY) -> None:
+        self.capacity = capacity
+        self.available = capacity
+        self._lock = threading.Lock()
+
+    def acquire(self, throttled: bool) -> int:
+        """Take a retry's tokens: how many were taken, 0 when there are not enough."""
+        cost = self.THROTTLING_RETRY_COST if throttled else self.RETRY_COST
+        with self._lock:
+            if cost > self.available:
+                return 0
+            self.available -= cost
+            return cost
+
+    def release(self, amount: int) -> None:
+        if self.available >= self.capacity:
+            return
+        with self._lock:
+            self.available = min(self.capacity, self.available + amount)
+
+
+def retry_kind(service: Service, operation: str, status: int | None, code: str | None) -> str | None:
+    """How botocore's standard mode treats a failed attempt of ``operation``: ``THROTTLING``
+    (retried, 1 s backoff base, 5 quota tokens), ``TRANSIENT`` (retried, the service's short base,
+    14 tokens) or None (raised). ``status`` None is a transport error (no answer); ``code`` is the
+    parsed error code. A DynamoDB checksum mismatch is transient too (the caller checks it)."""
+    if code in _THROTTLING_CODES:
+        return THROTTLING
+    modeled = code is not None and code in service.modeled_errors.get(operation, ())
+    if modeled and code in service.retryable_errors:
+        return TRANSIENT
+    if status == _THROTTLING_STATUS and not modeled:
+        return THROTTLING
+    if status is None or status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
+        return TRANSIENT
+    return None
+
+
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """``x-amz-retry-after``: milliseconds, as botocore reads it; None when absent or invalid."""
+    raw = headers.get("x-amz-retry-after")
+    if raw is None:
+        return None
+    try:
+        value = int(raw) / 1000.0
+    except (ValueError, OverflowError):
+        return None
+    return value if value >= 0 else None
+
+
+# ------------------------------------------------------------------- timeouts and deadline
+
+# Socket timeouts for every attempt. DynamoDB answers a single-item call in single-digit ms and a
+# transaction in tens of ms; SSM and Secrets Manager (with a KMS decrypt) in tens to ~100 ms; a
+# connection with TLS in the region takes ~10-50 ms. So 1 s to connect and 2 s to read are each
+# more than 10x the slow case, yet bound a blackholed endpoint to ~3 s an attempt instead of
+# botocore's 60 + 60 s. Settable per deployment (``timeouts_from_env``).
+DEFAULT_CONNECT_TIMEOUT_S = 1.0
+DEFAULT_READ_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_ENV = "SWITCHBOARD_AWS_CONNECT_TIMEOUT_S"
+READ_TIMEOUT_ENV = "SWITCHBOARD_AWS_READ_TIMEOUT_S"
+DEFAULT_MAX_ATTEMPTS = 3
+FAULTS_ENV = "SWITCHBOARD_AWS_FAULTS"  # tests only: see switchboard.devtools.awsfaults
+
+_DEADLINE: ContextVar[float | None] = ContextVar("switchboard_awsjson_deadline", default=None)
+_DEADLINE_SLACK_S = 0.001  # a socket timeout of exactly the time left may wake a hair early
+
+
+def timeouts_from_env(env: Mapping[str, str]) -> tuple[float, float]:
+    """(connect, read) socket timeouts in seconds: ``SWITCHBOARD_AWS_CONNECT_TIMEOUT_S`` and
+    ``SWITCHBOARD_AWS_READ_TIMEOUT_S`` when set to a positive number, else 1 s and 2 s."""
+    return (
+        _positive(env.get(CONNECT_TIMEOUT_ENV), DEFAULT_CONNECT_TIMEOUT_S),
+        _positive(env.get(READ_TIMEOUT_ENV), DEFAULT_READ_TIMEOUT_S),
+    )
+
+
+def _positive(raw: str | None, default: float) -> float:
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = default
+    return value if 0 < value < float("inf") else default
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Bound every call made inside the block by ``at`` (a ``time.monotonic()`` value; None: no
+    bound): its attempts, its backoffs and each socket wait end by then, and a call still without
+    an answer raises ``DeadlineExceeded``. Nested deadlines keep the earlier one. Context variables
+    are copied into ``asyncio.to_thread``'s thread, so this bounds the thread's call::
+
+        with awsjson.deadline(time.monotonic() + 2):
+            item = await asyncio.to_thread(client.get_item, TableName=t, Key=k)
+    """
+    current = _DEADLINE.get()
+    token = _DEADLINE.set(current if at is None else at if current is None else min(at, current))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+@contextmanager
+def without_deadline() -> Iterator[None]:
+    """Lift any ``deadline`` for the block: for work that outlives the request that started it (a
+    background refresh or settlement spawned inside a request's ``deadline`` copies its context,
+    and with it the deadline)."""
+    token = _DEADLINE.set(None)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds until the current ``deadline``, None when there is none."""
+    at = _DEADLINE.get()
+    return None if at is None else at - time.monotonic()
 
 
 # -------------------------------------------------------------------------------- services
@@ -208,7 +407,27 @@ class Service:
     errors: tuple[type[ClientError], ...] = ()
     crc32: bool = False  # answers carry x-amz-crc32 (DynamoDB)
     transient_base_s: float = 0.05  # first retry's backoff ceiling for a non-throttling error
+    # From botocore's service model, for its retry rules: each operation's modeled error codes (a
+    # 429 with one of them is not retried as throttling), and those modeled as retryable.
+    modeled_errors: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    retryable_errors: frozenset[str] = frozenset()
 
+
+_DDB_READ_ERRORS = frozenset(
+    {
+        "InternalServerError",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ResourceNotFoundException",
+        "ThrottlingException",
+    }
+)
+_DDB_WRITE_ERRORS = _DDB_READ_ERRORS | {
+    "ConditionalCheckFailedException",
+    "ItemCollectionSizeLimitExceededException",
+    "ReplicatedWriteConflictException",
+    "TransactionConflictException",
+}
 
 DYNAMODB = Service(
     "dynamodb",
@@ -233,8 +452,35 @@ DYNAMODB = Service(
     ),
     crc32=True,
     transient_base_s=0.025,  # botocore's DynamoDB figure
+    modeled_errors={
+        "GetItem": _DDB_READ_ERRORS,
+        "Query": _DDB_READ_ERRORS,
+        "BatchGetItem": _DDB_READ_ERRORS,
+        "PutItem": _DDB_WRITE_ERRORS,
+        "UpdateItem": _DDB_WRITE_ERRORS,
+        "DeleteItem": _DDB_WRITE_ERRORS,
+        "TransactWriteItems": _DDB_READ_ERRORS
+        | {
+            "IdempotentParameterMismatchException",
+            "TransactionCanceledException",
+            "TransactionInProgressException",
+        },
+    },
+    retryable_errors=frozenset({"ReplicatedWriteConflictException"}),
 )
-SSM = Service("ssm", "SSM", "AmazonSSM", "1.1", {"get_parameter": "GetParameter"}, (ParameterNotFound,))
+SSM = Service(
+    "ssm",
+    "SSM",
+    "AmazonSSM",
+    "1.1",
+    {"get_parameter": "GetParameter"},
+    (ParameterNotFound,),
+    modeled_errors={
+        "GetParameter": frozenset(
+            {"InternalServerError", "InvalidKeyId", "ParameterNotFound", "ParameterVersionNotFound"}
+        )
+    },
+)
 SECRETS_MANAGER = Service(
     "secretsmanager",
     "SECRETS_MANAGER",
@@ -242,22 +488,67 @@ SECRETS_MANAGER = Service(
     "1.1",
     {"get_secret_value": "GetSecretValue"},
     (ResourceNotFoundException, DecryptionFailure),
+    modeled_errors={
+        "GetSecretValue": frozenset(
+            {
+                "DecryptionFailure",
+                "InternalServiceError",
+                "InvalidParameterException",
+                "InvalidRequestException",
+                "ResourceNotFoundException",
+            }
+        )
+    },
 )
 SERVICES: Mapping[str, Service] = {s.name: s for s in (DYNAMODB, SSM, SECRETS_MANAGER)}
 
-# Partitions whose endpoints are <service>.<region>.<suffix>; others are left to boto3.
-_UNSUPPORTED_REGION_PREFIXES = ("us-iso", "eu-iso")
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """An AWS partition whose endpoints for these services are ``https://<service>.<region>.<suffix>``
+    (botocore's endpoint rule sets give exactly that when FIPS and dual-stack are off)."""
+
+    name: str
+    dns_suffix: str
+    region_pattern: re.Pattern[str]  # botocore's partitions.json regionRegex
 
 
-def endpoint_url(service: Service, region: str, env: Mapping[str, str]) -> str:
+# The allow-list. The isolated partitions (aws-iso*, their own suffixes and CA bundles) and the
+# European sovereign cloud (aws-eusc, amazonaws.eu) are left to boto3, as is any region no
+# pattern matches: botocore resolves those through its own data.
+PARTITIONS = (
+    Partition("aws", "amazonaws.com", re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)\-\w+\-\d+$")),
+    Partition("aws-cn", "amazonaws.com.cn", re.compile(r"^cn\-\w+\-\d+$")),
+    Partition("aws-us-gov", "amazonaws.com", re.compile(r"^us\-gov\-\w+\-\d+$")),
+)
+
+
+def partition(region: str) -> Partition | None:
+    """The allow-listed partition ``region`` belongs to, or None (boto3 resolves it)."""
+    for candidate in PARTITIONS:
+        if candidate.region_pattern.match(region):
+            return candidate
+    return None
+
+
+def configured_endpoint(service: Service, env: Mapping[str, str]) -> str | None:
     """``AWS_ENDPOINT_URL_<SERVICE>``, then ``AWS_ENDPOINT_URL`` (as botocore honours them, unless
-    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true), else the service's regional endpoint."""
+    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true), else None."""
     if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() != "true":
         for name in (f"AWS_ENDPOINT_URL_{service.endpoint_env}", "AWS_ENDPOINT_URL"):
             if env.get(name):
                 return env[name]
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://{service.name}.{region}.{suffix}"
+    return None
+
+
+def endpoint_url(service: Service, region: str, env: Mapping[str, str]) -> str | None:
+    """The configured endpoint (``configured_endpoint``), else the service's regional endpoint in
+    an allow-listed partition; None when neither (boto3 resolves it)."""
+    configured = configured_endpoint(service, env)
+    if configured is not None:
+        return configured
+    found = partition(region)
+    return None if found is None else f"https://{service.name}.{region}.{found.dns_suffix}"
 
 
 # --------------------------------------------------------------------------------- signing
@@ -406,6 +697,30 @@ def _json_default(value: object) -> str:
 # (service, operation, region) -> a context manager around the call (an X-Ray subsegment)
 Trace = Callable[[str, str, str], AbstractContextManager[object]]
 
+# One attempt's answer on the wire: (status, lower-cased headers, body).
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class Send(Protocol):
+    """Make the attempt's real exchange; ``via`` sends it to that (host, port) over plain HTTP
+    instead of the endpoint, on a connection of its own (a test seam: a socket that never answers)."""
+
+    def __call__(self, via: tuple[str, int] | None = None) -> Answer: ...
+
+
+# A test seam around each attempt: (client, operation, request body, send) -> the answer, or raise
+# what the socket would. Set only by ``switchboard.devtools.awsfaults``; None in production.
+Interceptor = Callable[["Client", str, bytes, Send], Answer]
+_interceptor: Interceptor | None = None
+
+
+def set_interceptor(hook: Interceptor | None) -> Interceptor | None:
+    """Put ``hook`` around every attempt of every client without one of its own
+    (``Client.interceptor``); the previous hook is returned. For ``switchboard.devtools.awsfaults``."""
+    global _interceptor
+    previous, _interceptor = _interceptor, hook
+    return previous
+
 
 class Client:
     """A boto3-compatible low-level client for ``service``'s operations in ``Service.operations``:
@@ -418,12 +733,14 @@ class Client:
         credentials: Credentials,
         endpoint: str,
         *,
-        connect_timeout_s: float = 2.0,
-        read_timeout_s: float = 5.0,
-        max_attempts: int = 3,
-        max_backoff_s: float = 1.0,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_backoff_s: float = _MAX_BACKOFF_S,
+        retry_quota: RetryQuota | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -433,6 +750,10 @@ class Client:
         self.endpoint = endpoint
         self.exceptions = _Exceptions(service.errors)
         self.trace: Trace | None = None  # set by switchboard.aws when X-Ray tracing is on
+        self.interceptor: Interceptor | None = None  # a test seam (switchboard.devtools.awsfaults)
+        self.retry_quota = retry_quota if retry_quota is not None else RetryQuota()
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
         self._signer = Signer(credentials, region, service.name)
         self._https = parts.scheme == "https"
         self._address = (parts.hostname, parts.port or (443 if self._https else 80))
@@ -441,12 +762,11 @@ class Client:
         self._host = host if default_port else f"{host}:{parts.port}"
         self._path = parts.path or "/"
         self._content_type = f"application/x-amz-json-{service.json_version}"
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
         self._max_attempts = max(1, max_attempts)
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
         self._clock = clock
+        self._jitter = jitter
         self._listeners: list[Callable[[str], None]] = []
         self._local = threading.local()
         self._open: set[http.client.HTTPConnection] = set()
@@ -477,6 +797,22 @@ class Client:
         self._local.__dict__.pop("conn", None)
         _close_all(self._open)
 
+    def drop_connection(self) -> None:
+        """Close this thread's keep-alive connection (the next attempt opens a new one), as after
+        a reset. Other threads' connections are left alone."""
+        holder: _Connection | None = self._local.__dict__.pop("conn", None)
+        if holder is not None:
+            holder.close()
+
+    def socket_timeouts(self) -> tuple[float, float]:
+        """(connect, read) timeouts for the next socket wait: the client's, cut to the time left
+        before the current ``deadline``."""
+        left = time_left()
+        if left is None:
+            return self.connect_timeout_s, self.read_timeout_s
+        left = max(left, _DEADLINE_SLACK_S)
+        return min(self.connect_timeout_s, left), min(self.read_timeout_s, left)
+
     def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Send ``operation`` with ``params`` (the wire JSON); its answer, with ``ResponseMetadata``."""
         for listener in self._listeners:
@@ -491,97 +827,159 @@ class Client:
 
     def _call(self, operation: str, body: bytes) -> dict[str, Any]:
         target = f"{self.service.target_prefix}.{operation}"
-        attempt = 0
+        attempt, taken = 0, 0  # taken: the retry quota the last retry took
         while True:
             attempt += 1
-            last = attempt >= self._max_attempts
+            left = time_left()
+            if left is not None and left <= _DEADLINE_SLACK_S:
+                raise DeadlineExceeded(f"{operation}: the deadline passed before attempt {attempt}")
+            failure: Exception
+            retry_after: float | None = None
             try:
-                status, headers, data = self._send(target, body)
+                status, headers, data = self._attempt(operation, target, body)
             except _TRANSPORT_ERRORS as exc:
-                if last:
-                    failure = type(exc).__name__
-                    raise TransportError(
-                        f"{operation} to {self.endpoint} failed after {attempt} attempts: {failure}"
+                left = time_left()
+                if left is not None and left <= _DEADLINE_SLACK_S:
+                    raise DeadlineExceeded(
+                        f"{operation} to {self.endpoint}: no answer by the deadline ({type(exc).__name__})"
                     ) from exc
-                log.debug("%s: %s, retrying", operation, type(exc).__name__)
-                self._backoff(attempt, throttled=False)
-                continue
-            metadata = {
-                "RequestId": headers.get("x-amzn-requestid", ""),
-                "HTTPStatusCode": status,
-                "HTTPHeaders": headers,
-                "RetryAttempts": attempt - 1,
-            }
-            if self.service.crc32 and not _crc_ok(headers, data):
-                if last:
-                    raise TransportError(f"{operation}: the answer failed its CRC32 check {attempt} times")
-                self._backoff(attempt, throttled=False)
-                continue
-            if 200 <= status < 300:
-                answer: dict[str, Any] = json.loads(data) if data else {}
-                answer["ResponseMetadata"] = metadata
-                return answer
-            error = self._error(operation, status, data, metadata)
-            code = error.response["Error"]["Code"]
-            throttled = code in _THROTTLING_CODES or status == 429
-            if last or not (throttled or code in _TRANSIENT_CODES or status in _TRANSIENT_STATUS):
-                raise error
-            log.debug("%s: %s (%s), retrying", operation, code, status)
-            self._backoff(attempt, throttled=throttled)
+                failure, kind = exc, TRANSIENT
+            else:
+                metadata = {
+                    "RequestId": headers.get("x-amzn-requestid", ""),
+                    "HTTPStatusCode": status,
+                    "HTTPHeaders": headers,
+                    "RetryAttempts": attempt - 1,
+                }
+                if self.service.crc32 and not _crc_ok(headers, data):
+                    failure, kind = (
+                        TransportError(f"{operation}: the answer failed its CRC32 check"),
+                        TRANSIENT,
+                    )
+                elif 200 <= status < 300:
+                    self.retry_quota.release(taken or RetryQuota.NO_RETRY_INCREMENT)
+                    answer = _json_object(data)
+                    if answer is None:  # a proxy's page, say: not the service's answer
+                        raise TransportError(f"{operation}: the {status} answer is not a JSON object")
+                    answer["ResponseMetadata"] = metadata
+                    return answer
+                else:
+                    error = self._error(operation, status, headers, data, metadata)
+                    found = retry_kind(self.service, operation, status, error.response["Error"]["Code"])
+                    if found is None:
+                        raise error
+                    failure, kind, retry_after = error, found, _retry_after_s(headers)
+            if attempt >= self._max_attempts:
+                raise self._final(operation, attempt, failure)
+            taken = self.retry_quota.acquire(throttled=kind == THROTTLING)
+            if not taken:
+                log.debug("%s: retry quota exhausted, not retrying", operation)
+                raise self._final(operation, attempt, failure)
+            delay = self._delay(attempt, kind, retry_after)
+            left = time_left()
+            if left is not None and delay >= left:
+                raise DeadlineExceeded(
+                    f"{operation}: the deadline falls within the backoff after attempt {attempt}"
+                ) from failure
+            log.debug("%s: %s, retrying in %.3f s", operation, type(failure).__name__, delay)
+            self._sleep(delay)
 
-    def _backoff(self, attempt: int, *, throttled: bool) -> None:
-        # Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]; botocore's bases (1 s when
-        # throttled, else 50 ms, 25 ms for DynamoDB), capped at max_backoff_s.
-        base = 1.0 if throttled else self.service.transient_base_s
-        self._sleep(random.random() * min(self._max_backoff_s, base * 2 ** (attempt - 1)))
+    def _final(self, operation: str, attempt: int, failure: Exception) -> Exception:
+        """What a call that gives up raises: the service's error as is, else a ``TransportError``."""
+        if isinstance(failure, ClientError | TransportError):
+            return failure
+        error = TransportError(
+            f"{operation} to {self.endpoint} failed after {attempt} attempts: {type(failure).__name__}"
+        )
+        error.__cause__ = failure
+        return error
 
-    def _error(self, operation: str, status: int, data: bytes, metadata: dict[str, Any]) -> ClientError:
+    def _delay(self, attempt: int, kind: str, retry_after: float | None) -> float:
+        # botocore's ExponentialBackoff: rand(0, 1) * min(base * 2^(attempt-1), 20 s), with a base
+        # of 1 s after a throttling error, else 50 ms (25 ms for DynamoDB); an x-amz-retry-after
+        # raises it to that value, but by at most 5 s.
+        base = _THROTTLING_BASE_S if kind == THROTTLING else self.service.transient_base_s
+        delay = self._jitter() * min(base * 2.0 ** (attempt - 1), self._max_backoff_s)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, delay + _RETRY_AFTER_MAX_ADDITIONAL_S))
+        return delay
+
+    def _error(
+        self, operation: str, status: int, headers: Mapping[str, str], data: bytes, metadata: dict[str, Any]
+    ) -> ClientError:
         try:
             parsed = json.loads(data) if data else {}
         except ValueError:
             parsed = None
-        if not isinstance(parsed, dict):  # not JSON (a proxy's page): the status is the code, as botocore
-            code, message, extra = str(status), http.client.responses.get(status, ""), {}
-        else:
-            extra = {k: v for k, v in parsed.items() if k != "__type"}  # botocore's modeled fields
-            code = str(parsed.get("__type") or status).rsplit("#", 1)[-1]
+        if isinstance(parsed, dict):
             message = str(parsed.get("message") or parsed.get("Message") or "")
+        else:  # not JSON (a proxy's page): the status is the code, as botocore
+            parsed, message = {}, http.client.responses.get(status, "")
+        extra = {k: v for k, v in parsed.items() if k != "__type"}  # botocore's modeled fields
+        code = error_code(str(parsed.get("__type") or headers.get("x-amzn-errortype") or status))
         response = {**extra, "Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}
         return self.exceptions.for_code(code)(response, operation)
 
     # ------------------------------------------------------------------------- the wire
 
-    def _send(self, target: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _attempt(self, operation: str, target: str, body: bytes) -> Answer:
+        hook = self.interceptor or _interceptor
+        if hook is None:
+            return self._send(target, body)
+        return hook(self, operation, body, partial(self._send, target, body))
+
+    def _send(self, target: str, body: bytes, via: tuple[str, int] | None = None) -> Answer:
         headers = {
             "Host": self._host,
             "Content-Type": self._content_type,
             "X-Amz-Target": target,
         }
         headers.update(self._signer.sign("POST", self._path, headers, body, self._clock()))
+        if via is not None:
+            once = _Connection(self._connect(via, tls=False), self._open)
+            try:
+                return self._exchange(once, headers, body)
+            finally:
+                once.close()
         holder: _Connection | None = getattr(self._local, "conn", None)
         if holder is not None and not holder.reusable():
             self._drop(holder)
             holder = None
         if holder is not None and holder.used:
             try:
-                return self._exchange(holder, headers, body)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # The server closed the idle keep-alive connection: a new one, not a new attempt.
+                self._write(holder, headers, body)
+            except (ConnectionResetError, BrokenPipeError):
+                # The server had closed the idle keep-alive connection: the request could not reach
+                # it, so it goes again on a new one, not as a new attempt. Once it is written, a
+                # failure is an attempt's (the service may have applied it): the retry rules decide.
                 log.debug("%s: keep-alive connection closed by the server; reconnecting", target)
-        holder = _Connection(self._connect(), self._open)
+            else:
+                return self._read(holder)
+        holder = _Connection(self._connect(self._address, tls=self._https), self._open)
         self._local.conn = holder
         return self._exchange(holder, headers, body)
 
-    def _exchange(
-        self, holder: _Connection, headers: dict[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _exchange(self, holder: _Connection, headers: dict[str, str], body: bytes) -> Answer:
+        self._write(holder, headers, body)
+        return self._read(holder)
+
+    def _write(self, holder: _Connection, headers: dict[str, str], body: bytes) -> None:
         try:
             holder.used = True
+            sock, read_s = holder.http.sock, self.socket_timeouts()[1]
+            if sock is not None and sock.gettimeout() != read_s:  # the deadline may cut it
+                sock.settimeout(read_s)
             holder.http.request("POST", self._path, body, headers)
+        except BaseException:
+            self._drop(holder)  # its state is unknown: never reuse it
+            raise
+
+    def _read(self, holder: _Connection) -> Answer:
+        try:
             response = holder.http.getresponse()
             data = response.read()
         except BaseException:
-            self._drop(holder)  # its state is unknown: never reuse it
+            self._drop(holder)
             raise
         if response.will_close:
             self._drop(holder)
@@ -592,19 +990,31 @@ class Client:
             del self._local.conn
         holder.close()
 
-    def _connect(self) -> http.client.HTTPConnection:
-        host, port = self._address
+    def _connect(self, address: tuple[str, int], *, tls: bool) -> http.client.HTTPConnection:
+        host, port = address
+        timeout = self.socket_timeouts()[0]
         conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(
-                host, port, timeout=self._connect_timeout_s, context=_ssl_context()
-            )
+        if tls:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_ssl_context())
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout_s)
-        conn.connect()
-        if conn.sock is not None:  # connected within the connect timeout; now the read timeout
-            conn.sock.settimeout(self._read_timeout_s)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.connect()  # the TLS handshake too: both within the connect timeout
         return conn
+
+
+def error_code(raw: str) -> str:
+    """An error code as botocore's JSON parser reads it from ``__type``: the part before any ``:``
+    (``Foo:http://internal.amazon.com/...``), then after the last ``#``
+    (``com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException``)."""
+    return raw.split(":", 1)[0].rsplit("#", 1)[-1]
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(data) if data else {}
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _crc_ok(headers: Mapping[str, str], data: bytes) -> bool:
@@ -614,14 +1024,25 @@ def _crc_ok(headers: Mapping[str, str], data: bytes) -> bool:
 
 def from_env(service: str, region: str, env: Mapping[str, str] | None = None) -> Client | None:
     """A client for ``service`` from the environment (default ``os.environ``), or None when boto3
-    is needed: credentials not in the environment, FIPS or dual-stack endpoints asked for, or an
-    unsupported partition."""
+    is needed: credentials not in the environment, FIPS or dual-stack endpoints asked for, or a
+    region outside the allow-listed partitions (``PARTITIONS``) with no endpoint configured.
+    Socket timeouts from ``timeouts_from_env``. With ``SWITCHBOARD_AWS_FAULTS`` set (tests only),
+    the client injects the faults it describes (``switchboard.devtools.awsfaults``)."""
     env = os.environ if env is None else env
     spec = SERVICES.get(service)
     credentials = Credentials.from_env(env)
-    if spec is None or credentials is None or region.startswith(_UNSUPPORTED_REGION_PREFIXES):
+    if spec is None or credentials is None:
         return None
     for name in ("AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"):
         if env.get(name, "").strip().lower() == "true":
             return None
-    return Client(spec, region, credentials, endpoint_url(spec, region, env))
+    endpoint = endpoint_url(spec, region, env)
+    if endpoint is None:
+        return None
+    connect_s, read_s = timeouts_from_env(env)
+    client = Client(spec, region, credentials, endpoint, connect_timeout_s=connect_s, read_timeout_s=read_s)
+    if env.get(FAULTS_ENV):
+        from switchboard.devtools import awsfaults  # test-only; never imported unless asked for
+
+        client.interceptor = awsfaults.from_env(env)
+    return client

@@ -7,6 +7,7 @@ ledger running on the light client.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -204,3 +205,21 @@ def test_the_runtime_client_is_light_when_the_environment_has_credentials(aws: s
 
 def aws_runtime(service: str) -> Any:
     return clients.runtime_client(service, REGION)
+
+
+def test_the_boto3_fallback_is_configured_for_serving(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "true")  # a setting the light client leaves to boto3
+    fallback = clients.runtime_client.__wrapped__("ssm", REGION)  # not the process's cached one
+    assert not isinstance(fallback, awsjson.Client)
+    assert fallback is clients._serving_boto3("ssm", REGION)
+    monkeypatch.delenv("AWS_USE_DUALSTACK_ENDPOINT")
+    made = clients._serving_boto3("dynamodb", REGION)
+    config = made.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 2.0)
+    assert config.retries["total_max_attempts"] == awsjson.DEFAULT_MAX_ATTEMPTS == 3
+    assert "TableNames" in made.list_tables()
+    with awsjson.deadline(time.monotonic() - 1), pytest.raises(awsjson.DeadlineExceeded):
+        made.list_tables()  # an attempt past the call's deadline is not sent
+    assert "TableNames" in made.list_tables()
+    cli = clients.client("dynamodb", REGION).meta.config
+    assert (cli.connect_timeout, cli.read_timeout) == (2, 5)  # the CLI's, not on a request's clock

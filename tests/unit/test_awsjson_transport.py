@@ -1,126 +1,24 @@
 """``switchboard.awsjson`` over real sockets: retries, keep-alive, timeouts, error shapes.
 
-The server is a scripted HTTP/1.1 stub on a loopback port (``http.server``): each request takes
-the next reply of the script, so a test says exactly what the service answers, attempt by attempt.
+The server is a scripted HTTP/1.1 stub on a loopback port (``tests.awsjson_stub``): each request
+takes the next reply of the script, so a test says exactly what the service answers, attempt by attempt.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import ssl
 import threading
 import time
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from switchboard import awsjson
-from switchboard.awsjson import Credentials
 
+from tests.awsjson_stub import KEY, SECRET, TOKEN, Reply, Stub, error, make_client
+from tests.awsjson_stub import stub as stub  # the fixture
 from tests.tls import self_signed
-
-SECRET = "stub-secret-key-never-shown"
-TOKEN = "stub-session-token-never-shown"
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = field(default_factory=dict)  # a dict is sent as JSON; bytes as they are
-    close: bool = False  # close the connection after answering (without saying so)
-    drop: bool = False  # close the connection without answering
-    delay_s: float = 0.0
-    crc: int | None = None  # a wrong x-amz-crc32 to send
-
-
-@dataclass
-class Seen:
-    headers: dict[str, str]
-    body: dict[str, Any]
-    connection: tuple[str, int]
-
-
-class Stub:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.script: list[Reply] = []
-        self.seen: list[Seen] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                stub.seen.append(Seen(dict(self.headers.items()), body, self.client_address))
-                reply = stub.script.pop(0) if stub.script else Reply()
-                time.sleep(reply.delay_s)
-                if reply.drop:
-                    self.close_connection = True
-                    return
-                data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("content-type", "application/x-amz-json-1.0")
-                self.send_header("content-length", str(len(data)))
-                self.send_header("x-amzn-requestid", f"req-{len(stub.seen)}")
-                self.send_header("x-amz-crc32", str(reply.crc if reply.crc is not None else zlib.crc32(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                self.wfile.flush()
-                if reply.close:
-                    self.close_connection = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that timed out and left: expected here, not worth a traceback
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-            self.url = f"https://localhost:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def connections(self) -> int:
-        return len({s.connection for s in self.seen})
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    made = Stub()
-    yield made
-    made.stop()
-
-
-def make_client(
-    url: str, sleeps: list[float], service: awsjson.Service = awsjson.DYNAMODB, **kwargs: Any
-) -> awsjson.Client:
-    return awsjson.Client(
-        service, "us-east-1", Credentials("AKIDSTUB", SECRET, TOKEN), url, sleep=sleeps.append, **kwargs
-    )
-
-
-def error(code: str, message: str = "no", **extra: Any) -> dict[str, Any]:
-    return {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message, **extra}
-
-
-KEY = {"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "b"}}}
 
 
 def test_a_call_is_a_signed_post_of_the_kwargs(stub: Stub) -> None:
@@ -201,11 +99,11 @@ def test_a_throttling_error_is_retried(stub: Stub, code: str) -> None:
 def test_retries_stop_after_three_attempts_with_the_last_error(stub: Stub) -> None:
     sleeps: list[float] = []
     stub.script = [Reply(400, error("ProvisionedThroughputExceededException"))] * 3
-    client = make_client(stub.url, sleeps)
+    client = make_client(stub.url, sleeps, jitter=lambda: 1.0)  # the top of each jitter range
     with pytest.raises(client.exceptions.ProvisionedThroughputExceededException) as caught:
         client.update_item(**KEY, UpdateExpression="ADD n :one")
     assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 2
-    assert len(stub.seen) == 3 and len(sleeps) == 2 and max(sleeps) <= 1.0
+    assert len(stub.seen) == 3 and sleeps == [1.0, 2.0]  # throttling: base 1 s, doubled
 
 
 def test_a_transaction_keeps_its_request_token_across_retries(stub: Stub) -> None:
@@ -239,6 +137,14 @@ def test_a_body_that_is_not_json_gives_the_status_as_the_code(stub: Stub) -> Non
     assert caught.value.response["Error"] == {"Code": "413", "Message": http.client.responses[413]}
 
 
+@pytest.mark.parametrize("body", [b"<html>portal</html>", b"[1, 2]", b'{"cut'])
+def test_a_success_that_is_not_a_json_object_is_a_transport_error(stub: Stub, body: bytes) -> None:
+    stub.script = [Reply(200, body)]
+    with pytest.raises(awsjson.TransportError, match="not a JSON object"):
+        make_client(stub.url, [], awsjson.SSM).get_parameter(Name="/p")
+    assert len(stub.seen) == 1  # not retried (botocore neither: it would read it as an empty answer)
+
+
 def test_a_keep_alive_connection_is_reused(stub: Stub) -> None:
     client = make_client(stub.url, [])
     for _ in range(3):
@@ -259,15 +165,23 @@ def test_a_keep_alive_connection_the_server_closed_is_reopened(stub: Stub) -> No
     assert len(stub.seen) == 2 and stub.connections() == 2 and sleeps == []
 
 
-def test_a_reused_connection_dropped_before_the_answer_is_reopened_at_once(stub: Stub) -> None:
-    # The close races the request (the server had not closed it yet when the client looked).
+def test_a_request_written_on_a_reused_connection_is_sent_again_only_as_a_counted_attempt(stub: Stub) -> None:
+    # The server read the request, then closed without answering: it may have applied it. So the
+    # client does not quietly send it again; a retry is an attempt, under the retry rules.
     sleeps: list[float] = []
     stub.script = [Reply(), Reply(drop=True), Reply(body={"Item": {}})]
     client = make_client(stub.url, sleeps)
     client.get_item(**KEY)
     answer = client.get_item(**KEY)
-    assert answer["ResponseMetadata"]["RetryAttempts"] == 0
-    assert len(stub.seen) == 3 and stub.connections() == 2 and sleeps == []
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    assert len(stub.seen) == 3 and stub.connections() == 2 and len(sleeps) == 1
+
+    stub.script = [Reply(), Reply(drop=True)]
+    once = make_client(stub.url, sleeps, max_attempts=1)
+    once.update_item(**KEY, UpdateExpression="ADD n :one")
+    with pytest.raises(awsjson.TransportError):
+        once.update_item(**KEY, UpdateExpression="ADD n :one")
+    assert len(stub.seen) == 5  # the second update reached the server once, not twice
 
 
 def test_a_connection_dropped_without_an_answer_is_a_retried_attempt(stub: Stub) -> None:

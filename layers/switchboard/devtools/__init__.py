@@ -1,1 +1,1 @@
-"""Developer tooling: the local stack, the mock upstream provider and template helpers."""
+"""Developer tooling: the local stack, the mock upstream, template helpers and AWS fault injection."""
