@@ -17,15 +17,35 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: venv dev test check lint typecheck ci sam-check bench bench-full clean test-limits-slow
+# The dev and test environment is locked, with hashes, in requirements-dev.lock (`make lock` after
+# changing a dependency in pyproject.toml) and installed by uv. uv reads no pip configuration: it
+# resolves from the package index. When uv is not on the PATH it is bootstrapped from the package
+# index (pip, pinned) into .venv-tools; nothing is downloaded from anywhere else.
+LOCK := requirements-dev.lock
+UV_VERSION ?= 0.13.9
+UV_TOOLS := .venv-tools
+UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
+UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
+
+.PHONY: venv dev dev-reset test check lint typecheck ci sam-check bench bench-full clean test-limits-slow lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
 	@test -n "$(PYTHON)" || { echo "Makefile: no Python >= 3.11 found" >&2; exit 2; }
-	test -x $(VBIN)/python || $(PYTHON) -m venv $(VENV)
-	$(VBIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(UV) venv --quiet --allow-existing --python "$(PYTHON)" $(VENV)
+	$(UV) pip sync --quiet --python $(VBIN)/python --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(VBIN)/python --no-deps -e .
 	touch $@
+
+$(UV_TOOLS)/bin/uv:
+	@test -n "$(PYTHON)" || { echo "Makefile: no Python >= 3.11 found" >&2; exit 2; }
+	$(PYTHON) -m venv $(UV_TOOLS)
+	$(UV_TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+lock: | $(UV)
+	$(UV) pip compile --quiet pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" -o $(LOCK)
 
 dev: venv
 	PORT=$(PORT) $(VBIN)/switchboard dev
@@ -52,7 +72,7 @@ test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_TOOLS) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 include mk/sam.mk
 
