@@ -1,5 +1,6 @@
 # Switchboard: one command sets up, one runs, one checks.
-#   make dev     the gateway on 127.0.0.1:$(PORT) over moto and the mock provider
+#   make dev     the gateway on 127.0.0.1:$(PORT) over moto and the mock provider (state kept in
+#                .dev-state/; make dev-reset starts clean)
 #   make test    install what is needed, then the test suite (what CI runs, with sam-check)
 #   make check   lint + type check
 #   make bench   the short benchmark; bench-full the long one
@@ -48,6 +49,11 @@ lock: | $(UV)
 		--generate-hashes --custom-compile-command "make lock" -o $(LOCK)
 
 dev: venv
+	PORT=$(PORT) $(VBIN)/switchboard dev
+
+# The local state (keys, routing pushes, budgets, spend) lives in .dev-state/ between runs.
+dev-reset: venv
+	rm -rf .dev-state
 	PORT=$(PORT) $(VBIN)/switchboard dev
 
 test: venv
