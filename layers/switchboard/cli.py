@@ -279,7 +279,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stack.state_file,
     )
     try:  # the banner once the gateway listens: its commands work as soon as they can be pasted
-        _serve("switchboard.api:create_app", "127.0.0.1", port, lambda: print(text, flush=True))
+        _serve(
+            "switchboard.devtools.console:create_dev_app", "127.0.0.1", port, lambda: print(text, flush=True)
+        )
     finally:
         saved = stack.save()
         if saved is not None:
