@@ -26,6 +26,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from switchboard.commands import devenv, spend
 from switchboard.commands import limits as limits_commands
@@ -158,12 +159,11 @@ UVICORN_OPTIONS: dict[str, object] = {
     "http": "httptools",
     "access_log": False,
     "server_header": False,
-    "log_level": "warning",
 }
 
 
-def _serve(app: str, host: str, port: int, on_ready: Callable[[], None] | None = None) -> None:
-    """uvicorn with the Lambda's options; ``on_ready`` runs once the socket listens."""
+def _serve(app: str, host: str, port: int, on_ready: Callable[[], None] | None = None, **extra: Any) -> None:
+    """uvicorn with the Lambda's options (and ``extra``); ``on_ready`` runs once the socket listens."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -172,7 +172,8 @@ def _serve(app: str, host: str, port: int, on_ready: Callable[[], None] | None =
             if on_ready is not None and not self.should_exit:
                 on_ready()
 
-    config = uvicorn.Config(app, factory=True, host=host, port=port, **UVICORN_OPTIONS)  # type: ignore[arg-type]
+    options = {**UVICORN_OPTIONS, **extra}
+    config = uvicorn.Config(app, factory=True, host=host, port=port, **options)  # type: ignore[arg-type]
     Server(config).run()
 
 
@@ -279,9 +280,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stack.state_file,
     )
     try:  # the banner once the gateway listens: its commands work as soon as they can be pasted
-        _serve(
-            "switchboard.devtools.console:create_dev_app", "127.0.0.1", port, lambda: print(text, flush=True)
-        )
+        app = "switchboard.devtools.console:create_dev_app"  # the gateway and the console
+        _serve(app, "127.0.0.1", port, lambda: print(text, flush=True), log_level="warning")
     finally:
         saved = stack.save()
         if saved is not None:

@@ -383,3 +383,17 @@ def test_serve_runs_the_gateway_alone_over_the_given_aws(aws: str, mock: Any) ->
         proc.wait(timeout=WAIT_S)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_serve_uses_the_uvicorn_options_of_the_lambda() -> None:
+    """functions/gateway/run.sh is what Lambda runs; serve and dev pass uvicorn the same options."""
+    from switchboard.cli import UVICORN_OPTIONS
+
+    flags = (ROOT / "functions" / "gateway" / "run.sh").read_text().split("uvicorn", 1)[1].split()
+    expected = {
+        "loop": flags[flags.index("--loop") + 1],
+        "http": flags[flags.index("--http") + 1],
+        "access_log": "--no-access-log" not in flags,
+        "server_header": "--no-server-header" not in flags,
+    }
+    assert expected == UVICORN_OPTIONS
