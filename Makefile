@@ -28,7 +28,7 @@ UV_TOOLS := .venv-tools
 UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
 UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
 
-.PHONY: venv dev dev-reset test check lint typecheck ci sam-check bench bench-full clean test-limits-slow lock
+.PHONY: venv dev dev-reset test check lint typecheck ci sam-check bench bench-full clean test-limits-slow lock chromium
 
 venv: $(STAMP)
 
@@ -43,6 +43,13 @@ $(UV_TOOLS)/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Makefile: no Python >= 3.11 found" >&2; exit 2; }
 	$(PYTHON) -m venv $(UV_TOOLS)
 	$(UV_TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Headless Chromium for the console's browser test (tests/integration/test_console_browser.py),
+# from Debian's packages; without it that test is skipped, saying so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@chromium --version
 
 lock: | $(UV)
 	$(UV) pip compile --quiet pyproject.toml --extra dev --universal --python-version 3.11 \
@@ -78,7 +85,7 @@ test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(UV_TOOLS) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 include mk/sam.mk
 
