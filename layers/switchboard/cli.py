@@ -24,7 +24,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ def _serve(app: str, host: str, port: int, on_ready: Callable[[], None] | None =
                 on_ready()
 
     options = {**UVICORN_OPTIONS, **extra}
-    config = uvicorn.Config(app, factory=True, host=host, port=port, **options)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, factory=True, host=host, port=port, **options)
     Server(config).run()
 
 
@@ -228,7 +228,7 @@ everything (and keeps the state; make dev-reset starts clean). In another shell:
 """
 
 
-def _port(env: dict[str, str] | os._Environ[str], variable: str, default: int) -> int:
+def _port(env: Mapping[str, str], variable: str, default: int) -> int:
     raw = env.get(variable) or str(default)
     try:
         value = int(raw)
@@ -297,11 +297,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from switchboard.devtools.devstack import busy_port
     from switchboard.logs import configure_logging
 
-    busy = busy_port({"PORT": args.port}, args.host)
+    try:
+        port = args.port if args.port is not None else _port(os.environ, "PORT", 8080)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    busy = busy_port({"PORT": port}, args.host)
     if busy:
         return _fail(busy.replace("PORT to", "PORT (or --port) to"), 2)
     configure_logging()
-    _serve("switchboard.api:create_app", args.host, args.port)
+    _serve("switchboard.api:create_app", args.host, port)
     return 0
 
 
@@ -313,9 +317,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve = commands.add_parser("serve", help="the gateway alone, over the AWS in the environment")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT") or 8080), help="port (default: PORT or 8080)"
-    )
+    serve.add_argument("--port", type=int, help="port (default: PORT, else 8080)")
     serve.set_defaults(func=cmd_serve)
     routing = commands.add_parser("routing", help="the routing document").add_subparsers(
         dest="routing_command", required=True

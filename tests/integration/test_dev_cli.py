@@ -397,3 +397,13 @@ def test_serve_uses_the_uvicorn_options_of_the_lambda() -> None:
         "server_header": "--no-server-header" not in flags,
     }
     assert expected == UVICORN_OPTIONS
+
+
+@pytest.mark.parametrize(("command", "variable"), [("dev", "MOTO_PORT"), ("serve", "PORT"), ("dev", "PORT")])
+def test_a_port_that_is_not_a_number_is_a_usage_error(
+    command: str, variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(variable, "eighty")
+    assert main([command]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{variable}=eighty is not a port number" in err
