@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shlex
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +28,9 @@ from switchboard.cli import main
 from switchboard.devtools.devstack import seed_aws
 from switchboard.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.devprocess import DEV_KEY, ROOT, WAIT_S, DevProcess, clean_env, cli, free_port
+
 DEV_ROUTING = ROOT / "infra" / "routing.dev.json"
-DEV_KEY = "sk-switchboard-dev"
-WAIT_S = 60  # a bound, not a timing: a healthy start takes a few seconds
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a new shell: no AWS configuration, no Switchboard settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SWITCHBOARD_", "MOTO_"))}
-    env.pop("PORT", None)
-    env.pop("MOCK_PORT", None)
-    env["HOME"] = env.get("HOME", "/tmp")
-    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent"  # no profile to fall on
-    env.update(extra)
-    return env
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = WAIT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def moto_port(url: str) -> str:
@@ -83,6 +51,45 @@ def param(aws: str) -> str:
 # --------------------------------------------------------------------------- --dev and the endpoint
 
 
+Shell = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def new_shell(aws: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Shell]:
+    """Run the CLI in this process as from a new shell: no AWS or Switchboard variables, no AWS
+    profile, no boto3 session yet; ``new_shell(*argv, VAR=value)`` gives (status, stdout,
+    stderr). The environment is restored after the test."""
+    from switchboard import aws as aws_module
+
+    saved = dict(os.environ)
+
+    def run(*argv: str, **env: str) -> tuple[int, str, str]:
+        os.environ.clear()
+        os.environ.update(clean_env(**env))
+        aws_module._session.cache_clear()
+        aws_module.client.cache_clear()
+        capsys.readouterr()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    os.environ.clear()
+    os.environ.update(saved)
+    aws_module._session.cache_clear()
+    aws_module.client.cache_clear()
+
+
+def test_dev_flag_in_a_new_shell_reaches_the_local_stack(aws: str, param: str) -> None:
+    """A real process from a clean environment: without --dev it has no credentials at all."""
+    env = clean_env(MOTO_PORT=moto_port(aws))
+    out = cli("routing", "show", "--dev", "--param", param, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["revision"] == "pushed-by-test"
+    without = cli("routing", "show", "--param", param, env=env)
+    assert without.returncode == 1 and "Traceback" not in without.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "extra"),
     [
@@ -93,38 +100,43 @@ def param(aws: str) -> str:
     ids=["flag-after", "flag-before", "env"],
 )
 def test_dev_mode_reaches_the_local_stack_without_credentials(
-    aws: str, param: str, argv: list[str], extra: dict[str, str]
+    new_shell: Shell,
+    aws: str,
+    param: str,
+    argv: list[str],
+    extra: dict[str, str],
 ) -> None:
-    env = clean_env(MOTO_PORT=moto_port(aws), **extra)
-    out = cli(*argv, "--param", param, env=env)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["revision"] == "pushed-by-test"
+    code, out, err = new_shell(*argv, "--param", param, MOTO_PORT=moto_port(aws), **extra)
+    assert code == 0, err
+    assert json.loads(out)["revision"] == "pushed-by-test"
 
 
-def test_aws_endpoint_url_wins_over_moto_port(aws: str, param: str) -> None:
-    env = clean_env(AWS_ENDPOINT_URL=aws, MOTO_PORT=str(free_port()))  # nothing listens there
-    out = cli("routing", "show", "--dev", "--param", param, env=env)
-    assert out.returncode == 0, out.stderr
+def test_aws_endpoint_url_wins_over_moto_port(new_shell: Shell, aws: str, param: str) -> None:
+    nothing_there = str(free_port())
+    code, _, err = new_shell(
+        "routing", "show", "--dev", "--param", param, AWS_ENDPOINT_URL=aws, MOTO_PORT=nothing_there
+    )
+    assert code == 0, err
 
 
-def test_a_loopback_endpoint_alone_needs_no_credentials(aws: str, param: str) -> None:
-    out = cli("routing", "show", "--param", param, env=clean_env(AWS_ENDPOINT_URL=aws))
-    assert out.returncode == 0, out.stderr
-    assert "NoCredentials" not in out.stderr
+def test_a_loopback_endpoint_alone_needs_no_credentials(new_shell: Shell, aws: str, param: str) -> None:
+    code, _, err = new_shell("routing", "show", "--param", param, AWS_ENDPOINT_URL=aws)
+    assert code == 0, err
+    assert "NoCredentials" not in err
 
 
-def test_keys_and_spend_honour_dev_too(aws: str) -> None:
+def test_keys_and_spend_honour_dev_too(new_shell: Shell, aws: str) -> None:
     table = f"sb-{uuid.uuid4().hex[:8]}"
     seed_aws(Settings.from_env({}, table=table, routing_param=f"/t/{table}"), "{}", "sk-unused", {})
-    env = clean_env(MOTO_PORT=moto_port(aws), SWITCHBOARD_TABLE=table)
-    created = cli("keys", "create", "--name", "from-cli", "--json", "--dev", env=env)
-    assert created.returncode == 0, created.stderr
-    listed = cli("keys", "list", "--json", "--dev", env=env)
-    assert listed.returncode == 0, listed.stderr
-    assert "from-cli" in listed.stdout
-    spent = cli("spend", "--json", "--dev", env=env)
-    assert spent.returncode == 0, spent.stderr
-    assert json.loads(spent.stdout)["total"]["requests"] == 0
+    env = {"MOTO_PORT": moto_port(aws), "SWITCHBOARD_TABLE": table}
+    code, _, err = new_shell("keys", "create", "--name", "from-cli", "--json", "--dev", **env)
+    assert code == 0, err
+    code, out, err = new_shell("keys", "list", "--json", "--dev", **env)
+    assert code == 0, err
+    assert "from-cli" in out
+    code, out, err = new_shell("spend", "--json", "--dev", **env)
+    assert code == 0, err
+    assert json.loads(out)["total"]["requests"] == 0
 
 
 def test_the_dev_routing_file_validates_with_its_placeholder_explained(
@@ -143,98 +155,63 @@ def test_the_dev_routing_file_validates_with_its_placeholder_explained(
 # --------------------------------------------------------------------------- busy ports
 
 
-@pytest.mark.parametrize("variable", ["PORT", "MOTO_PORT", "MOCK_PORT"])
-def test_a_busy_port_is_one_line_and_status_2(variable: str, tmp_path: Path) -> None:
+def test_a_busy_moto_port_is_one_line_and_status_2_not_a_hang(tmp_path: Path) -> None:
     ports = {"PORT": free_port(), "MOTO_PORT": free_port(), "MOCK_PORT": free_port()}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        ports[variable] = taken.getsockname()[1]
+        ports["MOTO_PORT"] = taken.getsockname()[1]
         env = clean_env(SWITCHBOARD_DEV_STATE=str(tmp_path), **{k: str(v) for k, v in ports.items()})
         out = cli("dev", env=env, timeout=WAIT_S)  # a hang fails here
     assert out.returncode == 2
     assert out.stdout == ""  # no banner
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
-    assert f"({variable}) is in use" in lines[0] and f"set {variable}" in lines[0]
+    assert (
+        out.stderr.strip()
+        == f"switchboard: port {ports['MOTO_PORT']} (MOTO_PORT) is in use: set MOTO_PORT to a free port"
+    )
     assert not list(tmp_path.iterdir())  # nothing started, nothing saved
 
 
-def test_serve_refuses_a_busy_port(aws: str) -> None:
+@pytest.mark.parametrize("variable", ["PORT", "MOTO_PORT", "MOCK_PORT"])
+def test_a_busy_port_is_found_before_anything_starts(
+    variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ports = {"PORT": free_port(), "MOTO_PORT": free_port(), "MOCK_PORT": free_port()}
+    for name, port in ports.items():
+        monkeypatch.setenv(name, str(port))
+    monkeypatch.setenv("SWITCHBOARD_DEV_STATE", str(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv(variable, str(taken.getsockname()[1]))
+        assert main(["dev"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert f"({variable}) is in use: set {variable} to a free port" in err
+
+
+def test_two_variables_on_one_port_are_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = str(free_port())
+    monkeypatch.setenv("PORT", port)
+    monkeypatch.setenv("MOCK_PORT", port)
+    monkeypatch.setenv("MOTO_PORT", str(free_port()))
+    assert main(["dev"]) == 2
+    assert f"MOCK_PORT and PORT are both {port}: set MOCK_PORT to another port" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = cli("serve", "--dev", "--port", str(port), env=clean_env(MOTO_PORT=moto_port(aws)))
-    assert out.returncode == 2
-    assert "PORT" in out.stderr and "in use" in out.stderr
+        assert main(["serve", "--port", str(port)]) == 2
+    assert f"port {port} (PORT) is in use: set PORT (or --port) to a free port" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- switchboard dev, for real
-
-
-class DevProcess:
-    """``switchboard dev`` in a subprocess on free ports, its stdout read line by line."""
-
-    def __init__(self, state: Path) -> None:
-        self.ports = {"PORT": free_port(), "MOTO_PORT": free_port(), "MOCK_PORT": free_port()}
-        self.env = clean_env(SWITCHBOARD_DEV_STATE=str(state), **{k: str(v) for k, v in self.ports.items()})
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "switchboard"), "dev"]
-            if (ROOT / ".venv" / "bin" / "switchboard").exists()
-            else [sys.executable, "-m", "switchboard.cli", "dev"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.banner = self.read_until("routing show --dev")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put("")
-
-    def read_until(self, marker: str) -> str:
-        seen: list[str] = []
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            line = self.lines.get(timeout=WAIT_S)
-            if line == "":
-                raise AssertionError("switchboard dev ended:\n" + "".join(seen))
-            seen.append(line)
-            if marker in line:
-                return "".join(seen)
-        raise AssertionError("no " + marker + " in:\n" + "".join(seen))
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.ports['PORT']}/v1"
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return cli(*args, env=self.env)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=WAIT_S)
-        rest: list[str] = []
-        while (line := self.lines.get(timeout=WAIT_S)) != "":
-            rest.append(line)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return "".join(rest)
-
-
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
-    process = DevProcess(tmp_path_factory.mktemp("dev") / "state")
-    yield process
-    process.stop()
 
 
 def banner_commands(banner: str) -> list[str]:
@@ -244,6 +221,7 @@ def banner_commands(banner: str) -> list[str]:
 
 
 def test_the_banner_commands_run_as_printed(dev: DevProcess) -> None:
+    assert "new, kept in" in dev.banner  # a new state folder: a clean start
     commands = banner_commands(dev.banner)
     assert any(c.startswith("curl") for c in commands)
     assert any("spend --dev" in c for c in commands)
@@ -290,7 +268,7 @@ def test_demo_tools_answers_with_a_tool_call(dev: DevProcess) -> None:
     assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Paris"}, "tool_calls")
 
 
-def test_state_survives_a_restart_and_reset_starts_clean(tmp_path: Path) -> None:
+def test_state_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     first = DevProcess(state)
     try:
@@ -332,14 +310,14 @@ def test_state_survives_a_restart_and_reset_starts_clean(tmp_path: Path) -> None
     finally:
         second.stop()
 
-    subprocess.run(["rm", "-rf", str(state)], check=True)  # what make dev-reset does first
-    third = DevProcess(state)
-    try:
-        assert "new, kept in" in third.banner
-        assert "kept-key" not in third.cli("keys", "list", "--json", "--dev").stdout
-        assert json.loads(third.cli("routing", "show", "--dev").stdout)["revision"] == "dev-1"
-    finally:
-        third.stop()
+
+def test_make_dev_reset_removes_the_state_then_starts() -> None:
+    """A new state folder starts clean (the shared stack's banner says so); dev-reset empties it."""
+    plan = subprocess.run(
+        ["make", "-n", "dev-reset", "PYTHON=python3"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    reset = plan.index("rm -rf .dev-state")
+    assert any("switchboard dev" in line for line in plan[reset + 1 :])
 
 
 # --------------------------------------------------------------------------- switchboard serve
