@@ -268,18 +268,22 @@ def test_demo_tools_answers_with_a_tool_call(dev: DevProcess) -> None:
     assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Paris"}, "tool_calls")
 
 
-def test_state_survives_a_restart(tmp_path: Path) -> None:
+def test_state_survives_a_restart(tmp_path: Path, new_shell: Shell) -> None:
     state = tmp_path / "state"
     first = DevProcess(state)
+
+    def on(stack: DevProcess, *argv: str) -> str:
+        code, out, err = new_shell(*argv, "--dev", MOTO_PORT=str(stack.ports["MOTO_PORT"]))
+        assert code == 0, err
+        return out
+
     try:
-        created = first.cli("keys", "create", "--name", "kept-key", "--json", "--dev")
-        assert created.returncode == 0, created.stderr
-        secret = json.loads(created.stdout)["key"]
-        doc = json.loads(first.cli("routing", "show", "--dev").stdout)
+        secret = json.loads(on(first, "keys", "create", "--name", "kept-key", "--json"))["key"]
+        doc = json.loads(on(first, "routing", "show"))
         doc["revision"] = "pushed-before-restart"
         pushed = tmp_path / "pushed.json"
         pushed.write_text(json.dumps(doc))
-        assert first.cli("routing", "push", str(pushed), "--yes", "--dev").returncode == 0
+        on(first, "routing", "push", str(pushed), "--yes")
         reply = httpx.post(
             first.base + "/chat/completions",
             headers={"authorization": f"Bearer {secret}"},
@@ -291,22 +295,19 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         tail = first.stop()
     assert "state saved to" in tail
 
-    second = DevProcess(state)
+    second = DevProcess(state)  # other ports: the pushed document follows the mock's new port
     try:
         assert "restored from" in second.banner
-        keys = second.cli("keys", "list", "--json", "--dev")
-        assert "kept-key" in keys.stdout
-        routing = json.loads(second.cli("routing", "show", "--dev").stdout)
-        assert routing["revision"] == "pushed-before-restart"
-        spend = json.loads(second.cli("spend", "--json", "--dev").stdout)
-        assert spend["total"]["requests"] == 1
-        again = httpx.post(  # the kept key still authenticates
+        assert "kept-key" in on(second, "keys", "list", "--json")
+        assert json.loads(on(second, "routing", "show"))["revision"] == "pushed-before-restart"
+        assert json.loads(on(second, "spend", "--json"))["total"]["requests"] == 1
+        again = httpx.post(  # the kept key still authenticates, and the pushed routing still serves
             second.base + "/chat/completions",
             headers={"authorization": f"Bearer {secret}"},
             json={"model": "mock-echo", "messages": [{"role": "user", "content": "again"}]},
             timeout=WAIT_S,
         )
-        assert again.status_code == 200
+        assert again.status_code == 200, again.text
     finally:
         second.stop()
 
