@@ -17,6 +17,9 @@ VBIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test (one per CPU; 0 runs the suite in one process). A test file
+# runs whole in one worker (--dist loadfile), so module-scoped fixtures are built once.
+PYTEST_WORKERS ?= auto
 
 # The dev and test environment is locked, with hashes, in requirements-dev.lock (`make lock` after
 # changing a dependency in pyproject.toml) and installed by uv. uv reads no pip configuration: it
@@ -64,7 +67,7 @@ dev-reset: venv
 	PORT=$(PORT) $(VBIN)/switchboard dev
 
 test: venv
-	$(VBIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(VBIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(VBIN)/ruff check layers functions tests
