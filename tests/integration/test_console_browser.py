@@ -92,8 +92,8 @@ def test_the_console_shows_live_requests_spend_and_routing(dev: DevProcess, tmp_
     spend = console_api(dev, "spend")
     routing = console_api(dev, "routing")
     url = dev.base.removesuffix("/v1") + "/console"
-    shot = chromium(url, tmp_path, f"--screenshot={tmp_path / 'console.png'}")
-    dom = chromium(url, tmp_path, "--dump-dom").stdout
+    shot = chromium(url, tmp_path, f"--screenshot={tmp_path / 'console.png'}", "--dump-dom")
+    dom = shot.stdout
     assert console_api(dev, "spend") == spend, "the ledger moved while the page was taken"
 
     png = (tmp_path / "console.png").read_bytes()
