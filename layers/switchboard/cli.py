@@ -202,6 +202,9 @@ def _python_command() -> str:
 def banner(base: str, api_key: str, moto: str, mock: str, restored: bool, state: Path | None) -> str:
     """What ``switchboard dev`` prints once it is up: every command in it runs as printed."""
     cli = _self_command()
+    moto_port = moto.rsplit(":", 1)[-1]
+    if moto_port != devenv.DEFAULT_MOTO_PORT:  # a new shell has no MOTO_PORT: say which
+        cli = f"MOTO_PORT={moto_port} {cli}"
     python = _python_command()
     kept = "none kept" if state is None else f"{'restored from' if restored else 'new, kept in'} {state}"
     return f"""

@@ -217,7 +217,11 @@ def test_serve_refuses_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
 def banner_commands(banner: str) -> list[str]:
     """The banner's shell commands: the curl (three lines), the python line (two), the CLI lines."""
     text = banner.replace("\\\n", " ")
-    return [line.strip() for line in text.splitlines() if line.strip().startswith((".", "/", "curl"))]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith((".", "/", "curl", "MOTO_PORT="))
+    ]
 
 
 def test_the_banner_commands_run_as_printed(dev: DevProcess) -> None:
@@ -226,15 +230,14 @@ def test_the_banner_commands_run_as_printed(dev: DevProcess) -> None:
     assert any(c.startswith("curl") for c in commands)
     assert any("spend --dev" in c for c in commands)
     assert not any(c.startswith("switchboard ") for c in commands)  # not on the PATH here
-    shell_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SWITCHBOARD_"))}
-    shell_env.update({k: str(v) for k, v in dev.ports.items()})  # the shell the user started it from
+    shell_env = clean_env()  # another shell: none of the stack's variables (MOTO_PORT, ...)
     for command in commands:
         out = subprocess.run(
             command, shell=True, cwd=ROOT, env=shell_env, capture_output=True, text=True, timeout=WAIT_S
         )
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
         assert "Traceback" not in out.stderr
-    assert shlex.split(commands[-1])[0].endswith("switchboard")
+    assert shlex.split(commands[-1])[:2] == [f"MOTO_PORT={dev.ports['MOTO_PORT']}", ".venv/bin/switchboard"]
 
 
 def test_demo_tools_answers_with_a_tool_call(dev: DevProcess) -> None:
