@@ -1,5 +1,6 @@
 # Switchboard: one command sets up, one runs, one checks.
-#   make dev     the gateway on 127.0.0.1:$(PORT) over moto and the mock provider
+#   make dev     the gateway on 127.0.0.1:$(PORT) over moto and the mock provider (state kept in
+#                .dev-state/; make dev-reset starts clean)
 #   make test    install what is needed, then the test suite (what CI runs, with sam-check)
 #   make check   lint + type check
 #   make bench   the short benchmark; bench-full the long one
@@ -16,22 +17,57 @@ VBIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test (one per CPU; 0 runs the suite in one process). A test file
+# runs whole in one worker (--dist loadfile), so module-scoped fixtures are built once.
+PYTEST_WORKERS ?= auto
 
-.PHONY: venv dev test check lint typecheck ci sam-check bench bench-full clean test-limits-slow
+# The dev and test environment is locked, with hashes, in requirements-dev.lock (`make lock` after
+# changing a dependency in pyproject.toml) and installed by uv. uv reads no pip configuration: it
+# resolves from the package index. When uv is not on the PATH it is bootstrapped from the package
+# index (pip, pinned) into .venv-tools; nothing is downloaded from anywhere else.
+LOCK := requirements-dev.lock
+UV_VERSION ?= 0.13.9
+UV_TOOLS := .venv-tools
+UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
+UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
+
+.PHONY: venv dev dev-reset test check lint typecheck ci sam-check bench bench-full clean test-limits-slow lock chromium
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
 	@test -n "$(PYTHON)" || { echo "Makefile: no Python >= 3.11 found" >&2; exit 2; }
-	test -x $(VBIN)/python || $(PYTHON) -m venv $(VENV)
-	$(VBIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(UV) venv --quiet --allow-existing --python "$(PYTHON)" $(VENV)
+	$(UV) pip sync --quiet --python $(VBIN)/python --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(VBIN)/python --no-deps -e .
 	touch $@
+
+$(UV_TOOLS)/bin/uv:
+	@test -n "$(PYTHON)" || { echo "Makefile: no Python >= 3.11 found" >&2; exit 2; }
+	$(PYTHON) -m venv $(UV_TOOLS)
+	$(UV_TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Headless Chromium for the console's browser test (tests/integration/test_console_browser.py),
+# from Debian's packages; without it that test is skipped, saying so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@chromium --version
+
+lock: | $(UV)
+	$(UV) pip compile --quiet pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" -o $(LOCK)
 
 dev: venv
 	PORT=$(PORT) $(VBIN)/switchboard dev
 
+# The local state (keys, routing pushes, budgets, spend) lives in .dev-state/ between runs.
+dev-reset: venv
+	rm -rf .dev-state
+	PORT=$(PORT) $(VBIN)/switchboard dev
+
 test: venv
-	$(VBIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(VBIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(VBIN)/ruff check layers functions tests
@@ -52,7 +88,7 @@ test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 include mk/sam.mk
 

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from switchboard import jsonbody, logs, metering, redaction, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
+from switchboard.cors import CorsFront
 from switchboard.endpoints.models import describe
 from switchboard.engine import StreamResult, header_safe
 from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
@@ -319,4 +320,6 @@ def create_app(gateway: Gateway | None = None) -> Front:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return Front(app)  # the routed POST endpoints straight to their handlers (switchboard.asgi)
+    # The routed POST endpoints straight to their handlers (switchboard.asgi); CORS from the
+    # routing document, answered here (switchboard.cors).
+    return CorsFront(app)

@@ -27,8 +27,13 @@ MSG = [{"role": "user", "content": "a b c"}]
 def json_logs() -> Iterator[io.StringIO]:
     """Powertools JSON logs into a buffer for one test, then the logging config as it was."""
     stream = io.StringIO()
+    _reset_logging()  # configure_logging is idempotent: an earlier test (Lambda's init) may have run it
     logs.configure_logging(level="DEBUG", stream=stream)
     yield stream
+    _reset_logging()
+
+
+def _reset_logging() -> None:
     logger = logging.getLogger("switchboard")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)

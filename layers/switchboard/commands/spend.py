@@ -3,7 +3,8 @@
     switchboard spend                       this month, by key, as a table
     switchboard spend --by team --period 2026-11
     switchboard spend --by model --json     for scripts: cost as an exact decimal string
-    switchboard spend --dev                 against the local stack of ``switchboard dev``
+    switchboard spend --dev                 against the local stack of ``switchboard dev`` (every
+                                            subcommand takes --dev: ``switchboard.commands.devenv``)
 
 Reads the spend ledger (``switchboard.spendledger``) in the table named by ``SWITCHBOARD_TABLE``:
 one ``Query`` per shard of the month, then sums in ``Decimal``.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -110,17 +110,7 @@ def render(rows: list[Row], total: Row, by: str, period: str) -> str:
     return "\n".join(out)
 
 
-def _dev_env() -> None:
-    """Point boto3 at the local stack's moto, as ``switchboard dev`` starts it."""
-    from switchboard.devtools.devstack import aws_env
-
-    port = os.environ.get("MOTO_PORT", "5055")
-    os.environ.update(aws_env(f"http://127.0.0.1:{port}"))
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.dev:
-        _dev_env()
     settings = Settings.from_env()
     from switchboard import aws
 
@@ -155,5 +145,4 @@ def add_parser(commands: Any) -> None:
         "--period", type=_period, default=time.strftime("%Y-%m", time.gmtime()), help="month, e.g. 2026-11"
     )
     spend.add_argument("--json", action="store_true", help="machine-readable output")
-    spend.add_argument("--dev", action="store_true", help="read the local stack of 'switchboard dev' (moto)")
     spend.set_defaults(func=run)

@@ -19,6 +19,7 @@ from switchboard.costs import Price
 from switchboard.errors import ErrorClass
 
 __all__ = [
+    "Cors",
     "ModelRoute",
     "ProviderConfig",
     "RetryPolicy",
@@ -243,6 +244,23 @@ class Rule(_Strict):
     description: str | None = None
 
 
+# An origin as a browser sends it: scheme, host, optional port; no path, no trailing slash.
+_ORIGIN = r"^(\*|https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?)$"
+
+
+class Cors(_Strict):
+    """Browser access (``switchboard.cors``): off unless this section is present."""
+
+    allow_origins: list[Annotated[str, Field(pattern=_ORIGIN)]] = Field(
+        min_length=1,
+        description="origins allowed to call the gateway from a browser, e.g. https://app.example.com "
+        "(scheme://host[:port], no path); '*' allows any",
+    )
+    max_age_s: int = Field(
+        default=600, ge=0, le=86400, description="how long a browser may cache a preflight"
+    )
+
+
 class RoutingDocument(_Strict):
     """The whole routing configuration in force."""
 
@@ -253,6 +271,7 @@ class RoutingDocument(_Strict):
     models: dict[Annotated[str, Field(pattern=_NAME.pattern)], ModelRoute]
     prices: dict[str, Price] = Field(default_factory=dict, description="'provider/model' -> USD per Mtok")
     rules: list[Rule] = Field(default_factory=list, description="budget-aware reroutes (docs/rules.md)")
+    cors: Cors | None = Field(default=None, description="browser access; absent: CORS off")
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> RoutingDocument:
