@@ -360,9 +360,9 @@ def _oversized() -> bytes:
             "/chat/completions",
             json.dumps(chat(model="rate-limited")).encode(),
             None,
-            503,
+            429,  # every target rate limited: the SDKs' RateLimitError, Retry-After at the soonest reset
             "all_targets_failed",
-            id="503",
+            id="429-all-rate-limited",
         ),
         pytest.param(
             "POST",
