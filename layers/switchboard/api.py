@@ -92,9 +92,9 @@ def _endpoint(
     return endpoint
 
 
-async def _authenticate(request: Request, gateway: Gateway) -> Principal:
+async def _authenticate(request: Request, gateway: Gateway, deadline: float | None = None) -> Principal:
     token = bearer_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    return await gateway.auth.authenticate(token)
+    return await gateway.auth.authenticate(token, deadline)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -177,8 +177,9 @@ async def health(request: Request) -> Response:
 
 async def list_models(request: Request, headers: dict[str, str]) -> Response:
     gateway = _gateway(request)
-    principal = await _authenticate(request, gateway)
-    routing = await gateway.routing.current()
+    deadline = _deadline(request, gateway.settings.max_request_s)
+    principal = await _authenticate(request, gateway, deadline)
+    routing = await gateway.routing.current(deadline)
     _routing_headers(headers, routing)
     allowed = principal.allowed_models
     doc = routing.document
@@ -188,8 +189,9 @@ async def list_models(request: Request, headers: dict[str, str]) -> Response:
 
 async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     gateway = _gateway(request)
-    principal = await _authenticate(request, gateway)
-    routing = await gateway.routing.current()
+    deadline = _deadline(request, gateway.settings.max_request_s)
+    principal = await _authenticate(request, gateway, deadline)
+    routing = await gateway.routing.current(deadline)
     _routing_headers(headers, routing)
     alias = request.path_params["model"]
     plan(routing.document, alias, mode=None)  # raises ModelNotFound, listing the valid aliases
@@ -200,12 +202,12 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway = _gateway(request)
-    principal = await _authenticate(request, gateway)
+    deadline = _deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
+    principal = await _authenticate(request, gateway, deadline)
     chat = _parse_chat(await _read_body(request, gateway.settings.max_body_bytes))
-    routing = await gateway.routing.current()
+    routing = await gateway.routing.current(deadline)
     _routing_headers(headers, routing)
     route = await _chat_plan(gateway, routing, principal, chat.model, headers)
-    deadline = _deadline(request, gateway.settings.max_request_s)
     ex = Exchange(
         headers["x-request-id"], principal, chat, routing.revision, route, started=started, headers=headers
     )

@@ -82,8 +82,13 @@ def _limits(
     from switchboard.limits.table import Table
 
     table = Table.from_settings(settings.table, settings.region, runtime=True)
-    auth = DynamoKeyAuthenticator(KeyStore(table), settings.key_cache_s)
-    definitions = LimitCache(LimitStore(table), settings.key_cache_s)
+    auth = DynamoKeyAuthenticator(
+        KeyStore(table),
+        settings.key_cache_s,
+        timeout_s=settings.aws_timeout_s,
+        max_stale_s=settings.key_stale_s,
+    )
+    definitions = LimitCache(LimitStore(table), settings.key_cache_s, timeout_s=settings.aws_timeout_s)
 
     def price_of(document: RoutingDocument, target: PlannedTarget) -> Price | None:
         match = prices.lookup(document, target)
@@ -118,12 +123,17 @@ class Gateway:
         tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.runtime_client("ssm", settings.region)
         routing = RoutingStore.from_ssm(
-            settings.routing_param, settings.routing_max_age_s, ssm, on_rejected=_count_rejection
+            settings.routing_param,
+            settings.routing_max_age_s,
+            ssm,
+            timeout_s=settings.aws_timeout_s,
+            on_rejected=_count_rejection,
         )
         secrets = SecretResolver(
             lambda: ssm,
             partial(aws.runtime_client, "secretsmanager", settings.region),
             settings.secret_max_age_s,
+            timeout_s=settings.aws_timeout_s,
         )
         prices = PriceBook()
         spend = None
