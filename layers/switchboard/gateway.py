@@ -80,15 +80,20 @@ def _limits(
     from switchboard.limits.keys import DynamoKeyAuthenticator, KeyStore
     from switchboard.limits.ledger import Ledger
     from switchboard.limits.table import Table
+    from switchboard.refresh import Health
 
     table = Table.from_settings(settings.table, settings.region, runtime=True)
+    health = Health(retry_s=1.0)  # the table's: a read of it that fails or hangs marks both caches
     auth = DynamoKeyAuthenticator(
         KeyStore(table),
         settings.key_cache_s,
         timeout_s=settings.aws_timeout_s,
         max_stale_s=settings.key_stale_s,
+        health=health,
     )
-    definitions = LimitCache(LimitStore(table), settings.key_cache_s, timeout_s=settings.aws_timeout_s)
+    definitions = LimitCache(
+        LimitStore(table), settings.key_cache_s, timeout_s=settings.aws_timeout_s, health=health
+    )
 
     def price_of(document: RoutingDocument, target: PlannedTarget) -> Price | None:
         match = prices.lookup(document, target)

@@ -21,7 +21,8 @@ timeouts give up. So a request never waits on a read past its own deadline nor p
     under ``max_age_s + grace_s``            gets it; a re-read starts in the background
                                              (stale-while-revalidate)
     older, the source healthy                waits for the re-read (at most ``timeout_s``
-                                             and its deadline); gets the new value
+                                             and half of what is left of its deadline);
+                                             gets the new value
     older, the source failing, or the read   gets the cached copy while it is younger than
     overran                                  ``max_age_s + max_stale_s`` (stale-if-error)
     none, or too old to serve                waits as above; ``Unavailable`` if the read
@@ -173,8 +174,9 @@ class Refreshing(Generic[T]):
         if flight is None:
             raise Unavailable(f"{self.name}: its source is failing and a read of it is already running")
         remaining = self.timeout_s - (now - flight.started)
-        if deadline is not None:
-            remaining = min(remaining, deadline - time.monotonic())
+        if deadline is not None:  # with a copy to fall back on, keep half the time for the rest
+            left = deadline - time.monotonic()
+            remaining = min(remaining, left / 2 if servable else left)
         try:
             return await flight.wait(remaining)
         except TimeoutError:

@@ -41,7 +41,7 @@ class SecretResolver:
         max_age_s: float,
         clock: Callable[[], float] = time.monotonic,
         *,
-        timeout_s: float = 2.0,
+        timeout_s: float = 1.0,
     ) -> None:
         self._ssm = ssm_client
         self._sm = secrets_client

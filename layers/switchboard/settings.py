@@ -42,7 +42,7 @@ class Settings:
     key_stale_s: float = 600.0
     # The longest a request waits for one read of the routing document, a key, the limit
     # definitions or a credential (the request's own deadline may cut it shorter; docs/routing.md).
-    aws_timeout_s: float = 2.0
+    aws_timeout_s: float = 1.0
     # "off": no spend ledger (switchboard.spendledger); the cost events remain.
     spend_ledger: str = "on"
     # Seconds a spend-ledger line waits for more requests before its write (switchboard.spendledger);

@@ -21,7 +21,7 @@ from typing import Any
 from switchboard.errors import ServiceUnavailable
 from switchboard.limits.model import Limits, Period, Scope
 from switchboard.limits.table import Table, dump, limit_item_key, load
-from switchboard.refresh import Refreshing, Unavailable
+from switchboard.refresh import Health, Refreshing, Unavailable
 
 __all__ = ["LimitCache", "LimitStore", "ScopedLimits"]
 
@@ -102,11 +102,17 @@ class LimitCache:
         max_age_s: float,
         clock: Callable[[], float] = time.monotonic,
         *,
-        timeout_s: float = 2.0,
+        timeout_s: float = 1.0,
+        health: Health | None = None,
     ) -> None:
         self.store = store
         self._cache: Refreshing[ScopedLimits] = Refreshing(
-            store.all, "the limit definitions", max_age_s=max_age_s, timeout_s=timeout_s, clock=clock
+            store.all,
+            "the limit definitions",
+            max_age_s=max_age_s,
+            timeout_s=timeout_s,
+            health=health,  # the table's, shared with the key cache: one failing read marks both
+            clock=clock,
         )
 
     @property

@@ -396,9 +396,10 @@ class DynamoKeyAuthenticator:
         store: KeyStore,
         max_age_s: float,
         *,
-        timeout_s: float = 2.0,
+        timeout_s: float = 1.0,
         max_stale_s: float = 600.0,
         max_entries: int = 10_000,
+        health: Health | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -409,7 +410,8 @@ class DynamoKeyAuthenticator:
         self._max_entries = max_entries
         self._clock = clock
         self._wall = wall
-        self._health = Health(retry_s=1.0)  # one table: a failing read marks it for every key
+        # One table: a failing read marks it for every key (and the limit definitions, if shared).
+        self.health = health or Health(retry_s=1.0)
         self._cache: OrderedDict[str, Refreshing[KeyRecord | None]] = OrderedDict()
 
     async def authenticate(self, token: str, deadline: float | None = None) -> Principal:
@@ -442,7 +444,7 @@ class DynamoKeyAuthenticator:
                 timeout_s=self._timeout_s,
                 grace_s=0.0,  # a revoke must stop the key within max_age_s: wait for the read
                 max_stale_s=self._max_stale_s,
-                health=self._health,
+                health=self.health,
                 on_error=self._failed,
                 clock=self._clock,
             )

@@ -51,7 +51,7 @@ class RoutingStore:
         fetch: Callable[[], str],
         max_age_s: float,
         *,
-        timeout_s: float = 2.0,
+        timeout_s: float = 1.0,
         on_rejected: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
