@@ -438,7 +438,7 @@ class DynamoKeyAuthenticator:
         entry = self._cache.get(digest)
         if entry is None:
             entry = self._cache[digest] = Refreshing(
-                partial(self.store.by_digest, digest),
+                partial(self._read, digest),
                 "a key lookup",
                 max_age_s=self._max_age_s,
                 timeout_s=self._timeout_s,
@@ -459,6 +459,9 @@ class DynamoKeyAuthenticator:
                 "The key store could not be reached to check this API key; retry shortly.",
                 code="auth_unavailable",
             ) from None
+
+    def _read(self, digest: str) -> KeyRecord | None:
+        return self.store.by_digest(digest)
 
     def _failed(self, exc: BaseException) -> None:
         log.warning(
