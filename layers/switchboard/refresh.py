@@ -44,6 +44,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Flight", "Health", "Refreshing", "Unavailable"]
@@ -63,12 +64,19 @@ def _seen(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved: a failure nobody waited for is logged by its owner, not by asyncio
 
 
+# The reads' own threads: a read must not queue behind the ledger's transactions in the loop's
+# default executor (under load its wait would be spent in the queue), and a read stuck on a
+# blackholed endpoint must not take a thread from them. Threads start on first use.
+_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="switchboard-read")
+
+
 class Flight(Generic[T]):
     """``fetch()`` in a worker thread, started now, awaited by any number of requests."""
 
     def __init__(self, fetch: Callable[[], T], started: float) -> None:
-        self.started = started  # on the owner's clock
-        self.task: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(fetch))
+        self.started = started  # on the owner's clock: the age of what it reads
+        self.began = time.monotonic()  # on the real one: how long it has been running
+        self.task: asyncio.Future[T] = asyncio.get_running_loop().run_in_executor(_READS, fetch)
         self.task.add_done_callback(_seen)
 
     def current(self) -> bool:
@@ -162,7 +170,7 @@ class Refreshing(Generic[T]):
         if self._loaded and age < self.max_age_s:
             return self._value  # type: ignore[return-value]  # loaded: a T
         flight = self._flight if self._flight is not None and self._flight.current() else None
-        if flight is not None and now - flight.started >= self.timeout_s:
+        if flight is not None and time.monotonic() - flight.began >= self.timeout_s:
             self.health.failed(now)  # overran: whoever comes next does not wait for it
         elif flight is None and self.health.may_start(now, self._loaded):
             flight = self._start(now)
@@ -173,14 +181,17 @@ class Refreshing(Generic[T]):
             return self._value  # type: ignore[return-value]
         if flight is None:
             raise Unavailable(f"{self.name}: its source is failing and a read of it is already running")
-        remaining = self.timeout_s - (now - flight.started)
+        remaining = self.timeout_s - (time.monotonic() - flight.began)
+        cut = False  # by this request's deadline, before the read's own timeout
         if deadline is not None:  # with a copy to fall back on, keep half the time for the rest
             left = deadline - time.monotonic()
-            remaining = min(remaining, left / 2 if servable else left)
+            allowed = left / 2 if servable else left
+            cut, remaining = allowed < remaining, min(remaining, allowed)
         try:
             return await flight.wait(remaining)
         except TimeoutError:
-            self.health.failed(self._clock())
+            if not cut:  # the read overran its timeout: the source is failing
+                self.health.failed(self._clock())
             failure = "did not answer in time"
         except Exception as exc:
             failure = f"failed ({type(exc).__name__})"

@@ -150,12 +150,44 @@ def test_a_hung_store_is_waited_for_no_longer_than_the_request_deadline(keys: Ke
                 await auth.authenticate(unseen, time.monotonic() + 0.2)
             principal = await auth.authenticate(known, time.monotonic() + 0.2)
             assert principal.key_id == record.id  # waited at most half its deadline, then its copy
-            for _ in range(3):  # the store is marked failing: no more waits, no more reads
-                assert (await auth.authenticate(known, time.monotonic() + 0.01)).key_id == record.id
-                with pytest.raises(ServiceUnavailable):
-                    await auth.authenticate(unseen, time.monotonic() + 0.01)
-        assert outage.reads == 1  # the first hung read still holds the table's one probe
         outage.gate.set()  # type: ignore[union-attr]
+
+
+def test_a_read_that_overruns_its_timeout_marks_the_table_failing(keys: KeyStore) -> None:
+    auth = DynamoKeyAuthenticator(keys, 0.01, timeout_s=0.1)
+    known, record = keys.create("known")
+    unseen, _ = keys.create("unseen")
+    authenticate(auth, known)
+    keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+    outage.gate = threading.Event()
+
+    async def scenario() -> None:
+        async with asyncio.timeout(5):
+            with pytest.raises(ServiceUnavailable):  # the read's 0.1 s, well inside the deadline
+                await auth.authenticate(unseen, time.monotonic() + 30)
+            for _ in range(3):  # the table is failing: no more waits, no more reads
+                assert (await asyncio.wait_for(auth.authenticate(known), 0.05)).key_id == record.id
+                with pytest.raises(ServiceUnavailable):
+                    await asyncio.wait_for(auth.authenticate(unseen), 0.05)
+        assert outage.reads == 1  # the hung read is the table's one probe
+        outage.gate.set()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_a_short_client_deadline_does_not_mark_the_table_failing(keys: KeyStore) -> None:
+    auth = DynamoKeyAuthenticator(keys, 30, timeout_s=5)
+    impatient, _ = keys.create("impatient")
+    other, record = keys.create("other")
+    keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+    outage.gate = threading.Event()  # DynamoDB answers, slowly
+
+    async def scenario() -> None:
+        with pytest.raises(ServiceUnavailable):  # its own 50 ms ran out, not the read's timeout
+            await auth.authenticate(impatient, time.monotonic() + 0.05)
+        threading.Timer(0.1, outage.gate.set).start()  # type: ignore[union-attr]
+        async with asyncio.timeout(5):
+            assert (await auth.authenticate(other)).key_id == record.id  # read, not refused
 
     asyncio.run(scenario())
 
