@@ -155,14 +155,15 @@ def test_the_last_document_serves_while_its_refresh_hangs_then_the_edit_lands(pr
 
 def test_every_request_after_max_age_plus_one_read_sees_a_routing_edit(proxied: Proxied, mock) -> None:  # type: ignore[no-untyped-def]
     """Defect 6: requests that came while a refresh ran were served the old document."""
-    settings: dict[str, Any] = {"routing_max_age_s": 0.5, "aws_timeout_s": 1.0}
+    # A generous timeout_s: a read that overran it would (rightly) leave the old copy serving.
+    settings: dict[str, Any] = {"routing_max_age_s": 0.3, "aws_timeout_s": 2.0}
     gw = proxied.start(**settings)
     assert chat(gw)[0].status_code == 200
-    proxied.ssm.delay_s = 0.3  # a slow SSM: a read takes longer than the requests take to arrive
+    proxied.ssm.delay_s = 0.2  # a slow SSM: a read takes longer than the requests take to arrive
     edited = routing_doc(mock.base_url, {"echo": {"targets": [{"provider": "mock", "model": "echo"}]}})
     edited["revision"] = "edit-2"
     gw.put_routing(edited)
-    time.sleep(0.5 + 1.0)
+    time.sleep(0.3 + 2.0)  # max_age + one read
     with ThreadPoolExecutor(16) as pool:
         seen = list(pool.map(lambda _: chat(gw, deadline_s=30)[0], range(32)))
     assert [r.headers.get("x-switchboard-routing-version") for r in seen] == ["edit-2"] * 32
