@@ -25,16 +25,21 @@ timeouts give up. So a request never waits on a read past its own deadline nor p
                                              gets the new value
     older, the source failing, or the read   gets the cached copy while it is younger than
     overran                                  ``max_age_s + max_stale_s`` (stale-if-error)
-    none, or too old to serve                waits as above; ``Unavailable`` if the read
-                                             fails or overruns
+    none, or too old to serve                waits at most ``timeout_s`` and its deadline;
+                                             ``Unavailable`` if the read fails or overruns
     ======================================== =============================================
 
     The age counts from the start of the read that produced the copy, stamped only when that read
     succeeds: a copy served at ``t`` holds every edit made before ``t - max_age_s - grace_s``.
 
 ``Health``
-    whether a source (a table, a parameter) answered its last read. While it is failing, at most
-    one read of it runs at a time, and, for a value that has a copy, at most one every ``retry_s``.
+    whether a source (a table, a parameter) answered its last read: failing once a read fails or
+    runs past ``timeout_s`` (a request that gave up early because of its own short deadline does
+    not count). While it is failing, at most one read of it runs at a time, and, for a value that
+    has a copy, at most one every ``retry_s``.
+
+The reads run on a small pool of their own, so they neither queue behind nor starve the other
+blocking AWS calls (the ledger's transactions) in the event loop's default executor.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def _seen(task: asyncio.Future[Any]) -> None:
 # The reads' own threads: a read must not queue behind the ledger's transactions in the loop's
 # default executor (under load its wait would be spent in the queue), and a read stuck on a
 # blackholed endpoint must not take a thread from them. Threads start on first use.
-_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="switchboard-read")
+_READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="switchboard-read")
 
 
 class Flight(Generic[T]):
