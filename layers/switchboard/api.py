@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import logs, metering, tracing
+from switchboard import logs, metering, refresh, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.endpoints.models import describe
@@ -128,7 +128,8 @@ def _parse_chat(body: bytes) -> ChatCompletionRequest:
 
 
 def _deadline(request: Request, max_request_s: float) -> float:
-    """When the whole plan must be done: the client's timeout, capped by the Lambda's remaining time."""
+    """When the whole request must be done: the client's timeout, capped by the Lambda's remaining
+    time. Also the bound of every AWS read the request waits for (``refresh.DEADLINE``)."""
     budget = max_request_s
     for name in ("x-switchboard-timeout", "x-stainless-timeout"):
         value = request.headers.get(name)
@@ -147,7 +148,9 @@ def _deadline(request: Request, max_request_s: float) -> float:
             budget = min(budget, deadline_ms / 1000 - time.time() - _LAMBDA_RESERVE_S)
         except (ValueError, KeyError, TypeError, AttributeError):
             pass  # no usable deadline in the header: the other caps still apply
-    return time.monotonic() + max(budget, 0.001)
+    deadline = time.monotonic() + max(budget, 0.001)
+    refresh.DEADLINE.set(deadline)
+    return deadline
 
 
 def _permit(principal: Principal, alias: str) -> None:

@@ -50,13 +50,18 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Flight", "Health", "Refreshing", "Unavailable"]
+__all__ = ["DEADLINE", "Flight", "Health", "Refreshing", "Unavailable"]
 
 log = logging.getLogger("switchboard.refresh")
 
 T = TypeVar("T")
+
+# The deadline (``time.monotonic``) of the request being served, set where it is taken
+# (``api._deadline``): it bounds the reads of callers that do not pass one (the limits hook).
+DEADLINE: ContextVar[float | None] = ContextVar("switchboard_request_deadline", default=None)
 
 
 class Unavailable(Exception):
@@ -169,7 +174,10 @@ class Refreshing(Generic[T]):
         self.fetched_at = float("-inf")
 
     async def get(self, deadline: float | None = None) -> T:
-        """The value under the rules of the module docstring. ``deadline`` is on ``time.monotonic``."""
+        """The value under the rules of the module docstring. ``deadline`` is on ``time.monotonic``
+        (default: the request's, ``DEADLINE``)."""
+        if deadline is None:
+            deadline = DEADLINE.get()
         now = self._clock()
         age = now - self.fetched_at
         if self._loaded and age < self.max_age_s:

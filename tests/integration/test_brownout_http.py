@@ -73,11 +73,14 @@ def assert_unavailable(response: httpx.Response, code: str) -> None:
     assert response.headers["retry-after"].isdigit()
 
 
-def test_a_known_key_without_limits_keeps_serving_while_dynamodb_and_ssm_hang(proxied: Proxied) -> None:
-    gw = proxied.start(**FAST)
+@pytest.mark.parametrize("aws_timeout_s", [0.3, 1.0])  # 1 s: the default, half the deadline
+def test_a_known_key_without_limits_keeps_serving_while_dynamodb_and_ssm_hang(
+    proxied: Proxied, aws_timeout_s: float
+) -> None:
+    gw = proxied.start(**{**FAST, "aws_timeout_s": aws_timeout_s})
     assert chat(gw)[0].status_code == 200  # warms the key, the routing, the limits and the secret
     proxied.dynamodb.blackhole = proxied.ssm.blackhole = True
-    time.sleep(STALE_AFTER_S)
+    time.sleep(0.3 + aws_timeout_s + 0.2)  # every copy is past max_age + timeout_s: a read is due
 
     sequential = [chat(gw) for _ in range(3)]
     with ThreadPoolExecutor(8) as pool:

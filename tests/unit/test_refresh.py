@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
+from switchboard import refresh
 from switchboard.errors import ServiceUnavailable
 from switchboard.limits.definitions import LimitCache
 from switchboard.limits.model import Limits, Scope
@@ -103,6 +105,18 @@ async def test_cold_limit_definitions_are_one_read_for_concurrent_requests() -> 
     source.gate.set()
     assert await within(asyncio.gather(*requests)) == [limits(5)] * 8
     assert source.reads == 1
+
+
+async def test_the_request_deadline_bounds_a_read_its_caller_gives_no_deadline_for() -> None:
+    """The limits hook reads the definitions without a deadline: the request's (set where the
+    API takes it) still bounds the wait."""
+    source = Source(limits(5))
+    source.gate = threading.Event()
+    cache = LimitCache(Definitions(source), 30, timeout_s=30.0)  # type: ignore[arg-type]
+    refresh.DEADLINE.set(time.monotonic() + 0.1)
+    with pytest.raises(ServiceUnavailable):
+        await within(cache.current(), 5.0)
+    source.gate.set()
 
 
 # ------------------------------------------------------------------------------ credentials
