@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import jsonbody, logs, metering, redaction, tracing
+from switchboard import jsonbody, logs, metering, redaction, refresh, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.cors import CorsFront
@@ -103,10 +103,10 @@ def _endpoint(
     return endpoint
 
 
-async def _authenticate(request: Request, gateway: Gateway) -> Principal:
+async def _authenticate(request: Request, gateway: Gateway, deadline: float | None = None) -> Principal:
     """The key's principal; a key that authenticates is masked in all the request writes after."""
     token = bearer_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    principal = await gateway.auth.authenticate(token)
+    principal = await gateway.auth.authenticate(token, deadline)
     # Only once it authenticated: an unknown key is no secret of the gateway's, and a value the
     # client chose must not decide what gets masked in the request's logs and cost event.
     redaction.bind_request(token)
@@ -144,7 +144,8 @@ def _parse_chat(body: bytes) -> ChatCompletionRequest:
 
 
 def _deadline(request: Request, max_request_s: float) -> float:
-    """When the whole plan must be done: the client's timeout, capped by the Lambda's remaining time."""
+    """When the whole request must be done: the client's timeout, capped by the Lambda's remaining
+    time. Also the bound of every AWS read the request waits for (``refresh.DEADLINE``)."""
     budget = max_request_s
     for name in ("x-switchboard-timeout", "x-stainless-timeout"):
         value = request.headers.get(name)
@@ -163,7 +164,9 @@ def _deadline(request: Request, max_request_s: float) -> float:
             budget = min(budget, deadline_ms / 1000 - time.time() - _LAMBDA_RESERVE_S)
         except (ValueError, KeyError, TypeError, AttributeError):
             pass  # no usable deadline in the header: the other caps still apply
-    return time.monotonic() + max(budget, 0.001)
+    deadline = time.monotonic() + max(budget, 0.001)
+    refresh.DEADLINE.set(deadline)
+    return deadline
 
 
 def _permit(principal: Principal, alias: str) -> None:
@@ -193,8 +196,9 @@ async def health(request: Request) -> Response:
 
 async def list_models(request: Request, headers: dict[str, str]) -> Response:
     gateway = _gateway(request)
-    principal = await _authenticate(request, gateway)
-    routing = await gateway.routing.current()
+    deadline = _deadline(request, gateway.settings.max_request_s)
+    principal = await _authenticate(request, gateway, deadline)
+    routing = await gateway.routing.current(deadline)
     _routing_headers(headers, routing)
     allowed = principal.allowed_models
     doc = routing.document
@@ -204,8 +208,9 @@ async def list_models(request: Request, headers: dict[str, str]) -> Response:
 
 async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
     gateway = _gateway(request)
-    principal = await _authenticate(request, gateway)
-    routing = await gateway.routing.current()
+    deadline = _deadline(request, gateway.settings.max_request_s)
+    principal = await _authenticate(request, gateway, deadline)
+    routing = await gateway.routing.current(deadline)
     _routing_headers(headers, routing)
     alias = request.path_params["model"]
     # ModelNotFound lists the valid aliases: for a restricted key, only those it may use.
@@ -217,12 +222,12 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway = _gateway(request)
-    principal = await _authenticate(request, gateway)
+    deadline = _deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
+    principal = await _authenticate(request, gateway, deadline)
     chat = await jsonbody.parse(_parse_chat, await _read_body(request, gateway.settings.max_body_bytes))
-    routing = await gateway.routing.current()
+    routing = await gateway.routing.current(deadline)
     _routing_headers(headers, routing)
     route = await _chat_plan(gateway, routing, principal, chat.model, headers)
-    deadline = _deadline(request, gateway.settings.max_request_s)
     ex = Exchange(
         headers["x-request-id"],
         principal,

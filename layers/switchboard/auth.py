@@ -34,7 +34,10 @@ class Principal:
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, token: str) -> Principal: ...
+    async def authenticate(self, token: str, deadline: float | None = None) -> Principal:
+        """The key's principal. ``deadline`` (``time.monotonic``): the request's, which no lookup
+        may outlast."""
+        ...
 
 
 def key_digest(token: str) -> str:

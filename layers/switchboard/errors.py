@@ -11,6 +11,8 @@ Errors the gateway returns to a client::
     ├── PayloadTooLarge                 413 invalid_request_error / payload_too_large
     ├── RateLimited                     429 rate_limit_error / rate_limit_exceeded
     ├── UpstreamRejected                the upstream's own 4xx (client class), passed on sanitised
+    ├── ServiceUnavailable              503 server_error, Retry-After: a store the gateway reads
+    │                                   (keys, routing) did not answer in time
     └── AllTargetsFailed                502 / 503 / 504, names every attempt's class
 
 Failures of one upstream attempt are ``AttemptFailed``; each carries an ``ErrorClass`` that says
@@ -47,6 +49,7 @@ __all__ = [
     "PaymentRequired",
     "PermissionDenied",
     "RateLimited",
+    "ServiceUnavailable",
     "Unauthorized",
     "UpstreamRejected",
     "redact",
@@ -159,6 +162,19 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class ServiceUnavailable(GatewayError):
+    """Something the gateway must read before it can serve (the key store, the routing document)
+    failed or did not answer in time. Not the client's fault, and worth a retry after a moment."""
+
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 2, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("retry-after", str(retry_after_s))
 
 
 class UpstreamRejected(GatewayError):

@@ -88,10 +88,20 @@ def _limits(
     from switchboard.limits.keys import DynamoKeyAuthenticator, KeyStore
     from switchboard.limits.ledger import Ledger
     from switchboard.limits.table import Table
+    from switchboard.refresh import Health
 
     table = Table.from_settings(settings.table, settings.region, runtime=True)
-    auth = DynamoKeyAuthenticator(KeyStore(table), settings.key_cache_s)
-    definitions = LimitCache(LimitStore(table), settings.key_cache_s)
+    health = Health(retry_s=1.0)  # the table's: a read of it that fails or hangs marks both caches
+    auth = DynamoKeyAuthenticator(
+        KeyStore(table),
+        settings.key_cache_s,
+        timeout_s=settings.aws_timeout_s,
+        max_stale_s=settings.key_stale_s,
+        health=health,
+    )
+    definitions = LimitCache(
+        LimitStore(table), settings.key_cache_s, timeout_s=settings.aws_timeout_s, health=health
+    )
 
     def price_of(document: RoutingDocument, target: PlannedTarget) -> Price | None:
         match = prices.lookup(document, target)
@@ -128,12 +138,17 @@ class Gateway:
         tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.runtime_client("ssm", settings.region)
         routing = RoutingStore.from_ssm(
-            settings.routing_param, settings.routing_max_age_s, ssm, on_rejected=_count_rejection
+            settings.routing_param,
+            settings.routing_max_age_s,
+            ssm,
+            timeout_s=settings.aws_timeout_s,
+            on_rejected=_count_rejection,
         )
         secrets = SecretResolver(
             lambda: ssm,
             partial(aws.runtime_client, "secretsmanager", settings.region),
             settings.secret_max_age_s,
+            timeout_s=settings.aws_timeout_s,
         )
         prices = PriceBook()
         spend = None

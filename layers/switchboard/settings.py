@@ -16,6 +16,8 @@ _ENV = {
     "max_request_s": "SWITCHBOARD_MAX_REQUEST_S",
     "secret_max_age_s": "SWITCHBOARD_SECRET_MAX_AGE_S",
     "key_cache_s": "SWITCHBOARD_KEY_CACHE_S",
+    "key_stale_s": "SWITCHBOARD_KEY_STALE_S",
+    "aws_timeout_s": "SWITCHBOARD_AWS_TIMEOUT_S",
     "spend_ledger": "SWITCHBOARD_SPEND_LEDGER",
     "spend_flush_s": "SWITCHBOARD_SPEND_FLUSH_S",
     "tracing": "SWITCHBOARD_TRACING",
@@ -36,6 +38,12 @@ class Settings:
     max_request_s: float = 600.0
     secret_max_age_s: float = 300.0
     key_cache_s: float = 30.0
+    # While DynamoDB does not answer, a key seen this many seconds past key_cache_s keeps serving
+    # from the cache (a key revoked meanwhile too); an unknown key gets a 503 (docs/limits.md).
+    key_stale_s: float = 600.0
+    # The longest a request waits for one read of the routing document, a key, the limit
+    # definitions or a credential (the request's own deadline may cut it shorter; docs/routing.md).
+    aws_timeout_s: float = 1.0
     # "off": no spend ledger (switchboard.spendledger); the cost events remain.
     spend_ledger: str = "on"
     # Seconds a spend-ledger line waits for more requests before its write (switchboard.spendledger);

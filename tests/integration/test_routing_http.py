@@ -16,7 +16,7 @@ def models(gw) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_an_edit_takes_effect_after_the_cache_age(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(routing_max_age_s=0.5)
+    gw = gateway_factory(routing_max_age_s=0.5, aws_timeout_s=0.1)  # an edit is in force within 0.6 s
     first = httpx.get(gw.v1 + "/models", headers=gw.headers())
     assert [m["id"] for m in first.json()["data"]] == ["echo"]
     edited = routing_doc(mock.base_url, {"renamed": {"targets": [{"provider": "mock", "model": "echo"}]}})
@@ -31,12 +31,12 @@ def test_an_edit_takes_effect_after_the_cache_age(gateway_factory, mock) -> None
 
 
 def test_an_invalid_edit_keeps_the_last_good_document(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(routing_max_age_s=0.2)
+    gw = gateway_factory(routing_max_age_s=0.2, aws_timeout_s=0.1)  # an edit is read within 0.3 s
     good_version = httpx.get(gw.v1 + "/models", headers=gw.headers()).headers["x-switchboard-routing-version"]
     broken = routing_doc(mock.base_url, {"x": {"targets": [{"provider": "nowhere", "model": "m"}]}})
     for bad in ("{not json", broken):
         gw.put_routing(bad)
-        time.sleep(0.3)
+        time.sleep(0.4)
         response = httpx.post(
             gw.v1 + "/chat/completions",
             json={"model": "echo", "messages": [{"role": "user", "content": "still here"}]},

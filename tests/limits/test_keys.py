@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from switchboard.auth import key_digest
 from switchboard.cli import main
-from switchboard.errors import Unauthorized
+from switchboard.errors import ServiceUnavailable, Unauthorized
 from switchboard.limits.keys import DynamoKeyAuthenticator, KeyRevoked, KeyStore, UnknownKey
 from switchboard.limits.model import Limits, Period
 from switchboard.limits.table import Table
@@ -65,6 +66,130 @@ def test_revoke_takes_effect_after_the_cache_age(keys: KeyStore) -> None:
     with pytest.raises(Unauthorized, match="revoked") as caught:
         authenticate(auth, secret)
     assert caught.value.code == "api_key_revoked"
+
+
+class Outage:
+    """``keys.by_digest`` as an unreachable table: it fails (``error``) or hangs until ``gate`` is set."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.real = keys.by_digest
+        self.error: Exception | None = None
+        self.gate: threading.Event | None = None
+        self.reads = 0
+
+    def __call__(self, digest: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.error is not None:
+            raise self.error
+        return self.real(digest)
+
+
+def test_a_known_key_serves_from_its_copy_while_the_store_fails_for_a_bounded_time(keys: KeyStore) -> None:
+    now = [0.0]
+    auth = DynamoKeyAuthenticator(keys, 5, max_stale_s=60, clock=lambda: now[0])
+    known, record = keys.create("known")
+    unseen, _ = keys.create("unseen")
+    authenticate(auth, known)
+    keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+    outage.error = ConnectionError("no route to dynamodb")
+    now[0] = 10.0
+    assert authenticate(auth, known).key_id == record.id  # past its age: stale-if-error
+    with pytest.raises(ServiceUnavailable) as caught:  # never seen: nothing to serve, and not a 500
+        authenticate(auth, unseen)
+    assert (caught.value.status, caught.value.code) == (503, "auth_unavailable")
+    assert caught.value.headers["retry-after"].isdigit()
+    now[0] = 5 + 60.0  # max_age_s + max_stale_s: too old to vouch for
+    with pytest.raises(ServiceUnavailable):
+        authenticate(auth, known)
+    outage.error = None
+    now[0] = 70.0
+    assert authenticate(auth, known).key_id == record.id
+    assert authenticate(auth, unseen).name == "unseen"
+
+
+def test_a_revoke_made_during_an_outage_stops_the_key_once_the_store_answers(keys: KeyStore) -> None:
+    now = [0.0]
+    auth = DynamoKeyAuthenticator(keys, 5, clock=lambda: now[0])
+    secret, record = keys.create("ci")
+
+    async def scenario() -> None:
+        await auth.authenticate(secret)
+        keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+        outage.error = ConnectionError("no route to dynamodb")
+        keys.revoke(record.id)
+        now[0] = 6.0
+        assert (await auth.authenticate(secret)).key_id == record.id  # the store cannot say otherwise
+        outage.error = None
+        now[0] = 7.0  # the table's retry interval (1 s) has passed: a request probes it again...
+        async with asyncio.timeout(5):  # ...without waiting; the probe's answer stops the key
+            while True:
+                try:
+                    await auth.authenticate(secret)
+                except Unauthorized as exc:
+                    assert exc.code == "api_key_revoked"
+                    break
+                await asyncio.sleep(0.01)
+        assert outage.reads == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_hung_store_is_waited_for_no_longer_than_the_request_deadline(keys: KeyStore) -> None:
+    auth = DynamoKeyAuthenticator(keys, 0.01, timeout_s=30)  # only the deadline bounds the wait
+    known, record = keys.create("known")
+    unseen, _ = keys.create("unseen")
+    authenticate(auth, known)
+    keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+    outage.gate = threading.Event()
+
+    async def scenario() -> None:
+        async with asyncio.timeout(5):  # a bound, so a regression fails instead of hanging
+            with pytest.raises(ServiceUnavailable):
+                await auth.authenticate(unseen, time.monotonic() + 0.2)
+            principal = await auth.authenticate(known, time.monotonic() + 0.2)
+            assert principal.key_id == record.id  # waited at most half its deadline, then its copy
+        outage.gate.set()  # type: ignore[union-attr]
+
+
+def test_a_read_that_overruns_its_timeout_marks_the_table_failing(keys: KeyStore) -> None:
+    auth = DynamoKeyAuthenticator(keys, 0.01, timeout_s=0.1)
+    known, record = keys.create("known")
+    unseen, _ = keys.create("unseen")
+    authenticate(auth, known)
+    keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+    outage.gate = threading.Event()
+
+    async def scenario() -> None:
+        async with asyncio.timeout(5):
+            with pytest.raises(ServiceUnavailable):  # the read's 0.1 s, well inside the deadline
+                await auth.authenticate(unseen, time.monotonic() + 30)
+            for _ in range(3):  # the table is failing: no more waits, no more reads
+                assert (await asyncio.wait_for(auth.authenticate(known), 0.05)).key_id == record.id
+                with pytest.raises(ServiceUnavailable):
+                    await asyncio.wait_for(auth.authenticate(unseen), 0.05)
+        assert outage.reads == 1  # the hung read is the table's one probe
+        outage.gate.set()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_a_short_client_deadline_does_not_mark_the_table_failing(keys: KeyStore) -> None:
+    auth = DynamoKeyAuthenticator(keys, 30, timeout_s=5)
+    impatient, _ = keys.create("impatient")
+    other, record = keys.create("other")
+    keys.by_digest = outage = Outage(keys)  # type: ignore[method-assign]
+    outage.gate = threading.Event()  # DynamoDB answers, slowly
+
+    async def scenario() -> None:
+        with pytest.raises(ServiceUnavailable):  # its own 50 ms ran out, not the read's timeout
+            await auth.authenticate(impatient, time.monotonic() + 0.05)
+        threading.Timer(0.1, outage.gate.set).start()  # type: ignore[union-attr]
+        async with asyncio.timeout(5):
+            assert (await auth.authenticate(other)).key_id == record.id  # read, not refused
+
+    asyncio.run(scenario())
 
 
 def test_expiry_is_checked_on_every_request_even_when_cached(keys: KeyStore) -> None:
@@ -303,4 +428,4 @@ def test_concurrent_lookups_share_one_read_and_survive_a_cancelled_one(keys: Key
         return [p.key_id for p in await asyncio.gather(*others)]
 
     assert asyncio.run(scenario()) == [record.id] * 5
-    assert len(reads) == 2  # the cancelled read, then one shared by the five waiters
+    assert len(reads) == 1  # the cancelled request's read is not cancelled: it serves the five

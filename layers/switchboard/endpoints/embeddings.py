@@ -56,9 +56,10 @@ def _parse(raw: bytes) -> EmbeddingRequest:
 async def create_embeddings(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway = api._gateway(request)
-    principal = await api._authenticate(request, gateway)
+    deadline = api._deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
+    principal = await api._authenticate(request, gateway, deadline)
     body = await jsonbody.parse(_parse, await api._read_body(request, gateway.settings.max_body_bytes))
-    routing = await gateway.routing.current()
+    routing = await gateway.routing.current(deadline)
     api._routing_headers(headers, routing)
     api._permit(principal, body.model)
     route = plan(routing.document, body.model, mode="embeddings", visible=principal.allowed_models)
@@ -70,7 +71,6 @@ async def create_embeddings(request: Request, headers: dict[str, str]) -> Respon
             param="dimensions",
             code="unsupported_value",
         )
-    deadline = api._deadline(request, gateway.settings.max_request_s)
     ex = Exchange(
         headers["x-request-id"],
         principal,

@@ -275,14 +275,14 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway = api._gateway(request)
-    principal = await api._authenticate(request, gateway)
+    deadline = api._deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
+    principal = await api._authenticate(request, gateway, deadline)
     body, parsed = await jsonbody.parse(
         _parse, await api._read_body(request, gateway.settings.max_body_bytes)
     )
-    routing = await gateway.routing.current()
+    routing = await gateway.routing.current(deadline)
     api._routing_headers(headers, routing)
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
-    deadline = api._deadline(request, gateway.settings.max_request_s)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
     chat = _estimate_chat(parsed, body)

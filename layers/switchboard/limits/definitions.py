@@ -6,20 +6,22 @@ Items (see docs/limits.md)::
     gsi1pk = limits           gsi1sk = <scope>#<id>
 
 The gateway reads the whole set with one Query and keeps it for ``max_age_s`` per container:
-an operator's change takes effect within that age, and a request pays no read for it.
+an operator's change takes effect within that age (plus one read's timeout, see ``LimitCache``),
+and a request pays no read for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from switchboard.errors import ServiceUnavailable
 from switchboard.limits.model import Limits, Period, Scope
 from switchboard.limits.table import Table, dump, limit_item_key, load
+from switchboard.refresh import Health, Refreshing, Unavailable
 
 __all__ = ["LimitCache", "LimitStore", "ScopedLimits"]
 
@@ -87,32 +89,46 @@ class LimitStore:
 
 
 class LimitCache:
-    """The whole set of definitions, re-read at most every ``max_age_s``; the last good set on error."""
+    """The whole set of definitions, re-read once it is ``max_age_s`` old, never inline while a
+    recent set exists (stale-while-revalidate, ``switchboard.refresh``): a set up to
+    ``max_age_s + timeout_s`` old is served while one read refreshes it in the background; an older
+    one is refreshed first (at most ``timeout_s``), and while DynamoDB fails the last set keeps
+    serving. With no set yet, concurrent requests share one read and, if it fails or overruns,
+    get ``ServiceUnavailable`` (503 ``limits_unavailable``)."""
 
     def __init__(
-        self, store: LimitStore, max_age_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        store: LimitStore,
+        max_age_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        timeout_s: float = 1.0,
+        health: Health | None = None,
     ) -> None:
         self.store = store
-        self._max_age_s = max_age_s
-        self._clock = clock
-        self._value: ScopedLimits | None = None
-        self._loaded_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._cache: Refreshing[ScopedLimits] = Refreshing(
+            store.all,
+            "the limit definitions",
+            max_age_s=max_age_s,
+            timeout_s=timeout_s,
+            health=health,  # the table's, shared with the key cache: one failing read marks both
+            clock=clock,
+        )
 
-    async def current(self) -> ScopedLimits:
-        if self._value is not None and self._clock() - self._loaded_at < self._max_age_s:
-            return self._value
-        async with self._lock:  # one refresh at a time; the others wait for its answer
-            if self._value is not None and self._clock() - self._loaded_at < self._max_age_s:
-                return self._value
-            try:
-                self._value = await asyncio.to_thread(self.store.all)
-            except Exception:
-                if self._value is None:
-                    raise
-                log.warning("limit definitions unreadable; keeping the last set", exc_info=True)
-            self._loaded_at = self._clock()
-            return self._value
+    @property
+    def refreshing(self) -> Any:
+        """The read in progress (an awaitable), or None."""
+        return self._cache.flight
+
+    async def current(self, deadline: float | None = None) -> ScopedLimits:
+        try:
+            return await self._cache.get(deadline)
+        except Unavailable:
+            raise ServiceUnavailable(
+                "Limit definitions could not be read, so this request cannot be checked against its "
+                "limits; retry shortly.",
+                code="limits_unavailable",
+            ) from None
 
     def invalidate(self) -> None:
-        self._loaded_at = float("-inf")
+        self._cache.expire()

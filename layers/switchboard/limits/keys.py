@@ -11,12 +11,12 @@ A rotated-out secret keeps its item without the index attributes: it stays valid
 period (``expires_at``), then fails like any expired key, and TTL deletes it a day later.
 
 ``DynamoKeyAuthenticator`` caches lookups per container for ``max_age_s`` (a revoke takes effect
-within that age); expiry is checked against the clock on every request, cached or not.
+within that age while DynamoDB answers; while it does not, a known key keeps serving for a bounded
+time); expiry is checked against the clock on every request, cached or not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from switchboard.auth import Principal, key_digest
-from switchboard.errors import Unauthorized
+from switchboard.errors import ServiceUnavailable, Unauthorized
 from switchboard.limits.model import Limits, Period
 from switchboard.limits.table import GSI, Table, dump, key_item_key, load
+from switchboard.refresh import Health, Refreshing, Unavailable
 
 __all__ = [
     "DynamoKeyAuthenticator",
@@ -380,27 +382,40 @@ class KeyStore:
 
 
 class DynamoKeyAuthenticator:
-    """``Authenticator`` over the key store, with a bounded-age cache per container."""
+    """``Authenticator`` over the key store, with a bounded-age cache per container.
+
+    A key is looked up again once its copy is ``max_age_s`` old, and the request waits for that
+    read (at most ``timeout_s`` and its deadline), so a revoke stops a key within ``max_age_s``
+    while DynamoDB answers. When it does not (it fails, or overruns ``timeout_s``), a key seen in
+    the last ``max_age_s + max_stale_s`` keeps serving from its copy (stale-if-error), while one read
+    at a time probes the table; an unknown key gets a 503 ``auth_unavailable`` with ``Retry-After``.
+    Concurrent requests for one key share one read (``switchboard.refresh``)."""
 
     def __init__(
         self,
         store: KeyStore,
         max_age_s: float,
         *,
+        timeout_s: float = 1.0,
+        max_stale_s: float = 600.0,
         max_entries: int = 10_000,
+        health: Health | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._max_age_s = max_age_s
+        self._timeout_s = timeout_s
+        self._max_stale_s = max_stale_s
         self._max_entries = max_entries
         self._clock = clock
         self._wall = wall
-        self._cache: OrderedDict[str, tuple[KeyRecord | None, float]] = OrderedDict()
-        self._pending: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        # One table: a failing read marks it for every key (and the limit definitions, if shared).
+        self.health = health or Health(retry_s=1.0)
+        self._cache: OrderedDict[str, Refreshing[KeyRecord | None]] = OrderedDict()
 
-    async def authenticate(self, token: str) -> Principal:
-        record = await self._lookup(key_digest(token))
+    async def authenticate(self, token: str, deadline: float | None = None) -> Principal:
+        record = await self._lookup(key_digest(token), deadline)
         if record is None:
             raise Unauthorized("Incorrect API key provided.")
         if record.revoked_at is not None and record.rotated_at is None:
@@ -419,44 +434,41 @@ class DynamoKeyAuthenticator:
             )
         return record.principal()
 
-    async def _lookup(self, digest: str) -> KeyRecord | None:
-        cached = self._cache.get(digest)
-        now = self._clock()
-        if cached is not None and now - cached[1] < self._max_age_s:
+    async def _lookup(self, digest: str, deadline: float | None) -> KeyRecord | None:
+        entry = self._cache.get(digest)
+        if entry is None:
+            entry = self._cache[digest] = Refreshing(
+                partial(self._read, digest),
+                "a key lookup",
+                max_age_s=self._max_age_s,
+                timeout_s=self._timeout_s,
+                grace_s=0.0,  # a revoke must stop the key within max_age_s: wait for the read
+                max_stale_s=self._max_stale_s,
+                health=self.health,
+                on_error=self._failed,
+                clock=self._clock,
+            )
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
+        else:
             self._cache.move_to_end(digest)
-            return cached[0]
-        pending = self._pending.get(digest)
-        if pending is not None:  # another request is already fetching this key: share its answer
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if pending.cancelled():  # that request was cancelled (its client left): fetch anew
-                    return await self._lookup(digest)
-                raise
-        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
-        self._pending[digest] = future
         try:
-            record = await asyncio.to_thread(self.store.by_digest, digest)
-        except Exception as exc:
-            if cached is None:
-                future.set_exception(exc)
-                future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-                raise
-            log.warning("key store unreachable; serving a cached key older than %.0f s", self._max_age_s)
-            record = cached[0]
-            now = cached[1]  # still stale: the next request tries the store again
-        except BaseException:
-            future.cancel()  # this request was cancelled: the waiters look the key up themselves
-            raise
-        finally:
-            self._pending.pop(digest, None)
-        if not future.done():
-            future.set_result(record)
-        self._cache[digest] = (record, now)
-        self._cache.move_to_end(digest)
-        while len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
-        return record
+            return await entry.get(deadline)
+        except Unavailable:
+            raise ServiceUnavailable(
+                "The key store could not be reached to check this API key; retry shortly.",
+                code="auth_unavailable",
+            ) from None
+
+    def _read(self, digest: str) -> KeyRecord | None:
+        return self.store.by_digest(digest)
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning(
+            "key store unreachable (%s); keys seen in the last %.0f s keep serving from the cache",
+            type(exc).__name__,
+            self._max_age_s + self._max_stale_s,
+        )
 
     def forget(self, token: str | None = None) -> None:
         """Drop one cached key (or all): the next request reads the store."""

@@ -1,20 +1,27 @@
 """The routing store: the document in force, from SSM, with last-known-good.
 
-The parameter is read again at most every ``max_age_s`` seconds, so an edit takes effect within
-that many seconds and no redeploy is needed. A document that fails validation never
-replaces the one serving: the failure is logged and counted, and the last good one stays.
+The parameter is read again once the copy is ``max_age_s`` old, so an edit takes effect without a
+redeploy. A document that fails validation never replaces the one serving: the failure is logged
+and counted, and the last good one stays.
+
+A request never waits for SSM while a recent copy exists: a copy up to ``max_age_s + timeout_s``
+old is served while one read refreshes it in the background (stale-while-revalidate,
+``switchboard.refresh``). An older copy is refreshed before it is served, so every request that
+starts ``max_age_s + timeout_s`` after an edit sees it; while SSM fails or does not answer, the last
+good copy keeps serving. With no document yet, concurrent requests share one read, each waiting at
+most ``timeout_s`` and its own deadline, and get a 503 with ``Retry-After`` if it fails.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard.errors import GatewayError
+from switchboard.errors import ServiceUnavailable
+from switchboard.refresh import Refreshing, Unavailable
 from switchboard.routing.document import RoutingDocument, load_document
 
 __all__ = ["LoadedRouting", "RoutingStore", "RoutingUnavailable"]
@@ -22,9 +29,7 @@ __all__ = ["LoadedRouting", "RoutingStore", "RoutingUnavailable"]
 log = logging.getLogger("switchboard.routing")
 
 
-class RoutingUnavailable(GatewayError):
-    status = 503
-    type = "server_error"
+class RoutingUnavailable(ServiceUnavailable):
     code = "routing_unavailable"
 
 
@@ -34,25 +39,33 @@ class LoadedRouting:
     revision: str
 
 
+class _Rejected(ValueError):
+    """The parameter holds no valid document and none was ever loaded (already logged, counted)."""
+
+
 class RoutingStore:
-    """Serves the current routing document; refreshes it at most every ``max_age_s`` seconds."""
+    """Serves the current routing document; re-reads it once it is ``max_age_s`` old."""
 
     def __init__(
         self,
         fetch: Callable[[], str],
         max_age_s: float,
         *,
+        timeout_s: float = 1.0,
         on_rejected: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self._max_age_s = max_age_s
         self._on_rejected = on_rejected
-        self._clock = clock
-        self._current: LoadedRouting | None = None
-        self._raw: str | None = None
-        self._checked_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._raw: str | None = None  # the text last read (valid or not), touched by one read at a time
+        self._cache: Refreshing[LoadedRouting] = Refreshing(
+            self._read,
+            "the routing document",
+            max_age_s=max_age_s,
+            timeout_s=timeout_s,
+            on_error=self._failed,
+            clock=clock,
+        )
         self.rejected = 0
 
     @classmethod
@@ -65,40 +78,49 @@ class RoutingStore:
 
         return cls(fetch, max_age_s, **kwargs)
 
-    async def current(self) -> LoadedRouting:
-        """The document in force. Refreshes off the event loop when the cached copy is stale."""
-        if self._clock() - self._checked_at < self._max_age_s and self._current is not None:
-            return self._current
-        async with self._lock:
-            if self._clock() - self._checked_at >= self._max_age_s or self._current is None:
-                await asyncio.to_thread(self.refresh)
-        if self._current is None:
-            raise RoutingUnavailable("The routing document could not be loaded; see the gateway's logs.")
-        return self._current
+    @property
+    def refreshing(self) -> Any:
+        """The read in progress (an awaitable), or None."""
+        return self._cache.flight
 
-    def refresh(self) -> None:
-        """Fetch and, if it changed, validate the document. Never raises: failures keep the last good."""
-        self._checked_at = self._clock()
+    async def current(self, deadline: float | None = None) -> LoadedRouting:
+        """The document in force (see the module docstring); ``deadline`` on ``time.monotonic``."""
         try:
-            raw = self._fetch()
-        except Exception as exc:  # the store must outlive any fetch failure
-            log.error("routing fetch failed: %s", type(exc).__name__)
-            self._reject(f"fetch failed: {type(exc).__name__}")
-            return
-        if raw == self._raw:
-            return
+            return await self._cache.get(deadline)
+        except Unavailable:
+            raise RoutingUnavailable(
+                "The routing document could not be loaded; see the gateway's logs."
+            ) from None
+
+    def _read(self) -> LoadedRouting:
+        """Fetch and, if it changed, validate the document (in a worker thread). A rejected edit
+        keeps the last good document, and counts as a successful check."""
+        raw = self._fetch()
+        current = self._cache.peek()
+        if raw == self._raw and current is not None:
+            return current
         try:
             document, revision = load_document(raw)
         except ValueError as exc:
+            first = raw != self._raw
             self._raw = raw  # do not re-validate the same bad text on every refresh
-            log.error("routing document rejected, last good one keeps serving: %s", exc)
-            self._reject(str(exc))
-            return
+            if first:
+                log.error("routing document rejected, last good one keeps serving: %s", exc)
+                self._reject(str(exc))
+            if current is None:
+                raise _Rejected("no valid routing document") from None
+            return current
         self._raw = raw
-        previous = self._current.revision if self._current else None
-        self._current = LoadedRouting(document, revision)
+        previous = current.revision if current else None
         if previous != revision:
             log.info("routing document %s in force (was %s)", revision, previous)
+        return LoadedRouting(document, revision)
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, _Rejected):
+            return
+        log.error("routing fetch failed: %s", type(exc).__name__)
+        self._reject(f"fetch failed: {type(exc).__name__}")
 
     def _reject(self, reason: str) -> None:
         self.rejected += 1
