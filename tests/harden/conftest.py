@@ -61,6 +61,16 @@ class Outputs:
         }
     )
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # While a test marked xfail (a known defect, fixed on another branch) runs, its counts go here:
+    # reported in the summary, not held against the run. Un-xfailing the test makes them count.
+    known_defect: str = ""
+    known: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str) -> None:
+        if self.known_defect:
+            self.known[name] = self.known.get(name, 0) + 1
+        else:
+            self.counts[name] += 1
 
     def add(self, text: str) -> None:
         self.texts.append(text)
@@ -68,7 +78,7 @@ class Outputs:
     def response(self, status: int, headers: Any, body: bytes | str) -> None:
         self.counts["requests"] += 1
         if status == 500:
-            self.counts["status_500"] += 1
+            self.count("status_500")
         head = "\n".join(f"{k}: {v}" for k, v in headers.items())
         text = body if isinstance(body, str) else body.decode("utf-8", "replace")
         self.texts.append(f"{status}\n{head}\n\n{text}")
@@ -116,7 +126,7 @@ def outputs() -> Iterator[Outputs]:
     if not MODE:
         return
     found.counts["leaked_secrets"] = len(found.leaks())
-    summary = {"mode": MODE, **found.counts, "load": found.loads}
+    summary = {"mode": MODE, **found.counts, "load": found.loads, "known_defects_xfail": found.known}
     SUMMARY_FILE.write_text(json.dumps(summary, indent=2))
     _SUMMARY.update(summary)
 
@@ -137,6 +147,35 @@ class Keyed:
 
     secret: str
     key_id: str
+
+
+@pytest.fixture(autouse=True)
+def _known_defect(request: pytest.FixtureRequest, outputs: Outputs) -> Iterator[None]:
+    marker = request.node.get_closest_marker("xfail")
+    outputs.known_defect = str(marker.kwargs.get("reason", "xfail")) if marker else ""
+    yield
+    outputs.known_defect = ""
+
+
+@pytest.fixture(scope="session")
+def stage(aws: str, outputs: Outputs) -> Iterator[Any]:
+    """The in-process gateway over the fault server (``tests.harden.stage``), for the session."""
+    from tests.harden.faultserver import run_in_thread
+    from tests.harden.stage import build
+
+    upstream, stop = run_in_thread()
+    made = build(new_table(aws), upstream, outputs)
+    yield made
+    made.close()
+    stop()
+
+
+@pytest.fixture(scope="session")
+def client(stage: Any, outputs: Outputs) -> Keyed:
+    """A client key with a budget, on the stage's table."""
+    key = budget_key(stage.table)
+    outputs.secrets.add(key.secret)
+    return key
 
 
 def new_table(aws: str) -> str:

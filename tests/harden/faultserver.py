@@ -146,13 +146,15 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], dict[str, Any]] | None:
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], dict[str, Any]] | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
     headers: dict[str, str] = {}
-    for line in head.decode("latin-1").split("\r\n")[1:]:
+    lines = head.decode("latin-1").split("\r\n")
+    path = lines[0].split(" ")[1] if lines[0].count(" ") >= 2 else ""
+    for line in lines[1:]:
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
@@ -162,7 +164,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], d
         body = json.loads(raw)
     except ValueError:
         body = {}
-    return headers, body if isinstance(body, dict) else {}
+    return path, headers, body if isinstance(body, dict) else {}
 
 
 class FaultUpstream:
@@ -200,7 +202,7 @@ class FaultUpstream:
         request = await _read_request(reader)
         if request is None:
             return False
-        headers, body = request
+        path, headers, body = request
         model = str(body.get("model", ""))
         fault = model.split(".", 1)[0]
         self.hits[model] += 1
@@ -208,6 +210,8 @@ class FaultUpstream:
             self.seen_keys.add(headers["authorization"].removeprefix("Bearer ").strip())
         stream = body.get("stream") is True
         handler = _HANDLERS.get(fault, _ok)
+        if path.endswith("/embeddings") and handler is _ok:
+            handler = _embeddings(body)
         keep = await handler(writer, model, stream)
         with suppress(ConnectionError):
             await writer.drain()
@@ -221,6 +225,23 @@ async def _ok(writer: asyncio.StreamWriter, model: str, stream: bool) -> bool:
         return True
     writer.write(_head(200, "text/event-stream", None) + b"".join(_events(model)) + _DONE + _END)
     return True
+
+
+def _embeddings(request: dict[str, Any]) -> Callable[[asyncio.StreamWriter, str, bool], Any]:
+    """An embeddings answer: one 4-float vector per input (a string, or a list of anything)."""
+    given = request.get("input")
+    count = len(given) if isinstance(given, list) else 1
+
+    async def handler(writer: asyncio.StreamWriter, model: str, stream: bool) -> bool:
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.5, 0.25, 0.125, 0.0]} for i in range(count)
+        ]
+        usage = {"prompt_tokens": count, "total_tokens": count}
+        body = json.dumps({"object": "list", "data": data, "model": model, "usage": usage}).encode()
+        writer.write(_head(200, "application/json", len(body)) + body)
+        return True
+
+    return handler
 
 
 def _status(status: int, kind: str, extra: str = "") -> Callable[[asyncio.StreamWriter, str, bool], Any]:

@@ -24,8 +24,6 @@ trail shows (no silent re-send).
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -33,13 +31,19 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harden.conftest import FULL, Keyed, Outputs, budget_key, new_table, reservations, spent
-from tests.harden.faultserver import FAULTS, reply_text, run_in_thread
-from tests.harden.stage import POSITIONS, Stage, build
-
-DEADLINE_S = 10.0
-SLACK_S = 1.5  # scheduling on a shared two-core machine; the gateway's own budget is the deadline
-MESSAGES = [{"role": "user", "content": "hi"}]
+from tests.harden.conftest import FULL, Keyed, Outputs, spent
+from tests.harden.faultserver import FAULTS, reply_text
+from tests.harden.stage import (
+    DEADLINE_S,
+    MESSAGES,
+    POSITIONS,
+    SLACK_S,
+    Answer,
+    Stage,
+    ask,
+    check_openai_error,
+    settle,
+)
 
 
 def expected(fault: str, position: str, stream: bool) -> str:
@@ -59,100 +63,6 @@ def _cases() -> Iterator[Any]:
                 marks = [] if sampled or FULL else [pytest.mark.skip(reason="full form only")]
                 ident = f"{fault}-{position}-{'stream' if stream else 'buffered'}"
                 yield pytest.param(fault, position, stream, id=ident, marks=marks)
-
-
-@pytest.fixture(scope="module")
-def stage(aws: str, outputs: Outputs) -> Iterator[Stage]:
-    upstream, stop = run_in_thread()
-    made = build(new_table(aws), upstream, outputs)
-    yield made
-    made.close()
-    stop()
-
-
-@pytest.fixture(scope="module")
-def client(stage: Stage, outputs: Outputs) -> Keyed:
-    key = budget_key(stage.table)
-    outputs.secrets.add(key.secret)
-    return key
-
-
-class Answer:
-    """One request's answer, read whole, with what the checks need."""
-
-    def __init__(self, response: httpx.Response, elapsed: float) -> None:
-        self.status = response.status_code
-        self.headers = response.headers
-        self.text = response.text
-        self.elapsed = elapsed
-        self.request_id = response.headers.get("x-request-id", "")
-        self.trail = [t for t in response.headers.get("x-switchboard-trail", "").split(",") if t]
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-    def events(self) -> list[Any]:
-        """The ``data:`` payloads of an SSE answer, ``[DONE]`` as the string."""
-        found = []
-        for line in self.text.splitlines():
-            if line.startswith("data: "):
-                data = line[6:]
-                found.append(data if data == "[DONE]" else json.loads(data))
-        return found
-
-
-def ask(
-    stage: Stage, client: Keyed, outputs: Outputs, path: str, body: dict[str, Any], **headers: str
-) -> Answer:
-    head = {"authorization": f"Bearer {client.secret}", "x-switchboard-timeout": str(DEADLINE_S), **headers}
-    started = time.monotonic()
-    with httpx.Client(timeout=DEADLINE_S + 30) as http:
-        response = http.post(stage.v1 + path, json=body, headers=head)
-    answer = Answer(response, time.monotonic() - started)
-    outputs.response(answer.status, answer.headers, answer.text)
-    outputs.load(
-        "fault matrix" if path == "/chat/completions" else "fault matrix, /v1/messages", 1, 1, answer.elapsed
-    )
-    if answer.elapsed > float(head["x-switchboard-timeout"]) + SLACK_S:
-        outputs.counts["past_deadline"] += 1
-    return answer
-
-
-def settle(stage: Stage, answer: Answer, before: Decimal, outputs: Outputs) -> dict[str, Any]:
-    """Wait for the request's cost event and its settlement; check the charge is exact."""
-    end = time.monotonic() + 10
-    while True:
-        events = [e for e in stage.events if e.get("request_id") == answer.request_id]
-        if events and not reservations(stage.table):
-            break
-        assert time.monotonic() < end, f"no cost event or a reservation left for {answer.request_id}"
-        time.sleep(0.02)
-    assert len(events) == 1, events
-    event = events[0]
-    cost = Decimal(event.get("cost_usd", "0"))
-    charged = spent(stage.table, event["key_id"])[0] - before
-    if charged < cost:
-        outputs.counts["uncharged"] += 1
-    elif charged > cost:
-        outputs.counts["double_charged"] += 1
-    assert charged == cost, (charged, cost)
-    assert event["status"] == answer.status
-    return event
-
-
-def check_openai_error(answer: Answer, outputs: Outputs) -> dict[str, Any]:
-    body = answer.json()
-    error = body.get("error") if isinstance(body, dict) else None
-    ok = (
-        isinstance(error, dict)
-        and set(error) >= {"message", "type", "param", "code"}
-        and isinstance(error["message"], str)
-        and isinstance(error["type"], str)
-    )
-    if not ok:
-        outputs.counts["unclean_errors"] += 1
-    assert ok, answer.text
-    return error  # type: ignore[return-value]
 
 
 def _upstream_attempts(stage: Stage, answer: Answer, hits_before: dict[str, int]) -> None:
