@@ -27,6 +27,10 @@ Faults (``FAULTS``; each has a streaming and a buffered form where the two diffe
     wrong-type      buffered: 200 ``text/plain`` with a non-JSON body; streaming: 200
                     ``application/json`` with a buffered completion instead of an event stream
 
+Echoes, for the secret scan (``ECHOES``): ``echo-<status>`` answers that status with an OpenAI
+error whose message repeats the key the server received (bare, without ``Bearer``), as some providers
+do (``echo-400ctx``: code ``context_length_exceeded``; ``echo-400policy``: ``content_filter``).
+
 Connect-level faults have no server behind them: ``refused_url()`` is a closed port, and
 ``HangingListener`` is a socket whose accept queue is full, so a connect never completes.
 
@@ -47,7 +51,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-__all__ = ["FAULTS", "OVERSIZED", "FaultUpstream", "HangingListener", "refused_url"]
+__all__ = ["ECHOES", "FAULTS", "OVERSIZED", "FaultUpstream", "HangingListener", "refused_url"]
 
 FAULTS = (
     "429",
@@ -71,6 +75,7 @@ FAULTS = (
     "oversized",
     "wrong-type",
 )
+ECHOES = ("echo-400", "echo-401", "echo-404", "echo-422", "echo-400ctx", "echo-400policy")
 OVERSIZED = 16 * 1024 * 1024
 _HANG_S = 120.0  # "forever" for a test; the gateway gives up long before
 USAGE = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
@@ -210,6 +215,8 @@ class FaultUpstream:
             self.seen_keys.add(headers["authorization"].removeprefix("Bearer ").strip())
         stream = body.get("stream") is True
         handler = _HANDLERS.get(fault, _ok)
+        if fault in ECHOES:
+            handler = _echo(fault, headers.get("authorization", "").removeprefix("Bearer ").strip())
         if path.endswith("/embeddings") and handler is _ok:
             handler = _embeddings(body)
         keep = await handler(writer, model, stream)
@@ -239,6 +246,20 @@ def _embeddings(request: dict[str, Any]) -> Callable[[asyncio.StreamWriter, str,
         usage = {"prompt_tokens": count, "total_tokens": count}
         body = json.dumps({"object": "list", "data": data, "model": model, "usage": usage}).encode()
         writer.write(_head(200, "application/json", len(body)) + body)
+        return True
+
+    return handler
+
+
+def _echo(fault: str, authorization: str) -> Callable[[asyncio.StreamWriter, str, bool], Any]:
+    status = int(fault[5:8])
+    code = {"echo-400ctx": "context_length_exceeded", "echo-400policy": "content_filter"}.get(fault)
+    message = f"Incorrect API key provided: {authorization}. You can find your API key in your account."
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    body = json.dumps({"error": error}).encode()
+
+    async def handler(writer: asyncio.StreamWriter, model: str, stream: bool) -> bool:
+        writer.write(_head(status, "application/json", len(body)) + body)
         return True
 
     return handler

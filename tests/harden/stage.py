@@ -26,7 +26,7 @@ from switchboard.settings import Settings
 
 from tests.conftest import serve_app
 from tests.harden.conftest import Keyed, Outputs, provider_key, put_secret, reservations, spent
-from tests.harden.faultserver import FAULTS, FaultUpstream, HangingListener, refused_url
+from tests.harden.faultserver import ECHOES, FAULTS, FaultUpstream, HangingListener, refused_url
 
 POSITIONS = ("first", "middle", "last")
 PRICE = {"input_per_mtok": 1000, "output_per_mtok": 2000}  # 10 + 3 tokens = $0.016
@@ -66,13 +66,19 @@ def routing(urls: dict[str, str], params: dict[str, str]) -> dict[str, Any]:
         for fault in FAULTS
         for position in POSITIONS
     }
+    for echo in ECHOES:  # alone: an upstream 4xx is the client's, it never falls back
+        models[echo] = {"targets": [{"provider": "p1", "model": echo}]}
     models["ok"] = {"targets": [{"provider": "p1", "model": "ok.1"}]}
     models["embed"] = {
         "mode": "embeddings",
         "targets": [{"provider": "p1", "model": "ok.e", "dimensions": 4}],
     }
     models["soak"] = {"targets": [{"provider": "p1", "model": "ok.1"}, {"provider": "p2", "model": "ok.2"}]}
-    served = {f"{name}/{model}" for name in urls for model in ("ok", "ok.1", "ok.2", "ok.3", "ok.e", *FAULTS)}
+    served = {
+        f"{name}/{model}"
+        for name in urls
+        for model in ("ok", "ok.1", "ok.2", "ok.3", "ok.e", *FAULTS, *ECHOES)
+    }
     return {
         "version": 1,
         "defaults": {"timeouts": TIMEOUTS, "retry": RETRY},
