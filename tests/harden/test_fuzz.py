@@ -26,7 +26,7 @@ from switchboard.routing.document import load_document
 from tests.harden.conftest import FULL, Keyed, Outputs
 from tests.harden.stage import Stage
 
-EXAMPLES = 400 if FULL else 60
+EXAMPLES = 400 if FULL else 40
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -102,6 +102,8 @@ class Gateway:
 @dataclass
 class Sent:
     key: str
+    model: str
+    stream: bool
     status: int
     elapsed: float
     request_id: str
@@ -216,7 +218,19 @@ async def _clients(
                 head = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
             except httpx.HTTPError as exc:  # a broken answer is a finding, not a crash of the soak
                 text, status, request_id, head = repr(exc), 0, "", ""
-            sent.append(Sent(name, status, time.monotonic() - started, request_id, time.time(), head, text))
+            sent.append(
+                Sent(
+                    name,
+                    model,
+                    stream,
+                    status,
+                    time.monotonic() - started,
+                    request_id,
+                    time.time(),
+                    head,
+                    text,
+                )
+            )
 
     async with httpx.AsyncClient(limits=limits, timeout=DEADLINE_S + 30) as http:
         await asyncio.gather(*(one(http, random.Random(seed * 1000 + i)) for i in range(CLIENTS)))
@@ -270,7 +284,10 @@ def _check_answers(sent: list[Sent], outputs: Outputs) -> None:
             if not (isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error)):
                 outputs.count("unclean_errors")
     statuses = Counter(item.status for item in sent)
-    assert statuses[500] == 0 and statuses[0] == 0, statuses
+    broken = [
+        (item.model, item.stream, item.status, item.text[:300]) for item in sent if item.status in (0, 500)
+    ]
+    assert not broken, (statuses, broken[:5])
     assert all(item.elapsed <= DEADLINE_S + SLACK_S for item in sent)
 
 
@@ -365,6 +382,7 @@ def test_soak_with_upstream_faults(stage: Stage, outputs: Outputs, gateways: lis
     _run_soak(stage, outputs, gateways, 1, SCENARIOS)
 
 
+@pytest.mark.skipif(not FULL, reason="full form only: the short form has resets in the fault matrix")
 @pytest.mark.xfail(strict=False, reason="defect 1 (h1 transport resets), fixed on the h1 branch")
 def test_soak_with_connection_resets(stage: Stage, outputs: Outputs, gateways: list[Gateway]) -> None:
     _run_soak(stage, outputs, gateways, 3, SCENARIOS + RESETS)
