@@ -9,6 +9,7 @@ and the final summary see all of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -186,10 +187,14 @@ def new_table(aws: str) -> str:
     return make_table().name
 
 
+@functools.cache
+def aws_client(service: str) -> Any:
+    """One boto3 client per service for the run (making one costs about half a second)."""
+    return boto3.client(service, region_name="us-east-1")
+
+
 def put_secret(name: str, value: str) -> None:
-    boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name=name, Value=value, Type="SecureString", Overwrite=True
-    )
+    aws_client("ssm").put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
 
 
 def budget_key(table: str, usd: Decimal = Decimal(1000)) -> Keyed:
@@ -197,7 +202,7 @@ def budget_key(table: str, usd: Decimal = Decimal(1000)) -> Keyed:
     from switchboard.limits.model import Limits
     from switchboard.limits.table import Table
 
-    store = KeyStore(Table(boto3.client("dynamodb", region_name="us-east-1"), table))
+    store = KeyStore(Table(aws_client("dynamodb"), table))
     secret, record = store.create(f"harden-{uuid.uuid4().hex[:6]}", limits=Limits(budget_usd=usd))
     return Keyed(secret, record.id)
 
@@ -205,7 +210,7 @@ def budget_key(table: str, usd: Decimal = Decimal(1000)) -> Keyed:
 def table_items(table: str) -> list[dict[str, Any]]:
     from switchboard.limits.table import load
 
-    client = boto3.client("dynamodb", region_name="us-east-1")
+    client = aws_client("dynamodb")
     found: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table}
     while True:

@@ -38,7 +38,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from switchboard.devtools.devstack import ROOT, aws_env
@@ -47,7 +46,7 @@ from switchboard.limits.ledger import Ledger
 from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 
-from tests.harden.conftest import FULL, Outputs, reservations, spent, table_items
+from tests.harden.conftest import FULL, Outputs, aws_client, reservations, spent, table_items
 from tests.harden.stage import MESSAGES, Stage
 
 SOAK_S = float(os.environ.get("SWITCHBOARD_SOAK_S") or (180 if FULL else 15))
@@ -196,7 +195,11 @@ async def _clients(
 ) -> list[Sent]:
     sent: list[Sent] = []
     end = time.monotonic() + SOAK_S
-    limits = httpx.Limits(max_connections=CLIENTS * 2, max_keepalive_connections=CLIENTS * 2)
+    # keep-alive expiry under uvicorn's 5 s: the client never reuses a connection the server is
+    # closing at that moment (that race is the client's, and would look like a broken answer)
+    limits = httpx.Limits(
+        max_connections=CLIENTS * 2, max_keepalive_connections=CLIENTS * 2, keepalive_expiry=2.0
+    )
     models = [(m, s) for m, s, _ in scenarios]
     weights = [w for _, _, w in scenarios]
     names = list(keys)
@@ -217,7 +220,7 @@ async def _clients(
                 request_id = response.headers.get("x-request-id", "")
                 head = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
             except httpx.HTTPError as exc:  # a broken answer is a finding, not a crash of the soak
-                text, status, request_id, head = repr(exc), 0, "", ""
+                text, status, request_id, head = f"{type(exc).__name__}: {exc}", 0, "", ""
             sent.append(
                 Sent(
                     name,
@@ -257,7 +260,7 @@ def rss_growth_kb(samples: list[int]) -> float:
 
 def _keys(stage: Stage, outputs: Outputs, seed: int) -> tuple[dict[str, str], dict[str, str]]:
     """The soak's clients: a big budget, a small one that runs out, an rpm limit, no limits."""
-    store = KeyStore(Table(boto3.client("dynamodb", region_name="us-east-1"), stage.table))
+    store = KeyStore(Table(aws_client("dynamodb"), stage.table))
     keys: dict[str, str] = {}
     ids: dict[str, str] = {}
     for name, limits in {
@@ -309,7 +312,7 @@ def _check_ledger(
 ) -> None:
     """The ledger equals the cost events, key by key; no reservation before or after the sweep."""
     assert reservations(stage.table) == []
-    table = Table(boto3.client("dynamodb", region_name="us-east-1"), stage.table)
+    table = Table(aws_client("dynamodb"), stage.table)
     assert Ledger(table).sweep(now=time.time() + 3600) == []
     assert reservations(stage.table) == []
     costs: dict[str, Decimal] = defaultdict(Decimal)
