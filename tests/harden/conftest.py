@@ -96,7 +96,7 @@ class Outputs:
         entry = self.loads.setdefault(name, {"requests": 0, "concurrency": 0, "duration_s": 0.0})
         entry["requests"] += requests
         entry["concurrency"] = max(entry["concurrency"], concurrency)
-        entry["duration_s"] = round(entry["duration_s"] + duration_s, 1)
+        entry["duration_s"] += duration_s
 
 
 class _Capture(logging.Handler):
@@ -129,7 +129,8 @@ def outputs() -> Iterator[Outputs]:
     found.counts["leaked_secrets"] = len(found.leaks())
     if found.known_texts:
         found.known["leaked_secrets"] = len(found.leaks(known=True))
-    summary = {"mode": MODE, **found.counts, "load": found.loads, "known_defects_xfail": found.known}
+    loads = {name: {**load, "duration_s": round(load["duration_s"], 1)} for name, load in found.loads.items()}
+    summary = {"mode": MODE, **found.counts, "load": loads, "known_defects_xfail": found.known}
     SUMMARY_FILE.write_text(json.dumps(summary, indent=2))
     _SUMMARY.update(summary)
 

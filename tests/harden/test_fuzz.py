@@ -181,6 +181,7 @@ def _post(stage: Stage, client: Keyed, outputs: Outputs, path: str, body: Any) -
         response = http.post(stage.v1 + path, content=json.dumps(body), headers=headers)
     outputs.response(response.status_code, response.headers, response.content)
     outputs.load(f"fuzz {path}", 1, 1, response.elapsed.total_seconds())
+    outputs.load("fuzz, all endpoints", 1, 1, response.elapsed.total_seconds())
     return response
 
 
@@ -367,3 +368,26 @@ def test_a_blank_or_unprintable_key_is_named_on_one_line(key: str) -> None:
         load_document(json.dumps({"version": 1, "providers": {}, "models": {}, key: 1}))
     [problem] = str(caught.value).splitlines()[1:]
     assert problem == f"  {json.dumps(key)}: Extra inputs are not permitted"
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": True}],
+        [{"role": "user", "content": [1]}],
+        [{"role": "user", "content": 5}],
+        [{"role": "assistant", "content": {"type": "text"}}, {"role": "user", "content": "hi"}],
+        [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 7}]}],
+        [{"role": "user", "content": [{"type": "image", "source": "http://x"}]}],
+    ],
+    ids=["bool", "list-of-int", "int", "assistant-object", "tool-result-int", "image-source-string"],
+)
+def test_messages_content_of_the_wrong_type_is_a_clean_400(
+    stage: Stage, client: Keyed, outputs: Outputs, messages: list[Any]
+) -> None:
+    """Found by the fuzzer: a message whose content is ``true`` answered 500 (TypeError)."""
+    response = _post(
+        stage, client, outputs, "/messages", {"model": "ok", "max_tokens": 8, "messages": messages}
+    )
+    assert response.status_code == 400, response.text
+    check_anthropic(response, outputs)
