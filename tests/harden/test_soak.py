@@ -1,8 +1,9 @@
 """The soak: two gateway processes (uvicorn subprocesses) over one moto, many concurrent clients
 for a bounded time, random upstream faults (and AWS faults, through the AWS fault layer).
 
-Short form: 16 clients for 15 s per case; full form: 32 clients for 180 s (48 starved the event loops of a 2-core machine) (``SWITCHBOARD_SOAK_S`` and
-``SWITCHBOARD_SOAK_CLIENTS`` override). Afterwards:
+Short form: 16 clients for 15 s per case; full form: 32 clients for 180 s (48 starved the event
+loops of a 2-core machine); ``SWITCHBOARD_SOAK_S`` and ``SWITCHBOARD_SOAK_CLIENTS`` override.
+Afterwards:
 
 - every answer came before the client's deadline, none was a 500, every error in OpenAI's shape;
 - every answered request has exactly one cost event (none uncharged, none counted twice);
