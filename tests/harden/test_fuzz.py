@@ -26,6 +26,9 @@ from switchboard.routing.document import load_document
 from tests.harden.conftest import FULL, Keyed, Outputs
 from tests.harden.stage import Stage
 
+# A failing example's repr can be large; the warning about it would hide the failure itself.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
+
 EXAMPLES = 400 if FULL else 40
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -379,13 +382,23 @@ def test_a_blank_or_unprintable_key_is_named_on_one_line(key: str) -> None:
         [{"role": "assistant", "content": {"type": "text"}}, {"role": "user", "content": "hi"}],
         [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 7}]}],
         [{"role": "user", "content": [{"type": "image", "source": "http://x"}]}],
+        [{"role": "user", "content": []}],
     ],
-    ids=["bool", "list-of-int", "int", "assistant-object", "tool-result-int", "image-source-string"],
+    ids=[
+        "bool",
+        "list-of-int",
+        "int",
+        "assistant-object",
+        "tool-result-int",
+        "image-source-string",
+        "no-turn",
+    ],
 )
 def test_messages_content_of_the_wrong_type_is_a_clean_400(
     stage: Stage, client: Keyed, outputs: Outputs, messages: list[Any]
 ) -> None:
-    """Found by the fuzzer: a message whose content is ``true`` answered 500 (TypeError)."""
+    """Found by the fuzzer: a message whose content is ``true`` answered 500 (TypeError), and so
+    did a request whose only turn is empty (no chat message at all: a ValidationError)."""
     response = _post(
         stage, client, outputs, "/messages", {"model": "ok", "max_tokens": 8, "messages": messages}
     )

@@ -23,7 +23,7 @@ import json
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
@@ -214,7 +214,14 @@ def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionReques
     dropped = [name for name in _DROPPED if (request.model_extra or {}).get(name) is not None]
     if dropped:
         log.info("dropped Anthropic parameters %s with no OpenAI form", dropped)
-    return ChatCompletionRequest.model_validate(body)
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:  # e.g. only empty turns: no chat message at all
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        raise Unconvertible(
+            f"a request whose chat form is invalid at '{where}': {first['msg']}", "messages"
+        ) from None
 
 
 # --------------------------------------------------------------------------- response
