@@ -102,3 +102,36 @@ bench: venv
 
 bench-full: venv
 	$(VBIN)/python -m bench --profile full $(BENCH_ARGS)
+
+# The hardening suite (tests/harden; docs/reliability.md has the table it proves): the fault
+# matrix, fuzzing, the two-process soak and the secret scan, with a summary of what was lost.
+#   make harden        the full form: every fault case, a soak of a few minutes
+#   make harden-short  the bounded form CI runs (about two minutes)
+.PHONY: harden harden-short audit
+
+harden: venv
+	SWITCHBOARD_HARDEN=full $(VBIN)/python -m pytest -q -p no:cacheprovider tests/harden $(PYTEST_ARGS)
+
+harden-short: venv
+	SWITCHBOARD_HARDEN=short $(VBIN)/python -m pytest -q -p no:cacheprovider tests/harden $(PYTEST_ARGS)
+
+# Audits in their own venv (.venv-audit: checkov and pip-audit pin their own dependencies):
+# checkov over template.yaml (findings are fixed, or skipped inline with a reason), and pip-audit
+# over the layer's pinned requirements. AUDIT_OFFLINE=ok lets a machine without the advisory
+# services pass with a warning that says how many dependencies were not audited.
+AUDIT_VENV := .venv-audit
+AUDIT_STAMP := $(AUDIT_VENV)/.installed
+AUDIT_OFFLINE ?=
+
+$(AUDIT_STAMP):
+	@test -n "$(PY313)" || { echo "Makefile: python3.13 not found (set PY313)" >&2; exit 2; }
+	test -x $(AUDIT_VENV)/bin/python || $(PY313) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov pip-audit
+	touch $@
+
+audit: $(AUDIT_STAMP)
+	$(AUDIT_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
+	mkdir -p build
+	$(AUDIT_VENV)/bin/pip-audit --no-deps --disable-pip --progress-spinner off -f json -o build/pip-audit.json \
+		-r layers/requirements.txt -r layers/requirements-tracing.txt
+	$(AUDIT_VENV)/bin/python tests/harden/audit_report.py build/pip-audit.json $(if $(AUDIT_OFFLINE),--offline-ok)

@@ -23,7 +23,7 @@ import json
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
@@ -75,11 +75,21 @@ def stop_reason(finish_reason: str | None) -> str:
 # --------------------------------------------------------------------------- request
 
 
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    """``content`` as a list of content blocks. The request model leaves messages unchecked, so a
+    content that is neither text nor a list of block objects (``true``, ``[1]``) is refused here."""
+    if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
+        raise Unconvertible(
+            f"{where} content that is neither a string nor a list of content blocks", "messages"
+        )
+    return content
+
+
 def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     parts = []
-    for block in content:
+    for block in _blocks(content, where):
         if block.get("type") != "text":
             raise Unconvertible(f"{block.get('type')!r} blocks in {where}", "messages")
         parts.append(str(block.get("text", "")))
@@ -87,7 +97,9 @@ def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
 
 
 def _image(block: dict[str, Any]) -> dict[str, Any]:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        source = {}
     if source.get("type") == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
     elif source.get("type") == "url":
@@ -103,7 +115,7 @@ def _user(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"role": "user", "content": content}]
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
-    for block in content:
+    for block in _blocks(content, "user message"):
         kind = block.get("type")
         if kind == "tool_result":
             text = _text(block.get("content"), "tool results")
@@ -125,7 +137,7 @@ def _assistant(content: str | list[dict[str, Any]]) -> dict[str, Any]:
         return {"role": "assistant", "content": content}
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in content:
+    for block in _blocks(content, "assistant message"):
         kind = block.get("type")
         if kind == "text":
             texts.append(str(block.get("text", "")))
@@ -202,7 +214,14 @@ def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionReques
     dropped = [name for name in _DROPPED if (request.model_extra or {}).get(name) is not None]
     if dropped:
         log.info("dropped Anthropic parameters %s with no OpenAI form", dropped)
-    return ChatCompletionRequest.model_validate(body)
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:  # e.g. only empty turns: no chat message at all
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        raise Unconvertible(
+            f"a request whose chat form is invalid at '{where}': {first['msg']}", "messages"
+        ) from None
 
 
 # --------------------------------------------------------------------------- response

@@ -309,6 +309,16 @@ class RoutingDocument(_Strict):
         return self
 
 
+def _path_part(part: object) -> str:
+    """One step of a problem's path. A key that would not read as one (empty, blank, or with a
+    line break or another unprintable character) is quoted, so every problem stays one line that
+    names where it is."""
+    text = str(part)
+    if isinstance(part, str) and (not text.strip() or not text.isprintable()):
+        return json.dumps(text)
+    return text
+
+
 def load_document(raw: str | bytes) -> tuple[RoutingDocument, str]:
     """Parse and validate ``raw``; return the document and the revision in force.
 
@@ -319,7 +329,7 @@ def load_document(raw: str | bytes) -> tuple[RoutingDocument, str]:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(document)"
+            where = ".".join(_path_part(part) for part in err["loc"]) or "(document)"
             lines.append(f"  {where}: {err['msg']}")
         raise ValueError("invalid routing document:\n" + "\n".join(lines)) from None
     # Hash the canonical JSON, not the raw text: the CLI validates a pretty file but pushes it
