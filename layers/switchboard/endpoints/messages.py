@@ -31,6 +31,7 @@ from switchboard.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     Unconvertible,
+    fold_system,
     from_openai,
     to_openai,
 )
@@ -94,6 +95,7 @@ class _Session:
         self.body = body
         self.parsed = parsed
         self.client = client
+        self.native = fold_system(body)  # what an Anthropic target gets (model aside)
         self._converted: dict[bool, ChatCompletionRequest] = {}
 
     def _openai(self, target: PlannedTarget, stream: bool) -> ChatCompletionRequest:
@@ -117,7 +119,7 @@ class _Session:
     async def complete(self, target: PlannedTarget) -> bytes:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
-            return await provider.relay(await self._relay(target), self.body)
+            return await provider.relay(await self._relay(target), self.native)
         call = await self.engine.call(self._openai(target, False), target, stream=False)
         completion, _raw = await provider.complete(call)
         try:
@@ -135,7 +137,7 @@ class _Session:
     async def open_stream(self, target: PlannedTarget) -> AsyncIterator[SSEEvent]:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
-            return provider.relay_stream(await self._relay(target), self.body)
+            return provider.relay_stream(await self._relay(target), self.native)
         call = await self.engine.call(self._openai(target, True), target, stream=True)
         return _translated(provider.stream(call))
 
