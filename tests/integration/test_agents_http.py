@@ -6,11 +6,17 @@ official Anthropic SDK where it fits, to the mock (OpenAI-compatible) and a scri
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import boto3
+import httpx
 import pytest
+from switchboard.limits.keys import KeyStore
+from switchboard.limits.model import Limits
+from switchboard.limits.table import Table
 
 from tests.conftest import API_KEY, RunningGateway, routing_doc
 from tests.native_upstream import Reply, ScriptedUpstream
@@ -195,3 +201,142 @@ def test_converted_answers_carry_anthropic_ids(gateway_factory, mock, native) ->
     sdk.messages.create(model="echo", max_tokens=20, messages=follow, tools=tools)  # type: ignore[arg-type]
     sent = mock.requests[-1]["json"]["messages"]
     assert sent[1]["tool_calls"][0]["id"] == call.id == sent[2]["tool_call_id"]
+
+
+def _store(gw: RunningGateway) -> KeyStore:
+    return KeyStore(Table(boto3.client("dynamodb", region_name="us-east-1"), gw.settings.table))
+
+
+def test_count_tokens_is_anthropics_own_for_an_anthropic_target(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    native.script("claude-real", Reply(json={"input_tokens": 1234}))
+    gw = start(gateway_factory, mock, native)
+    raw = client(gw).messages.with_raw_response.count_tokens(
+        model="claude",
+        system="You are Claude Code.",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],  # type: ignore[list-item]
+        tools=[{"name": "ls", "input_schema": {"type": "object"}}],
+        extra_headers={"anthropic-beta": "token-counting-2024-11-01"},
+    )
+    assert raw.parse().input_tokens == 1234
+    assert "x-switchboard-estimated" not in raw.headers
+    assert raw.headers["x-switchboard-provider"] == "anthropic"
+    sent = native.requests[-1]
+    assert sent["path"] == "/v1/messages/count_tokens"
+    assert sent["headers"]["anthropic-beta"] == "token-counting-2024-11-01"
+    assert sent["json"] == {
+        "model": "claude-real",
+        "system": [{"type": "text", "text": "You are Claude Code."}, {"type": "text", "text": "be brief"}],
+        "messages": [{"role": "user", "content": "hello"}],
+        "tools": [{"name": "ls", "input_schema": {"type": "object"}}],
+    }
+    # create's own fields, sent by a client that reuses its body, are not passed (Anthropic refuses them)
+    httpx.post(
+        gw.v1 + "/messages/count_tokens",
+        headers=gw.headers(),
+        json={
+            "model": "claude",
+            "max_tokens": 9,
+            "stream": True,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+        timeout=10,
+    ).raise_for_status()
+    assert native.requests[-1]["json"] == {
+        "model": "claude-real",
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    # Anthropic's refusal comes back as Anthropic's error
+    native.script(
+        "claude-real",
+        Reply(400, json={"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}),
+    )
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client(gw).messages.count_tokens(model="claude", messages=[{"role": "user", "content": "x"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+def test_count_tokens_is_an_estimate_elsewhere_and_says_so(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, native)
+    sdk = client(gw)
+    marker = "count-only-" + uuid.uuid4().hex
+    short = sdk.messages.with_raw_response.count_tokens(
+        model="echo", messages=[{"role": "user", "content": marker}]
+    )
+    assert short.headers["x-switchboard-estimated"] == "true"
+    long = sdk.messages.count_tokens(model="echo", messages=[{"role": "user", "content": "word " * 4000}])
+    assert 0 < short.parse().input_tokens < 50 and 4000 < long.input_tokens < 6000
+    # a screenshot counts as an image, not as its base64 bytes
+    big = {"type": "base64", "media_type": "image/png", "data": "A" * 400_000}
+    image = sdk.messages.count_tokens(
+        model="echo",
+        messages=[{"role": "user", "content": [{"type": "image", "source": big}]}],  # type: ignore[list-item]
+    )
+    assert 1600 <= image.input_tokens < 1700
+    assert not [r for r in mock.requests if marker in json.dumps(r["json"])]  # estimated: no upstream call
+
+
+def test_count_tokens_needs_a_key_that_may_use_the_model_and_spends_no_limit(
+    gateway_factory, mock, native
+) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, native)
+    ask: list[Any] = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.AuthenticationError):
+        client(gw, key="sk-wrong").messages.count_tokens(model="echo", messages=ask)
+    key, _ = _store(gw).create("narrow", models=["echo"], limits=Limits(rpm=1))
+    narrow = client(gw, key=key)
+    with pytest.raises(anthropic.PermissionDeniedError) as denied:
+        narrow.messages.count_tokens(model="tools", messages=ask)
+    assert denied.value.body["type"] == "error"  # type: ignore[index]
+    for _ in range(3):
+        assert narrow.messages.count_tokens(model="echo", messages=ask).input_tokens > 0
+    narrow.messages.create(
+        model="echo", max_tokens=5, messages=ask
+    )  # the minute's one request is still there
+    with pytest.raises(anthropic.RateLimitError):
+        narrow.messages.create(model="echo", max_tokens=5, messages=ask)
+    assert (
+        narrow.messages.count_tokens(model="echo", messages=ask).input_tokens > 0
+    )  # counting is never limited
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v1/messages", 405),
+        ("GET", "/v1/messages/count_tokens", 405),
+        ("POST", "/v1/messages/nope", 404),
+        ("POST", "/v1/messages/batches", 404),
+    ],
+)
+def test_every_messages_path_errs_in_anthropic_shape(
+    gateway_factory, mock, native, method, path, status
+) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, native)
+    response = httpx.request(method, gw.base_url + path, headers=gw.headers(), json={}, timeout=10)
+    assert response.status_code == status
+    body = response.json()
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
+    assert body["error"]["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
+    assert response.headers["x-request-id"].startswith("req_")
+    if status == 405:
+        assert response.headers["allow"] == "POST"
+    # elsewhere the shape stays OpenAI's
+    other = httpx.get(gw.v1 + "/chat/completions", headers=gw.headers(), timeout=10)
+    assert other.status_code == 405 and set(other.json()) == {"error"}
+
+
+def test_the_azure_style_api_key_header_is_a_client_key(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, native)
+    ask = {"model": "echo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    assert (
+        httpx.post(gw.v1 + "/messages", headers={"api-key": API_KEY}, json=ask, timeout=10).status_code == 200
+    )
+    assert (
+        httpx.post(
+            gw.v1 + "/chat/completions", headers={"api-key": API_KEY}, json=chat, timeout=10
+        ).status_code
+        == 200
+    )
+    wrong = httpx.post(gw.v1 + "/messages", headers={"api-key": "sk-wrong"}, json=ask, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"

@@ -445,7 +445,12 @@ class EventTranslator:
             function = call.get("function") or {}
             if number not in self.tools:
                 ident = anthropic_id("toolu_", call.get("id"))
-                block = {"type": "tool_use", "id": ident, "name": function.get("name"), "input": {}}
+                block: dict[str, Any] = {
+                    "type": "tool_use",
+                    "id": ident,
+                    "name": function.get("name"),
+                    "input": {},
+                }
                 events += self._start(block, f"tool:{number}")
                 self.tools[number] = self.index
             if function.get("arguments"):

@@ -17,6 +17,7 @@ the Anthropic SDK and Claude-based tools read them as they would Anthropic's.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,7 +47,7 @@ from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
-__all__ = ["anthropic_error", "create_message"]
+__all__ = ["anthropic_error", "count_tokens", "create_message"]
 
 _JSON = "application/json"
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -322,4 +323,84 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     metering.charge_usage(ex, meter.reported(), meter.chars, meter.match)
     api._attribution(headers, target.provider_name, target.model, attempts)
     await settle_all(hooks, ex)
+    return Response(content, 200, headers, _JSON)
+
+
+# --------------------------------------------------------------------------- count_tokens
+
+# What messages.create takes but count_tokens does not (Anthropic refuses unknown fields).
+_CREATE_ONLY = (
+    "max_tokens",
+    "stream",
+    "metadata",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "service_tier",
+)
+# Anthropic's own figure for the largest image it accepts unresized (about 1.15 megapixels / 750).
+_IMAGE_TOKENS = 1600
+_BYTES_PER_TOKEN = 4
+
+
+def _parse_count(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
+    """The body and its checked form; ``max_tokens`` is create's, so a count needs none."""
+    body = jsonbody.loads(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    _, parsed = _parse(json.dumps({"max_tokens": 1, **body}).encode())
+    return {k: v for k, v in body.items() if k not in _CREATE_ONLY}, parsed
+
+
+def _without_media(value: Any, images: list[int]) -> Any:
+    """``value`` with each image's or document's data left out (counted in ``images``)."""
+    if isinstance(value, list):
+        return [_without_media(item, images) for item in value]
+    if isinstance(value, dict):
+        if value.get("type") in ("image", "document") and isinstance(value.get("source"), dict):
+            images.append(1)
+            return {k: v for k, v in value.items() if k != "source"}
+        return {k: _without_media(v, images) for k, v in value.items()}
+    return value
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """A tokenizer-free estimate of a Messages request's input tokens: about four bytes of its
+    JSON (system, messages, tools) per token, and Anthropic's upper figure per image or document."""
+    images: list[int] = []
+    counted = {name: body.get(name) for name in ("system", "messages", "tools", "tool_choice")}
+    text = json.dumps(_without_media(counted, images), ensure_ascii=False, separators=(",", ":"))
+    return math.ceil(len(text.encode()) / _BYTES_PER_TOKEN) + _IMAGE_TOKENS * len(images)
+
+
+async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
+    """``POST /v1/messages/count_tokens``: Anthropic's count for an Anthropic target (the plan's
+    retries and fallback apply), else an estimate, marked ``x-switchboard-estimated: true``.
+
+    The key must be valid and may use the model; nothing is reserved, charged or rate limited.
+    """
+    gateway = api._gateway(request)
+    deadline = api._deadline(request, gateway.settings.max_request_s)
+    principal = await api._authenticate(request, gateway, deadline)
+    body, parsed = await jsonbody.parse(
+        _parse_count, await api._read_body(request, gateway.settings.max_body_bytes)
+    )
+    routing = await gateway.routing.current(deadline)
+    api._routing_headers(headers, routing)
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
+    native = fold_system(body)
+
+    async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
+        provider = providers.get(target.provider.kind)
+        if isinstance(provider, Anthropic):
+            relay = Relay(target, await gateway.engine.credential(target), gateway.engine.http, client)
+            return await provider.count_tokens(relay, native), False
+        return json.dumps({"input_tokens": estimate_input_tokens(body)}).encode(), True
+
+    client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
+    (content, estimated), target, attempts = await gateway.engine.run(route, deadline, attempt)
+    api._attribution(headers, target.provider_name, target.model, attempts)
+    if estimated:
+        headers["x-switchboard-estimated"] = "true"
     return Response(content, 200, headers, _JSON)
