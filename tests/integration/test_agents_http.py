@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import boto3
 import httpx
 import pytest
+from anthropic.types import RawMessageStreamEvent
+from pydantic import TypeAdapter
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
@@ -340,3 +343,133 @@ def test_the_azure_style_api_key_header_is_a_client_key(gateway_factory, mock, n
     )
     wrong = httpx.post(gw.v1 + "/messages", headers={"api-key": "sk-wrong"}, json=ask, timeout=10)
     assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+
+
+# ----------------------------------------------------------------- a recorded Claude Code turn
+
+RECORDED = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "agents" / "claude_code_request.json").read_text()
+)
+THINKING_STREAM: list[list[Any]] = [
+    ["message_start", {"type": "message_start", "message": {**ANSWER, "content": [], "stop_reason": None}}],
+    [
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+    ],
+    [
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Greet."},
+        },
+    ],
+    [
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "c2ln"},
+        },
+    ],
+    ["content_block_stop", {"type": "content_block_stop", "index": 0}],
+    [
+        "content_block_start",
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+    ],
+    [
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "hi"}},
+    ],
+    ["content_block_stop", {"type": "content_block_stop", "index": 1}],
+    [
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 3},
+        },
+    ],
+    ["message_stop", {"type": "message_stop"}],
+]
+EVENT = TypeAdapter(RawMessageStreamEvent)
+
+
+def replay(gw: RunningGateway, model: str) -> tuple[httpx.Response, list[Any]]:
+    """The recorded request, byte for byte but for its model, with its headers and query."""
+    content = json.dumps({**RECORDED["body"], "model": model}, ensure_ascii=False).encode()
+    headers = {**RECORDED["headers"], "x-api-key": API_KEY}
+    url = f"{gw.base_url}{RECORDED['path']}?{RECORDED['query']}"
+    events: list[Any] = []
+    with httpx.stream("POST", url, headers=headers, content=content, timeout=30) as response:
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                assert data["type"] == name  # each event's name is its data's type
+                events.append(EVENT.validate_python(data))  # and it is one of Anthropic's events
+    return response, events
+
+
+def well_formed(events: list[Any]) -> None:
+    """Anthropic's stream grammar: message_start, blocks opened, filled and closed in index order,
+    message_delta with a stop reason, message_stop."""
+    kinds = [event.type for event in events]
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    assert "error" not in kinds
+    open_index, next_index = None, 0
+    for event in events[1:-2]:
+        if event.type == "content_block_start":
+            assert open_index is None and event.index == next_index
+            open_index, next_index = event.index, next_index + 1
+        elif event.type == "content_block_delta":
+            assert event.index == open_index
+        elif event.type == "content_block_stop":
+            assert event.index == open_index
+            open_index = None
+    assert open_index is None and next_index > 0
+    assert events[-2].delta.stop_reason == "end_turn"
+
+
+def test_a_recorded_claude_code_turn_through_an_openai_compatible_target(
+    gateway_factory, mock, native
+) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, native)
+    response, events = replay(gw, "echo")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    well_formed(events)
+    assert events[0].message.id.startswith("msg_")
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    assert text.startswith("echo: ")
+    assert events[-2].usage.output_tokens > 0
+    sent = mock.requests[-1]["json"]
+    recorded = RECORDED["body"]
+    assert [m["role"] for m in sent["messages"]] == [
+        "system",
+        "user",
+        "system",
+    ]  # the reminder stays in place
+    assert sent["messages"][2]["content"] == recorded["messages"][1]["content"]
+    assert [t["function"]["name"] for t in sent["tools"]] == [t["name"] for t in recorded["tools"]]
+    assert sent["max_tokens"] == recorded["max_tokens"] and sent["stream"] is True
+
+
+def test_a_recorded_claude_code_turn_through_an_anthropic_target(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    native.script("claude-real", Reply(sse=THINKING_STREAM))
+    gw = start(gateway_factory, mock, native)
+    response, events = replay(gw, "claude")
+    assert response.status_code == 200
+    well_formed(events)
+    assert [e.type for e in events] == [kind for kind, _ in THINKING_STREAM]  # relayed as sent, thinking too
+    sent = native.requests[-1]
+    # the body as Claude Code sent it, but for the model: its mid-conversation-system beta says
+    # Anthropic takes the system turn where it is
+    assert sent["json"] == {**RECORDED["body"], "model": "claude-real"}
+    assert sent["headers"]["anthropic-beta"] == RECORDED["headers"]["anthropic-beta"]
+    assert sent["headers"]["anthropic-version"] == "2023-06-01"

@@ -20,9 +20,10 @@ is Anthropic nothing here runs: the body passes through. Otherwise:
     stream    OpenAI chunks -> message_start, content_block_start/delta/stop per text or tool
               block, then message_delta (stop reason, usage) and message_stop.
 
-For an Anthropic target the body passes through, but for ``system`` turns inside ``messages``,
-which Anthropic's API refuses (its turns are ``user`` and ``assistant`` only): ``fold_system``
-moves those before the first turn into the top-level ``system``, and wraps each later one in
+For an Anthropic target the body passes through. ``system`` turns inside ``messages`` are taken
+as they are only under the ``mid-conversation-system-2026-04-07`` beta (Claude Code sends it);
+without it Anthropic's turns are ``user`` and ``assistant`` only, so ``fold_system`` moves those
+before the first turn into the top-level ``system``, and wraps each later one in
 ``<system-reminder>`` tags as a user turn at its place, Claude Code's own form for instructions
 that arrive mid-conversation (Anthropic joins consecutive user turns into one).
 """

@@ -51,6 +51,7 @@ __all__ = ["anthropic_error", "count_tokens", "create_message"]
 
 _JSON = "application/json"
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+_SYSTEM_TURNS_BETA = "mid-conversation-system-"
 _OUTPUT = frozenset({"content_block_delta", "message_delta"})
 
 # Anthropic's error type for each status (https://docs.anthropic.com/en/api/errors).
@@ -88,6 +89,16 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
         raise InvalidRequest(f"{where}: {first['msg']}", param=where) from None
 
 
+def native_body(body: dict[str, Any], target: PlannedTarget, client: dict[str, str]) -> dict[str, Any]:
+    """The body an Anthropic target gets (model aside): the client's, with its ``system`` turns
+    folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
+    provider's, says the API takes them as they are (Claude Code sends that beta)."""
+    betas = ",".join((target.provider.headers.get("anthropic-beta", ""), client.get("anthropic-beta", "")))
+    if any(beta.strip().startswith(_SYSTEM_TURNS_BETA) for beta in betas.split(",")):
+        return body
+    return fold_system(body)
+
+
 class _Session:
     """One /v1/messages request: how each target of its plan is called."""
 
@@ -96,7 +107,6 @@ class _Session:
         self.body = body
         self.parsed = parsed
         self.client = client
-        self.native = fold_system(body)  # what an Anthropic target gets (model aside)
         self._converted: dict[bool, ChatCompletionRequest] = {}
 
     def _openai(self, target: PlannedTarget, stream: bool) -> ChatCompletionRequest:
@@ -120,7 +130,9 @@ class _Session:
     async def complete(self, target: PlannedTarget) -> bytes:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
-            return await provider.relay(await self._relay(target), self.native)
+            return await provider.relay(
+                await self._relay(target), native_body(self.body, target, self.client)
+            )
         call = await self.engine.call(self._openai(target, False), target, stream=False)
         completion, _raw = await provider.complete(call)
         try:
@@ -138,7 +150,9 @@ class _Session:
     async def open_stream(self, target: PlannedTarget) -> AsyncIterator[SSEEvent]:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
-            return provider.relay_stream(await self._relay(target), self.native)
+            return provider.relay_stream(
+                await self._relay(target), native_body(self.body, target, self.client)
+            )
         call = await self.engine.call(self._openai(target, True), target, stream=True)
         return _translated(provider.stream(call))
 
@@ -389,13 +403,12 @@ async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
     routing = await gateway.routing.current(deadline)
     api._routing_headers(headers, routing)
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
-    native = fold_system(body)
 
     async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
             relay = Relay(target, await gateway.engine.credential(target), gateway.engine.http, client)
-            return await provider.count_tokens(relay, native), False
+            return await provider.count_tokens(relay, native_body(body, target, client)), False
         return json.dumps({"input_tokens": estimate_input_tokens(body)}).encode(), True
 
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
