@@ -186,11 +186,14 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-def _estimate_chat(parsed: MessagesRequest, body: dict[str, Any]) -> ChatCompletionRequest:
-    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``). A request
-    that has no chat form (an Anthropic-only block) is estimated from its JSON instead."""
+def _estimate_chat(session: _Session) -> ChatCompletionRequest:
+    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), kept for a
+    converted attempt (so its dropped parameters are logged once). A request that has no chat
+    form (an Anthropic-only block) is estimated from its JSON instead."""
+    parsed, body = session.parsed, session.body
     try:
-        return to_openai(parsed, stream=bool(parsed.stream))
+        chat = session._converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
+        return chat
     except Unconvertible:
         text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
         return ChatCompletionRequest.model_validate(
@@ -302,7 +305,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
-    chat = _estimate_chat(parsed, body)
+    chat = _estimate_chat(session)
     ex = Exchange(
         headers["x-request-id"],
         principal,
