@@ -4,7 +4,9 @@ One app serves both deployments: under uvicorn (locally, and in Lambda through t
 which streams) and under Mangum (the buffered mode, and in-process handler tests).
 
 Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
-``POST /v1/messages`` (``endpoints.messages``), ``POST /v1/embeddings`` (``endpoints.embeddings``).
+``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (``endpoints.messages``; every error
+under ``/v1/messages`` in Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings``
+(``endpoints.embeddings``).
 Every response carries ``x-request-id``; routed responses carry the attribution headers.
 """
 
@@ -105,7 +107,8 @@ def _endpoint(
 
 async def _authenticate(request: Request, gateway: Gateway, deadline: float | None = None) -> Principal:
     """The key's principal; a key that authenticates is masked in all the request writes after."""
-    token = bearer_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    headers = request.headers
+    token = bearer_token(headers.get("authorization"), headers.get("x-api-key"), headers.get("api-key"))
     principal = await gateway.auth.authenticate(token, deadline)
     # Only once it authenticated: an unknown key is no secret of the gateway's, and a value the
     # client chose must not decide what gets masked in the request's logs and cost event.
@@ -293,6 +296,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     err = GatewayError(f"{message} ({request.method} {request.url.path})", status=status, headers=headers)
     err.type = "invalid_request_error"
+    path = request.url.path
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):  # Anthropic's API: its error shape
+        from switchboard.endpoints.messages import anthropic_error
+
+        return anthropic_error(err, {"x-request-id": _request_id()})
     return _error_response(err, {"x-request-id": _request_id()})
 
 
@@ -319,6 +327,11 @@ def create_app(gateway: Gateway | None = None) -> Front:
             Route("/v1/models/{model:path}", _endpoint(retrieve_model), methods=["GET"]),
             Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route(
+                "/v1/messages/count_tokens",
+                _endpoint(messages.count_tokens, messages.anthropic_error),
+                methods=["POST"],
+            ),
             Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},

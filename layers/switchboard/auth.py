@@ -44,14 +44,16 @@ def key_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def bearer_token(authorization: str | None, x_api_key: str | None) -> str:
-    """The client key from ``Authorization: Bearer`` (OpenAI SDK) or ``x-api-key`` (Anthropic SDK)."""
+def bearer_token(authorization: str | None, x_api_key: str | None, api_key: str | None = None) -> str:
+    """The client key from ``Authorization: Bearer`` (OpenAI SDK), ``x-api-key`` (Anthropic SDK)
+    or ``api-key`` (Azure OpenAI clients), in that order."""
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    if x_api_key and x_api_key.strip():
-        return x_api_key.strip()
+    for header in (x_api_key, api_key):
+        if header and header.strip():
+            return header.strip()
     raise Unauthorized(
         "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
     )

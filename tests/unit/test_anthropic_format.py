@@ -10,6 +10,8 @@ from switchboard.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     Unconvertible,
+    anthropic_id,
+    fold_system,
     from_openai,
     to_openai,
 )
@@ -210,3 +212,68 @@ def test_usage_details_with_nulls_from_any_upstream_are_accepted() -> None:
         "cache_read_input_tokens": 0,
         "cache_creation_input_tokens": 0,
     }
+
+
+def test_system_turns_fold_as_anthropics_api_accepts() -> None:
+    cached = {"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}
+    body = {
+        "model": "claude",
+        "system": "base",
+        "messages": [
+            {"role": "system", "content": [cached]},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "system", "content": "now in plan mode"},
+        ],
+    }
+    folded = fold_system(body)
+    assert folded["system"] == [{"type": "text", "text": "base"}, cached]
+    assert folded["messages"][:2] == body["messages"][1:3]
+    assert folded["messages"][2] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "<system-reminder>\nnow in plan mode\n</system-reminder>"}],
+    }
+    assert body["messages"][0]["content"] == [cached] and body["system"] == "base"  # the input is untouched
+    plain = {"model": "claude", "messages": [{"role": "user", "content": "hi"}]}
+    assert fold_system(plain) is plain  # nothing to fold: the client's body exactly
+
+
+def test_anthropic_ids_are_stable_and_in_anthropics_alphabet() -> None:
+    assert anthropic_id("toolu_", "call_abc123") == "toolu_abc123" == anthropic_id("toolu_", "toolu_abc123")
+    assert anthropic_id("msg_", "chatcmpl-9xY") == "msg_9xY"
+    assert anthropic_id("toolu_", "fc/1:2.3") == "toolu_fc_1_2_3"
+    made = anthropic_id("toolu_", None)
+    assert made.startswith("toolu_") and len(made) > len("toolu_") + 8
+
+
+def test_thinking_turns_and_anthropic_only_parameters_are_dropped_for_openai(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", "switchboard.endpoints.messages")
+    converted = to_openai(
+        request(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "redacted_thinking", "data": "x"},
+                        {"type": "thinking", "thinking": "t", "signature": "s"},
+                        {"type": "text", "text": "hello"},
+                    ],
+                },
+                {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+                {"role": "user", "content": "more"},
+            ],
+            thinking={"type": "enabled", "budget_tokens": 2048},
+            output_config={"effort": "low"},
+            context_management={"edits": []},
+        ),
+        stream=False,
+    )
+    assert [m.role for m in converted.messages] == ["user", "assistant", "system", "user"]
+    assert converted.messages[1].content == "hello" and converted.messages[2].content == "be brief"
+    dumped = converted.model_dump(exclude_none=True)
+    assert not {"thinking", "output_config", "context_management"} & set(dumped)
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "redacted_thinking" in logged and "output_config" in logged and "context_management" in logged

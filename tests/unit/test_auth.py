@@ -49,7 +49,11 @@ def test_the_check_would_catch_one() -> None:
     assert _equality_over_secrets("ok = hmac.compare_digest(record.digest, key_digest(token))") == []
 
 
-def test_the_key_comes_from_either_header() -> None:
+def test_the_key_comes_from_any_of_the_headers() -> None:
     assert bearer_token("Bearer abc", None) == "abc" and bearer_token(None, " xyz ") == "xyz"
+    assert bearer_token(None, None, " azure ") == "azure"  # Azure OpenAI clients' api-key
+    assert bearer_token("Bearer abc", "xyz", "azure") == "abc" and bearer_token(None, "xyz", "azure") == "xyz"
     with pytest.raises(Unauthorized):
         bearer_token("Basic abc", None)
+    with pytest.raises(Unauthorized):
+        bearer_token(None, " ", "")

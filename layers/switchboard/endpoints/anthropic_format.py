@@ -3,24 +3,37 @@
 Pure functions, the mirror of ``providers.anthropic`` (which goes the other way). When the target
 is Anthropic nothing here runs: the body passes through. Otherwise:
 
-    request   system -> a system message; text and images (base64 -> data URL, url -> URL) ->
-              content parts; ``tool_use`` -> ``tool_calls``; ``tool_result`` -> tool messages
-              (placed before the rest of that user turn); tools / tool_choice /
-              disable_parallel_tool_use -> OpenAI's; stop_sequences -> stop (at most 4);
-              metadata.user_id -> user. Thinking blocks, ``cache_control``, ``top_k`` and
-              ``thinking`` have no OpenAI form and are dropped (logged). Documents, server tools
-              and images inside tool results cannot be converted: a 400 for that target.
+    request   system -> a system message; ``system`` turns inside ``messages`` (Claude Code sends
+              them) -> system messages in place; text and images (base64 -> data URL, url -> URL)
+              -> content parts; ``tool_use`` -> ``tool_calls``; ``tool_result`` -> tool messages
+              (placed before the rest of that user turn); images in a tool result -> the tool
+              message says so and the images follow in the next user message (OpenAI's tool
+              messages carry text only); tools / tool_choice / disable_parallel_tool_use ->
+              OpenAI's; stop_sequences -> stop (at most 4); metadata.user_id -> user.
+              ``thinking`` / ``redacted_thinking`` blocks, ``cache_control``, ``top_k``,
+              ``thinking``, ``context_management`` and ``output_config`` have no OpenAI form and
+              are dropped (logged). Documents and server tools cannot be converted: a 400 for
+              that target.
     response  content -> a text block, tool_calls -> tool_use blocks (arguments must be JSON);
               finish_reason -> stop_reason; usage -> input (minus cache reads and writes), output
-              and cache tokens.
+              and cache tokens. Ids are Anthropic's: ``msg_…`` and ``toolu_…`` (``anthropic_id``).
     stream    OpenAI chunks -> message_start, content_block_start/delta/stop per text or tool
               block, then message_delta (stop reason, usage) and message_stop.
+
+For an Anthropic target the body passes through. ``system`` turns inside ``messages`` are taken
+as they are only under the ``mid-conversation-system-2026-04-07`` beta (Claude Code sends it);
+without it Anthropic's turns are ``user`` and ``assistant`` only, so ``fold_system`` moves those
+before the first turn into the top-level ``system``, and wraps each later one in
+``<system-reminder>`` tags as a user turn at its place, Claude Code's own form for instructions
+that arrive mid-conversation (Anthropic joins consecutive user turns into one).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,7 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from switchboard.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
-__all__ = ["EventTranslator", "MessagesRequest", "Unconvertible", "from_openai", "stop_reason", "to_openai"]
+__all__ = [
+    "EventTranslator",
+    "MessagesRequest",
+    "Unconvertible",
+    "anthropic_id",
+    "fold_system",
+    "from_openai",
+    "stop_reason",
+    "to_openai",
+]
 
 log = logging.getLogger("switchboard.endpoints.messages")
 
@@ -39,7 +61,19 @@ _STOP = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-_DROPPED = ("top_k", "thinking", "service_tier", "container", "mcp_servers", "context_management")
+_DROPPED = (
+    "top_k",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "output_config",
+    "cache_control",
+)
+_THINKING = ("thinking", "redacted_thinking")
+_ID_PREFIXES = ("chatcmpl-", "call_", "msg_", "toolu_")
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class MessagesRequest(BaseModel):
@@ -109,23 +143,51 @@ def _image(block: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def _tool_result(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The tool message for a ``tool_result`` block, and the image parts it carried."""
+    content = block.get("content")
+    ident = block.get("tool_use_id")
+    if content is None or isinstance(content, str):
+        return {"role": "tool", "tool_call_id": ident, "content": content or ""}, []
+    texts: list[str] = []
+    images: list[dict[str, Any]] = []
+    for part in _blocks(content, "tool results"):
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind == "image":
+            images.append(_image(part))
+        else:
+            raise Unconvertible(f"{kind!r} blocks in tool results", "messages")
+    if images:
+        texts.append(f"[{len(images)} image(s) returned by this tool follow in the next user message]")
+        images.insert(0, {"type": "text", "text": f"Images returned by tool call {ident}:"})
+    return {"role": "tool", "tool_call_id": ident, "content": "\n".join(texts)}, images
+
+
 def _user(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The OpenAI messages for one user turn: its tool results first, then the rest."""
+    """The OpenAI messages for one user turn: its tool results first, then the rest (with the
+    images the tool results carried at its head)."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
+    tool_images: list[dict[str, Any]] = []
     for block in _blocks(content, "user message"):
         kind = block.get("type")
         if kind == "tool_result":
-            text = _text(block.get("content"), "tool results")
-            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            message, images = _tool_result(block)
+            results.append(message)
+            tool_images += images
         elif kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
             parts.append(_image(block))
+        elif kind in _THINKING:
+            log.info("dropped a %s block with no OpenAI form", kind)
         else:
             raise Unconvertible(f"{kind!r} blocks", "messages")
+    parts = tool_images + parts
     if parts:
         only_text = len(parts) == 1 and parts[0]["type"] == "text"
         results.append({"role": "user", "content": parts[0]["text"] if only_text else parts})
@@ -150,8 +212,8 @@ def _assistant(content: str | list[dict[str, Any]]) -> dict[str, Any]:
                     "function": {"name": block.get("name"), "arguments": arguments},
                 }
             )
-        elif kind in ("thinking", "redacted_thinking"):
-            continue
+        elif kind in _THINKING:
+            log.info("dropped a %s block with no OpenAI form", kind)
         else:
             raise Unconvertible(f"{kind!r} blocks", "messages")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
@@ -195,6 +257,8 @@ def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionReques
             messages += _user(content)
         elif message.get("role") == "assistant":
             messages.append(_assistant(content))
+        elif message.get("role") == "system":
+            messages.append({"role": "system", "content": _text(content, "system messages")})
         else:
             raise Unconvertible(f"messages with role {message.get('role')!r}", "messages")
     body: dict[str, Any] = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens}
@@ -222,6 +286,63 @@ def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionReques
         raise Unconvertible(
             f"a request whose chat form is invalid at '{where}': {first['msg']}", "messages"
         ) from None
+
+
+def _system_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [dict(block) for block in content or () if isinstance(block, dict)]
+
+
+def _reminder(content: Any) -> dict[str, Any]:
+    """A mid-conversation system turn as Anthropic accepts it: a user turn, its text in
+    ``<system-reminder>`` tags (each block's ``cache_control`` kept)."""
+    blocks = []
+    for block in _system_blocks(content):
+        if block.get("type") == "text":
+            block["text"] = f"<system-reminder>\n{block.get('text', '')}\n</system-reminder>"
+        blocks.append(block)
+    return {"role": "user", "content": blocks}
+
+
+def fold_system(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as Anthropic's API accepts it: ``system`` turns in ``messages`` moved out (pure).
+
+    Those before the first user or assistant turn join the top-level ``system``, after it; later
+    ones become user turns in ``<system-reminder>`` tags, where they were. A body without system
+    turns comes back as it is (the same object).
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and m.get("role") == "system" for m in messages
+    ):
+        return body
+    system = _system_blocks(body.get("system"))
+    turns: list[Any] = []
+    for message in messages:
+        if not (isinstance(message, dict) and message.get("role") == "system"):
+            turns.append(message)
+        elif not turns:
+            system += _system_blocks(message.get("content"))
+        else:
+            turns.append(_reminder(message.get("content")))
+    folded = {**body, "messages": turns}
+    if system:
+        folded["system"] = system
+    return folded
+
+
+def anthropic_id(prefix: str, ident: Any) -> str:
+    """An Anthropic-style id (``msg_…``, ``toolu_…``) for an upstream's id (``chatcmpl-…``,
+    ``call_…``): the same id always maps to the same one, in Anthropic's alphabet, so that a tool
+    call's id round-trips through the client's next turn, whichever family serves that."""
+    text = str(ident) if ident else ""
+    for known in _ID_PREFIXES:
+        if text.startswith(known):
+            text = text[len(known) :]
+            break
+    text = _NOT_ID.sub("_", text) or os.urandom(12).hex()
+    return prefix + text
 
 
 # --------------------------------------------------------------------------- response
@@ -262,13 +383,13 @@ def from_openai(completion: ChatCompletion) -> dict[str, Any]:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id"),
+                "id": anthropic_id("toolu_", call.get("id")),
                 "name": function.get("name"),
                 "input": _arguments(function.get("arguments")),
             }
         )
     return {
-        "id": completion.id,
+        "id": anthropic_id("msg_", completion.id),
         "type": "message",
         "role": "assistant",
         "model": completion.model,
@@ -312,7 +433,7 @@ class EventTranslator:
         if not self.started:
             self.started = True
             message: dict[str, Any] = {
-                "id": chunk.id,
+                "id": anthropic_id("msg_", chunk.id),
                 "type": "message",
                 "role": "assistant",
                 "model": chunk.model,
@@ -343,7 +464,13 @@ class EventTranslator:
             number = int(call.get("index", 0))
             function = call.get("function") or {}
             if number not in self.tools:
-                block = {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": {}}
+                ident = anthropic_id("toolu_", call.get("id"))
+                block: dict[str, Any] = {
+                    "type": "tool_use",
+                    "id": ident,
+                    "name": function.get("name"),
+                    "input": {},
+                }
                 events += self._start(block, f"tool:{number}")
                 self.tools[number] = self.index
             if function.get("arguments"):

@@ -17,6 +17,7 @@ the Anthropic SDK and Claude-based tools read them as they would Anthropic's.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +32,7 @@ from switchboard.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     Unconvertible,
+    fold_system,
     from_openai,
     to_openai,
 )
@@ -45,10 +47,11 @@ from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
-__all__ = ["anthropic_error", "create_message"]
+__all__ = ["anthropic_error", "count_tokens", "create_message"]
 
 _JSON = "application/json"
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+_SYSTEM_TURNS_BETA = "mid-conversation-system-"
 _OUTPUT = frozenset({"content_block_delta", "message_delta"})
 
 # Anthropic's error type for each status (https://docs.anthropic.com/en/api/errors).
@@ -86,6 +89,16 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
         raise InvalidRequest(f"{where}: {first['msg']}", param=where) from None
 
 
+def native_body(body: dict[str, Any], target: PlannedTarget, client: dict[str, str]) -> dict[str, Any]:
+    """The body an Anthropic target gets (model aside): the client's, with its ``system`` turns
+    folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
+    provider's, says the API takes them as they are (Claude Code sends that beta)."""
+    betas = ",".join((target.provider.headers.get("anthropic-beta", ""), client.get("anthropic-beta", "")))
+    if any(beta.strip().startswith(_SYSTEM_TURNS_BETA) for beta in betas.split(",")):
+        return body
+    return fold_system(body)
+
+
 class _Session:
     """One /v1/messages request: how each target of its plan is called."""
 
@@ -117,7 +130,9 @@ class _Session:
     async def complete(self, target: PlannedTarget) -> bytes:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
-            return await provider.relay(await self._relay(target), self.body)
+            return await provider.relay(
+                await self._relay(target), native_body(self.body, target, self.client)
+            )
         call = await self.engine.call(self._openai(target, False), target, stream=False)
         completion, _raw = await provider.complete(call)
         try:
@@ -135,7 +150,9 @@ class _Session:
     async def open_stream(self, target: PlannedTarget) -> AsyncIterator[SSEEvent]:
         provider = providers.get(target.provider.kind)
         if isinstance(provider, Anthropic):
-            return provider.relay_stream(await self._relay(target), self.body)
+            return provider.relay_stream(
+                await self._relay(target), native_body(self.body, target, self.client)
+            )
         call = await self.engine.call(self._openai(target, True), target, stream=True)
         return _translated(provider.stream(call))
 
@@ -169,11 +186,14 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-def _estimate_chat(parsed: MessagesRequest, body: dict[str, Any]) -> ChatCompletionRequest:
-    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``). A request
-    that has no chat form (an Anthropic-only block) is estimated from its JSON instead."""
+def _estimate_chat(session: _Session) -> ChatCompletionRequest:
+    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), kept for a
+    converted attempt (so its dropped parameters are logged once). A request that has no chat
+    form (an Anthropic-only block) is estimated from its JSON instead."""
+    parsed, body = session.parsed, session.body
     try:
-        return to_openai(parsed, stream=bool(parsed.stream))
+        chat = session._converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
+        return chat
     except Unconvertible:
         text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
         return ChatCompletionRequest.model_validate(
@@ -285,7 +305,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
-    chat = _estimate_chat(parsed, body)
+    chat = _estimate_chat(session)
     ex = Exchange(
         headers["x-request-id"],
         principal,
@@ -320,4 +340,83 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     metering.charge_usage(ex, meter.reported(), meter.chars, meter.match)
     api._attribution(headers, target.provider_name, target.model, attempts)
     await settle_all(hooks, ex)
+    return Response(content, 200, headers, _JSON)
+
+
+# --------------------------------------------------------------------------- count_tokens
+
+# What messages.create takes but count_tokens does not (Anthropic refuses unknown fields).
+_CREATE_ONLY = (
+    "max_tokens",
+    "stream",
+    "metadata",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "service_tier",
+)
+# Anthropic's own figure for the largest image it accepts unresized (about 1.15 megapixels / 750).
+_IMAGE_TOKENS = 1600
+_BYTES_PER_TOKEN = 4
+
+
+def _parse_count(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
+    """The body and its checked form; ``max_tokens`` is create's, so a count needs none."""
+    body = jsonbody.loads(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    _, parsed = _parse(json.dumps({"max_tokens": 1, **body}).encode())
+    return {k: v for k, v in body.items() if k not in _CREATE_ONLY}, parsed
+
+
+def _without_media(value: Any, images: list[int]) -> Any:
+    """``value`` with each image's or document's data left out (counted in ``images``)."""
+    if isinstance(value, list):
+        return [_without_media(item, images) for item in value]
+    if isinstance(value, dict):
+        if value.get("type") in ("image", "document") and isinstance(value.get("source"), dict):
+            images.append(1)
+            return {k: v for k, v in value.items() if k != "source"}
+        return {k: _without_media(v, images) for k, v in value.items()}
+    return value
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """A tokenizer-free estimate of a Messages request's input tokens: about four bytes of its
+    JSON (system, messages, tools) per token, and Anthropic's upper figure per image or document."""
+    images: list[int] = []
+    counted = {name: body.get(name) for name in ("system", "messages", "tools", "tool_choice")}
+    text = json.dumps(_without_media(counted, images), ensure_ascii=False, separators=(",", ":"))
+    return math.ceil(len(text.encode()) / _BYTES_PER_TOKEN) + _IMAGE_TOKENS * len(images)
+
+
+async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
+    """``POST /v1/messages/count_tokens``: Anthropic's count for an Anthropic target (the plan's
+    retries and fallback apply), else an estimate, marked ``x-switchboard-estimated: true``.
+
+    The key must be valid and may use the model; nothing is reserved, charged or rate limited.
+    """
+    gateway = api._gateway(request)
+    deadline = api._deadline(request, gateway.settings.max_request_s)
+    principal = await api._authenticate(request, gateway, deadline)
+    body, parsed = await jsonbody.parse(
+        _parse_count, await api._read_body(request, gateway.settings.max_body_bytes)
+    )
+    routing = await gateway.routing.current(deadline)
+    api._routing_headers(headers, routing)
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
+
+    async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
+        provider = providers.get(target.provider.kind)
+        if isinstance(provider, Anthropic):
+            relay = Relay(target, await gateway.engine.credential(target), gateway.engine.http, client)
+            return await provider.count_tokens(relay, native_body(body, target, client)), False
+        return json.dumps({"input_tokens": estimate_input_tokens(body)}).encode(), True
+
+    client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
+    (content, estimated), target, attempts = await gateway.engine.run(route, deadline, attempt)
+    api._attribution(headers, target.provider_name, target.model, attempts)
+    if estimated:
+        headers["x-switchboard-estimated"] = "true"
     return Response(content, 200, headers, _JSON)

@@ -42,6 +42,7 @@ the attempt with its class (``overloaded_error`` -> server, ``rate_limit_error``
 
 ``relay`` and ``relay_stream`` serve ``POST /v1/messages`` when the target is Anthropic: the
 client's own body goes upstream with only the model replaced, and the answer comes back untouched.
+``count_tokens`` does the same for ``POST /v1/messages/count_tokens``.
 """
 
 from __future__ import annotations
@@ -568,14 +569,16 @@ class Anthropic(HttpProvider):
 
     # ------------------------------------------------------------------- /v1/messages relay
 
-    def _relay_request(self, relay: Relay, body: Mapping[str, Any], stream: bool) -> httpx.Request:
+    def _relay_request(
+        self, relay: Relay, body: Mapping[str, Any], stream: bool, path: str = "/v1/messages"
+    ) -> httpx.Request:
         payload = {**body, "model": relay.target.model}
         if stream:
             payload["stream"] = True
         timeouts = relay.target.timeouts
         return relay.http.build_request(
             "POST",
-            self._url(relay.target),
+            f"{relay.target.provider.base_url}{path}",
             headers=self.headers(relay.target, relay.api_key, stream, relay.client_headers),
             content=json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
             timeout=httpx.Timeout(timeouts.total_s, connect=timeouts.connect_s),
@@ -593,6 +596,21 @@ class Anthropic(HttpProvider):
                 raise ValueError
         except (ValueError, AttributeError):
             raise AttemptFailed(ErrorClass.SERVER, f"{label}: malformed upstream response") from None
+        return content
+
+    async def count_tokens(self, relay: Relay, body: Mapping[str, Any]) -> bytes:
+        """Anthropic's ``count_tokens`` for the client's body, model replaced: its answer as sent."""
+        request = self._relay_request(relay, body, stream=False, path="/v1/messages/count_tokens")
+        response = await relay.http.send(request)
+        content = await response.aread()
+        label = relay.target.provider_name
+        if response.status_code != 200:
+            raise classify_http_error(response.status_code, content, response.headers, label)
+        try:
+            if not isinstance(json.loads(content).get("input_tokens"), int):
+                raise ValueError
+        except (ValueError, AttributeError):
+            raise AttemptFailed(ErrorClass.SERVER, f"{label}: malformed count_tokens response") from None
         return content
 
     async def relay_stream(self, relay: Relay, body: Mapping[str, Any]) -> AsyncIterator[SSEEvent]:
