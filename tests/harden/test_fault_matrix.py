@@ -140,7 +140,6 @@ def test_chat_fault_ends_in_an_answer_or_a_clean_error(
     assert event["outcome"] == "ok"
 
 
-@pytest.mark.xfail(strict=False, reason="defect 1, fixed on the h1 transport-resets branch")
 @pytest.mark.parametrize("stream", [False, True], ids=["buffered", "stream"])
 @pytest.mark.parametrize("position", POSITIONS)
 @pytest.mark.parametrize("fault", RESEND_FAULTS)
@@ -214,7 +213,6 @@ def test_a_hanging_upstream_never_holds_the_answer_past_the_clients_deadline(
 # --------------------------------------------------------------------- a reset with an idle pool
 
 
-@pytest.mark.xfail(strict=False, reason="defect 1, fixed on the h1 transport-resets branch")
 def test_a_reset_with_idle_pooled_connections_falls_back_without_a_resend(
     stage: Stage, client: Keyed, outputs: Outputs
 ) -> None:

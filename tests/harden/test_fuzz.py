@@ -235,11 +235,7 @@ def test_embeddings_bodies_never_answer_5xx(stage: Stage, client: Keyed, outputs
     "path",
     [
         pytest.param("/chat/completions", id="chat"),
-        pytest.param(
-            "/messages",
-            id="messages",
-            marks=pytest.mark.xfail(strict=False, reason="defect 5, fixed on the JSON-depth branch"),
-        ),
+        pytest.param("/messages", id="messages"),
         pytest.param("/embeddings", id="embeddings"),
     ],
 )

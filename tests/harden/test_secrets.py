@@ -19,7 +19,6 @@ from tests.harden.faultserver import ECHOES
 from tests.harden.stage import MESSAGES, Stage
 
 
-@pytest.mark.xfail(strict=False, reason="defect 2 (redaction by value), fixed on the redaction branch")
 @pytest.mark.parametrize("path", ["/chat/completions", "/messages"])
 @pytest.mark.parametrize("echo", ECHOES)
 def test_an_upstream_that_echoes_its_key_leaks_it_nowhere(

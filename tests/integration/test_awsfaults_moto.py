@@ -211,6 +211,21 @@ def test_a_reset_transaction_is_applied_once_thanks_to_its_token(table: Table) -
     assert counter(client, table, "tx") == 1
 
 
+def test_a_reset_transaction_that_was_cancelled_is_run_afresh_when_retried(table: Table) -> None:
+    # DynamoDB answers a token it already committed with success; a cancelled transaction (here a
+    # condition that failed) is not committed, so its retry is refused again, never "done". A
+    # fault layer that answered it with success made the soak's ledger admit unreserved requests.
+    client = light()
+    refused = {**add("cx", table), "ConditionExpression": "attribute_exists(pk)"}
+    with (
+        awsfaults.inject(Rule("reset", times=1, operations={"TransactWriteItems"}), client=client) as faults,
+        pytest.raises(awsjson.ClientError) as caught,
+    ):
+        client.transact_write_items(TransactItems=[{"Update": refused}])
+    assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert faults.attempts["TransactWriteItems"] == 2 and counter(client, table, "cx") == 0
+
+
 def test_resets_on_every_attempt_end_in_a_transport_error(table: Table) -> None:
     client = light()
     with (

@@ -214,9 +214,15 @@ class Faults:
         rule = self.pick(client.service.name, operation)
         if rule is None:
             return send()
-        if rule.fault == "reset" and rule.phase == "after" and token is not None:
-            with self._lock:
-                self._applied.add(token)
+        if rule.fault == "reset" and rule.phase == "after":
+            status, _, _ = send()  # the service handles it; its answer is lost
+            if token is not None and status == 200:
+                # Only a transaction that committed is answered again as done: DynamoDB runs a
+                # cancelled one (a condition that failed) afresh when it is retried.
+                with self._lock:
+                    self._applied.add(token)
+            client.drop_connection()
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
         return _FAULTS[rule.fault](self, rule, client, operation, body, send)
 
 
@@ -314,9 +320,7 @@ def _latency(
 def _reset(
     faults: Faults, rule: Rule, client: awsjson.Client, operation: str, body: bytes, send: awsjson.Send
 ) -> awsjson.Answer:
-    if rule.phase == "after":
-        send()  # the service handles it; its answer is lost
-    client.drop_connection()
+    client.drop_connection()  # phase "before": it never reached the service ("after": see Faults)
     raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
 
 
