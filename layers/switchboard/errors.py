@@ -12,8 +12,11 @@ Errors the gateway returns to a client::
     ├── RateLimited                     429 rate_limit_error / rate_limit_exceeded
     ├── UpstreamRejected                the upstream's own 4xx (client class), passed on sanitised
     ├── ServiceUnavailable              503 server_error, Retry-After: a store the gateway reads
-    │                                   (keys, routing) did not answer in time
-    └── AllTargetsFailed                502 / 503 / 504, names every attempt's class
+    │   │                               (keys, routing) did not answer in time
+    │   ├── limits.hook.LimitsUnavailable   limits_unavailable: DynamoDB silent at admission
+    │   └── limits.hook.LimitsBusy          limits_busy: conflicts or throttling outlasted retries
+    └── AllTargetsFailed                502 / 503 / 504, names every attempt's class; 429 with
+                                        Retry-After when every target was rate limited
 
 Failures of one upstream attempt are ``AttemptFailed``; each carries an ``ErrorClass`` that says
 whether the same target is worth another try and whether the plan may fall back:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from switchboard.auth import Principal
 from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
-from switchboard.errors import GatewayError, PaymentRequired, RateLimited
+from switchboard.errors import PaymentRequired, RateLimited, ServiceUnavailable
 from switchboard.lifecycle import Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Refusal, Reservation
@@ -87,19 +87,15 @@ class Books(Protocol):
 USE_MAX_AGE_S = 5.0
 
 
-class LimitsBusy(GatewayError):
+class LimitsBusy(ServiceUnavailable):
     """503: DynamoDB refused the admission for contention after the retries; try again shortly."""
 
-    status = 503
-    type = "server_error"
     code = "limits_busy"
 
 
-class LimitsUnavailable(GatewayError):
+class LimitsUnavailable(ServiceUnavailable):
     """503: the limits could not be checked (DynamoDB did not answer in time); fail-closed."""
 
-    status = 503
-    type = "server_error"
     code = "limits_unavailable"
 
 
