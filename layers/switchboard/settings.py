@@ -22,6 +22,7 @@ _ENV = {
     "spend_flush_s": "SWITCHBOARD_SPEND_FLUSH_S",
     "tracing": "SWITCHBOARD_TRACING",
     "limits_fail_open": "SWITCHBOARD_LIMITS_FAIL_OPEN",
+    "admit_timeout_s": "SWITCHBOARD_ADMIT_TIMEOUT_S",
     "region": "AWS_REGION",
 }
 
@@ -54,6 +55,9 @@ class Settings:
     # "on": a key with limits is served unmetered when DynamoDB does not answer at admission, and
     # booked once it does; "off" (default): 503 limits_unavailable, no spend the ledger has not held.
     limits_fail_open: str = "off"
+    # The longest an admission waits for DynamoDB (the request's deadline may cut it shorter)
+    # before it answers 503 limits_unavailable (or serves, with fail-open).
+    admit_timeout_s: float = 3.0
     region: str = "us-east-1"
 
     @classmethod

@@ -102,7 +102,11 @@ def start(gateway_factory, mock, table: Table):  # type: ignore[no-untyped-def]
         **extra: Any,
     ):
         doc = priced_doc(mock.base_url, prices, models, **extra)
-        gw = gateway_factory(doc=doc, table=table.name, **(settings or {}))
+        # moto serialises every call: 200 concurrent admissions queue for seconds on a loaded
+        # machine, past the 3 s admission bound a real table never nears. The bound has its own
+        # tests (test_settlement.py), with deadlines and blackholes.
+        settings = {"admit_timeout_s": 30.0, **(settings or {})}
+        gw = gateway_factory(doc=doc, table=table.name, **settings)
         store = KeyStore(table)
 
         def key(**limits: Any) -> tuple[str, str]:
