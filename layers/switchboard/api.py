@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -47,6 +47,8 @@ from switchboard.schemas import ChatCompletionRequest, ModelList
 __all__ = ["create_app"]
 
 log = logging.getLogger("switchboard.api")
+
+T = TypeVar("T")
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
@@ -114,6 +116,21 @@ async def _authenticate(request: Request, gateway: Gateway, deadline: float | No
     # client chose must not decide what gets masked in the request's logs and cost event.
     redaction.bind_request(token)
     return principal
+
+
+async def _enter(
+    request: Request, headers: dict[str, str], parse: Callable[[bytes], T]
+) -> tuple[Gateway, float, Principal, T, LoadedRouting]:
+    """What every POST endpoint does first, in this order: the request's deadline (which bounds
+    the AWS reads after it), the key, the body (``parse`` it through ``jsonbody``'s checks), then
+    the routing document in force (its revision goes in ``headers``)."""
+    gateway = _gateway(request)
+    deadline = _deadline(request, gateway.settings.max_request_s)
+    principal = await _authenticate(request, gateway, deadline)
+    body = await jsonbody.parse(parse, await _read_body(request, gateway.settings.max_body_bytes))
+    routing = await gateway.routing.current(deadline)
+    _routing_headers(headers, routing)
+    return gateway, deadline, principal, body, routing
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -224,12 +241,7 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
 
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
-    gateway = _gateway(request)
-    deadline = _deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
-    principal = await _authenticate(request, gateway, deadline)
-    chat = await jsonbody.parse(_parse_chat, await _read_body(request, gateway.settings.max_body_bytes))
-    routing = await gateway.routing.current(deadline)
-    _routing_headers(headers, routing)
+    gateway, deadline, principal, chat, routing = await _enter(request, headers, _parse_chat)
     route = await _chat_plan(gateway, routing, principal, chat.model, headers)
     ex = Exchange(
         headers["x-request-id"],

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard import api, jsonbody, metering
+from switchboard import api, metering
 from switchboard.errors import InvalidRequest
 from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure
 from switchboard.routing.planner import plan
@@ -55,12 +55,7 @@ def _parse(raw: bytes) -> EmbeddingRequest:
 
 async def create_embeddings(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
-    gateway = api._gateway(request)
-    deadline = api._deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
-    principal = await api._authenticate(request, gateway, deadline)
-    body = await jsonbody.parse(_parse, await api._read_body(request, gateway.settings.max_body_bytes))
-    routing = await gateway.routing.current(deadline)
-    api._routing_headers(headers, routing)
+    gateway, deadline, principal, body, routing = await api._enter(request, headers, _parse)
     api._permit(principal, body.model)
     route = plan(routing.document, body.model, mode="embeddings", visible=principal.allowed_models)
     dimensions = route.targets[0].dimensions if route.targets else None

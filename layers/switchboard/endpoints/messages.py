@@ -294,14 +294,7 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
 
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
-    gateway = api._gateway(request)
-    deadline = api._deadline(request, gateway.settings.max_request_s)  # bounds auth and routing too
-    principal = await api._authenticate(request, gateway, deadline)
-    body, parsed = await jsonbody.parse(
-        _parse, await api._read_body(request, gateway.settings.max_body_bytes)
-    )
-    routing = await gateway.routing.current(deadline)
-    api._routing_headers(headers, routing)
+    gateway, deadline, principal, (body, parsed), routing = await api._enter(request, headers, _parse)
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
@@ -397,14 +390,7 @@ async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
 
     The key must be valid and may use the model; nothing is reserved, charged or rate limited.
     """
-    gateway = api._gateway(request)
-    deadline = api._deadline(request, gateway.settings.max_request_s)
-    principal = await api._authenticate(request, gateway, deadline)
-    body, parsed = await jsonbody.parse(
-        _parse_count, await api._read_body(request, gateway.settings.max_body_bytes)
-    )
-    routing = await gateway.routing.current(deadline)
-    api._routing_headers(headers, routing)
+    gateway, deadline, principal, (body, parsed), routing = await api._enter(request, headers, _parse_count)
     route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
 
     async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
