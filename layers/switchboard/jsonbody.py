@@ -75,8 +75,7 @@ def loads(body: bytes) -> Any:
 async def parse(read: Callable[[bytes], T], body: bytes) -> T:
     """``read(body)`` after the depth check: in a worker thread when the body is large."""
     if len(body) < OFF_LOOP_BYTES:
-        check_depth(body)
-        return read(body)
+        return _checked(read, body)
     return await asyncio.to_thread(_checked, read, body)
 
 
