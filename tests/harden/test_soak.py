@@ -294,17 +294,36 @@ def _check_answers(sent: list[Sent], outputs: Outputs) -> None:
     assert all(item.elapsed <= DEADLINE_S + SLACK_S for item in sent)
 
 
+def _code(text: str) -> str:
+    """The error code of an answer's body, or "" for a success or a body that is not JSON."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return str(error.get("code")) if isinstance(error, dict) else ""
+
+
+# Refused before admission, with nothing to charge: an unknown model, and a key or routing read
+# that failed (under the AWS faults, a key not yet cached in that process whose lookup was throttled
+# past its time bound answers 503 auth_unavailable, as it must)
+_BEFORE_ADMIT = {(404, "model_not_found"), (503, "auth_unavailable"), (503, "routing_unavailable")}
+
+
+def _before_admit(item: Sent) -> bool:
+    return (item.status, _code(item.text)) in _BEFORE_ADMIT
+
+
 def _check_events(sent: list[Sent], events: list[dict[str, Any]], outputs: Outputs) -> None:
-    """Every request that reached admit has exactly one cost event; an unknown model (404) is
-    refused before admit, with nothing to charge, and has none."""
+    """Every request that reached admit has exactly one cost event; one refused before admit (an
+    unknown model, a key or routing read that failed) has nothing to charge, and has none."""
     by_request = Counter(event["request_id"] for event in events)
-    wrong: Counter[tuple[int, int]] = Counter()
+    wrong: Counter[tuple[int, str, int]] = Counter()
     for item in sent:
         seen = by_request.get(item.request_id, 0)
-        if seen != (0 if item.status == 404 else 1):
-            wrong[(item.status, seen)] += 1
+        if seen != (0 if _before_admit(item) else 1):
+            wrong[(item.status, _code(item.text), seen)] += 1
             outputs.count("uncharged" if seen == 0 else "double_charged")
-    assert not wrong, f"requests without exactly one cost event, by (status, events): {dict(wrong)}"
+    assert not wrong, f"requests without exactly one cost event, by (status, code, events): {dict(wrong)}"
 
 
 def _check_ledger(
