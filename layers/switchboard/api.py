@@ -40,7 +40,6 @@ from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.redaction import scrub
 from switchboard.routing.planner import Plan, plan
-from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, ModelList
 
@@ -196,14 +195,26 @@ def _permit(principal: Principal, alias: str) -> None:
 
 
 async def _chat_plan(
-    gateway: Gateway, routing: LoadedRouting, principal: Principal, alias: str, headers: dict[str, str]
+    gateway: Gateway,
+    routing: LoadedRouting,
+    principal: Principal,
+    alias: str,
+    headers: dict[str, str],
+    chat: ChatCompletionRequest | None = None,
+    endpoint: str = "chat",
 ) -> Plan:
     """The plan for a chat-type request (chat completions, Anthropic messages): the key's check on
-    the alias asked for, then the routing rules (which name the rule in ``headers``), then the
-    served alias's plan."""
+    the alias asked for, then the routing decision (``Router.decide``: rules, strategy,
+    conditions; the one explain uses), which names a rerouting rule in ``headers``."""
     _permit(principal, alias)
-    served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
-    return plan(routing.document, served, visible=principal.allowed_models)
+    if chat is None:  # only the model is known (count_tokens)
+        chat = ChatCompletionRequest.model_validate({"model": alias, "messages": [{"role": "user"}]})
+    decision = await gateway.router.decide(
+        routing.document, principal, chat, endpoint=endpoint, budget=gateway.budget_use
+    )
+    if (rule := decision.rule_header) is not None:
+        headers["x-switchboard-rule"] = rule
+    return decision.plan
 
 
 def _routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
@@ -242,7 +253,7 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, chat, routing = await _enter(request, headers, _parse_chat)
-    route = await _chat_plan(gateway, routing, principal, chat.model, headers)
+    route = await _chat_plan(gateway, routing, principal, chat.model, headers, chat)
     ex = Exchange(
         headers["x-request-id"],
         principal,

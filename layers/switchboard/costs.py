@@ -37,6 +37,9 @@ class Price(BaseModel):
     cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
     cache_write_per_mtok: Decimal | None = Field(default=None, ge=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    context_window: int | None = Field(
+        default=None, gt=0, description="tokens; routing skips a target whose window a prompt cannot fit"
+    )
     source: str | None = None
     as_of: str | None = None
 

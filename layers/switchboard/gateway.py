@@ -19,7 +19,9 @@ from switchboard.costevents import CostEvents
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
 from switchboard.pricing import PriceBook
+from switchboard.routing.router import Router
 from switchboard.routing.rules import BudgetUse
+from switchboard.routing.speed import SpeedBoard, SpeedStore
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
 from switchboard.settings import Settings
@@ -131,6 +133,7 @@ class Gateway:
     prices: PriceBook = field(default_factory=PriceBook)
     budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
     spend: SpendLedger | None = None  # flushed at shutdown
+    router: Router = field(default_factory=Router)  # strategies, conditions, explain
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
@@ -161,8 +164,22 @@ class Gateway:
         if spend is not None:
             hooks.append(spend)
         hooks.append(CostEvents())
+        ddb_client = aws.runtime_client("dynamodb", settings.region)
+        speeds = SpeedBoard(SpeedStore(settings.table, lambda: ddb_client), timeout_s=settings.aws_timeout_s)
+        hooks.append(speeds)  # feeds ``fastest``: one observation per answered request
+        router = Router(prices, speeds)
         engine = Engine(http or make_http_client(), secrets)
-        return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits, spend=spend)
+        return cls(
+            settings,
+            routing,
+            auth,
+            engine,
+            hooks,
+            prices=prices,
+            budget_use=limits,
+            spend=spend,
+            router=router,
+        )
 
     async def flush(self) -> None:
         """Write what is still buffered (settlements still retrying, the spend ledger's lines), side

@@ -51,7 +51,7 @@ def test_apply_rules_first_match_wins_and_needs_a_budget() -> None:
             [{"when": {"budget_used_over": 0.5, "scope": "org"}, "reroute": {"gpt-4o": "cheap"}}],
             "rules.0.when.scope",
         ),
-        ([{"when": {"budget_used_over": 0.5}, "reroute": {}}], "rules.0.reroute"),
+        ([{"when": {"budget_used_over": 0.5}, "reroute": {}}], "needs 'reroute' or 'skip'"),
         ([{"when": {"budget_used_over": 0.5}, "reroute": {"gpt-4o": "embed"}}], "an embeddings model"),
         ([{"when": {"budget_used_over": 0.5}, "reroute": {"embed": "gpt-4o"}}], "an embeddings model"),
     ],

@@ -295,10 +295,10 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, (body, parsed), routing = await api._enter(request, headers, _parse)
-    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
     chat = _estimate_chat(session)
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers, chat, "messages")
     ex = Exchange(
         headers["x-request-id"],
         principal,

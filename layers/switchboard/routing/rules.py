@@ -1,9 +1,9 @@
-"""Routing rules: reroute an alias while a budget is nearly spent (``rules`` in the document).
+"""Routing rules (``rules`` in the document): reroute an alias, or skip targets, while conditions hold.
 
-``apply_rules`` is pure: the rules, the requested alias and the budget use per scope in, the alias
-to plan out. ``reroute`` gathers the budget use it needs (only for rules that name the alias) from
-a ``BudgetUse`` source, the limits hook, and applies them. Rules apply once, in order, and do not
-chain. See docs/rules.md.
+The rules themselves are evaluated by ``switchboard.routing.decide`` (pure: the rules and the
+request's facts in). This module gathers the one fact that needs I/O, the budget use per scope,
+from a ``BudgetUse`` source (the limits hook), and only for the rules that could act on the
+request, so a request no budget rule names costs no read. See docs/rules.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from switchboard.auth import Principal
 from switchboard.limits.model import Scope
 from switchboard.routing.document import RoutingDocument, Rule
 
-__all__ = ["BudgetUse", "apply_rules", "reroute"]
+__all__ = ["BudgetUse", "apply_rules", "budget_scopes", "budget_use"]
 
 
 class BudgetUse(Protocol):
@@ -27,34 +27,36 @@ class BudgetUse(Protocol):
 def apply_rules(
     rules: Sequence[Rule], alias: str, used: Mapping[str, float | None]
 ) -> tuple[str, int | None]:
-    """The alias to serve and the index of the rule that chose it (None: no rule fired)."""
+    """The alias to serve and the index of the rule that rerouted it (None: none did), for the
+    budget use ``used`` per scope alone (the other conditions as if nothing else were known)."""
+    from switchboard.routing.decide import RequestFacts, condition_holds
+
+    facts = RequestFacts(budget_used=used)
     for index, rule in enumerate(rules):
         target = rule.reroute.get(alias)
-        if target is None:
-            continue
-        fraction = used.get(rule.when.scope)
-        if fraction is not None and fraction > rule.when.budget_used_over:
+        if target is not None and condition_holds(rule.when, facts):
             return target, index
     return alias, None
 
 
-async def reroute(
-    use: BudgetUse | None,
-    doc: RoutingDocument,
-    principal: Principal,
-    alias: str,
-    headers: dict[str, str],
-) -> str:
-    """The alias to plan for this request; names the rule in ``x-switchboard-rule`` when one fired."""
-    if use is None or not doc.rules:
-        return alias
-    scopes = {rule.when.scope for rule in doc.rules if alias in rule.reroute}
-    if not scopes:
-        return alias
-    used: dict[str, float | None] = {
-        scope: await use.budget_used(principal, alias, Scope(scope)) for scope in sorted(scopes)
+def budget_scopes(doc: RoutingDocument, alias: str) -> set[str]:
+    """The budget scopes whose use a request for ``alias`` needs: those of budget rules that
+    reroute it, or skip targets of it or of an alias a rule may reroute it to."""
+    candidates = {alias} | {rule.reroute[alias] for rule in doc.rules if alias in rule.reroute}
+    return {
+        rule.when.scope
+        for rule in doc.rules
+        if rule.when.budget_used_over is not None and any(rule.names(c) for c in candidates)
     }
-    served, index = apply_rules(doc.rules, alias, used)
-    if index is not None:
-        headers["x-switchboard-rule"] = f"rules[{index}]: {alias} -> {served}"
-    return served
+
+
+async def budget_use(
+    use: BudgetUse | None, doc: RoutingDocument, principal: Principal, alias: str
+) -> dict[str, float | None]:
+    """The budget use per scope the rules need for this request (nothing read when none does)."""
+    if use is None or not doc.rules:
+        return {}
+    return {
+        scope: await use.budget_used(principal, alias, Scope(scope))
+        for scope in sorted(budget_scopes(doc, alias))
+    }
