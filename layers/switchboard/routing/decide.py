@@ -356,20 +356,28 @@ class _Orderer:
         costs = [c for leaf in entry if (c := expected_cost(self.price(leaf.target), self.facts)) is not None]
         return (0, min(costs)) if costs else (1, Decimal(0))
 
-    def _expected_s(self, entry: _Entry) -> float | None:
+    def _expected_s(self, entry: _Entry, by_throughput: bool) -> float | None:
         if self.speeds is None:
             return None
-        times = [
-            s.expected_s(self.facts.output_tokens)
-            for leaf in entry
-            if (s := self.speeds.speed(leaf.target.label))
-        ]
-        return min(times) if times else None
+        speeds = [s for leaf in entry if (s := self.speeds.speed(leaf.target.label)) is not None]
+        if not speeds:
+            return None
+        out = self.facts.output_tokens
+        return min(s.expected_s(out) if by_throughput else s.ttft_s for s in speeds)
+
+    def _all_have_throughput(self, entries: list[tuple[Target, _Entry]]) -> bool:
+        if self.speeds is None:
+            return False
+        speeds = [self.speeds.speed(leaf.target.label) for _, e in entries for leaf in e]
+        return all(s.tokens_per_s for s in speeds if s is not None)
 
     def _fastest(self, entries: list[tuple[Target, _Entry]]) -> list[_Leaf]:
-        """Measured targets by expected time, cold ones after in the operator's order; with the
-        view's ``explore`` probability another target goes first (a cold one if there is one)."""
-        timed = [(self._expected_s(e), i, e) for i, (_, e) in enumerate(entries)]
+        """Measured targets by expected time (time to first token plus the output at the
+        throughput; by time to first token alone unless every measured target has a throughput),
+        cold ones after in the operator's order; with the view's ``explore`` probability another
+        target goes first (a cold one if there is one)."""
+        by_throughput = self._all_have_throughput(entries)
+        timed = [(self._expected_s(e, by_throughput), i, e) for i, (_, e) in enumerate(entries)]
         warm = sorted((t, i, e) for t, i, e in timed if t is not None)
         cold = [e for t, _, e in timed if t is None]
         order = [e for _, _, e in warm] + cold

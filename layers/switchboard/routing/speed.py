@@ -225,8 +225,8 @@ class SpeedBoard:
         self._task = loop.create_task(self.sync())
 
     async def sync(self) -> None:
-        """Fold every window into its shared item, and read the items of the targets planned
-        with. A failure keeps the window for the next sync (logged)."""
+        """Fold every window into its shared item, and read back the items of the other targets
+        this instance planned with or knows. A failure keeps the window for the next sync (logged)."""
         if self.store is None:
             return
         store, now = self.store, self.clock()
@@ -248,7 +248,7 @@ class SpeedBoard:
                 kept.tps_sum += window.tps_sum
             else:
                 self.shared[label] = new
-        for label in sorted(self.wanted - set(windows)):
+        for label in sorted((self.wanted | set(self.shared)) - set(windows)):
             try:
                 found = await asyncio.wait_for(asyncio.to_thread(store.read, label), self.timeout_s)
             except Exception:
