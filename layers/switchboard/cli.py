@@ -6,6 +6,7 @@
     switchboard routing push FILE [--yes] validate, diff against the live one, put the parameter
     switchboard routing show              print the live document
     switchboard routing schema            print the JSON Schema of the document
+    switchboard routing explain FILE --model X --prompt-tokens N [...]  a decision, offline
     switchboard spend [--by key|team|model|provider] [--period 2026-11] [--json] [--dev]
     switchboard keys ... / budgets ...    virtual keys, limits, the sweeper (commands/limits.py)
 
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from switchboard.commands import devenv, spend
+from switchboard.commands import devenv, explain, spend
 from switchboard.commands import limits as limits_commands
 from switchboard.settings import Settings
 
@@ -312,6 +313,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from switchboard.errors import GatewayError
+
+    try:
+        print(explain.dumps(explain.run(args, lambda path: _fill_placeholder(_read(path)))))
+    except GatewayError as exc:  # an unknown alias, or no target left: what a call would answer
+        return _fail(exc.message)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -339,6 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--param")
     show.set_defaults(func=cmd_show)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
+    explain.add_parser(routing, cmd_explain)
     spend.add_parser(commands)
     limits_commands.register(commands)  # keys ..., budgets ...
     _add_dev_flag(parser)

@@ -4,6 +4,9 @@ target the mock answers (explain and the call run the same planning function).""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from typing import Any
 
 import httpx
@@ -184,3 +187,23 @@ def test_explain_is_authenticated_and_errors_are_openai_shaped(gw: Any) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "endpoint"
     with pytest.raises(openai.NotFoundError):
         explain(gw, model="nope", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_the_cli_offline_agrees_with_the_endpoint(gw: Any, mock: Any, tmp_path: Any) -> None:
+    from switchboard.cli import main
+
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(routing_doc(mock.base_url, MODELS, prices=PRICES)))
+    for model in ("cheap", "long", "ab"):
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "a b c d e " * 30}],
+            "max_tokens": 50,
+        }
+        online = explain(gw, **body, user="alice")
+        argv = ["routing", "explain", str(path), "--model", model, "--max-tokens", "50", "--user", "alice"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main([*argv, "--prompt-tokens", str(online["estimate"]["prompt_tokens"])]) == 0
+        offline = json.loads(out.getvalue())
+        assert offline["targets"] == online["targets"], model
