@@ -306,3 +306,28 @@ def test_a_prompt_no_target_fits_is_a_400_context_length_exceeded() -> None:
         decide(d, "m", RequestFacts(prompt_tokens=5000))
     assert caught.value.code == "context_length_exceeded"
     assert "a/m" in caught.value.message and "b/m" in caught.value.message
+
+
+def test_the_built_in_price_tables_window_applies_when_the_document_gives_none() -> None:
+    from switchboard.routing.router import Router
+
+    d = RoutingDocument.model_validate(
+        {
+            "version": 1,
+            "providers": {"openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"}},
+            "models": {
+                "m": {
+                    "targets": [
+                        {"provider": "openai", "model": "gpt-4o"},
+                        {"provider": "openai", "model": "gpt-4.1"},
+                    ]
+                }
+            },
+        }
+    )
+    decision = Router().decide_facts(d, "m", RequestFacts(prompt_tokens=200_000))
+    assert [(v.target.model, v.reason) for v in decision.verdicts] == [
+        ("gpt-4o", Reason.CONTEXT_TOO_SMALL),  # 128000 in data/prices.json
+        ("gpt-4.1", Reason.KEPT),
+    ]
+    assert "context window of 128000" in decision.verdicts[0].detail
