@@ -90,7 +90,8 @@ def test_served_requests_feed_the_board_and_fastest_follows_it(gateway_factory, 
         "quick": {
             "strategy": "fastest",
             "targets": [{"provider": "mock", "model": "slow-0.2"}, {"provider": "backup", "model": "echo"}],
-        }
+        },
+        "plain": {"targets": [{"provider": "mock", "model": "echo+plain"}]},
     }
     gw = gateway_factory(doc=routing_doc(mock.base_url, models), table=table.name)
     speeds = gw.gateway.router.speeds
@@ -113,3 +114,7 @@ def test_served_requests_feed_the_board_and_fastest_follows_it(gateway_factory, 
         asyncio.run(asyncio.sleep(0.05))
     shared = store.read("mock/slow-0.2")
     assert shared is not None and shared.ttft_s >= 0.2
+    # A target no fastest route plans with is not measured, and never written.
+    plain = httpx.post(gw.v1 + "/chat/completions", json={**body, "model": "plain"}, headers=headers, timeout=30)
+    assert plain.status_code == 200
+    assert "mock/echo+plain" not in speeds.windows and store.read("mock/echo+plain") is None

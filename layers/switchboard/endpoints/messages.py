@@ -391,7 +391,7 @@ async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
     The key must be valid and may use the model; nothing is reserved, charged or rate limited.
     """
     gateway, deadline, principal, (body, parsed), routing = await api._enter(request, headers, _parse_count)
-    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers, None, "messages")
 
     async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
         provider = providers.get(target.provider.kind)

@@ -424,7 +424,7 @@ def decide(
         target = leaf.target
         price = orderer.price(target)
         verdict = Verdict(target, Reason.KEPT, "", leaf.group, price, expected_cost(price, facts))
-        if route.strategy == "fastest" and speeds is not None:
+        if speeds is not None and doc.models[leaf.group].strategy == "fastest":
             verdict.speed = speeds.speed(target.label)
         verdict.reason, verdict.detail = _judge(leaf, price, facts, skipped, seen, filters, doc)
         if verdict.kept:

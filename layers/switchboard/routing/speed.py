@@ -1,6 +1,7 @@
 """Measured speed per target, for the ``fastest`` strategy: shared across instances, written rarely.
 
-Each served request is an observation of its target (a lifecycle hook's ``settle``): the time to
+Each served request is an observation of its target (a lifecycle hook's ``settle``; only targets a
+``fastest`` route planned with on this instance, so a gateway without one writes nothing): the time to
 first token (the successful attempt's time to its first output; a buffered answer's whole latency
 stands in) and, for a stream, the output tokens per second after the first. Each instance folds
 its observations into a local window per target, and at most once every ``flush_s`` seconds (not
@@ -204,8 +205,9 @@ class SpeedBoard:
         return None
 
     async def settle(self, ex: Exchange) -> None:
-        """One observation per answered request (its served target), then a sync if one is due."""
-        if ex.outcome == "ok" and ex.target is not None and ex.attempts:
+        """One observation per answered request on a target some ``fastest`` route planned with
+        here (others are never written), then a sync if one is due."""
+        if ex.outcome == "ok" and ex.target is not None and ex.attempts and ex.target.label in self.wanted:
             served = ex.attempts[-1]
             ttft_s = max(0.0, served.latency_ms / 1000)
             self.observe(ex.target.label, ttft_s, _throughput(ex))
