@@ -115,6 +115,8 @@ def test_served_requests_feed_the_board_and_fastest_follows_it(gateway_factory, 
     shared = store.read("mock/slow-0.2")
     assert shared is not None and shared.ttft_s >= 0.2
     # A target no fastest route plans with is not measured, and never written.
-    plain = httpx.post(gw.v1 + "/chat/completions", json={**body, "model": "plain"}, headers=headers, timeout=30)
+    plain = httpx.post(
+        gw.v1 + "/chat/completions", json={**body, "model": "plain"}, headers=headers, timeout=30
+    )
     assert plain.status_code == 200
     assert "mock/echo+plain" not in speeds.windows and store.read("mock/echo+plain") is None
