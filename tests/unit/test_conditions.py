@@ -121,6 +121,17 @@ def test_skipping_every_target_is_a_clear_400() -> None:
     assert "a/big: condition (skipped by rules[0])" in caught.value.message
 
 
+def test_the_json_schema_takes_the_conditions_as_the_loader_does() -> None:
+    from jsonschema import Draft202012Validator
+
+    rule = {"when": {"hours_utc": {"from": 22, "to": 6}, "days_utc": ["sat"]}, "skip": ["a/big"]}
+    document = {"version": 1, "providers": PROVIDERS, "models": MODELS, "rules": [rule]}
+    load_document(json.dumps(document))
+    assert Draft202012Validator(RoutingDocument.model_json_schema()).is_valid(document)
+    rule["when"]["hours_utc"] = {"start": 1, "to": 2}
+    assert not Draft202012Validator(RoutingDocument.model_json_schema()).is_valid(document)
+
+
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
@@ -130,8 +141,9 @@ def test_skipping_every_target_is_a_clear_400() -> None:
         ({"when": {"days_utc": ["someday"]}, "skip": ["a/big"]}, "rules.0.when.days_utc.0"),
         ({"when": {"endpoint": ["embeddings"]}, "skip": ["a/big"]}, "rules.0.when.endpoint.0"),
         ({"when": {"user": ["x"]}, "skip": ["a/big"], "models": ["nope"]}, "names 'nope'"),
+        ({"when": {"user": ["x"]}, "skip": ["a/bigg"]}, "skips 'a/bigg', which no chat model's targets name"),
     ],
-    ids=["empty-when", "no-action", "hour", "day", "endpoint", "models"],
+    ids=["empty-when", "no-action", "hour", "day", "endpoint", "models", "skip-typo"],
 )
 def test_bad_conditions_are_refused_when_the_document_loads(rule: dict[str, Any], message: str) -> None:
     text = json.dumps({"version": 1, "providers": PROVIDERS, "models": MODELS, "rules": [rule]})

@@ -331,3 +331,24 @@ def test_the_built_in_price_tables_window_applies_when_the_document_gives_none()
         ("gpt-4.1", Reason.KEPT),
     ]
     assert "context window of 128000" in decision.verdicts[0].detail
+
+
+def test_filters_are_the_extension_point_for_other_skip_reasons() -> None:
+    from switchboard.routing.router import Router
+
+    d = doc({"m": {"targets": [t("a"), t("b"), t("c")]}})
+
+    def breaker(target: PlannedTarget) -> tuple[Reason, str] | None:
+        return (Reason.BREAKER_OPEN, "open until 12:00:05Z") if target.label == "a/m" else None
+
+    def override(target: PlannedTarget) -> tuple[Reason, str] | None:
+        return (Reason.OVERRIDE, "provider.ignore names c") if target.provider_name == "c" else None
+
+    router = Router(filters=[breaker])
+    decision = router.decide_facts(d, "m", RequestFacts(), filters=[override])
+    assert [(v.target.label, v.reason, v.detail) for v in decision.verdicts] == [
+        ("a/m", Reason.BREAKER_OPEN, "open until 12:00:05Z"),
+        ("b/m", Reason.KEPT, "fallback order in 'm'"),
+        ("c/m", Reason.OVERRIDE, "provider.ignore names c"),
+    ]
+    assert [x.label for x in decision.plan.targets] == ["b/m"]

@@ -454,6 +454,25 @@ class RoutingDocument(_Strict):
                     raise ValueError(f"rules[{index}] reroutes {source!r} to itself")
         return self
 
+    @model_validator(mode="after")
+    def _skips_name_targets(self) -> RoutingDocument:
+        """A skip names a target some chat route has: a typo would otherwise skip nothing."""
+        labels = {
+            f"{t.provider}/{t.model}"
+            for route in self.models.values()
+            if route.mode == "chat"
+            for t in route.targets
+            if t.alias is None
+        }
+        for index, rule in enumerate(self.rules):
+            for label in rule.skip:
+                if label not in labels:
+                    raise ValueError(
+                        f"rules[{index}] skips {label!r}, which no chat model's targets name "
+                        "(write it as provider/model)"
+                    )
+        return self
+
 
 def _path_part(part: object) -> str:
     """One step of a problem's path. A key that would not read as one (empty, blank, or with a

@@ -55,14 +55,18 @@ class Router:
         *,
         endpoint: str = "chat",
         budget: BudgetUse | None = None,
+        filters: Sequence[TargetFilter] = (),
     ) -> Decision:
-        """The decision for ``chat`` (any chat-shaped request) from ``principal``."""
+        """The decision for ``chat`` (any chat-shaped request) from ``principal``. ``filters``
+        are this request's own, after the router's (a per-request override's, say)."""
         used = await budget_use(budget, document, principal, chat.model)
         facts = RequestFacts.of_chat(
             chat, endpoint, key_tags=tuple(principal.tags), budget_used=used, now=self.clock()
         )
         self.speeds.poke()
-        return self.decide_facts(document, chat.model, facts, visible=principal.allowed_models)
+        return self.decide_facts(
+            document, chat.model, facts, visible=principal.allowed_models, filters=filters
+        )
 
     def decide_facts(
         self,
@@ -71,6 +75,7 @@ class Router:
         facts: RequestFacts,
         *,
         visible: frozenset[str] | None = None,
+        filters: Sequence[TargetFilter] = (),
     ) -> Decision:
         """The decision for facts already gathered (the offline CLI builds them itself)."""
 
@@ -86,5 +91,5 @@ class Router:
             speeds=self.speeds,
             rand=self.rand,
             visible=visible,
-            filters=self.filters,
+            filters=[*self.filters, *filters],
         )
