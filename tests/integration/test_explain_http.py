@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -207,3 +208,28 @@ def test_the_cli_offline_agrees_with_the_endpoint(gw: Any, mock: Any, tmp_path: 
             assert main([*argv, "--prompt-tokens", str(online["estimate"]["prompt_tokens"])]) == 0
         offline = json.loads(out.getvalue())
         assert offline["targets"] == online["targets"], model
+
+
+DEV_DOC = Path(__file__).resolve().parents[2] / "infra" / "routing.dev.json"
+
+
+@pytest.mark.parametrize(
+    "model", ["demo-cheapest", "demo-fastest", "demo-nested", "demo-ab", "demo-weighted", "demo-fallback"]
+)
+def test_the_dev_documents_demo_aliases_explain_and_serve_alike(gateway_factory, mock, model: str) -> None:  # type: ignore[no-untyped-def]
+    doc = json.loads(DEV_DOC.read_text().replace("${MOCK_BASE_URL}", mock.base_url))
+    running = gateway_factory(doc=doc)
+    running.gateway.router.rand = lambda: 0.1
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello"}],
+        "user": "dana",
+        "max_tokens": 5,
+    }
+    answer = explain(running, **body)
+    expected = next(label for label in kept(answer) if answers(label))
+    assert served(running, **body) == expected
+    if model == "demo-cheapest":
+        assert kept(answer) == ["mock/echo", "mock/echo+dear"]
+        free = explain(running, **body, metadata={"tier": "free"})
+        assert free["model"] == "mock-echo" and free["rules"][0]["index"] == 0
