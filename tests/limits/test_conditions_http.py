@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import openai
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.table import Table
@@ -21,6 +22,7 @@ RULES: list[dict[str, Any]] = [
     {"when": {"metadata": {"tier": "free"}}, "reroute": {"big": "small"}},
     {"when": {"user": ["tester"], "endpoint": ["chat"]}, "reroute": {"big": "small"}},
     {"when": {"hours_utc": {"from": 0, "to": 6}}, "skip": ["mock/echo"]},
+    {"when": {"metadata": {"team": "red"}, "endpoint": ["messages"]}, "reroute": {"big": "small"}},
 ]
 
 
@@ -56,6 +58,20 @@ def test_conditions_route_real_requests(start, table: Table) -> None:  # type: i
     on_messages = message(gw, plain, "big", metadata={"user_id": "tester"})
     assert on_messages.status_code == 200, on_messages.text
     assert "x-switchboard-rule" not in on_messages.headers
+    red = message(gw, plain, "big", metadata={"user_id": "tester", "team": "red"})
+    assert red.headers["x-switchboard-rule"] == "rules[4]: big -> small"
+    explained = httpx.post(
+        gw.v1 + "/route/explain",
+        json={
+            "model": "big",
+            "max_tokens": 4,
+            "system": "s",
+            "messages": [{"role": "user", "content": "x"}],
+            "metadata": {"user_id": "tester", "team": "red"},
+        },
+        headers={"x-api-key": plain},
+    ).json()
+    assert explained["endpoint"] == "messages" and explained["rules"][0]["index"] == 4
 
     gw.gateway.router.clock = lambda: datetime(2026, 12, 2, 3, 0, tzinfo=UTC)  # the night: skip mock/echo
     night = ask(client)

@@ -23,7 +23,7 @@ from switchboard import api, jsonbody
 from switchboard.errors import InvalidRequest
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange
-from switchboard.routing.decide import Decision
+from switchboard.routing.decide import Decision, with_metadata
 from switchboard.routing.explain import explanation
 from switchboard.schemas import ChatCompletionRequest
 
@@ -102,10 +102,7 @@ def _messages_chat(raw: bytes) -> ChatCompletionRequest:
                 "max_tokens": parsed.max_tokens,
             }
         )
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict):  # Anthropic's metadata.user_id is the request's user
-        chat = chat.model_copy(update={"metadata": metadata, "user": chat.user or metadata.get("user_id")})
-    return chat
+    return with_metadata(chat, body.get("metadata"))  # as create_message routes it
 
 
 def _reader(asked: str | None) -> Any:

@@ -43,6 +43,7 @@ from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
 from switchboard.redaction import scrub
+from switchboard.routing.decide import with_metadata
 from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
@@ -298,7 +299,8 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
     chat = _estimate_chat(session)
-    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers, chat, "messages")
+    routed = with_metadata(chat, body.get("metadata"))  # rules and sticky read all of it
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers, routed, "messages")
     ex = Exchange(
         headers["x-request-id"],
         principal,

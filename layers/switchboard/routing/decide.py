@@ -58,6 +58,7 @@ __all__ = [
     "decide",
     "estimate_tokens",
     "expected_cost",
+    "with_metadata",
 ]
 
 # A typical English or code token is about four bytes (the count_tokens estimate uses the same).
@@ -140,6 +141,14 @@ class RequestFacts:
             metadata=metadata,
             **facts,  # type: ignore[arg-type]
         )
+
+
+def with_metadata(chat: ChatCompletionRequest, metadata: object) -> ChatCompletionRequest:
+    """``chat`` carrying a request's ``metadata`` (a dict), for the router: a request converted
+    from another shape (an Anthropic message) keeps it apart from its chat form."""
+    if not isinstance(metadata, dict):
+        return chat
+    return chat.model_copy(update={"metadata": metadata})
 
 
 def estimate_tokens(chat: ChatCompletionRequest) -> int:
