@@ -180,13 +180,18 @@ class Verdict:
     reason: Reason
     detail: str
     group: str  # the alias whose strategy placed it (the served alias, or a nested one)
+    facts: RequestFacts
     price: Price | None = None
-    cost_usd: Decimal | None = None  # at the request's estimated tokens
     speed: Speed | None = None  # fastest routes: the measure it was ordered by
 
     @property
     def kept(self) -> bool:
         return self.reason is Reason.KEPT
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """The expected cost at the request's estimated tokens (worked out only when asked)."""
+        return expected_cost(self.price, self.facts)
 
 
 @dataclass(slots=True)
@@ -331,6 +336,14 @@ class _Orderer:
         return _flatten(entries)
 
     def _planned(self, target: Target, route: ModelRoute, timeouts: Timeouts) -> PlannedTarget:
+        cache = _planned_cache(self.doc)
+        key = (id(route), id(target))
+        planned = cache.get(key)
+        if planned is None:
+            planned = cache[key] = self._plan_target(target, route, timeouts)
+        return planned
+
+    def _plan_target(self, target: Target, route: ModelRoute, timeouts: Timeouts) -> PlannedTarget:
         assert target.provider is not None and target.model is not None  # not a nested alias
         return PlannedTarget(
             provider_name=target.provider,
@@ -399,6 +412,22 @@ class _Orderer:
         return [leaf for entry in order for leaf in entry]
 
 
+# The PlannedTargets of the document in force, built once per document (they are immutable, and
+# a document's targets are too): the document (kept alive, so its ids stay unique) and
+# (id(route), id(target)) -> planned.
+_PLANNED: list[tuple[RoutingDocument, dict[tuple[int, int], PlannedTarget]]] = []
+
+
+def _planned_cache(doc: RoutingDocument) -> dict[tuple[int, int], PlannedTarget]:
+    for held, cache in _PLANNED:
+        if held is doc:
+            return cache
+    cache = {}
+    _PLANNED.insert(0, (doc, cache))
+    del _PLANNED[4:]  # the document in force and a few before it (an edit, the CLI, tests)
+    return cache
+
+
 def _flatten(entries: Sequence[tuple[Target, _Entry]]) -> list[_Leaf]:
     return [leaf for _, entry in entries for leaf in entry]
 
@@ -432,7 +461,7 @@ def decide(
     for leaf in orderer.order(served):
         target = leaf.target
         price = orderer.price(target)
-        verdict = Verdict(target, Reason.KEPT, "", leaf.group, price, expected_cost(price, facts))
+        verdict = Verdict(target, Reason.KEPT, "", leaf.group, facts, price)
         if speeds is not None and doc.models[leaf.group].strategy == "fastest":
             verdict.speed = speeds.speed(target.label)
         verdict.reason, verdict.detail = _judge(leaf, price, facts, skipped, seen, filters, doc)
