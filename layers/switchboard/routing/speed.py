@@ -96,11 +96,11 @@ class SpeedStore:
         self._client = client
 
     @staticmethod
-    def _key(label: str) -> dict[str, Any]:
+    def key(label: str) -> dict[str, Any]:
         return {"pk": {"S": f"speed#{label}"}, "sk": {"S": "ewma"}}
 
     def read(self, label: str) -> Measure | None:
-        found = self._client().get_item(TableName=self.table, Key=self._key(label), ConsistentRead=True)
+        found = self._client().get_item(TableName=self.table, Key=self.key(label), ConsistentRead=True)
         item = found.get("Item")
         if not item:
             return None
@@ -115,7 +115,7 @@ class SpeedStore:
     def write(self, label: str, new: Measure, expected_version: int) -> bool:
         """Put ``new`` if the item is still at ``expected_version`` (0: absent); False if not."""
         item = {
-            **self._key(label),
+            **self.key(label),
             "ttft": {"N": _num(new.ttft_s)},
             "n": {"N": str(new.samples)},
             "at": {"N": _num(new.at)},
