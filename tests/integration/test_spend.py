@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from switchboard.billing.spendledger import BOOKED, SpendLedger
 from switchboard.cli import main
-from switchboard.commands.spend import aggregate, render
-from switchboard.spendledger import BOOKED, SpendLedger
+from switchboard.cli.spend import aggregate, render
 
 from tests.conftest import routing_doc
 from tests.unit.test_costevents import exchange, ok

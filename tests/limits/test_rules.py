@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from switchboard.core.principal import Limits, Scope
 from switchboard.limits.definitions import LimitStore
-from switchboard.limits.model import Limits, Scope
 from switchboard.limits.table import Table
 from switchboard.routing.document import Rule, load_document
 from switchboard.routing.rules import apply_rules

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from switchboard.costs import Price
-from switchboard.errors import ErrorClass
+from switchboard.core.errors import ErrorClass
+from switchboard.core.money import Price
 
 __all__ = [
     "Cors",
@@ -107,7 +107,7 @@ class ProviderConfig(_Strict):
     @field_validator("param_rules")
     @classmethod
     def _known_rules(cls, value: str) -> str:
-        from switchboard.providers.compat import RULES
+        from switchboard.upstream.providers.compat import RULES
 
         if value != "auto" and value not in RULES:
             raise ValueError(f"unknown param_rules {value!r}; known: auto, {', '.join(sorted(RULES))}")
@@ -124,7 +124,7 @@ class ProviderConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        from switchboard.providers import KINDS
+        from switchboard.upstream.providers import KINDS
 
         if value not in KINDS:
             raise ValueError(f"unknown provider kind {value!r}; known: {', '.join(sorted(KINDS))}")
@@ -133,7 +133,7 @@ class ProviderConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _default_base_url(cls, data: Any) -> Any:
-        from switchboard.providers import KINDS
+        from switchboard.upstream.providers import KINDS
 
         if isinstance(data, dict) and data.get("base_url") is None and data.get("kind") in KINDS:
             default = KINDS[data["kind"]].default_base_url
@@ -143,7 +143,7 @@ class ProviderConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind_accepts(self) -> ProviderConfig:
-        from switchboard.providers import KINDS
+        from switchboard.upstream.providers import KINDS
 
         KINDS[self.kind].check_config(self)
         return self
@@ -249,7 +249,7 @@ _ORIGIN = r"^(\*|https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A
 
 
 class Cors(_Strict):
-    """Browser access (``switchboard.cors``): off unless this section is present."""
+    """Browser access (``switchboard.http.cors``): off unless this section is present."""
 
     allow_origins: list[Annotated[str, Field(pattern=_ORIGIN)]] = Field(
         min_length=1,
@@ -275,7 +275,7 @@ class RoutingDocument(_Strict):
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> RoutingDocument:
-        from switchboard.providers import KINDS
+        from switchboard.upstream.providers import KINDS
 
         for alias, route in self.models.items():
             for target in route.targets:

@@ -6,7 +6,7 @@ and counted, and the last good one stays.
 
 A request never waits for SSM while a recent copy exists: a copy up to ``max_age_s + timeout_s``
 old is served while one read refreshes it in the background (stale-while-revalidate,
-``switchboard.refresh``). An older copy is refreshed before it is served, so every request that
+``switchboard.infra.refresh``). An older copy is refreshed before it is served, so every request that
 starts ``max_age_s + timeout_s`` after an edit sees it; while SSM fails or does not answer, the last
 good copy keeps serving. With no document yet, concurrent requests share one read, each waiting at
 most ``timeout_s`` and its own deadline, and get a 503 with ``Retry-After`` if it fails.
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard.errors import ServiceUnavailable
-from switchboard.refresh import Refreshing, Unavailable
+from switchboard.core.errors import ServiceUnavailable
+from switchboard.infra.refresh import Refreshing, Unavailable
 from switchboard.routing.document import RoutingDocument, load_document
 
 __all__ = ["LoadedRouting", "RoutingStore", "RoutingUnavailable"]
