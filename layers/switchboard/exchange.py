@@ -35,9 +35,13 @@ from switchboard.core.principal import Principal
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.routing.planner import Plan, PlannedTarget
 
-__all__ = ["Exchange", "Hook", "admit", "settle_all", "settled_on_failure", "settled_stream"]
+__all__ = ["BOOKED", "Exchange", "Hook", "admit", "settle_all", "settled_on_failure", "settled_stream"]
 
 log = logging.getLogger("switchboard.lifecycle")
+
+# ex.state flag: the request is already in the spend ledger, written in the limits settlement
+# transaction (``limits.hook`` sets it, ``billing.spendledger`` then writes no line of its own).
+BOOKED = "spend.booked"
 
 
 @dataclass(slots=True)

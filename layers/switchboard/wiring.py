@@ -22,6 +22,7 @@ from switchboard.exchange import Hook
 from switchboard.infra import aws, tracing
 from switchboard.routing.rules import BudgetUse
 from switchboard.routing.store import RoutingStore
+from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine
 from switchboard.upstream.secrets import SecretResolver
 
@@ -144,6 +145,7 @@ class Gateway:
             ssm,
             timeout_s=settings.aws_timeout_s,
             on_rejected=_count_rejection,
+            providers=providers.REGISTRY,
         )
         secrets = SecretResolver(
             lambda: ssm,

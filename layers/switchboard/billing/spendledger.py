@@ -48,15 +48,13 @@ from decimal import Decimal
 from typing import Any
 
 from switchboard.core.money import usage_breakdown
-from switchboard.exchange import Exchange
+from switchboard.exchange import BOOKED, Exchange
 
-__all__ = ["BOOKED", "SHARDS", "SpendLedger", "period_of", "sort_key"]
+__all__ = ["SHARDS", "SpendLedger", "period_of", "sort_key"]
 
 log = logging.getLogger("switchboard.spendledger")
 
 SHARDS = 4
-# ex.state flag: the request is already in the ledger (written in the limits settlement transaction).
-BOOKED = "spend.booked"
 _RETAIN_S = 400 * 86400
 
 

@@ -69,8 +69,9 @@ def _fill_placeholder(text: str) -> str:
 
 def _validate(text: str) -> str:
     from switchboard.routing.document import load_document
+    from switchboard.upstream.providers import REGISTRY
 
-    doc, revision = load_document(text)
+    doc, revision = load_document(text, REGISTRY)
     return f"valid: schema version {doc.version}, revision {revision}, {len(doc.providers)} providers, " + (
         f"{len(doc.models)} models ({', '.join(sorted(doc.models))})"
     )

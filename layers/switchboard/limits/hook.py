@@ -31,11 +31,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from switchboard.billing.spendledger import BOOKED
 from switchboard.core.errors import PaymentRequired, RateLimited, ServiceUnavailable
 from switchboard.core.money import Price, cost_usd, estimate_prompt_tokens, price_key
 from switchboard.core.principal import Limits, Principal, Scope
-from switchboard.exchange import Exchange
+from switchboard.exchange import BOOKED, Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Refusal, Reservation
 from switchboard.limits.model import (

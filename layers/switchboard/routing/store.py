@@ -22,7 +22,7 @@ from typing import Any
 
 from switchboard.core.errors import ServiceUnavailable
 from switchboard.infra.refresh import Refreshing, Unavailable
-from switchboard.routing.document import RoutingDocument, load_document
+from switchboard.routing.document import ProviderRegistry, RoutingDocument, load_document
 
 __all__ = ["LoadedRouting", "RoutingStore", "RoutingUnavailable"]
 
@@ -54,8 +54,10 @@ class RoutingStore:
         timeout_s: float = 1.0,
         on_rejected: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        providers: ProviderRegistry | None = None,
     ) -> None:
         self._fetch = fetch
+        self._providers = providers  # validation context (None: the registered registry)
         self._on_rejected = on_rejected
         self._raw: str | None = None  # the text last read (valid or not), touched by one read at a time
         self._cache: Refreshing[LoadedRouting] = Refreshing(
@@ -100,7 +102,7 @@ class RoutingStore:
         if raw == self._raw and current is not None:
             return current
         try:
-            document, revision = load_document(raw)
+            document, revision = load_document(raw, self._providers)
         except ValueError as exc:
             first = raw != self._raw
             self._raw = raw  # do not re-validate the same bad text on every refresh

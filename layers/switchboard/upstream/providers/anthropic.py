@@ -69,7 +69,7 @@ from switchboard.core.sse import SSEEvent, iter_events
 from switchboard.routing.document import ProviderConfig
 from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream.providers.base import (
-    _MAX_ERROR_BODY,
+    MAX_ERROR_BODY,
     Call,
     HttpProvider,
     StreamChunk,
@@ -629,7 +629,7 @@ class Anthropic(HttpProvider):
                 content = b""
                 async for part in response.aiter_bytes():
                     content += part
-                    if len(content) > _MAX_ERROR_BODY:
+                    if len(content) > MAX_ERROR_BODY:
                         break
                 raise classify_http_error(response.status_code, content, response.headers, label)
             async for event in iter_events(response.aiter_bytes()):

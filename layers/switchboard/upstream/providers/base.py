@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from switchboard.routing.document import ProviderConfig
 
 __all__ = [
+    "MAX_ERROR_BODY",
     "Call",
     "EmbedCall",
     "HttpProvider",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 # An upstream error body is read for its message only; a larger one is cut here.
-_MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -140,7 +141,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
     """message, type, code, param from an error body of any common shape."""
     try:
-        body = json.loads(content[:_MAX_ERROR_BODY])
+        body = json.loads(content[:MAX_ERROR_BODY])
     except (ValueError, UnicodeDecodeError):
         text = content[:300].decode("utf-8", "replace").strip()
         return text or "no error body", None, None, None
@@ -266,7 +267,7 @@ class HttpProvider:
                 content = b""
                 async for part in response.aiter_bytes():
                     content += part
-                    if len(content) > _MAX_ERROR_BODY:
+                    if len(content) > MAX_ERROR_BODY:
                         break
                 raise self.classify(response.status_code, content, response.headers, call)
             state: dict[str, Any] = {}
