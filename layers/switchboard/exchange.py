@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from switchboard.core.attempts import AttemptRecord
 from switchboard.core.errors import GatewayError
 from switchboard.core.money import Price
 from switchboard.core.principal import Principal
@@ -54,7 +55,7 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
     headers: dict[str, str] = field(default_factory=dict)
     target: PlannedTarget | None = None
-    attempts: list[Any] = field(default_factory=list)  # engine.AttemptRecord
+    attempts: list[AttemptRecord] = field(default_factory=list)
     usage: Usage | None = None
     first_token_at: float | None = None
     finished_at: float | None = None

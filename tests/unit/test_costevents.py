@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from switchboard.billing.costevents import METRICS, PROPERTIES, CostEvents
+from switchboard.core.attempts import AttemptRecord
 from switchboard.core.money import Price
 from switchboard.core.principal import Principal
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.exchange import Exchange
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import plan
-from switchboard.upstream.engine import AttemptRecord
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 # https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_MetricDatum.html

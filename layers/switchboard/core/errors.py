@@ -39,6 +39,7 @@ import enum
 import re
 from typing import Any
 
+from switchboard.core.attempts import AttemptRecord
 from switchboard.core.redaction import scrub
 
 __all__ = [
@@ -117,7 +118,7 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.headers: dict[str, str] = dict(headers or {})
-        self.attempts: list[Any] = []  # the engine's attempt records, when upstreams were tried
+        self.attempts: list[AttemptRecord] = []  # when upstreams were tried
 
     def body(self) -> dict[str, Any]:
         """The OpenAI error envelope. Every field is scrubbed of known secrets: message, type, code

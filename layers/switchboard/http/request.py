@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from switchboard.core import jsonbody, redaction
+from switchboard.core.attempts import AttemptRecord, header_safe
 from switchboard.core.errors import GatewayError, PayloadTooLarge, PermissionDenied
 from switchboard.core.principal import Principal, bearer_token
 from switchboard.core.redaction import scrub
@@ -26,7 +27,6 @@ from switchboard.infra import logs, refresh, tracing
 from switchboard.routing.planner import Plan, plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
-from switchboard.upstream.engine import header_safe
 from switchboard.wiring import Gateway
 
 __all__ = [
@@ -181,20 +181,22 @@ def permit(principal: Principal, alias: str) -> None:
 
 async def chat_plan(
     gateway: Gateway, routing: LoadedRouting, principal: Principal, alias: str, headers: dict[str, str]
-) -> Plan:
-    """The plan for a chat-type request (chat completions, Anthropic messages): the key's check on
-    the alias asked for, then the routing rules (which name the rule in ``headers``), then the
-    served alias's plan."""
+) -> tuple[Plan, str | None]:
+    """The plan for a chat-type request (chat completions, Anthropic messages) and the routing rule
+    that chose its alias (None: none fired): the key's check on the alias asked for, then the
+    routing rules (a rule that fired is named in ``headers``), then the served alias's plan."""
     permit(principal, alias)
-    served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
-    return plan(routing.document, served, visible=principal.allowed_models)
+    served = await reroute(gateway.budget_use, routing.document, principal, alias)
+    if served.rule is not None:
+        headers["x-switchboard-rule"] = served.rule
+    return plan(routing.document, served.alias, visible=principal.allowed_models), served.rule
 
 
 def routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
     headers["x-switchboard-routing-version"] = routing.revision
 
 
-def attribution(headers: dict[str, str], provider: str, model: str, attempts: list[Any]) -> None:
+def attribution(headers: dict[str, str], provider: str, model: str, attempts: list[AttemptRecord]) -> None:
     headers["x-switchboard-provider"] = provider
     headers["x-switchboard-model"] = header_safe(model)
     headers["x-switchboard-attempts"] = str(len(attempts))

@@ -16,13 +16,13 @@ import logging
 import math
 import random
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import httpx
 
+from switchboard.core.attempts import AttemptRecord
 from switchboard.core.errors import (
     AllTargetsFailed,
     AttemptFailed,
@@ -46,7 +46,6 @@ from switchboard.upstream.providers.base import Call, EmbedCall, StreamChunk
 from switchboard.upstream.secrets import SecretResolver, SecretUnavailable
 
 __all__ = [
-    "AttemptRecord",
     "ChunkFilter",
     "Completion",
     "Embedded",
@@ -54,26 +53,12 @@ __all__ = [
     "HeldStream",
     "StreamResult",
     "check_modalities",
-    "header_safe",
 ]
 
 T = TypeVar("T")
 X = TypeVar("X")
 
 log = logging.getLogger("switchboard")
-
-
-@dataclass(slots=True)
-class AttemptRecord:
-    target: str
-    outcome: str  # "ok" or an ErrorClass value
-    status: int | None
-    latency_ms: float
-    waited_ms: float = 0.0  # backoff slept before this attempt (neither upstream nor gateway work)
-    resets_at: float | None = None  # monotonic time the upstream said to retry after (Retry-After)
-
-    def render(self) -> str:
-        return header_safe(f"{self.target};{self.outcome};{self.status or '-'};{self.latency_ms:.0f}ms")
 
 
 @dataclass(slots=True)
@@ -166,11 +151,6 @@ class StreamResult:
             )
         finally:
             await rest.aclose()  # type: ignore[attr-defined]
-
-
-def header_safe(value: str) -> str:
-    """``value`` as an HTTP header value: model names may hold any Unicode, headers only Latin-1."""
-    return value if value.isascii() else urllib.parse.quote(value, safe="/:;,._-@+ ")
 
 
 @dataclass(slots=True)

@@ -42,7 +42,7 @@ def parse_chat(body: bytes) -> ChatCompletionRequest:
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, chat, routing = await enter(request, headers, parse_chat)
-    route = await chat_plan(gateway, routing, principal, chat.model, headers)
+    route, rule = await chat_plan(gateway, routing, principal, chat.model, headers)
     ex = Exchange(
         headers["x-request-id"],
         principal,
@@ -53,7 +53,7 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
         headers=headers,
         deadline=deadline,
     )
-    ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
+    ex.rule = rule
     hooks = gateway.hooks
     await admit(hooks, ex)
     async with settled_on_failure(hooks, ex):

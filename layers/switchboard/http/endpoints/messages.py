@@ -298,7 +298,7 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse)
-    route = await chat_plan(gateway, routing, principal, parsed.model, headers)
+    route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
     chat = _estimate_chat(session)
@@ -313,7 +313,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
         deadline=deadline,
     )
     ex.kind = "messages"
-    ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
+    ex.rule = rule
     hooks = gateway.hooks
     await admit(hooks, ex)
     async with settled_on_failure(hooks, ex):
@@ -394,7 +394,7 @@ async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
     The key must be valid and may use the model; nothing is reserved, charged or rate limited.
     """
     gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse_count)
-    route = await chat_plan(gateway, routing, principal, parsed.model, headers)
+    route, _ = await chat_plan(gateway, routing, principal, parsed.model, headers)
 
     async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
         provider = providers.get(target.provider.kind)
