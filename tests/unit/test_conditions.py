@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from switchboard.errors import InvalidRequest
+from switchboard.core.errors import InvalidRequest
 from switchboard.routing.decide import Reason, RequestFacts, decide
 from switchboard.routing.document import RoutingDocument, load_document
 

@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.costs import Price
-from switchboard.errors import InvalidRequest
+from switchboard.core.errors import InvalidRequest
+from switchboard.core.money import Price
 from switchboard.routing.decide import Reason, RequestFacts, decide
 from switchboard.routing.document import RoutingDocument, load_document
 from switchboard.routing.planner import PlannedTarget, plan
@@ -309,7 +309,9 @@ def test_a_prompt_no_target_fits_is_a_400_context_length_exceeded() -> None:
 
 
 def test_the_built_in_price_tables_window_applies_when_the_document_gives_none() -> None:
+    from switchboard.billing.pricing import PriceBook
     from switchboard.routing.router import Router
+    from switchboard.wiring import price_lookup
 
     d = RoutingDocument.model_validate(
         {
@@ -325,7 +327,7 @@ def test_the_built_in_price_tables_window_applies_when_the_document_gives_none()
             },
         }
     )
-    decision = Router().decide_facts(d, "m", RequestFacts(prompt_tokens=200_000))
+    decision = Router(price_lookup(PriceBook())).decide_facts(d, "m", RequestFacts(prompt_tokens=200_000))
     assert [(v.target.model, v.reason) for v in decision.verdicts] == [
         ("gpt-4o", Reason.CONTEXT_TOO_SMALL),  # 128000 in data/prices.json
         ("gpt-4.1", Reason.KEPT),

@@ -36,12 +36,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from switchboard.costs import Price, estimate_prompt_tokens
-from switchboard.errors import InvalidRequest
-from switchboard.limits.model import DEFAULT_OUTPUT_TOKENS, estimate_usd
+from switchboard.core.errors import InvalidRequest
+from switchboard.core.money import DEFAULT_OUTPUT_TOKENS, MTOK, Price, estimate_prompt_tokens
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.routing.document import ModelRoute, RoutingDocument, Rule, RuleCondition, Target, Timeouts
 from switchboard.routing.planner import Plan, PlannedTarget, check_alias
-from switchboard.schemas import ChatCompletionRequest
 
 __all__ = [
     "BYTES_PER_TOKEN",
@@ -159,10 +158,11 @@ def estimate_tokens(chat: ChatCompletionRequest) -> int:
 
 
 def expected_cost(price: Price | None, facts: RequestFacts) -> Decimal | None:
-    """What the request should cost on a target at ``price``: its estimated prompt and output."""
+    """What the request should cost on a target at ``price``: its estimated prompt at the input
+    rate (no cache assumed) and its output (the cap, else the default) at the output rate."""
     if price is None:
         return None
-    return estimate_usd(price, facts.prompt_tokens, facts.output_tokens)
+    return (facts.prompt_tokens * price.input_per_mtok + facts.output_tokens * price.output_per_mtok) / MTOK
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ The chat and messages handlers and ``POST /v1/route/explain`` all call ``Router.
 explanation is the decision a call makes (given the same random draw). It gathers the request's
 facts (its estimated tokens, ``user`` and ``metadata``, the key's tags, the budget use the rules
 need, the time from the injectable ``clock``), then calls ``switchboard.routing.decide.decide``
-with the price book (the routing document's prices over the built-in table, the lookup metering
-uses) and the speed board.
+with the price lookup and the speed board. The wiring passes the lookup metering uses (the routing
+document's prices over the built-in table, ``billing.pricing``, a layer above this one); without
+one, the document's own ``prices`` alone.
 """
 
 from __future__ import annotations
@@ -14,17 +15,23 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from switchboard.auth import Principal
-from switchboard.costs import Price
-from switchboard.pricing import PriceBook
+from switchboard.core.money import Price, price_key
+from switchboard.core.principal import Principal
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.routing.decide import Decision, RequestFacts, TargetFilter, decide
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import PlannedTarget
 from switchboard.routing.rules import BudgetUse, budget_use
 from switchboard.routing.speed import SpeedBoard
-from switchboard.schemas import ChatCompletionRequest
 
-__all__ = ["Router"]
+__all__ = ["DocumentPrice", "Router", "document_price"]
+
+DocumentPrice = Callable[[RoutingDocument, PlannedTarget], Price | None]
+
+
+def document_price(document: RoutingDocument, target: PlannedTarget) -> Price | None:
+    """The routing document's own price for ``target`` (the default lookup)."""
+    return document.prices.get(price_key(target.provider_name, target.model))
 
 
 def _utc_now() -> datetime:
@@ -34,14 +41,14 @@ def _utc_now() -> datetime:
 class Router:
     def __init__(
         self,
-        prices: PriceBook | None = None,
+        prices: DocumentPrice = document_price,
         speeds: SpeedBoard | None = None,
         *,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = _utc_now,
         filters: Sequence[TargetFilter] = (),
     ) -> None:
-        self.prices = prices or PriceBook()
+        self.prices = prices
         self.speeds = speeds or SpeedBoard()
         self.rand = rand
         self.clock = clock
@@ -80,8 +87,7 @@ class Router:
         """The decision for facts already gathered (the offline CLI builds them itself)."""
 
         def price(target: PlannedTarget) -> Price | None:
-            match = self.prices.lookup(document, target)
-            return match.price if match is not None else None
+            return self.prices(document, target)
 
         return decide(
             document,

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from switchboard.auth import Principal
-from switchboard.limits.model import Scope
+from switchboard.core.principal import Principal, Scope
 from switchboard.routing.document import RoutingDocument, Rule
 
 __all__ = ["BudgetUse", "apply_rules", "budget_scopes", "budget_use"]

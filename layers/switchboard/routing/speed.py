@@ -28,16 +28,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from switchboard.lifecycle import Exchange
+from switchboard.core.attempts import AttemptRecord
+from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.routing.decide import Speed
+from switchboard.routing.planner import PlannedTarget
 
-__all__ = ["Measure", "SpeedBoard", "SpeedStore", "Window", "fold"]
+__all__ = ["Measure", "Settled", "SpeedBoard", "SpeedStore", "Window", "fold"]
 
 log = logging.getLogger("switchboard.routing")
 
 _ITEM_TTL_S = 7 * 86400  # an item no instance updates for a week goes (DynamoDB TTL)
+
+
+class Settled(Protocol):
+    """What the board reads of a settled request: the ``exchange.Exchange`` (a layer above, so
+    described here rather than imported)."""
+
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def target(self) -> PlannedTarget | None: ...
+    @property
+    def attempts(self) -> list[AttemptRecord]: ...
+    @property
+    def chat(self) -> ChatCompletionRequest: ...
+    @property
+    def usage(self) -> Usage | None: ...
+    @property
+    def first_token_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
 
 
 @dataclass(slots=True)
@@ -201,10 +223,10 @@ class SpeedBoard:
 
     # ---------------------------------------------------------------- the hook
 
-    async def admit(self, ex: Exchange) -> None:
+    async def admit(self, ex: object) -> None:
         return None
 
-    async def settle(self, ex: Exchange) -> None:
+    async def settle(self, ex: Settled) -> None:
         """One observation per answered request on a target some ``fastest`` route planned with
         here (others are never written), then a sync if one is due."""
         if ex.outcome == "ok" and ex.target is not None and ex.attempts and ex.target.label in self.wanted:
@@ -260,7 +282,7 @@ class SpeedBoard:
                 self.shared[label] = found
 
 
-def _throughput(ex: Exchange) -> float | None:
+def _throughput(ex: Settled) -> float | None:
     """A stream's output tokens per second after its first token (None for a buffered answer,
     whose generation time is not apart from its first token)."""
     if not ex.chat.stream or ex.usage is None or ex.first_token_at is None or ex.finished_at is None:
