@@ -120,3 +120,18 @@ def test_served_requests_feed_the_board_and_fastest_follows_it(gateway_factory, 
     )
     assert plain.status_code == 200
     assert "mock/echo+plain" not in speeds.windows and store.read("mock/echo+plain") is None
+
+
+def test_drain_waits_for_the_sync_in_flight(table: Table) -> None:
+    store = SpeedStore(table.name, lambda: table.client)
+    board = SpeedBoard(store, flush_s=0)
+
+    async def run() -> None:
+        board.observe("d/m", 0.3)
+        board.poke()
+        assert board._task is not None and not board._task.done()
+        await board.drain()
+        assert board._task.done()
+
+    asyncio.run(run())
+    assert store.read("d/m") is not None

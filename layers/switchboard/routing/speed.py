@@ -248,6 +248,15 @@ class SpeedBoard:
         self._last_sync = self.clock()
         self._task = loop.create_task(self.sync())
 
+    async def drain(self, timeout_s: float = 2.0) -> None:
+        """At shutdown: let the sync in flight finish (bounded), so no task is left pending."""
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except Exception:
+                task.cancel()
+
     async def sync(self) -> None:
         """Fold every window into its shared item, and read back the items of the other targets
         this instance planned with or knows. A failure keeps the window for the next sync (logged)."""
