@@ -22,6 +22,7 @@ a conversation that large is better sent whole (``store: false``) than chained.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -126,8 +127,8 @@ class ResponseStore:
         ttl = item.get("ttl", {}).get("N")
         if ttl is not None and int(ttl) < time.time():  # expired, not yet swept by DynamoDB
             return None
-        raw = item["body"]["B"]
-        data = json.loads(zlib.decompress(raw if isinstance(raw, bytes) else bytes(raw)))
+        raw = item["body"]["B"]  # bytes from boto3; base64 text from the light client (awsjson)
+        data = json.loads(zlib.decompress(base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)))
         return Stored(data["response"], data["input"], item.get("prev", {}).get("S"))
 
     async def delete(self, owner: str, response_id: str) -> bool:
