@@ -287,11 +287,11 @@ def test_a_mid_stream_failure_ends_with_response_failed(
         )
         numbers = [event["sequence_number"] for event in events]
         assert numbers == sorted(set(numbers)), model
-    with pytest.raises(RuntimeError):  # the SDK never mistakes it for a finished response
-        with client(gw).responses.stream(model="broken", input="a b c") as stream:
-            for _ in stream:
-                pass
-            stream.get_final_response()
+    sdk = client(gw)
+    with pytest.raises(RuntimeError), sdk.responses.stream(model="broken", input="a b c") as stream:
+        for _ in stream:
+            pass
+        stream.get_final_response()  # the SDK never mistakes it for a finished response
 
 
 def test_failover_before_output_is_invisible(

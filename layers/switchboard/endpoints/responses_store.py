@@ -33,19 +33,34 @@ from typing import Any
 
 from switchboard.errors import InvalidRequest, ServiceUnavailable
 
-__all__ = ["MAX_INPUT_BYTES", "MAX_ITEM_BYTES", "MAX_TURNS", "ResponseStore", "Stored", "TooLarge"]
+__all__ = [
+    "MAX_INPUT_BYTES",
+    "MAX_ITEM_BYTES",
+    "MAX_TURNS",
+    "PREFIX",
+    "ResponseStore",
+    "Stored",
+    "TooLarge",
+    "check_input",
+    "pack",
+]
 
 log = logging.getLogger("switchboard.endpoints.responses")
 
 MAX_ITEM_BYTES = 400 * 1024
 MAX_INPUT_BYTES = 300 * 1024  # compressed; leaves room for the answer in the same item
 MAX_TURNS = 100
+PREFIX = "rsp#"
 _OVERHEAD = 512  # key names, owner, prev, ttl
 _TIMEOUT_S = 5.0
 
 
 class TooLarge(InvalidRequest):
     """A request too large to store."""
+
+
+class _Taken(Exception):
+    """The id is another key's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +71,7 @@ class Stored:
 
 
 def _key(response_id: str) -> dict[str, dict[str, str]]:
-    return {"pk": {"S": f"rsp#{response_id}"}, "sk": {"S": "rsp"}}
+    return {"pk": {"S": PREFIX + response_id}, "sk": {"S": "rsp"}}
 
 
 def pack(response: dict[str, Any], items: list[dict[str, Any]]) -> bytes:
@@ -91,6 +106,8 @@ class ResponseStore:
                 answer: dict[str, Any] = await asyncio.to_thread(method, TableName=self.table, **params)
                 return answer
         except Exception as exc:
+            if "ConditionalCheckFailed" in type(exc).__name__ + str(getattr(exc, "response", "")):
+                raise _Taken from None
             log.warning("stored responses: %s failed (%s)", operation, type(exc).__name__)
             raise ServiceUnavailable("Stored responses are unavailable right now; retry shortly.") from None
 
@@ -115,7 +132,18 @@ class ResponseStore:
         }
         if previous:
             item["prev"] = {"S": previous}
-        await self._call("put_item", Item=item)
+        # Never over another key's response: an upstream chooses the ids of passed-through answers.
+        try:
+            await self._call(
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR #o = :o",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":o": {"S": owner}},
+            )
+        except _Taken:
+            log.warning("response %s not stored: its id belongs to another key", response.get("id"))
+            return False
         return True
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
