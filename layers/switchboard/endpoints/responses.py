@@ -107,9 +107,9 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], ResponsesRequest]:
         return body, ResponsesRequest.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        field = str(first["loc"][0]) if first["loc"] else "request"  # the rest names union branches
         raise InvalidRequest(
-            f"Invalid request: '{where}': {first['msg']}", param=where, code="invalid_value"
+            f"Invalid request: '{field}': {first['msg']}", param=field, code="invalid_value"
         ) from None
 
 

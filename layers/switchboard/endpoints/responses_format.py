@@ -391,7 +391,8 @@ def response_object(
 ) -> dict[str, Any]:
     """The ``response`` object, echoing the request's settings as OpenAI does."""
     reasoning = request.reasoning or {}
-    return {
+    tools = [_echo_tool(tool) for tool in request.tools or ()]
+    response: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -412,13 +413,24 @@ def response_object(
         "temperature": request.temperature if request.temperature is not None else 1.0,
         "text": request.text or {"format": {"type": "text"}},
         "tool_choice": request.tool_choice if request.tool_choice is not None else "auto",
-        "tools": request.tools or [],
+        "tools": tools,
         "top_p": request.top_p if request.top_p is not None else 1.0,
         "truncation": "disabled",
-        "usage": usage,
-        "user": request.user,
         "metadata": request.metadata or {},
     }
+    # OpenAI leaves these out rather than null: its schema allows no null for them.
+    if usage is not None:
+        response["usage"] = usage
+    if request.user is not None:
+        response["user"] = request.user
+    return response
+
+
+def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as a response shows it: ``strict`` and ``parameters`` always present."""
+    if tool.get("type") != "function":
+        return tool
+    return {"description": None, **tool, "strict": tool.get("strict"), "parameters": tool.get("parameters")}
 
 
 def _message_item(item_id: str, text: str, status: str, refusal: str | None = None) -> dict[str, Any]:
