@@ -302,3 +302,18 @@ def test_failover_before_output_is_invisible(
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert final.output_text == "echo: hello" and kinds.count("response.created") == 1
+
+
+def test_a_stream_without_upstream_usage_reports_an_estimate_never_zero(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    doc = routing_doc(mock.base_url, {"quiet": to(("quiet", "echo"))})
+    doc["providers"]["quiet"] = {**doc["providers"]["mock"], "unsupported_params": ["stream_options"]}
+    gw = gateway_factory(doc=doc)
+    with client(gw).responses.stream(model="quiet", input="one two three") as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert "stream_options" not in mock.requests[-1]["json"]  # so the upstream sent no usage
+    assert final.usage is not None and final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+    assert (final.usage.model_extra or {}).get("estimated") is True
