@@ -317,3 +317,33 @@ def test_a_stream_without_upstream_usage_reports_an_estimate_never_zero(
     assert "stream_options" not in mock.requests[-1]["json"]  # so the upstream sent no usage
     assert final.usage is not None and final.usage.input_tokens > 0 and final.usage.output_tokens > 0
     assert (final.usage.model_extra or {}).get("estimated") is True
+
+
+def test_a_converted_targets_refusal_names_the_responses_field(
+    gw: RunningGateway, native: ScriptedUpstream
+) -> None:
+    """Anthropic takes no ftp image URL: the chat form's refusal (param ``messages``) names ``input``."""
+    image = {"type": "input_image", "image_url": "ftp://example.com/cat.png"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gw).responses.create(model="claude", input=[{"role": "user", "content": [image]}])
+    assert caught.value.body["param"] == "input"  # type: ignore[index]
+    assert native.requests == []  # refused before any upstream call
+
+
+def test_the_routing_document_sets_the_ttl_and_keys_their_models(gateway_factory: Any, mock: Any) -> None:
+    import time
+
+    import boto3
+    from switchboard.limits.keys import KeyStore
+    from switchboard.limits.table import Table
+
+    doc = routing_doc(mock.base_url, {"echo": to(("mock", "echo")), "other": to(("mock", "echo"))})
+    gw = gateway_factory(doc={**doc, "responses_ttl_days": 2})
+    made = client(gw).responses.create(model="echo", input="x")
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    item = ddb.get_item(TableName=gw.settings.table, Key={"pk": {"S": "rsp#" + made.id}, "sk": {"S": "rsp"}})
+    assert abs(int(item["Item"]["ttl"]["N"]) - (time.time() + 2 * 86400)) < 60
+    narrow, _ = KeyStore(Table(ddb, gw.settings.table)).create("narrow", models=["other"])
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client(gw, narrow).responses.create(model="echo", input="x")
+    assert caught.value.body["param"] == "model"  # type: ignore[index]

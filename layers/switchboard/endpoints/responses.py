@@ -82,6 +82,13 @@ _OUTPUT = frozenset(
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 _STRIPPED = frozenset({"message", "function_call", "function_call_output"})
 _MAX_ERROR_BODY = 64 * 1024
+# A chat field a converted target refuses, as the client named it (``responses_format.to_chat``).
+_PARAMS = {
+    "messages": "input",
+    "response_format": "text.format",
+    "max_tokens": "max_output_tokens",
+    "reasoning_effort": "reasoning.effort",
+}
 
 
 class NotFound(GatewayError):
@@ -220,7 +227,10 @@ class _Session:
             return dict(answer)
         provider = providers.get(target.provider.kind)
         call = await self.engine.call(self.chat(False, target), target, stream=False)
-        completion, _raw = await provider.complete(call)
+        try:
+            completion, _raw = await provider.complete(call)
+        except AttemptFailed as exc:
+            raise _renamed(exc) from None
         try:
             return from_chat(
                 completion, self.parsed, response_id=self.response_id, created_at=self.created_at
@@ -277,8 +287,17 @@ class _Session:
                     yield made
             for made in translator.finish():
                 yield made
+        except AttemptFailed as exc:
+            raise _renamed(exc) from None
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _renamed(exc: AttemptFailed) -> AttemptFailed:
+    """A converted attempt's refusal naming the Responses field, not its chat form."""
+    if exc.upstream_param in _PARAMS:
+        exc.upstream_param = _PARAMS[exc.upstream_param]
+    return exc
 
 
 def _failed(target: PlannedTarget, error: Any) -> AttemptFailed:
