@@ -159,3 +159,32 @@ def test_every_error_body(
     assert response.status_code == status, response.text
     assert_conforms("ErrorResponse", response.json())
     assert response.json()["error"]["param"] == param
+
+
+def test_translated_events_with_reasoning_and_parallel_calls_conform() -> None:
+    """The converter's events for what the mock never sends: reasoning text, two tool calls."""
+    from switchboard.endpoints.responses_format import EventTranslator, ResponsesRequest
+    from switchboard.schemas import ChatCompletionChunk
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> ChatCompletionChunk:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return ChatCompletionChunk.model_validate(
+            {"id": "c", "created": 1, "model": "m", "choices": [choice]}
+        )
+
+    request = ResponsesRequest.model_validate({"model": "m", "input": "x", "tools": [WEATHER], "user": "u"})
+    translator = EventTranslator(request, "resp_1", 1)
+    made = []
+    for item in (
+        chunk({"role": "assistant", "reasoning_content": "hm"}),
+        chunk({"content": "ok"}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "a", "arguments": "{}"}}]}),
+        chunk(
+            {"tool_calls": [{"index": 1, "id": "call_2", "function": {"name": "b", "arguments": "{}"}}]},
+            "tool_calls",
+        ),
+    ):
+        made += translator.feed(item)
+    made += translator.finish()
+    for item in made:
+        assert_conforms("ResponseStreamEvent", json.loads(item.data))

@@ -266,3 +266,39 @@ def test_the_documented_lossy_table_matches_the_code() -> None:
         for match in re.finditer(r"^\| (.+?) \| (.+?) \|$", section, re.MULTILINE)
     ][1:]  # the header
     assert rows == list(LOSSY)
+
+
+def test_reasoning_text_becomes_a_reasoning_item() -> None:
+    translator = EventTranslator(req(input="x"), "resp_1", 7)
+    events = translator.feed(chunk({"role": "assistant", "reasoning_content": "Think"}))
+    events += translator.feed(chunk({"reasoning_content": "ing."}))
+    events += translator.feed(chunk({"content": "Done."}, "stop"))
+    events += translator.finish()
+    kinds = [e.event for e in events]
+    assert kinds[2:6] == [
+        "response.output_item.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+    ]
+    final = json.loads(events[-1].data)["response"]
+    assert (
+        final["output"][0]["type"] == "reasoning" and final["output"][0]["content"][0]["text"] == "Thinking."
+    )
+    assert final["output"][1]["content"][0]["text"] == "Done."
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "created": 1,
+            "model": "up",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "a", "reasoning_content": "hm"},
+                }
+            ],
+        }
+    )
+    response = from_chat(completion, req(input="x"), response_id="resp_1", created_at=7)
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message"]

@@ -12,11 +12,13 @@ provider declares ``responses: true``) nothing here runs: the body passes throug
               ``reasoning_effort``; ``temperature``, ``top_p``, ``parallel_tool_calls``, ``user``
               as they are. What has no chat form is in ``LOSSY`` (dropped and logged, or a 400
               for that target), the table ``docs/providers.md`` shows.
-    response  the message's text -> one ``message`` output item (``output_text``; a refusal ->
+    response  reasoning text (``reasoning_content``) -> a ``reasoning`` item first; the message's
+              text -> one ``message`` output item (``output_text``; a refusal ->
               ``refusal``); each tool call -> a ``function_call`` item (its ``call_id`` is the
               chat tool call's id); ``finish_reason: length`` -> ``status: incomplete``; usage ->
               ``input_tokens`` (cached ones in ``input_tokens_details``), ``output_tokens``.
     stream    chat chunks -> ``response.created``, ``response.in_progress``, then per output item
+              (reasoning text -> a ``reasoning`` item, ``response.reasoning_text.delta``/``.done``)
               ``response.output_item.added``, (text) ``response.content_part.added``,
               ``response.output_text.delta``..., ``response.output_text.done``,
               ``response.content_part.done``, (tool call) ``response.function_call_arguments.delta``
@@ -59,7 +61,13 @@ log = logging.getLogger("switchboard.endpoints.responses")
 # docs/providers.md shows this table as it is (tests/unit/test_responses_format.py keeps them equal).
 LOSSY: tuple[tuple[str, str], ...] = (
     ("reasoning items in input", "dropped (logged): chat has no place for them"),
-    ("reasoning.summary", "dropped (logged); no reasoning item is returned"),
+    (
+        "reasoning.summary",
+        (
+            "dropped (logged); an upstream's reasoning text (`reasoning_content`) comes back as "
+            "a reasoning item's `content`, with no summary"
+        ),
+    ),
     ("include", "dropped (logged)"),
     ("metadata", "kept on the stored response, not sent upstream"),
     ("unknown request fields", "dropped (logged); OpenAI-compatible pass-through targets get them"),
@@ -442,6 +450,19 @@ def _message_item(item_id: str, text: str, status: str, refusal: str | None = No
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 
+def _reasoning_text(fields: dict[str, Any]) -> str:
+    """The reasoning text a chat upstream sent (``reasoning_content``: DeepSeek, vLLM; ``reasoning``)."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(fields.get(name), str) and fields[name]:
+            return str(fields[name])
+    return ""
+
+
+def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}]
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
+
+
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
@@ -460,6 +481,9 @@ def from_chat(
     choice = completion.choices[0]
     message = choice.message
     output: list[dict[str, Any]] = []
+    thought = _reasoning_text(message.model_extra or {})
+    if thought:
+        output.append(_reasoning_item(new_id("rs_"), thought, "completed"))
     refusal = (message.model_extra or {}).get("refusal")
     if message.content or refusal:
         output.append(_message_item(new_id("msg_"), message.content or "", "completed", refusal))
@@ -533,7 +557,17 @@ class EventTranslator:
         index = self.output.index(item)
         events: list[SSEEvent] = []
         item["status"] = "completed"
-        if item["type"] == "message":
+        if item["type"] == "reasoning":
+            events.append(
+                self._event(
+                    "response.reasoning_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=item["content"][0]["text"],
+                )
+            )
+        elif item["type"] == "message":
             part = item["content"][0]
             events.append(
                 self._event(
@@ -571,7 +605,7 @@ class EventTranslator:
         events = self._close()
         self.output.append(item)
         self.open = item
-        shown = {**item, "content": []} if item["type"] == "message" else dict(item)
+        shown = {**item, "content": []} if item["type"] in ("message", "reasoning") else dict(item)
         events.append(
             self._event("response.output_item.added", output_index=len(self.output) - 1, item=shown)
         )
@@ -626,8 +660,29 @@ class EventTranslator:
         )
         return events
 
+    def _thought(self, text: str) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if self.open is None or self.open["type"] != "reasoning":
+            events += self._add(_reasoning_item(new_id("rs_"), "", "in_progress"))
+        current = self.open
+        assert current is not None
+        current["content"][0]["text"] += text
+        events.append(
+            self._event(
+                "response.reasoning_text.delta",
+                item_id=current["id"],
+                output_index=self.output.index(current),
+                content_index=0,
+                delta=text,
+            )
+        )
+        return events
+
     def _delta(self, delta: dict[str, Any]) -> list[SSEEvent]:
         events: list[SSEEvent] = []
+        thought = _reasoning_text(delta)
+        if thought:
+            events += self._thought(thought)
         if delta.get("content"):
             events += self._text(str(delta["content"]))
         for call in delta.get("tool_calls") or ():
