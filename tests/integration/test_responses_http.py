@@ -347,3 +347,14 @@ def test_the_routing_document_sets_the_ttl_and_keys_their_models(gateway_factory
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client(gw, narrow).responses.create(model="echo", input="x")
     assert caught.value.body["param"] == "model"  # type: ignore[index]
+
+
+def test_responses_parse_with_a_pydantic_format(gw: RunningGateway) -> None:
+    import pydantic
+
+    class Echoed(pydantic.BaseModel):
+        echo: str
+
+    for model in ("echo", "pass"):
+        parsed = client(gw).responses.parse(model=model, input="ping", text_format=Echoed)
+        assert parsed.output_parsed == Echoed(echo="ping"), model
