@@ -26,7 +26,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -395,7 +395,7 @@ async def _events(
     state: _StreamState,
     ex: Exchange,
     match: PriceMatch | None,
-    keep: Any,
+    keep: Callable[[dict[str, Any]], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
     try:
         async for item in held.items():
