@@ -358,3 +358,37 @@ def test_responses_parse_with_a_pydantic_format(gw: RunningGateway) -> None:
     for model in ("echo", "pass"):
         parsed = client(gw).responses.parse(model=model, input="ping", text_format=Echoed)
         assert parsed.output_parsed == Echoed(echo="ping"), model
+
+
+def test_streams_converted_from_anthropic_and_bedrock(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    """Other families stream through chat too: Anthropic's events and Bedrock's ConverseStream."""
+    claude = fixture("anthropic", "stream_tools")
+    native.script("claude-real", Reply(sse=claude["anthropic_stream"]))
+    converse = fixture("bedrock", "stream_tools")
+    stream = [
+        ("event", name, payload) for event in converse["converse_stream"] for name, payload in event.items()
+    ]
+    native.script(converse["target_model"], Reply(events=stream))
+    doc = routing_doc(mock.base_url, {"claude": to(("anthropic", "claude-real"))})
+    doc["providers"]["anthropic"] = {"kind": "anthropic", "base_url": native.url, "api_key": KEY_REF}
+    doc["providers"]["bedrock"] = {"kind": "bedrock", "region": "us-east-1", "base_url": native.url}
+    doc["models"]["nova"] = to(("bedrock", converse["target_model"]))
+    gw = gateway_factory(doc=doc)
+    expected = {
+        "claude": (
+            "Okay, let's check the weather for San Francisco, CA:",
+            {"location": "San Francisco, CA", "unit": "fahrenheit"},
+        ),
+        "nova": ("I'll look that up.", {"sign": "WZPZ"}),
+    }
+    for model, (text, arguments) in expected.items():
+        with client(gw).responses.stream(model=model, input="x", tools=[WEATHER]) as events:
+            kinds = [event.type for event in events]
+            final = events.get_final_response()
+        assert final.output_text == text, model
+        call = final.output[-1]
+        assert call.type == "function_call" and json.loads(call.arguments) == arguments, model
+        assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+        assert final.usage is not None and final.usage.output_tokens > 0, model
