@@ -49,7 +49,7 @@ def test_responses_true_is_for_openai_kinds_only() -> None:
         ({"kind": "openai", "base_url": "https://api.groq.com/openai/v1"}, False),
         ({"kind": "openai", "base_url": "http://127.0.0.1:9100/v1", "responses": True}, True),
         ({"kind": "openai", "base_url": "https://api.openai.com.evil.test/v1"}, False),
-        ({"kind": "azure", "base_url": "https://x.openai.azure.com"}, False),
+        ({"kind": "azure", "base_url": "https://x.openai.azure.com", "api_key": {"ssm": "/k"}}, False),
     ],
 )
 def test_which_targets_pass_through(provider: dict[str, Any], expected: bool) -> None:
