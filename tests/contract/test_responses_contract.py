@@ -163,8 +163,8 @@ def test_every_error_body(
 
 def test_translated_events_with_reasoning_and_parallel_calls_conform() -> None:
     """The converter's events for what the mock never sends: reasoning text, two tool calls."""
-    from switchboard.endpoints.responses_format import EventTranslator, ResponsesRequest
-    from switchboard.schemas import ChatCompletionChunk
+    from switchboard.core.schemas import ChatCompletionChunk
+    from switchboard.http.endpoints.responses_format import EventTranslator, ResponsesRequest
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> ChatCompletionChunk:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}

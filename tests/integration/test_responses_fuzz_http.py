@@ -13,12 +13,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from switchboard.api import create_app
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import seed_aws
 from switchboard.devtools.mockupstream import MockUpstream
-from switchboard.endpoints.responses_format import ResponsesRequest, Unconvertible, input_items, to_chat
-from switchboard.gateway import Gateway
-from switchboard.settings import Settings
+from switchboard.http.app import create_app
+from switchboard.http.endpoints.responses_format import ResponsesRequest, Unconvertible, input_items, to_chat
+from switchboard.wiring import Gateway
 
 from tests.conftest import API_KEY, routing_doc, serve_app
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from switchboard.endpoints.responses_format import (
+from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk
+from switchboard.http.endpoints.responses_format import (
     LOSSY,
     EventTranslator,
     ResponsesRequest,
@@ -18,7 +19,6 @@ from switchboard.endpoints.responses_format import (
     to_chat,
     usage_of,
 )
-from switchboard.schemas import ChatCompletion, ChatCompletionChunk
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from switchboard.endpoints.responses import passes_through
+from switchboard.http.endpoints.responses import passes_through
 from switchboard.routing.document import RoutingDocument
 
 from tests.support import target
