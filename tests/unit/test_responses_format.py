@@ -1,4 +1,4 @@
-"""The Responses <-> chat converter (endpoints/responses_format.py) and its table in docs/providers.md."""
+"""The Responses <-> chat converter (http/endpoints/responses_format.py) and its docs table."""
 
 from __future__ import annotations
 

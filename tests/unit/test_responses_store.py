@@ -1,4 +1,4 @@
-"""Stored responses (endpoints/responses_store.py) over a real moto DynamoDB table."""
+"""Stored responses (http/endpoints/responses_store.py) over a real moto DynamoDB table."""
 
 from __future__ import annotations
 
