@@ -233,3 +233,23 @@ def test_the_dev_documents_demo_aliases_explain_and_serve_alike(gateway_factory,
         assert kept(answer) == ["mock/echo", "mock/echo+dear"]
         free = explain(running, **body, metadata={"tier": "free"})
         assert free["model"] == "mock-echo" and free["rules"][0]["index"] == 0
+
+
+def test_a_responses_request_is_routed_and_explained_alike(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    models = {
+        "big": {"targets": [{"provider": "mock", "model": "echo"}]},
+        "small": {"targets": [{"provider": "backup", "model": "echo"}]},
+    }
+    rules = [{"when": {"endpoint": ["responses"], "metadata": {"tier": "free"}}, "reroute": {"big": "small"}}]
+    running = gateway_factory(doc=routing_doc(mock.base_url, models, rules=rules))
+    sdk = client(running)
+    body = {"model": "big", "input": "hello", "metadata": {"tier": "free"}, "store": False}
+    answer: dict[str, Any] = sdk.post("/route/explain", body=body, cast_to=object)
+    assert (answer["endpoint"], answer["model"], answer["rules"][0]["index"]) == ("responses", "small", 0)
+    served = sdk.responses.with_raw_response.create(**body)
+    assert served.headers["x-switchboard-rule"] == "rules[0]: big -> small"
+    assert served.headers["x-switchboard-provider"] == "backup"
+    chat = sdk.chat.completions.with_raw_response.create(
+        model="big", messages=[{"role": "user", "content": "hello"}], metadata={"tier": "free"}, store=True
+    )
+    assert "x-switchboard-rule" not in chat.headers  # the rule names the responses endpoint only
