@@ -51,40 +51,32 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"Invalid request: '{where}': {first['msg']}", param=where, code="invalid_value")
 
 
-def _text(content: Any) -> str | None:
-    """A Responses content value as chat text: a string, or its text parts joined."""
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return json.dumps(content)
-
-
 def responses_chat(body: dict[str, Any]) -> ChatCompletionRequest:
-    """A Responses request as a chat request, for routing: ``instructions`` as the system turn,
-    ``input`` (a string, or message items) as the turns, ``max_output_tokens`` as the cap."""
-    messages: list[dict[str, Any]] = []
-    if body.get("instructions"):
-        messages.append({"role": "system", "content": _text(body["instructions"])})
-    given = body.get("input")
-    if isinstance(given, str):
-        messages.append({"role": "user", "content": given})
-    elif isinstance(given, list):
-        for item in given:
-            if isinstance(item, dict) and item.get("role") in ("system", "developer", "user", "assistant"):
-                messages.append({"role": item["role"], "content": _text(item.get("content"))})
-            elif item is not None:  # tool outputs, reasoning items...: counted, as text
-                messages.append({"role": "user", "content": json.dumps(item)})
-    if not messages:
-        raise InvalidRequest("A responses body needs 'input'.", param="input")
-    chat = {
-        "model": body.get("model"),
-        "messages": messages,
-        "max_tokens": body.get("max_output_tokens"),
-        "user": body.get("user"),
-        "metadata": body.get("metadata"),
-    }
-    return ChatCompletionRequest.model_validate({k: v for k, v in chat.items() if v is not None})
+    """A Responses request in chat form, as ``create_response`` routes it: its own ``input`` (a
+    ``previous_response_id``'s stored history is not read here), ``instructions``, tools and cap;
+    one that has no chat form is estimated from its JSON, as there."""
+    from switchboard.http.endpoints.responses_format import (
+        ResponsesRequest,
+        Unconvertible,
+        input_items,
+        to_chat,
+    )
+
+    parsed = ResponsesRequest.model_validate(body)
+    items = input_items(parsed.input)
+    if not items:
+        raise InvalidRequest(
+            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+        )
+    try:
+        chat = to_chat(parsed, items, stream=False)
+    except Unconvertible:
+        text = json.dumps({"instructions": parsed.instructions, "input": items, "tools": parsed.tools})
+        estimate: dict[str, Any] = {"model": parsed.model, "messages": [{"role": "user", "content": text}]}
+        if parsed.max_output_tokens:
+            estimate["max_tokens"] = parsed.max_output_tokens
+        chat = ChatCompletionRequest.model_validate(estimate)
+    return with_metadata(chat, body.get("metadata"))
 
 
 def _messages_chat(raw: bytes) -> ChatCompletionRequest:
