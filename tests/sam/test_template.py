@@ -555,3 +555,16 @@ def test_every_checkov_skip_says_why(template: dict[str, Any]) -> None:
     for name, skip in skips:
         assert str(skip["id"]).startswith("CKV_"), (name, skip)
         assert len(str(skip.get("comment", ""))) > 40, (name, skip)
+
+
+def test_the_app_knows_the_function_timeout_of_each_mode(template: dict[str, Any]) -> None:
+    """The app derives its request bound from the timeout (switchboard.settings): both read the
+    same mapping entry, and the buffered timeout is API Gateway's 29 s integration limit."""
+    props = template["Resources"]["GatewayFunction"]["Properties"]
+    lookup = props["Timeout"]
+    assert lookup == {"Fn::FindInMap": ["ModeTimeouts", {"Ref": "DeploymentMode"}, "FunctionSeconds"]}
+    assert props["Environment"]["Variables"]["SWITCHBOARD_FUNCTION_TIMEOUT_S"] == lookup
+    modes = template["Mappings"]["ModeTimeouts"]
+    assert set(modes) == set(template["Parameters"]["DeploymentMode"]["AllowedValues"])
+    assert int(modes["buffered"]["FunctionSeconds"]) <= 29
+    assert int(modes["streaming"]["FunctionSeconds"]) == 900
