@@ -10,7 +10,9 @@ one vCPU per 1,769 MB: 0.289 vCPU at 512 MB, 0.145 at 256 MB). The quota is a cg
 PID 1, which containers often lack. Per share it measures:
 
 - init: process start to the first served chat completion (Python start, imports, the app's
-  wiring, the first SSM and DynamoDB reads through moto), as the bench's cold start does;
+  wiring, the first SSM and DynamoDB reads through moto), as the bench's cold start does, and the
+  CPU time the process used for it (which, divided by a share, gives the init time at that share
+  on a machine with nothing else running: on a loaded machine the quota is a cap, not a grant);
 - per request, warm: wall time and the gateway process's CPU time for a non-streamed completion
   from a mock that answers at once (the gateway's own part of Lambda's billed duration), and for a
   typical stream (300 content chunks with the usage chunk, as the OpenAI SDK asks with
@@ -261,18 +263,22 @@ def main(argv: list[str] | None = None) -> int:
                     "vcpus": None if memory is None else round(memory / MB_PER_VCPU, 3)
                 }
                 starts: list[float] = []
+                init_cpu: list[float] = []
                 proc: procs.Proc | None = None
                 for i in range(args.cold_runs):
                     if proc is not None:
                         proc.stop()
                     proc = start_gateway(f"gw-{memory or 'full'}-{i}", env, log_dir, quota)
                     starts.append(serve_first(proc, "bench-echo", API_KEY))
+                    init_cpu.append(procs.tree_cpu_s(proc.pid))
                 log(f"{label}: init {[round(s * 1000) for s in starts]} ms")
                 figures["init_ms"] = {
                     "median": round(statistics.median(starts) * 1000),
                     "min": round(min(starts) * 1000),
                     "max": round(max(starts) * 1000),
                     "runs": len(starts),
+                    # CPU seconds to the first answer: what the share must supply, whatever the load
+                    "cpu_ms_median": round(statistics.median(init_cpu) * 1000),
                 }
                 assert proc is not None
                 figures["plain"] = warm_round(proc, API_KEY, PLAIN_MODEL, False, args.requests)

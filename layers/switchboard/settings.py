@@ -17,8 +17,8 @@ __all__ = ["FUNCTION_ANSWER_MARGIN_S", "Settings", "request_bound"]
 
 # Seconds kept between the app's deadline and the function's timeout: the Lambda reserve of
 # switchboard.api (0.5 s), writing the 504 and refunding the reservation, and the init of a cold
-# start, which API Gateway's 29 s counts but Lambda's timeout does not (about 1.5 s at 512 MB and
-# 3 s at 256 MB under Lambda's CPU share; docs/performance.md).
+# start, which API Gateway's 29 s counts but Lambda's timeout does not (measured 1.0-1.2 s at
+# 512 MB and 2.1-2.2 s at 256 MB under Lambda's CPU share; docs/performance.md).
 FUNCTION_ANSWER_MARGIN_S = 4.0
 
 _ENV = {
