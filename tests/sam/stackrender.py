@@ -30,6 +30,7 @@ NAME_PROPERTIES: dict[str, tuple[str, ...]] = {
     "AWS::Serverless::Api": ("Name",),
     "AWS::ApiGateway::RestApi": ("Name",),
     "AWS::Serverless::Function": ("FunctionName",),
+    "AWS::Serverless::CapacityProvider": ("CapacityProviderName",),
     "AWS::Lambda::Function": ("FunctionName",),
     "AWS::Serverless::LayerVersion": ("LayerName",),
     "AWS::Lambda::LayerVersion": ("LayerName",),

@@ -45,6 +45,13 @@ def if_branches(value: Any, condition: str = "IsStreaming") -> tuple[Any, Any]:
     return value, value
 
 
+def leaves(value: Any) -> list[Any]:
+    """Every value an ``Fn::If`` tree can take (a plain value is its own leaf)."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        return [leaf for branch in value["Fn::If"][1:] for leaf in leaves(branch)]
+    return [value]
+
+
 def sub_text(value: Any) -> str:
     """The format string of an ``Fn::Sub`` (or a plain string)."""
     if isinstance(value, dict) and "Fn::Sub" in value:
@@ -132,9 +139,12 @@ def test_api_proxies_root_and_every_path_to_the_gateway(template: dict[str, Any]
         integration = item["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy", path
         assert integration["httpMethod"] == "POST", path
-        for branch in if_branches(integration["uri"]):
-            # the 'live' alias, where provisioned concurrency is set (ProvisionedConcurrency)
-            assert "${GatewayFunctionAliaslive}" in sub_text(branch), path
+        for leaf in leaves(integration["uri"]):
+            # the 'live' alias (where provisioned concurrency is set), of the mode's function
+            text = sub_text(leaf)
+            assert (
+                "/${GatewayFunctionAliaslive}/" in text or "/${ManagedGatewayFunctionAliaslive}/" in text
+            ), path
 
 
 def test_streaming_mode_uses_response_stream_integration(template: dict[str, Any]) -> None:
@@ -144,8 +154,10 @@ def test_streaming_mode_uses_response_stream_integration(template: dict[str, Any
         streaming, buffered = if_branches(integration["responseTransferMode"])
         assert (streaming, buffered) == ("STREAM", "BUFFERED"), path
 
-        stream_uri, buffered_uri = (sub_text(u) for u in if_branches(integration["uri"]))
-        assert STREAM_URI_MARK in stream_uri and stream_uri.endswith(STREAM_URI_SUFFIX), path
+        streams, buffered_uri = if_branches(integration["uri"])
+        for stream_uri in (sub_text(leaf) for leaf in leaves(streams)):  # on demand, managed instances
+            assert STREAM_URI_MARK in stream_uri and stream_uri.endswith(STREAM_URI_SUFFIX), path
+        buffered_uri = sub_text(buffered_uri)
         assert "/2015-03-31/functions/" in buffered_uri and buffered_uri.endswith("/invocations"), path
 
         stream_timeout, buffered_timeout = if_branches(integration["timeoutInMillis"])
@@ -171,7 +183,14 @@ def test_api_gateway_may_invoke_the_function(template: dict[str, Any]) -> None:
     perm = only(template, "AWS::Lambda::Permission")["Properties"]
     assert perm["Action"] == "lambda:InvokeFunction"
     assert perm["Principal"] == "apigateway.amazonaws.com"
-    assert perm["FunctionName"] == {"Ref": "GatewayFunction.Alias"}  # the alias API Gateway invokes
+    # the alias API Gateway invokes, of the mode's function
+    assert perm["FunctionName"] == {
+        "Fn::If": [
+            "IsManagedInstances",
+            {"Ref": "ManagedGatewayFunctionAliaslive"},
+            {"Ref": "GatewayFunctionAliaslive"},
+        ]
+    }
     assert "${GatewayApi}/${StageName}/" in sub_text(perm["SourceArn"])
 
 
@@ -247,9 +266,10 @@ def test_tracing_layer_is_attached_only_when_tracing_is_on(template: dict[str, A
         name: [layer for layer in fn["Properties"].get("Layers", []) if "TracingLayer" in json.dumps(layer)]
         for name, fn in resources_of(template, "AWS::Serverless::Function").items()
     }
-    assert uses.pop("GatewayFunction") == [
-        {"Fn::If": ["TracingEnabled", {"Ref": "TracingLayer"}, {"Ref": "AWS::NoValue"}]}
-    ]
+    for gateway in ("GatewayFunction", "ManagedGatewayFunction"):
+        assert uses.pop(gateway) == [
+            {"Fn::If": ["TracingEnabled", {"Ref": "TracingLayer"}, {"Ref": "AWS::NoValue"}]}
+        ]
     # The sweeper never turns tracing on (no SWITCHBOARD_TRACING, no active tracing).
     assert not any(uses.values()), uses
     sweeper = template["Resources"]["SweeperFunction"]["Properties"]
