@@ -128,3 +128,28 @@ def test_the_check_finds_the_collisions_of_an_unscoped_template() -> None:
         "grant:arn:aws:ssm:us-east-1:123456789012:parameter/switchboard/secrets/* ~ "
         "arn:aws:ssm:us-east-1:123456789012:parameter/switchboard/secrets/*",
     }
+
+
+def _alarm_metrics(template: dict[str, Any], stack: str, params: dict[str, str]) -> set[str]:
+    """(namespace, metric, dimensions) of every alarm on the gateway's own metrics."""
+    rendered = render(template, stack, params)
+    found = set()
+    for res in rendered.resources.values():
+        props = res["Properties"]
+        if res["Type"] == "AWS::CloudWatch::Alarm" and props["Namespace"] == "Switchboard":
+            dims = ",".join(f"{d['Name']}={d['Value']}" for d in props["Dimensions"])
+            found.add(f"{props['Namespace']}/{props['MetricName']}/{dims}")
+    return found
+
+
+def test_two_stacks_alarm_on_their_own_metrics(template: dict[str, Any]) -> None:
+    """The metrics' service dimension is the stack's (POWERTOOLS_SERVICE_NAME, which the cost
+    events and Powertools' metrics both use): a dev stack's errors never fire the prod alarms."""
+    dev = _alarm_metrics(template, DEV, {})
+    prod = _alarm_metrics(template, PROD, SECOND)
+    assert dev and prod and dev.isdisjoint(prod)
+    env = render(template, DEV).resources["GatewayFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_SERVICE_NAME"] == DEV
+    dashboard = render(template, DEV).resources["GatewayDashboard"]["Properties"]["DashboardBody"]
+    assert '"service", "switchboard"' not in dashboard
+    assert dashboard.count("SEARCH(") == dashboard.count(f'service=\\"{DEV}\\"')

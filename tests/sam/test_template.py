@@ -239,7 +239,7 @@ def test_function_modes(template: dict[str, Any]) -> None:
         assert if_branches(env[key]) == (value, {"Ref": "AWS::NoValue"}), key
     for key in ("SWITCHBOARD_ROUTING_PARAM", "SWITCHBOARD_TABLE"):
         assert key in env
-    assert env["POWERTOOLS_SERVICE_NAME"] == "switchboard"
+    assert env["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}  # the metrics' service dimension
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Switchboard"
 
 

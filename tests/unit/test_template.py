@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from switchboard.costevents import METRICS, SERVICE
+from switchboard.costevents import METRICS
 from switchboard.devtools.cfn import load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
@@ -37,7 +37,8 @@ def test_alarms_watch_metrics_the_gateway_emits() -> None:
         assert props["TreatMissingData"] == "notBreaching" and "AlarmActions" in props
         if props["Namespace"] == "Switchboard":
             assert props["MetricName"] in EMITTED
-            assert props["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+            # the stack's name: the gateway's POWERTOOLS_SERVICE_NAME (tests/sam/test_stack_names.py)
+            assert props["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
 
 
 def test_dashboard_is_valid_json_and_reads_emitted_metrics() -> None:
