@@ -24,9 +24,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import seed_aws
 from switchboard.devtools.mockupstream import MockUpstream
-from switchboard.settings import Settings
 
 from tests.conftest import API_KEY, routing_doc
 

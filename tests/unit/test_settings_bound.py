@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from switchboard.settings import FUNCTION_ANSWER_MARGIN_S, Settings
+from switchboard.core.settings import FUNCTION_ANSWER_MARGIN_S, Settings
 
 
 @pytest.mark.parametrize(
