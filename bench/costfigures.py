@@ -230,7 +230,7 @@ def stack(log_dir: Path) -> Iterator[tuple[dict[str, str], int]]:
         procs.wait_until_serving(mock, "GET", "/health", timeout_s=30)
         wait_any_http(moto, 60)
         from switchboard.devtools.devstack import aws_env, seed_aws
-        from switchboard.settings import Settings
+        from switchboard.core.settings import Settings
 
         aws = aws_env(f"http://127.0.0.1:{moto_port}")
         os.environ.update(aws)
