@@ -34,6 +34,7 @@ else raises ``ValidationException``: a model that guessed would prove nothing.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -59,12 +60,14 @@ _EXACT = Context(prec=38)
 
 
 class _Task:
-    __slots__ = ("done", "name", "resume")
+    """A worker thread: runs one task function after another (threads are reused)."""
+
+    __slots__ = ("fn", "name", "resume")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.resume = threading.Semaphore(0)
-        self.done = False
+        self.fn: Callable[[], None] | None = None
 
 
 class Sim:
@@ -80,6 +83,7 @@ class Sim:
         self._seq = itertools.count()
         self._baton = threading.Semaphore(0)
         self._local = threading.local()
+        self._idle: list[_Task] = []
         self.running = 0
 
     def clock(self) -> float:
@@ -114,24 +118,47 @@ class Sim:
         if self.errors:
             raise self.errors[0]
 
-    def _start(self, fn: Callable[[], None], name: str) -> None:
-        task = _Task(name)
+    def count(self) -> int:
+        """Calls made by the calling task since its last ``count()`` (``ModelClient`` counts)."""
+        made: int = getattr(self._local, "calls", 0)
+        self._local.calls = 0
+        return made
 
-        def body() -> None:
-            self._local.task = task
-            task.resume.acquire()
+    def counted(self) -> None:
+        self._local.calls = getattr(self._local, "calls", 0) + 1
+
+    def close(self) -> None:
+        """End the idle worker threads."""
+        for task in self._idle:
+            task.fn = None
+            task.resume.release()
+        self._idle.clear()
+
+    def _start(self, fn: Callable[[], None], name: str) -> None:
+        self.running += 1
+        if self._idle:
+            task = self._idle.pop()
+            task.fn = fn
+            self._switch(task)
+            return
+        task = _Task(name)
+        task.fn = fn
+        threading.Thread(target=self._worker, args=(task,), name=name, daemon=True).start()
+        self._switch(task)
+
+    def _worker(self, task: _Task) -> None:
+        self._local.task = task
+        task.resume.acquire()
+        while task.fn is not None:
             try:
-                fn()
+                task.fn()
             except BaseException as exc:  # surfaced by run()
                 self.errors.append(exc)
-            finally:
-                task.done = True
-                self.running -= 1
-                self._baton.release()
-
-        self.running += 1
-        threading.Thread(target=body, name=name, daemon=True).start()
-        self._switch(task)
+            task.fn = None
+            self.running -= 1
+            self._idle.append(task)
+            self._baton.release()
+            task.resume.acquire()
 
     def _switch(self, task: _Task) -> None:
         task.resume.release()
@@ -193,7 +220,8 @@ class Stats:
 _TOKEN = re.compile(r"\s*(<=|>=|<>|[=<>(),+\-]|[#:]?[A-Za-z_][A-Za-z0-9_.\-]*)")
 
 
-def _tokens(text: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[str, ...]:
     out: list[str] = []
     pos = 0
     text = text.strip()
@@ -205,7 +233,7 @@ def _tokens(text: str) -> list[str]:
         pos = found.end()
         while pos < len(text) and text[pos].isspace():
             pos += 1
-    return out
+    return tuple(out)
 
 
 class _Expr:
@@ -626,9 +654,26 @@ class ModelDynamoDB:
         text = params["KeyConditionExpression"]
         index = params.get("IndexName")
         sort = "gsi1sk" if index else "sk"
-        found = [i for i in self.items.values() if condition(text, i, names, values)]
+        partition = "gsi1pk" if index else "pk"
+        # The key condition starts with "<partition> = :v": only that partition's items are read.
+        first = _tokens(text)[:3]
+        wanted = (
+            values.get(first[2]) if len(first) == 3 and first[0] == partition and first[1] == "=" else None
+        )
+        found = [
+            i
+            for i in self.items.values()
+            if (wanted is None or i.get(partition) == wanted) and condition(text, i, names, values)
+        ]
         found.sort(key=lambda i: str(i.get(sort, {}).get("S", "")))
         return [{k: dict(v) for k, v in i.items()} for i in found]
+
+
+def _arrive(answer: list[Any], handle: Callable[[float], dict[str, Any]], service: float) -> None:
+    try:
+        answer.append(handle(service))
+    except _ModelError as exc:
+        answer.append(exc)
 
 
 def _key_of(item: dict[str, Any]) -> tuple[str, str]:
@@ -658,29 +703,33 @@ class ModelClient:
         self._listeners.append(listener)
 
     def _call(self, operation: str, handle: Callable[[float], dict[str, Any]]) -> dict[str, Any]:
+        """One call: the request reaches the service one hop later, where ``handle`` decides it
+        (in the scheduler, at that virtual time); the answer comes back after the service time
+        and another hop. Throttled single calls are retried as the AWS client does."""
         model = self.model
         for attempt in range(1, _CLIENT_ATTEMPTS + 1):
             model.stats.calls[operation] += 1
+            self.sim.counted()
             for listener in self._listeners:
                 listener(operation)
-            self.sim.wait(model.latency.one_way_s)
+            hop = model.latency.one_way_s
             service = model.latency.service(operation, model.random)
-            try:
-                result = handle(service)
-            except _ModelError as exc:
-                self.sim.wait(service + model.latency.one_way_s)
-                if exc.code in _THROTTLING or any(
-                    r.get("Code") == "ThrottlingError" for r in exc.fields.get("CancellationReasons", [])
-                ):
-                    model.stats.throttles += 1
-                    if exc.code in _THROTTLING and attempt < _CLIENT_ATTEMPTS:
-                        self.sim.wait(
-                            model.random.random() * min(_CLIENT_THROTTLE_BASE_S * 2 ** (attempt - 1), 20.0)
-                        )
-                        continue
-                raise exc.client_error(operation) from None
-            self.sim.wait(service + model.latency.one_way_s)
-            return result
+            answer: list[Any] = []
+            self.sim.at(self.sim.now + hop, functools.partial(_arrive, answer, handle, service))
+            self.sim.wait(hop + service + hop)
+            result = answer[0]
+            if not isinstance(result, _ModelError):
+                return dict(result)
+            if result.code in _THROTTLING or any(
+                r.get("Code") == "ThrottlingError" for r in result.fields.get("CancellationReasons", [])
+            ):
+                model.stats.throttles += 1
+                if result.code in _THROTTLING and attempt < _CLIENT_ATTEMPTS:
+                    self.sim.wait(
+                        model.random.random() * min(_CLIENT_THROTTLE_BASE_S * 2 ** (attempt - 1), 20.0)
+                    )
+                    continue
+            raise result.client_error(operation) from None
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------- operations
