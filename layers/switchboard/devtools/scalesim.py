@@ -58,7 +58,7 @@ from switchboard.limits.table import Table, load
 
 __all__ = ["DESIGNS", "Design", "Result", "main", "run_load"]
 
-FULL_LOADS = (100, 250, 500, 1000, 2000, 3000, 4000, 5000)
+FULL_LOADS = (100, 250, 500, 1000, 2000, 3000, 5000)
 SHORT_LOADS = (100, 2000)
 KEYS = 2000
 ESTIMATE_USD = Decimal("0.01")  # each request's reservation (its bound)
