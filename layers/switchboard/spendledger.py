@@ -31,8 +31,8 @@ When it is written, so that no request waits for it:
 - A failed write keeps its line for the next flush, counted in ``SpendLedgerWriteFailures``.
 
 What can be lost: the unwritten lines of a server process killed without a shutdown (an
-out-of-memory kill), at most ``flush_s`` of its requests (in Lambda, none: nothing waits); the cost events (one per request,
-CloudWatch) still have every one. A write that DynamoDB applied but whose answer was lost is
+out-of-memory kill), at most ``flush_s`` of its requests (in Lambda, none: nothing waits); the
+cost events (one per request, CloudWatch) still have every one. A write that DynamoDB applied but whose answer was lost is
 retried, as the AWS client itself retries (``switchboard.awsjson``, or boto3), and may count twice.
 
 What is written: every request that got an answer, an error or an interruption; requests refused
