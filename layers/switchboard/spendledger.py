@@ -32,8 +32,9 @@ When it is written, so that no request waits for it:
 
 What can be lost: the unwritten lines of a server process killed without a shutdown (an
 out-of-memory kill), at most ``flush_s`` of its requests (in Lambda, none: nothing waits); the
-cost events (one per request, CloudWatch) still have every one. A write that DynamoDB applied but whose answer was lost is
-retried, as the AWS client itself retries (``switchboard.awsjson``, or boto3), and may count twice.
+cost events (one per request, CloudWatch) still have every one. A write that DynamoDB applied but
+whose answer was lost is retried, as the AWS client itself retries (``switchboard.awsjson``, or
+boto3), and may count twice.
 
 What is written: every request that got an answer, an error or an interruption; requests refused
 at admit cost nothing and are left to the cost event. Unpriced requests add their tokens and count
