@@ -170,3 +170,38 @@ def test_lanes_are_part_of_a_budget_definition_and_the_hook_uses_them(start, tab
     assert sum((row["spent"] for row in rows.values()), Decimal(0)) == served
     line = dataclasses.replace(team(limit="1", lanes=8), period_id=next(iter(rows.values()))["sk"])
     assert hook.ledger.used(line)["spent"] == served
+
+
+def test_budgets_set_lanes_keeps_them_warns_when_they_change_and_show_sums_them(
+    cli_env: Table, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from switchboard.cli import main
+    from switchboard.limits.definitions import LimitStore
+
+    assert main(["budgets", "set", "team:ml", "--budget-usd", "100", "--lanes", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lanes"] == 8
+    assert main(["budgets", "set", "team:ml", "--budget-usd", "120"]) == 0  # the lanes are kept
+    out = capsys.readouterr()
+    assert "in 8 lanes" in out.out and "warning" not in out.err
+    assert LimitStore(cli_env).get(Scope.TEAM, "ml").lanes == 8  # type: ignore[union-attr]
+    assert main(["budgets", "set", "team:ml", "--budget-usd", "120", "--lanes", "16"]) == 0
+    assert "goes from 8 to 16 lanes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main(["budgets", "set", "team:ml", "--rpm", "5", "--lanes", "4000"])
+    assert bad.value.code == 2
+    assert "lanes go from 1 to 1000" in capsys.readouterr().err
+
+    from datetime import UTC, datetime
+
+    period = datetime.now(UTC).strftime("%Y-%m")
+    line = BudgetLine(Scope.TEAM, "ml", "team 'ml'", Decimal(120), Period.MONTH, period, None, lanes=16)
+    book = Ledger(cli_env)
+    for n in range(5):
+        assert (
+            book.reserve(Reservation(f"s{n}", Decimal("1"), 1, (line,), (), expires_at=2_000_000_000)) is None
+        )
+    assert main(["budgets", "show", "team:ml", "--json"]) == 0
+    use = json.loads(capsys.readouterr().out)["use"]["budget"]
+    assert use["reserved_usd"] == "5" and use["requests"] == 5 and use["limit_usd"] == "120"

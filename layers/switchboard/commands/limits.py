@@ -8,7 +8,7 @@
     switchboard keys update ID [the create flags] [--no-budget] [--no-rpm] [--no-tpm] [--no-expiry]
     switchboard keys revoke ID [--json]
     switchboard keys rotate ID [--grace-s S] [--json]      a new secret; the old one lasts S seconds
-    switchboard budgets set SCOPE:ID [--budget-usd X --period P] [--rpm N] [--tpm N]
+    switchboard budgets set SCOPE:ID [--budget-usd X --period P] [--rpm N] [--tpm N] [--lanes N]
                                                            SCOPE is team, user or model (an alias)
     switchboard budgets show SCOPE:ID [--json]             limits and use (SCOPE may be key)
     switchboard budgets list [--json]
@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from switchboard.limits.model import Limits, Period, Scope, rate_window
+from switchboard.limits.model import MAX_LANES, Limits, Period, Scope, rate_window
 from switchboard.settings import Settings
 
 __all__ = ["register"]
@@ -47,6 +47,18 @@ def _money(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of US dollars") from None
     if not value.is_finite() or value < 0:
         raise argparse.ArgumentTypeError(f"a budget must be a non-negative amount of US dollars, not {text}")
+    return value
+
+
+def _lanes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_LANES:
+        raise argparse.ArgumentTypeError(
+            f"lanes go from 1 to {MAX_LANES} (a 402 reads every lane), not {text}"
+        )
     return value
 
 
@@ -480,7 +492,7 @@ def register(commands: Any) -> None:
     _limit_flags(setter)
     setter.add_argument(
         "--lanes",
-        type=_count,
+        type=_lanes,
         metavar="N",
         help="split the budget into N items for load above ~20 requests/s (docs/limits.md, 'At scale')",
     )

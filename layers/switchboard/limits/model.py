@@ -23,6 +23,7 @@ from switchboard.costs import MTOK, Price
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "LEDGER_QUANTUM",
+    "MAX_LANES",
     "RATE_WINDOW_S",
     "Limits",
     "Period",
@@ -44,6 +45,8 @@ LEDGER_QUANTUM = Decimal("1e-9")
 DEFAULT_OUTPUT_TOKENS = 4096
 # Rate limits count in fixed calendar minutes (see docs/limits.md for the burst behaviour).
 RATE_WINDOW_S = 60
+# A budget's lanes (docs/limits.md, "At scale"): a 402 in lanes reads every lane, 100 per call.
+MAX_LANES = 1000
 
 
 class Scope(enum.StrEnum):
