@@ -205,3 +205,33 @@ def test_budgets_set_lanes_keeps_them_warns_when_they_change_and_show_sums_them(
     assert main(["budgets", "show", "team:ml", "--json"]) == 0
     use = json.loads(capsys.readouterr().out)["use"]["budget"]
     assert use["reserved_usd"] == "5" and use["requests"] == 5 and use["limit_usd"] == "120"
+
+
+def test_through_the_gateway_under_conflicts_a_laned_team_budget_charges_every_cost_once(
+    start, table: Table
+) -> None:  # type: ignore[no-untyped-def]
+    """The hook's admission, settlement, background retries and the sweeper, with a team budget
+    in lanes and half of all transactions cancelled for conflicts (over moto)."""
+    from switchboard.limits.definitions import LimitStore
+    from switchboard.limits.model import Limits
+
+    from tests.limits.conftest import fire, wait_for
+
+    LimitStore(table).put(Scope.TEAM, "ml", Limits(budget_usd=Decimal("100"), lanes=16))
+    gw, key = start()
+    secret, _ = key(budget_usd=Decimal(100), team="ml")
+    hook = gw.gateway.hooks[0]
+    faults = install(hook.ledger, seed=5)
+    faults.add("transact_write_items", "conflict", rate=0.5)
+    answers = fire(gw, secret, 30)
+    assert {r.status_code for r in answers} <= {200, 503}
+    served = sum(Decimal(str(r.json()["usage"]["cost"])) for r in answers if r.status_code == 200)
+    assert served > 0
+    wait_for(lambda: hook.settler.pending == 0, timeout=30)
+    faults.clear()
+    hook.ledger.sweep(now=10**10)
+    assert reservations(table) == []
+    rows = lanes(table)
+    assert len(rows) > 1  # spread over lanes
+    assert sum((row["spent"] for row in rows.values()), Decimal(0)) == served
+    assert all(row["reserved"] == 0 for row in rows.values())
