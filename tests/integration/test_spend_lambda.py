@@ -9,7 +9,7 @@ import uuid
 import boto3
 import httpx
 import pytest
-from switchboard.settings import Settings
+from switchboard.core.settings import Settings
 
 from tests.conftest import routing_doc
 

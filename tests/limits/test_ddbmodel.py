@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.awsjson import ClientError
+from switchboard.infra.awsjson import ClientError
 from switchboard.devtools.ddbmodel import Latency, ModelClient, ModelDynamoDB, Sim
 from switchboard.limits.ledger import Ledger, LedgerBusy
 from switchboard.limits.table import Table, load

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
-from switchboard import awsjson
+from switchboard.infra import awsjson
 from switchboard.limits.table import item_bytes
 
 __all__ = ["Latency", "ModelClient", "ModelDynamoDB", "Sim", "Stats"]
@@ -680,6 +680,17 @@ def _key_of(item: dict[str, Any]) -> tuple[str, str]:
     return (str(item["pk"]["S"]), str(item["sk"]["S"]))
 
 
+class _Exceptions:
+    """``client.exceptions``: the error classes callers catch by name, as on boto3's client."""
+
+    ClientError = awsjson.ClientError
+    ConditionalCheckFailedException = awsjson.ConditionalCheckFailedException
+    TransactionCanceledException = awsjson.TransactionCanceledException
+    TransactionConflictException = awsjson.TransactionConflictException
+    ProvisionedThroughputExceededException = awsjson.ProvisionedThroughputExceededException
+    ResourceNotFoundException = awsjson.ResourceNotFoundException
+
+
 class ModelClient:
     """The DynamoDB client methods the gateway calls, answered by a ``ModelDynamoDB`` on its
     ``Sim``'s virtual clock (call them from a task). Errors are ``switchboard.awsjson``'s classes,
@@ -688,15 +699,7 @@ class ModelClient:
     def __init__(self, model: ModelDynamoDB) -> None:
         self.model = model
         self.sim = model.sim
-        self.exceptions = awsjson._Exceptions(
-            (
-                awsjson.ConditionalCheckFailedException,
-                awsjson.TransactionCanceledException,
-                awsjson.TransactionConflictException,
-                awsjson.ProvisionedThroughputExceededException,
-                awsjson.ResourceNotFoundException,
-            )
-        )
+        self.exceptions = _Exceptions()
         self._listeners: list[Callable[[str], None]] = []
 
     def on_call(self, listener: Callable[[str], None]) -> None:

@@ -52,7 +52,8 @@ from typing import Any
 
 from switchboard.devtools.ddbmodel import ModelClient, ModelDynamoDB, Sim
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Reservation
-from switchboard.limits.model import Period, Scope, ledger_usd, rate_window
+from switchboard.core.principal import Period, Scope
+from switchboard.limits.model import ledger_usd, rate_window
 from switchboard.limits.settlement import Backoff, failure_kind
 from switchboard.limits.table import Table, load
 
