@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.infra.awsjson import ClientError
 from switchboard.devtools.ddbmodel import Latency, ModelClient, ModelDynamoDB, Sim
+from switchboard.infra.awsjson import ClientError
 from switchboard.limits.ledger import Ledger, LedgerBusy
 from switchboard.limits.table import Table, load
 

@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.infra.awsjson import TransportError
-from switchboard.devtools.scalesim import DESIGNS, run_load
-from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, Reservation
 from switchboard.core.principal import Period, Scope
+from switchboard.devtools.scalesim import DESIGNS, run_load
+from switchboard.infra.awsjson import TransportError
+from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, Reservation
 from switchboard.limits.settlement import Backoff, Settler
 from switchboard.limits.table import Table
 
@@ -149,8 +149,8 @@ def test_throttling_on_a_laned_admission_is_not_retried_on_another_lane(table: T
 
 
 def test_lanes_are_part_of_a_budget_definition_and_the_hook_uses_them(start, table: Table) -> None:  # type: ignore[no-untyped-def]
-    from switchboard.limits.definitions import LimitStore
     from switchboard.core.principal import Limits
+    from switchboard.limits.definitions import LimitStore
 
     from tests.limits.conftest import fire
 
@@ -212,8 +212,8 @@ def test_through_the_gateway_under_conflicts_a_laned_team_budget_charges_every_c
 ) -> None:  # type: ignore[no-untyped-def]
     """The hook's admission, settlement, background retries and the sweeper, with a team budget
     in lanes and half of all transactions cancelled for conflicts (over moto)."""
-    from switchboard.limits.definitions import LimitStore
     from switchboard.core.principal import Limits
+    from switchboard.limits.definitions import LimitStore
 
     from tests.limits.conftest import fire, wait_for
 

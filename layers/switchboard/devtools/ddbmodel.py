@@ -693,7 +693,7 @@ class _Exceptions:
 
 class ModelClient:
     """The DynamoDB client methods the gateway calls, answered by a ``ModelDynamoDB`` on its
-    ``Sim``'s virtual clock (call them from a task). Errors are ``switchboard.awsjson``'s classes,
+    ``Sim``'s virtual clock (call them from a task). Errors are ``switchboard.infra.awsjson``'s classes,
     with botocore's ``response`` shape."""
 
     def __init__(self, model: ModelDynamoDB) -> None:

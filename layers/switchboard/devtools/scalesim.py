@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from switchboard.core.principal import Period, Scope
 from switchboard.devtools.ddbmodel import ModelClient, ModelDynamoDB, Sim
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Reservation
-from switchboard.core.principal import Period, Scope
 from switchboard.limits.model import ledger_usd, rate_window
 from switchboard.limits.settlement import Backoff, failure_kind
 from switchboard.limits.table import Table, load
