@@ -15,11 +15,14 @@ instance in the whole fleet reads SSM per ``every_s``:
   split document and writes the new copy, on condition that its claim is still the latest (a slow
   reader never overwrites a newer copy);
 - a copy is served even while SSM throttles or fails (the claim already spaced the next attempt
-  ``every_s`` later); the document is validated by every instance that loads it, as from SSM.
+  ``every_s`` later), and the claimed read gets ``budget_s`` for its attempts and backoffs, so a
+  throttled SSM never holds up the instance that has a copy to serve; the document is validated
+  by every instance that loads it, as from SSM.
 
 Without a copy (a new table, or a claim lost while another instance fills it) the instance reads
 SSM itself, with the client's retries and backoff inside the request's deadline; while DynamoDB
-fails it reads SSM directly too (today's load, for as long as DynamoDB fails).
+fails or does not answer within ``budget_s`` it reads SSM directly too (today's load, for as long
+as DynamoDB fails).
 
 An edit made at ``t`` is claimed by ``t + every_s`` plus one read interval, written within the read's
 timeout, and picked up by every instance's next read of the copy: ``edit_bound_s``. The
@@ -31,9 +34,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from switchboard import awsjson
 from switchboard.routing import parts
 
 __all__ = ["FleetCopy", "copy_key", "edit_bound_s"]
@@ -81,6 +86,7 @@ class FleetCopy:
         ssm: Any,
         every_s: float,
         *,
+        budget_s: float | None = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ddb = ddb
@@ -88,6 +94,7 @@ class FleetCopy:
         self._name = name
         self._ssm = ssm
         self.every_s = every_s
+        self.budget_s = budget_s
         self._clock = clock
         self._key = copy_key(name)
         self.claims = 0  # SSM reads this instance claimed (a test and the simulation read these)
@@ -96,7 +103,8 @@ class FleetCopy:
     def fetch(self) -> str:
         """Blocking (run in a worker thread by ``switchboard.refresh``)."""
         try:
-            copy, seen = self._get()
+            with self._bounded():
+                copy, seen = self._get()
         except Exception as exc:
             log.warning("routing copy unreadable (%s); reading SSM directly", _code(exc))
             return self._direct()
@@ -108,10 +116,11 @@ class FleetCopy:
             return copy.text if copy is not None else self._direct()
         self.claims += 1
         try:
-            source = parts.read_source(self._ssm, self._name)
-            if copy is not None and source == copy.source:
-                return copy.text  # no edit: one GetParameter for the whole fleet
-            text = parts.read(self._ssm, self._name, source)
+            with self._bounded() if copy is not None else nullcontext():
+                source = parts.read_source(self._ssm, self._name)
+                if copy is not None and source == copy.source:
+                    return copy.text  # no edit: one GetParameter for the whole fleet
+                text = parts.read(self._ssm, self._name, source)
         except Exception as exc:
             if copy is None:
                 raise
@@ -119,6 +128,12 @@ class FleetCopy:
             return copy.text
         self._put(source, text, mine)
         return text
+
+    def _bounded(self) -> AbstractContextManager[None]:
+        """The light client's attempts and backoffs end within ``budget_s`` (switchboard.awsjson)."""
+        if self.budget_s is None:
+            return nullcontext()
+        return awsjson.deadline(time.monotonic() + self.budget_s)
 
     def _direct(self) -> str:
         self.direct += 1

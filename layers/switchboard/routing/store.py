@@ -91,7 +91,9 @@ class RoutingStore:
         Powertools Parameters would add a second one, and boto3's import."""
         if table is not None:
             ddb, table_name = table
-            return cls(FleetCopy(ddb, table_name, name, ssm_client, max_age_s).fetch, max_age_s, **kwargs)
+            budget = kwargs.get("timeout_s", 1.0) / 2  # the rest of the read's wait: SSM, if need be
+            copy = FleetCopy(ddb, table_name, name, ssm_client, max_age_s, budget_s=budget)
+            return cls(copy.fetch, max_age_s, **kwargs)
         return cls(partial(parts.read, ssm_client, name), max_age_s, **kwargs)
 
     @property
