@@ -88,6 +88,12 @@ ci: test sam-check
 test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
+# SSM calls per second against the number of warm instances, today's polling vs the fleet's copy of
+# the routing document (switchboard.devtools.ssmsim; docs/routing.md): a virtual clock, seconds.
+.PHONY: scale-sim-ssm
+scale-sim-ssm: venv
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SIM_ARGS)
+
 clean:
 	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
