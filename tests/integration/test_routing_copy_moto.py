@@ -215,6 +215,28 @@ def test_a_lost_claim_serves_the_copy_and_a_late_write_never_replaces_a_newer_co
     ddb.close()
 
 
+def test_a_copy_that_is_not_its_sources_document_lasts_one_check(table: str, name: str) -> None:
+    ssm, ddb = awsjson.from_env("ssm", REGION), awsjson.from_env("dynamodb", REGION)
+    clock = Clock()
+    for text in (doc("r1"), doc("r1", aliases=200)):  # whole, then split
+        put(name, text)
+        clock.now += 6
+        reader = FleetCopy(ddb, table, name, ssm, 5.0, clock=clock)
+        assert reader.fetch() == text
+        ddb.update_item(
+            TableName=table,
+            Key=copy_key(name),
+            UpdateExpression="SET body = :forged",
+            ExpressionAttributeValues={":forged": {"S": doc("forged")}},
+        )
+        assert json.loads(reader.fetch())["revision"] == "forged"  # until the next check ...
+        clock.now += 6
+        assert reader.fetch() == text  # ... which rewrites it from SSM
+        assert FleetCopy(ddb, table, name, ssm, 5.0, clock=clock).fetch() == text
+    ssm.close()
+    ddb.close()
+
+
 def gateway(param: str, mock_url: str, **settings: Any) -> tuple[str, Any]:
     config = Settings.from_env({}, routing_param=param, table="switchboard", **settings)
     seed_aws(

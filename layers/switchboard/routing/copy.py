@@ -14,6 +14,9 @@ instance in the whole fleet reads SSM per ``every_s``:
 - the winner reads the parameter (one ``GetParameter``), and only when it changed the parts of a
   split document and writes the new copy, on condition that its claim is still the latest (a slow
   reader never overwrites a newer copy);
+- the winner also checks that the copy's document is the one its source names, and rewrites it
+  if not: the table is writable by the function (``routing#*`` items), so a copy written by
+  anything else is in force for at most one check;
 - a copy is served even while SSM throttles or fails (the claim already spaced the next attempt
   ``every_s`` later), and the claimed read gets ``budget_s`` for its attempts and backoffs, so a
   throttled SSM never holds up the instance that has a copy to serve; the document is validated
@@ -31,6 +34,7 @@ arithmetic is in docs/routing.md.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -67,6 +71,18 @@ class _Copy:
     source: str
     text: str
     checked_at: str  # as DynamoDB gave it: the claim's condition compares it exactly
+
+
+def _faithful(copy: _Copy) -> bool:
+    """The copy's document is the one its source names (the source itself, or the join its
+    manifest hashes): a copy written by anything but a faithful reader lasts one check."""
+    try:
+        manifest = parts.manifest_of(copy.source)
+    except ValueError:
+        return False
+    if manifest is None:
+        return copy.text == copy.source
+    return hashlib.sha256(copy.text.encode()).hexdigest() == manifest["sha256"]
 
 
 def _code(exc: BaseException) -> str:
@@ -118,7 +134,7 @@ class FleetCopy:
         try:
             with self._bounded() if copy is not None else nullcontext():
                 source = parts.read_source(self._ssm, self._name)
-                if copy is not None and source == copy.source:
+                if copy is not None and source == copy.source and _faithful(copy):
                     return copy.text  # no edit: one GetParameter for the whole fleet
                 text = parts.read(self._ssm, self._name, source)
         except Exception as exc:
