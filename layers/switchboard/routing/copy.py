@@ -82,7 +82,7 @@ def _faithful(copy: _Copy) -> bool:
         return False
     if manifest is None:
         return copy.text == copy.source
-    return hashlib.sha256(copy.text.encode()).hexdigest() == manifest["sha256"]
+    return bool(hashlib.sha256(copy.text.encode()).hexdigest() == manifest["sha256"])
 
 
 def _code(exc: BaseException) -> str:
