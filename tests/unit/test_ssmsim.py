@@ -27,3 +27,9 @@ def test_the_tool_prints_one_line_per_instance_count(capsys: pytest.CaptureFixtu
     assert [line.split(":")[0] for line in lines[1:3]] == ["instances 10", "instances 300"]
     assert "today" in lines[2] and "copy 0.20 SSM calls/s" in lines[2]
     assert lines[-1].startswith("copy at 300 instances: 0.20 SSM calls/s (quota 40)")
+
+
+def test_a_cold_start_storm_over_ssm_alone_is_refused_and_through_the_copy_served() -> None:
+    assert ssmsim.cold_starts(1000, "today") < 0.75  # 100 cold starts/s against a 40/s quota
+    assert ssmsim.cold_starts(1000, "copy") == 1.0
+    assert ssmsim.cold_starts(100, "today") == 1.0

@@ -15,10 +15,15 @@ that fails is tried again ``max_age_s`` later while the last copy keeps serving.
            partition's 3,000 read units).
 
 An edit is pushed at ``EDIT_AT_S``; an instance has it once a read that started after the edit
-succeeds. One line per instance count (``make scale-sim-ssm``; docs/routing.md has a run)::
+succeeds. Then a cold-start storm: all ``N`` instances start within ``STORM_S`` (a deploy, a
+traffic spike) and each must load routing within its wait (``TIMEOUT_S``) or answer 503; with the
+copy the storm reads DynamoDB (the copy written by the fleet before it).
 
-    instances 1000: today 443.7 SSM calls/s (403.7 throttled/s), edit everywhere: 98% after 120 s |
-    copy 0.20 SSM calls/s, 198 DynamoDB reads/s, edit everywhere in 5.6 s
+One line per instance count (``make scale-sim-ssm``; docs/routing.md has a run)::
+
+    instances 1000: today 443.7 SSM calls/s (403.7 throttled/s), edit everywhere: 99% after 120 s |
+    copy 0.20 SSM calls/s, 198 DynamoDB reads/s, edit everywhere in 5.6 s |
+    cold starts in 10 s served: today 47%, copy 100%
 
     python -m switchboard.devtools.ssmsim [--instances 10,100,1000,5000] [--seconds 180]
 """
@@ -35,7 +40,7 @@ from typing import Any
 
 from switchboard.routing.copy import FleetCopy, edit_bound_s
 
-__all__ = ["Result", "main", "simulate"]
+__all__ = ["Result", "cold_starts", "main", "simulate"]
 
 PARAM = "/switchboard/routing"
 SSM_RATE = 40.0  # GetParameter calls/s: SSM's default throughput quota
@@ -46,6 +51,7 @@ THROTTLE_BASE_S = 1.0  # its backoff base after a throttle
 REQUEST_GAP_S = 0.05  # a busy instance's next request after its copy expires
 WARMUP_S = 30.0  # calls are counted after the cold starts have settled
 EDIT_AT_S = 60.0
+STORM_S = 10.0
 
 
 class Throttled(Exception):
@@ -211,17 +217,53 @@ def simulate(instances: int, mode: str, seconds: float = 180.0, seed: int = 1) -
     )
 
 
+def cold_starts(instances: int, mode: str, seed: int = 1) -> float:
+    """The share of ``instances`` cold starts within ``STORM_S`` that load routing within their
+    wait, against SSM's quota (``today``) or through the fleet's copy (``copy``)."""
+    rng = random.Random(seed)
+    clock = VirtualClock()
+    ssm = Ssm(clock, document("r1"))
+    table = Table()
+    FleetCopy(table, "t", PARAM, ssm, MAX_AGE_S, budget_s=None, clock=clock).fetch()  # the warm fleet's copy
+    clock.now = 1.0  # the storm starts within the copy's max age
+    events = sorted((1.0 + rng.uniform(0, STORM_S), i, 1, 0.0) for i in range(instances))
+    heapq.heapify(events)
+    served = 0
+    while events:
+        at, index, attempt, started = heapq.heappop(events)
+        clock.now = at
+        started = at if attempt == 1 else started
+        try:
+            if mode == "today":
+                ssm.get_parameter(Name=PARAM)
+            else:
+                FleetCopy(table, "t", PARAM, ssm, MAX_AGE_S, budget_s=None, clock=clock).fetch()
+        except Throttled:
+            retry = at + rng.random() * THROTTLE_BASE_S * 2 ** (attempt - 1)
+            if attempt < ATTEMPTS and retry < started + TIMEOUT_S:
+                heapq.heappush(events, (retry, index, attempt + 1, started))
+            continue
+        served += 1
+    return served / instances
+
+
 def _edit(result: Result) -> str:
     if result.edit_s != float("inf"):
         return f"edit everywhere in {result.edit_s:.1f} s"
     return f"edit everywhere: {result.reached:.0%} after {result.after_s:.0f} s"
 
 
-def line(today: Result, copy: Result) -> str:
+def line(today: Result, copy: Result, cold: tuple[float, float] | None = None) -> str:
+    storm = (
+        ""
+        if cold is None
+        else f" | cold starts in {STORM_S:.0f} s served: today {cold[0]:.0%}, copy {cold[1]:.0%}"
+    )
     return (
         f"instances {today.instances}: today {today.ssm_calls_s:.1f} SSM calls/s "
         f"({today.throttled_s:.1f} throttled/s), {_edit(today)} | "
         f"copy {copy.ssm_calls_s:.2f} SSM calls/s, {copy.table_reads_s:.0f} DynamoDB reads/s, {_edit(copy)}"
+        f"{storm}"
     )
 
 
@@ -241,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for count in counts:
         today, copy = simulate(count, "today", args.seconds), simulate(count, "copy", args.seconds)
         results.append(copy)
-        print(line(today, copy), flush=True)
+        cold = cold_starts(count, "today"), cold_starts(count, "copy")
+        print(line(today, copy, cold), flush=True)
     worst = max(results, key=lambda r: r.instances)
     bound = edit_bound_s(MAX_AGE_S, TIMEOUT_S)
     print(
