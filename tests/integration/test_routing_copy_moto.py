@@ -18,16 +18,16 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from switchboard import awsjson
-from switchboard.api import create_app
+from switchboard.core.settings import Settings
 from switchboard.devtools import awsfaults
 from switchboard.devtools.awsfaults import Rule
 from switchboard.devtools.devstack import seed_aws
-from switchboard.gateway import Gateway
+from switchboard.http.app import create_app
+from switchboard.infra import awsjson
 from switchboard.routing import parts
 from switchboard.routing.copy import FleetCopy, copy_key, edit_bound_s
 from switchboard.routing.store import RoutingStore, RoutingUnavailable
-from switchboard.settings import Settings
+from switchboard.wiring import Gateway
 
 from tests.conftest import API_KEY, routing_doc, serve_app
 from tests.limits.conftest import make_table

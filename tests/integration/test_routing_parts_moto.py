@@ -16,8 +16,8 @@ from typing import Any
 
 import boto3
 import pytest
-from switchboard import awsjson
 from switchboard.cli import main
+from switchboard.infra import awsjson
 from switchboard.routing import parts
 from switchboard.routing.store import RoutingStore
 
@@ -212,9 +212,9 @@ def test_the_dev_stacks_state_keeps_a_split_document_across_a_restart(
     """``switchboard dev`` saves every parameter and restores them into a new moto, where part
     versions start again at 1: the document is pushed again whole, with a new manifest. The
     fleet's copy is not saved (the next read refills it from SSM)."""
+    from switchboard.core.settings import Settings
     from switchboard.devtools.devstack import restore_state, save_state, seed_aws
     from switchboard.routing.copy import FleetCopy
-    from switchboard.settings import Settings
 
     settings = Settings.from_env({}, routing_param=name, table="switchboard")
     seed_aws(settings, compact(big_doc(3, "seed")), "sk-dev-state", {})

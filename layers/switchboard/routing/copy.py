@@ -42,7 +42,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard import awsjson
+from switchboard.infra import awsjson
 from switchboard.routing import parts
 
 __all__ = ["FleetCopy", "copy_key", "edit_bound_s"]
