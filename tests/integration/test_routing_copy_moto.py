@@ -222,6 +222,25 @@ def test_a_lost_claim_serves_the_copy_and_a_late_write_never_replaces_a_newer_co
     ddb.close()
 
 
+def test_a_slow_ssm_cuts_a_cold_instances_check_short_but_not_a_warm_ones(table: str, name: str) -> None:
+    """A cold instance's claimed read gets the budget (it has the fleet's copy to serve now); a
+    warm one's gets the client's full time, so a slow SSM does not hold an edit back."""
+    ssm, ddb = awsjson.from_env("ssm", REGION), awsjson.from_env("dynamodb", REGION)
+    clock = Clock()
+    put(name, doc("r1"))
+    warm = FleetCopy(ddb, table, name, ssm, 5.0, budget_s=0.1, clock=clock)
+    assert json.loads(warm.fetch())["revision"] == "r1"
+    put(name, doc("r2"))
+    with awsfaults.inject(Rule("latency", latency_s=0.3, services={"ssm"}), client=ssm):
+        clock.now += 6
+        cold = FleetCopy(ddb, table, name, ssm, 5.0, budget_s=0.1, clock=clock)
+        assert json.loads(cold.fetch())["revision"] == "r1" and cold.claims == 1  # cut short
+        clock.now += 6
+        assert json.loads(warm.fetch())["revision"] == "r2" and warm.claims == 2  # waited for SSM
+    ssm.close()
+    ddb.close()
+
+
 def test_a_copy_that_is_not_its_sources_document_lasts_one_check(table: str, name: str) -> None:
     ssm, ddb = awsjson.from_env("ssm", REGION), awsjson.from_env("dynamodb", REGION)
     clock = Clock()

@@ -18,9 +18,11 @@ instance in the whole fleet reads SSM per ``every_s``:
   if not: the table is writable by the function (``routing#*`` items), so a copy written by
   anything else is in force for at most one check;
 - a copy is served even while SSM throttles or fails (the claim already spaced the next attempt
-  ``every_s`` later), and the claimed read gets ``budget_s`` for its attempts and backoffs, so a
-  throttled SSM never holds up the instance that has a copy to serve; the document is validated
-  by every instance that loads it, as from SSM.
+  ``every_s`` later). On a cold instance the claimed read gets ``budget_s`` for its attempts and
+  backoffs, so a throttled SSM never holds up a cold start that has the fleet's copy to serve; a
+  warm one gives it the client's full retries (its requests do not wait past the read's timeout,
+  they are served the document they have). The document is validated by every instance that
+  loads it, as from SSM.
 
 Without a copy (a new table, or a claim lost while another instance fills it) the instance reads
 SSM itself, with the client's retries and backoff inside the request's deadline; while DynamoDB
@@ -113,11 +115,17 @@ class FleetCopy:
         self.budget_s = budget_s
         self._clock = clock
         self._key = copy_key(name)
+        self._warm = False  # this instance has had a document from fetch
         self.claims = 0  # SSM reads this instance claimed (a test and the simulation read these)
         self.direct = 0  # SSM reads without a copy (none yet, or DynamoDB failing)
 
     def fetch(self) -> str:
-        """Blocking (run in a worker thread by ``switchboard.refresh``)."""
+        """Blocking (run in a worker thread by ``switchboard.infra.refresh``)."""
+        text = self._fetch()
+        self._warm = True
+        return text
+
+    def _fetch(self) -> str:
         try:
             with self._bounded():
                 copy, seen = self._get()
@@ -132,7 +140,7 @@ class FleetCopy:
             return copy.text if copy is not None else self._direct()
         self.claims += 1
         try:
-            with self._bounded() if copy is not None else nullcontext():
+            with self._bounded() if copy is not None and not self._warm else nullcontext():
                 source = parts.read_source(self._ssm, self._name)
                 if copy is not None and source == copy.source and _faithful(copy):
                     return copy.text  # no edit: one GetParameter for the whole fleet
