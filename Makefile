@@ -32,7 +32,7 @@ UV_TOOLS := .venv-tools
 UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
 UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
 
-.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full clean test-limits-slow lock chromium
+.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full cost-figures clean test-limits-slow lock chromium
 
 venv: $(STAMP)
 
@@ -114,6 +114,12 @@ bench: venv
 
 bench-full: venv
 	$(VBIN)/python -m bench --profile full $(BENCH_ARGS)
+
+# The measured inputs of docs/performance.md's AWS cost (bench/costfigures.py): init time and
+# per-request CPU under a CPU quota matching Lambda's share at 512 and 256 MB (a cgroup), bytes
+# to the client, log bytes and AWS calls per request. A few minutes.
+cost-figures: venv
+	$(VBIN)/python -m bench.costfigures $(BENCH_ARGS)
 
 # The hardening suite (tests/harden; docs/reliability.md has the table it proves): the fault
 # matrix, fuzzing, the two-process soak and the secret scan, with a summary of what was lost.

@@ -323,11 +323,19 @@ class LimitsHook:
             tokens=tokens,
             budgets=tuple(budgets),
             rates=tuple(rates),
-            expires_at=int(now + self.max_request_s + _SWEEP_GRACE_S),
+            expires_at=int(now + self._lifetime(ex) + _SWEEP_GRACE_S),
             key_id=ex.principal.key_id,
             alias=ex.alias,
             prices={label: p for label, p in prices.items() if p is not None},
         )
+
+    def _lifetime(self, ex: Exchange) -> float:
+        """Seconds the request may still run: to its deadline (the client's timeout, capped by the
+        function's), else ``max_request_s``. The reservation expires that long plus the sweeper's
+        grace from now, so a request killed with its instance is refunded by the next sweep."""
+        if ex.deadline is None:
+            return self.max_request_s
+        return max(0.0, min(self.max_request_s, ex.deadline - time.monotonic()))
 
     def _refuse_impossible(self, res: Reservation, now: float) -> None:
         """Refuse without a DynamoDB call what no empty budget or window could ever admit."""
