@@ -206,31 +206,35 @@ def test_split_never_cuts_a_character() -> None:
     assert all(len(p.encode()) <= 4097 for p in pieces)
 
 
-def test_the_dev_stacks_state_keeps_a_split_document_across_a_restart(
-    tmp_path: Path, name: str, ssm: Any
-) -> None:
+def test_the_dev_stacks_state_keeps_a_split_document_across_a_restart(tmp_path: Path, name: str) -> None:
     """``switchboard dev`` saves every parameter and restores them into a new moto, where part
     versions start again at 1: the document is pushed again whole, with a new manifest. The
-    fleet's copy is not saved (the next read refills it from SSM)."""
+    fleet's copy is not saved (the next read refills it from SSM). In a region of its own: the
+    snapshot takes every parameter of the region, and the other tests' are none of its business."""
     from switchboard.core.settings import Settings
     from switchboard.devtools.devstack import restore_state, save_state, seed_aws
     from switchboard.routing.copy import FleetCopy
 
-    settings = Settings.from_env({}, routing_param=name, table="switchboard")
-    seed_aws(settings, compact(big_doc(3, "seed")), "sk-dev-state", {})
+    region = "eu-north-1"
+    settings = Settings.from_env({}, routing_param=name, table="switchboard", region=region)
+    ssm_boto = boto3.client("ssm", region_name=region)
+    seed = compact(big_doc(3, "seed"))
+    seed_aws(settings, seed, "sk-dev-state", {})
     pushed = compact(big_doc(200, "pushed"))
-    parts.write(boto(), name, compact(big_doc(200, "earlier")))
-    parts.write(boto(), name, pushed)  # its manifest names the parts' second versions
-    ddb = awsjson.from_env("dynamodb", REGION)
+    parts.write(ssm_boto, name, compact(big_doc(200, "earlier")))
+    parts.write(ssm_boto, name, pushed)  # its manifest names the parts' second versions
+    ssm, ddb = awsjson.from_env("ssm", region), awsjson.from_env("dynamodb", region)
     assert FleetCopy(ddb, "switchboard", name, ssm, 5.0).fetch() == pushed  # writes the copy
     state = tmp_path / "state.json"
-    save_state(state, settings, compact(big_doc(3, "seed")))
+    save_state(state, settings, seed)
     saved = json.loads(state.read_text())
     assert not [i for i in saved["dynamodb"]["switchboard"] if i["pk"]["S"].startswith("routing#")]
 
-    for param in boto().get_parameters_by_path(Path=name)["Parameters"]:  # a new moto: no history
-        boto().delete_parameter(Name=param["Name"])
-    seed_aws(settings, compact(big_doc(3, "seed")), "sk-dev-state", {})
+    pages = ssm_boto.get_paginator("get_parameters_by_path").paginate(Path="/", Recursive=True)
+    for param in [p for page in pages for p in page["Parameters"]]:  # a new moto: no history
+        ssm_boto.delete_parameter(Name=param["Name"])
+    seed_aws(settings, seed, "sk-dev-state", {})
     assert restore_state(state, settings, set())
     assert parts.read(ssm, name) == pushed
+    ssm.close()
     ddb.close()
