@@ -32,7 +32,7 @@ UV_TOOLS := .venv-tools
 UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
 UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
 
-.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full cost-figures clean test-limits-slow lock chromium
+.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full cost-figures clean test-limits-slow lock chromium scale-sim
 
 venv: $(STAMP)
 
@@ -93,11 +93,23 @@ ci: test sam-check
 test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
-# SSM calls per second against the number of warm instances, today's polling vs the fleet's copy of
-# the routing document (switchboard.devtools.ssmsim; docs/routing.md): a virtual clock, seconds.
+# The scale simulation (docs/limits.md, "At scale"): the limits code against a model of DynamoDB's
+# limits (per-item throughput, transaction conflicts, throttling, latency) on a virtual clock,
+# one shared team budget at 100..5,000 requests/s, today's design then the new one. A few minutes
+# at most; tests/limits/test_scalesim.py runs the short form (--short) in make test. Then the SSM
+# mode (scale-sim-ssm): SSM calls per second against the number of warm instances, today's polling
+# vs the fleet's copy of the routing document (switchboard.devtools.ssmsim; docs/routing.md),
+# seconds on a virtual clock.
+SCALE_SIM_ARGS ?=
+SSM_SIM_ARGS ?=
+
+scale-sim: venv
+	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
+
 .PHONY: scale-sim-ssm
 scale-sim-ssm: venv
-	$(VBIN)/python -m switchboard.devtools.ssmsim $(SIM_ARGS)
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache

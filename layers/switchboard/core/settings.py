@@ -68,8 +68,10 @@ class Settings:
     aws_timeout_s: float = 1.0
     # "off": no spend ledger (switchboard.billing.spendledger); the cost events remain.
     spend_ledger: str = "on"
-    # Seconds a spend-ledger line waits for more requests before its write (switchboard.billing.spendledger);
-    # 0 writes before the response ends (the buffered Lambda handler sets that).
+    # Seconds a spend-ledger line waits for more requests before its write
+    # (switchboard.billing.spendledger); 0 writes before the response ends: the default in Lambda
+    # (AWS_LAMBDA_FUNCTION_NAME set), where an instance is frozen after its response and a delayed
+    # flush would wait for the next request.
     spend_flush_s: float = 1.0
     # "on": X-Ray subsegments through Powertools Tracer (template parameter EnableTracing).
     tracing: str = "off"
@@ -104,6 +106,8 @@ class Settings:
                     values[field.name] = kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"{_ENV[field.name]}={raw!r} is not a valid {kind.__name__}") from exc
+        if "spend_flush_s" not in values and source.get("AWS_LAMBDA_FUNCTION_NAME"):
+            values["spend_flush_s"] = 0.0  # frozen between invocations: write inline (docs/performance.md)
         return cls(**values)  # type: ignore[arg-type]
 
 
