@@ -149,10 +149,12 @@ class Gateway:
         settings = settings or Settings.from_env()
         tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.runtime_client("ssm", settings.region)
+        copy = settings.routing_copy.lower() not in {"off", "false", "0", "no"}
         routing = RoutingStore.from_ssm(
             settings.routing_param,
             settings.routing_max_age_s,
             ssm,
+            table=(aws.runtime_client("dynamodb", settings.region), settings.table) if copy else None,
             timeout_s=settings.aws_timeout_s,
             on_rejected=_count_rejection,
             providers=providers.REGISTRY,
