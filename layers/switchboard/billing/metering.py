@@ -29,7 +29,6 @@ from typing import Any
 
 import pydantic_core
 
-from switchboard.billing.pricing import PriceMatch
 from switchboard.core.money import cost_usd, estimate_prompt_tokens
 from switchboard.core.schemas import (
     ChatCompletion,
@@ -39,6 +38,7 @@ from switchboard.core.schemas import (
     Usage,
 )
 from switchboard.exchange import Exchange
+from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream.providers.base import StreamChunk
 
 __all__ = [

@@ -33,7 +33,6 @@ from starlette.responses import Response
 
 from switchboard.billing import metering
 from switchboard.billing.metering import Meter
-from switchboard.billing.pricing import PriceMatch
 from switchboard.core.attempts import AttemptRecord
 from switchboard.core.errors import GatewayError
 from switchboard.core.principal import Principal
@@ -42,6 +41,7 @@ from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure
 from switchboard.http.asgi import EventStream
 from switchboard.http.request import attribution, chat_plan, endpoint, enter, error_response, permit
 from switchboard.routing.planner import Plan, PlannedTarget, plan
+from switchboard.routing.pricing import PriceMatch
 from switchboard.routing.store import LoadedRouting
 from switchboard.wiring import Gateway
 
