@@ -2,7 +2,8 @@
 parts, here in the test (a name, a schema, a call, an error shape), gets every stage through the
 app over HTTP: the key's check, admission by the hooks, the call over the plan, metering against
 the routing document's price, settlement, the cost event, and its own error shape for every
-failure (a bad key, a bad body, a refusal at admission, an upstream that failed)."""
+failure (a bad key, a bad body, a refusal at admission, an upstream that failed). The steps it
+runs in order are ``http.request``'s (request id, deadline, key, body, routing document)."""
 
 from __future__ import annotations
 
