@@ -65,6 +65,10 @@ class Context(Generic[B]):
     body: B  # what the endpoint's ``parse`` returned
     plan: Plan
     rule: str | None  # the routing rule that chose the alias, if one fired
+    # The request's record, from admission on (None before it, and for an unbilled endpoint): a
+    # ``call`` may note what the hooks should see (``exchange.state``); usage and cost are the
+    # pipeline's to set.
+    exchange: Exchange | None = None
 
     def price(self, target: PlannedTarget) -> PriceMatch | None:
         """The price in force for ``target`` (the routing document's over the built-in table)."""
@@ -162,6 +166,7 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
         deadline=deadline,
     )
     ex.kind, ex.rule = spec.name, rule
+    ctx.exchange = ex
     hooks = gateway.hooks
     await admit(hooks, ex)
     async with settled_on_failure(hooks, ex):

@@ -10,10 +10,10 @@ from switchboard.billing import metering
 from switchboard.core.errors import InvalidRequest
 from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.exchange import Exchange
-from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed, handler
+from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.upstream.engine import StreamResult
 
-__all__ = ["CHAT", "Chat", "chat_completions", "parse_chat"]
+__all__ = ["CHAT", "Chat", "parse_chat"]
 
 
 def parse_chat(body: bytes) -> ChatCompletionRequest:
@@ -65,5 +65,4 @@ async def _events(stream: StreamResult, meter: metering.StreamMeter) -> AsyncIte
     meter.completed, meter.interrupted = stream.completed, stream.interrupted is not None
 
 
-CHAT = Chat()
-chat_completions = handler(CHAT)
+CHAT = Chat()  # routed in http.app: handler(CHAT)

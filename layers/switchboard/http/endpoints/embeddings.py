@@ -21,9 +21,9 @@ from switchboard.billing.metering import Meter
 from switchboard.core.errors import InvalidRequest
 from switchboard.core.schemas import ChatCompletionRequest, EmbeddingRequest, Usage
 from switchboard.exchange import Exchange
-from switchboard.http.pipeline import Answer, Context, Endpoint, handler
+from switchboard.http.pipeline import Answer, Context, Endpoint
 
-__all__ = ["EMBEDDINGS", "Embeddings", "create_embeddings"]
+__all__ = ["EMBEDDINGS", "Embeddings"]
 
 
 def _stand_in(body: EmbeddingRequest) -> ChatCompletionRequest:
@@ -85,5 +85,4 @@ class Embeddings(Endpoint[EmbeddingRequest]):
         return Answer(done.target, done.attempts, meter=meter, render=render)
 
 
-EMBEDDINGS = Embeddings()
-create_embeddings = handler(EMBEDDINGS)
+EMBEDDINGS = Embeddings()  # routed in http.app: handler(EMBEDDINGS)

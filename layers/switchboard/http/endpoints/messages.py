@@ -41,7 +41,7 @@ from switchboard.http.endpoints.anthropic_format import (
     from_openai,
     to_openai,
 )
-from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed, handler
+from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.http.request import error_headers
 from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream import providers
@@ -55,8 +55,6 @@ __all__ = [
     "CountTokens",
     "Messages",
     "anthropic_error",
-    "count_tokens",
-    "create_message",
     "estimate_input_tokens",
 ]
 
@@ -336,8 +334,7 @@ class Messages(Endpoint[_Body]):
         return Answer(target, attempts, content, meter)
 
 
-MESSAGES = Messages()
-create_message = handler(MESSAGES)
+MESSAGES = Messages()  # routed in http.app: handler(MESSAGES)
 
 
 # --------------------------------------------------------------------------- count_tokens
@@ -421,5 +418,4 @@ class CountTokens(Endpoint[_Body]):
         return Answer(target, attempts, content)
 
 
-COUNT_TOKENS = CountTokens()
-count_tokens = handler(COUNT_TOKENS)
+COUNT_TOKENS = CountTokens()  # routed in http.app: handler(COUNT_TOKENS)
