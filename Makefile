@@ -78,9 +78,10 @@ typecheck: venv
 	$(VBIN)/mypy layers/switchboard
 
 # The layered package's import rule (tests/test_layers.py: imports point down, no cycle, no
-# private names of another module), read from the source with ast.
+# private names of another module), read from the source with ast; and every shipped module has
+# tests found from its name (tests/test_module_tests.py).
 layers: venv
-	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
+	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_module_tests.py
 
 check: lint typecheck layers
 

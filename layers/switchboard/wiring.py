@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from switchboard.billing.costevents import CostEvents
-from switchboard.billing.pricing import PriceBook
 from switchboard.billing.spendledger import SpendLedger
 from switchboard.core.principal import Authenticator
 from switchboard.core.settings import Settings
 from switchboard.exchange import Hook
 from switchboard.infra import aws, tracing
+from switchboard.routing.pricing import PriceBook
 from switchboard.routing.router import Router
 from switchboard.routing.rules import BudgetUse
 from switchboard.routing.speed import SpeedBoard, SpeedStore
@@ -122,7 +122,7 @@ def _limits(
         definitions,
         routing,
         max_request_s=settings.max_request_s,
-        price_of=price_lookup(prices),
+        prices=prices,  # the one lookup: admission estimates at the price metering charges
         books=books,  # a request with limits is booked in its settlement transaction
         fail_open=settings.limits_fail_open.lower() in {"on", "true", "1", "yes"},
         buffered=settings.spend_flush_s <= 0,  # in Lambda (either mode) nothing runs after a response

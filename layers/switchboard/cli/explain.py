@@ -43,10 +43,10 @@ def _when(text: str | None) -> datetime:
 
 def run(args: argparse.Namespace, read: Callable[[str], str]) -> dict[str, Any]:
     """The explanation for ``args`` (``read`` gives the document's text from its path)."""
-    from switchboard.billing.pricing import PriceBook
     from switchboard.routing.decide import RequestFacts
     from switchboard.routing.document import load_document
     from switchboard.routing.explain import explanation
+    from switchboard.routing.pricing import PriceBook
     from switchboard.routing.router import Router
     from switchboard.routing.speed import SpeedBoard
     from switchboard.upstream.providers import REGISTRY

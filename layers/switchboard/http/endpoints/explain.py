@@ -80,22 +80,9 @@ def responses_chat(body: dict[str, Any]) -> ChatCompletionRequest:
 
 
 def _messages_chat(raw: bytes) -> ChatCompletionRequest:
-    from switchboard.http.endpoints.anthropic_format import Unconvertible, to_openai
-    from switchboard.http.endpoints.messages import parse_message
+    from switchboard.http.endpoints.messages import MESSAGES
 
-    body, parsed = parse_message(raw)
-    try:
-        chat = to_openai(parsed, stream=False)
-    except Unconvertible:  # as create_message estimates it: from its JSON
-        text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
-        chat = ChatCompletionRequest.model_validate(
-            {
-                "model": parsed.model,
-                "messages": [{"role": "user", "content": text}],
-                "max_tokens": parsed.max_tokens,
-            }
-        )
-    return with_metadata(chat, body.get("metadata"))  # as create_message routes it
+    return MESSAGES.routing_chat(MESSAGES.parse(raw))  # as /v1/messages routes it
 
 
 def _reader(asked: str | None) -> Any:

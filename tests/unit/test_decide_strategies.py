@@ -309,7 +309,7 @@ def test_a_prompt_no_target_fits_is_a_400_context_length_exceeded() -> None:
 
 
 def test_the_built_in_price_tables_window_applies_when_the_document_gives_none() -> None:
-    from switchboard.billing.pricing import PriceBook
+    from switchboard.routing.pricing import PriceBook
     from switchboard.routing.router import Router
     from switchboard.wiring import price_lookup
 
