@@ -6,7 +6,7 @@ import asyncio
 import http.cookiejar
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -20,16 +20,21 @@ from switchboard.core.settings import Settings
 from switchboard.exchange import Hook
 from switchboard.infra import aws, tracing
 from switchboard.routing.pricing import PriceBook
+from switchboard.routing.router import Router
 from switchboard.routing.rules import BudgetUse
+from switchboard.routing.speed import SpeedBoard, SpeedStore
 from switchboard.routing.store import RoutingStore
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine
 from switchboard.upstream.secrets import SecretResolver
 
 if TYPE_CHECKING:
+    from switchboard.core.money import Price
     from switchboard.limits.hook import LimitsHook
+    from switchboard.routing.document import RoutingDocument
+    from switchboard.routing.planner import PlannedTarget
 
-__all__ = ["Gateway", "make_http_client"]
+__all__ = ["Gateway", "make_http_client", "price_lookup"]
 
 log = logging.getLogger("switchboard")
 
@@ -72,6 +77,17 @@ def _count_rejection(reason: str) -> None:
         name="RoutingDocumentRejected", unit=MetricUnit.Count, value=1, namespace="Switchboard"
     ) as metric:
         metric.add_dimension(name="service", value="switchboard")
+
+
+def price_lookup(prices: PriceBook) -> Callable[[RoutingDocument, PlannedTarget], Price | None]:
+    """The price of a target as metering finds it (the document's over the built-in table), for
+    the reservations and for the router (``cheapest``, explain's costs, context windows)."""
+
+    def price_of(document: RoutingDocument, target: PlannedTarget) -> Price | None:
+        match = prices.lookup(document, target)
+        return match.price if match is not None else None
+
+    return price_of
 
 
 def _limits(
@@ -125,6 +141,7 @@ class Gateway:
     prices: PriceBook = field(default_factory=PriceBook)
     budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
     spend: SpendLedger | None = None  # flushed at shutdown
+    router: Router = field(default_factory=Router)  # strategies, conditions, explain
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
@@ -158,8 +175,22 @@ class Gateway:
         if spend is not None:
             hooks.append(spend)
         hooks.append(CostEvents())
+        ddb_client = aws.runtime_client("dynamodb", settings.region)
+        speeds = SpeedBoard(SpeedStore(settings.table, lambda: ddb_client), timeout_s=settings.aws_timeout_s)
+        hooks.append(speeds)  # feeds ``fastest``: one observation per answered request
+        router = Router(price_lookup(prices), speeds)
         engine = Engine(http or make_http_client(), secrets)
-        return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits, spend=spend)
+        return cls(
+            settings,
+            routing,
+            auth,
+            engine,
+            hooks,
+            prices=prices,
+            budget_use=limits,
+            spend=spend,
+            router=router,
+        )
 
     async def flush(self) -> None:
         """Write what is still buffered (settlements still retrying, the spend ledger's lines), side

@@ -7,11 +7,10 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from switchboard.core.money import Price, cost_usd
+from switchboard.core.money import DEFAULT_OUTPUT_TOKENS, Price, cost_usd
 from switchboard.core.principal import Period
 from switchboard.core.schemas import Usage
 from switchboard.limits.model import (
-    DEFAULT_OUTPUT_TOKENS,
     LEDGER_QUANTUM,
     admits,
     estimate_usd,

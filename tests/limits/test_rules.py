@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from switchboard.core.principal import Limits, Principal, Scope
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.limits.definitions import LimitStore
 from switchboard.limits.table import Table
 from switchboard.routing.document import Rule, load_document
-from switchboard.routing.rules import Rerouted, apply_rules, reroute
+from switchboard.routing.router import Router
+from switchboard.routing.rules import apply_rules, budget_use
 
 from tests.conftest import routing_doc
 from tests.limits.conftest import ledger, post
@@ -52,9 +54,10 @@ class _Used:
         return self.fraction
 
 
-async def test_reroute_returns_the_rule_that_fired_as_data() -> None:
-    """The served alias and the rule come back as a value; nothing is written into headers (the
-    HTTP layer names the rule, the exchange keeps it for the cost event)."""
+async def test_the_rule_that_fired_comes_back_as_data() -> None:
+    """The served alias and the rule come back as a value (``Decision``); nothing is written into
+    headers (the HTTP layer names the rule, the exchange keeps it for the cost event). Budget use
+    is read only for an alias a budget rule names."""
     doc, _ = load_document(
         json.dumps(
             routing_doc(
@@ -65,11 +68,19 @@ async def test_reroute_returns_the_rule_that_fired_as_data() -> None:
         )
     )
     who = Principal("k1", "ci", team="t")
-    assert await reroute(_Used(0.9), doc, who, "gpt-4o") == Rerouted("cheap", "rules[0]: gpt-4o -> cheap")
-    assert await reroute(_Used(0.5), doc, who, "gpt-4o") == Rerouted("gpt-4o", None)
+
+    def chat(model: str) -> ChatCompletionRequest:
+        return ChatCompletionRequest.model_validate(
+            {"model": model, "messages": [{"role": "user", "content": "x"}]}
+        )
+
+    fired = await Router().decide(doc, who, chat("gpt-4o"), budget=_Used(0.9))
+    assert (fired.alias, fired.rule_header) == ("cheap", "rules[0]: gpt-4o -> cheap")
+    calm = await Router().decide(doc, who, chat("gpt-4o"), budget=_Used(0.5))
+    assert (calm.alias, calm.rule_header) == ("gpt-4o", None)
     unasked = _Used(0.9)
-    assert await reroute(unasked, doc, who, "other") == Rerouted("other") and unasked.asked == []
-    assert await reroute(None, doc, who, "gpt-4o") == Rerouted("gpt-4o")
+    assert await budget_use(unasked, doc, who, "other") == {} and unasked.asked == []
+    assert await budget_use(None, doc, who, "gpt-4o") == {}
 
 
 @pytest.mark.parametrize(
@@ -82,7 +93,7 @@ async def test_reroute_returns_the_rule_that_fired_as_data() -> None:
             [{"when": {"budget_used_over": 0.5, "scope": "org"}, "reroute": {"gpt-4o": "cheap"}}],
             "rules.0.when.scope",
         ),
-        ([{"when": {"budget_used_over": 0.5}, "reroute": {}}], "rules.0.reroute"),
+        ([{"when": {"budget_used_over": 0.5}, "reroute": {}}], "needs 'reroute' or 'skip'"),
         ([{"when": {"budget_used_over": 0.5}, "reroute": {"gpt-4o": "embed"}}], "an embeddings model"),
         ([{"when": {"budget_used_over": 0.5}, "reroute": {"embed": "gpt-4o"}}], "an embeddings model"),
     ],

@@ -466,12 +466,14 @@ def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
     """Partition keys as the code makes them: those the gateway writes, and those only the CLI may."""
     from switchboard.limits.table import budget_key, key_item_key, limit_item_key, rate_key, resv_key
     from switchboard.routing.copy import copy_key
+    from switchboard.routing.speed import SpeedStore
 
     written = {
         "budget": budget_key("key", "key_1", "2026-12")["pk"]["S"],
         "rate": rate_key("key", "key_1", 123)["pk"]["S"],
         "reservation": resv_key("req_1")["pk"]["S"],
         "spend": "spend#2026-12#0",  # switchboard.billing.spendledger's line partition
+        "speed": SpeedStore.key("openai/gpt-4o")["pk"]["S"],  # the fastest strategy's shared averages
         "routing copy": copy_key("/switchboard/routing")["pk"]["S"],  # switchboard.routing.copy
     }
     protected = {"key": key_item_key("ab" * 32)["pk"]["S"], "limit": limit_item_key("team", "t1")["pk"]["S"]}
@@ -481,7 +483,7 @@ def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
 @pytest.mark.parametrize(
     ("role", "writes"),
     [
-        ("GatewayRole", {"budget", "rate", "reservation", "spend", "routing copy"}),
+        ("GatewayRole", {"budget", "rate", "reservation", "spend", "speed", "routing copy"}),
         ("SweeperRole", {"budget", "rate", "reservation"}),
     ],
 )

@@ -188,7 +188,7 @@ def test_the_dev_document_needs_its_placeholder_filled() -> None:
         pytest.param(
             edited(models__m__strategy="random"),
             "models.m.strategy",
-            ["'fallback' or 'weighted'"],
+            ["'cheapest' or 'fastest'"],
             id="unknown-strategy",
         ),
         pytest.param(

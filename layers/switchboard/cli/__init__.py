@@ -7,6 +7,7 @@
     switchboard routing show              print the live document (joined from its parts, if split)
     switchboard routing pull [FILE]       write the live document, compact, to FILE (or stdout)
     switchboard routing schema            print the JSON Schema of the document
+    switchboard routing explain FILE --model X --prompt-tokens N [...]  a decision, offline
     switchboard spend [--by key|team|model|provider] [--period 2026-11] [--json] [--dev]
     switchboard keys ... / budgets ...    virtual keys, limits, the sweeper (cli/limits.py)
 
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from switchboard.cli import devenv, spend, stack
+from switchboard.cli import devenv, explain, spend, stack
 from switchboard.cli import limits as limits_commands
 from switchboard.core.settings import Settings
 
@@ -341,6 +342,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from switchboard.core.errors import GatewayError
+
+    try:
+        print(explain.dumps(explain.run(args, lambda path: _fill_placeholder(_read(path)))))
+    except GatewayError as exc:  # an unknown alias, or no target left: what a call would answer
+        return _fail(exc.message)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -373,6 +386,7 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--param")
     pull.set_defaults(func=cmd_pull)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
+    explain.add_parser(routing, cmd_explain)
     spend.add_parser(commands)
     limits_commands.register(commands)  # keys ..., budgets ...
     _add_dev_flag(parser)

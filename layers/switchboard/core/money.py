@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 
 __all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
     "MTOK",
     "Price",
     "cost_usd",
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 MTOK = Decimal(1_000_000)
+# The output a request that sets no max_tokens is assumed to produce: the limits' reservation bound
+# (unless the price table caps the model lower) and the router's cost and speed estimate.
+# Not a true bound: such a request may overspend by what it generates beyond it.
+DEFAULT_OUTPUT_TOKENS = 4096
 
 
 class Price(BaseModel):
@@ -37,6 +42,9 @@ class Price(BaseModel):
     cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
     cache_write_per_mtok: Decimal | None = Field(default=None, ge=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    context_window: int | None = Field(
+        default=None, gt=0, description="tokens; routing skips a target whose window a prompt cannot fit"
+    )
     source: str | None = None
     as_of: str | None = None
 

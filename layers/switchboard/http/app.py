@@ -7,6 +7,7 @@ Routes: ``GET /health``, ``GET /v1/models`` and ``GET /v1/models/{id}`` (``endpo
 ``POST /v1/chat/completions`` (``endpoints.chat``), ``POST /v1/messages`` and
 ``POST /v1/messages/count_tokens`` (``endpoints.messages``; every error under ``/v1/messages`` in
 Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings`` (``endpoints.embeddings``),
+``POST /v1/route/explain`` (``endpoints.explain``: a routing decision, no upstream call),
 ``POST /v1/responses`` and its stored responses, ``GET``/``DELETE /v1/responses/{id}`` and
 ``GET /v1/responses/{id}/input_items`` (``endpoints.responses``).
 Every response carries ``x-request-id``; routed responses carry the attribution headers. Every
@@ -29,7 +30,7 @@ from starlette.routing import Route
 from switchboard.core.errors import GatewayError
 from switchboard.http.asgi import Front
 from switchboard.http.cors import CorsFront
-from switchboard.http.endpoints import chat, embeddings, messages, models, responses
+from switchboard.http.endpoints import chat, embeddings, explain, messages, models, responses
 from switchboard.http.pipeline import handler
 from switchboard.http.request import endpoint, error_response, json_response, request_id
 from switchboard.wiring import Gateway
@@ -77,6 +78,7 @@ def create_app(gateway: Gateway | None = None) -> Front:
             Route("/v1/messages", handler(messages.MESSAGES), methods=["POST"]),
             Route("/v1/messages/count_tokens", handler(messages.COUNT_TOKENS), methods=["POST"]),
             Route("/v1/embeddings", handler(embeddings.EMBEDDINGS), methods=["POST"]),
+            Route("/v1/route/explain", endpoint(explain.explain), methods=["POST"]),
             Route("/v1/responses", endpoint(responses.create_response), methods=["POST"]),
             Route("/v1/responses/{response_id}", endpoint(responses.retrieve_response), methods=["GET"]),
             Route("/v1/responses/{response_id}", endpoint(responses.delete_response), methods=["DELETE"]),

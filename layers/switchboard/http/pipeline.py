@@ -130,6 +130,13 @@ class Endpoint(Generic[B]):
         model: str = getattr(body, "model")  # noqa: B009 - any body with a ``model``
         return model
 
+    routed_as: ClassVar[str | None] = None  # the endpoint rules see ("messages" for count_tokens)
+
+    def routing_chat(self, body: B) -> ChatCompletionRequest | None:
+        """The request as chat for the routing decision (its tokens, user and metadata: rules,
+        sticky assignment, cheapest, context windows); None: only the alias is known."""
+        return body if isinstance(body, ChatCompletionRequest) else None
+
     def prepare(self, ctx: Context[B]) -> ChatCompletionRequest:
         """Before admission: check the request against its plan (may refuse it), and give the
         hooks the request as chat, for their estimates (the body itself when it is chat)."""
@@ -151,7 +158,7 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
     """One request through every stage (the request id is ``headers["x-request-id"]``)."""
     started = time.monotonic()
     gateway, deadline, principal, body, routing = await enter(request, headers, spec.parse)
-    route, rule = await _route(spec, gateway, routing, principal, spec.alias(body), headers)
+    route, rule = await _route(spec, gateway, routing, principal, body, headers)
     ctx = Context(request, headers, gateway, deadline, principal, routing, body, route, rule)
     if not spec.billed:
         return _respond(ctx, await spec.call(ctx))
@@ -189,11 +196,13 @@ async def _route(
     gateway: Gateway,
     routing: LoadedRouting,
     principal: Principal,
-    alias: str,
+    body: B,
     headers: dict[str, str],
 ) -> tuple[Plan, str | None]:
+    alias = spec.alias(body)
     if spec.rules:
-        return await chat_plan(gateway, routing, principal, alias, headers)
+        chat = spec.routing_chat(body)
+        return await chat_plan(gateway, routing, principal, alias, headers, chat, spec.routed_as or spec.name)
     permit(principal, alias)
     return plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models), None
 

@@ -23,9 +23,9 @@ from switchboard.core.attempts import AttemptRecord, header_safe
 from switchboard.core.errors import GatewayError, PayloadTooLarge, PermissionDenied
 from switchboard.core.principal import Principal, bearer_token
 from switchboard.core.redaction import scrub
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.infra import logs, refresh, tracing
-from switchboard.routing.planner import Plan, plan
-from switchboard.routing.rules import reroute
+from switchboard.routing.planner import Plan
 from switchboard.routing.store import LoadedRouting
 from switchboard.wiring import Gateway
 
@@ -180,16 +180,29 @@ def permit(principal: Principal, alias: str) -> None:
 
 
 async def chat_plan(
-    gateway: Gateway, routing: LoadedRouting, principal: Principal, alias: str, headers: dict[str, str]
+    gateway: Gateway,
+    routing: LoadedRouting,
+    principal: Principal,
+    alias: str,
+    headers: dict[str, str],
+    chat: ChatCompletionRequest | None = None,
+    endpoint: str = "chat",
 ) -> tuple[Plan, str | None]:
     """The plan for a chat-type request (chat completions, Anthropic messages) and the routing rule
-    that chose its alias (None: none fired): the key's check on the alias asked for, then the
-    routing rules (a rule that fired is named in ``headers``), then the served alias's plan."""
+    that rerouted it (None: none did): the key's check on the alias asked for, then the routing
+    decision (``Router.decide``: rules, conditions, strategy, the one explain uses; a rule that
+    rerouted is named in ``headers``). ``chat`` is the request in chat form (its tokens, user
+    and metadata); without it only the alias is known (count_tokens)."""
     permit(principal, alias)
-    served = await reroute(gateway.budget_use, routing.document, principal, alias)
-    if served.rule is not None:
-        headers["x-switchboard-rule"] = served.rule
-    return plan(routing.document, served.alias, visible=principal.allowed_models), served.rule
+    if chat is None:
+        chat = ChatCompletionRequest.model_validate({"model": alias, "messages": [{"role": "user"}]})
+    decision = await gateway.router.decide(
+        routing.document, principal, chat, endpoint=endpoint, budget=gateway.budget_use
+    )
+    rule = decision.rule_header
+    if rule is not None:
+        headers["x-switchboard-rule"] = rule
+    return decision.plan, rule
 
 
 def routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:

@@ -31,13 +31,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from switchboard.core.errors import PaymentRequired, RateLimited, ServiceUnavailable
+from switchboard.core.errors import GatewayError, PaymentRequired, RateLimited, ServiceUnavailable
 from switchboard.core.money import Price, estimate_prompt_tokens
 from switchboard.core.principal import Limits, Principal, Scope
 from switchboard.exchange import BOOKED, Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Refusal, Reservation
 from switchboard.limits.model import (
+    admits,
     estimate_usd,
     ledger_usd,
     output_bound,
@@ -496,6 +497,40 @@ class LimitsHook:
             return (res.usd, tokens) if res.budgets else (Decimal(0), tokens)
         return ledger_usd(ex.cost_usd), tokens
 
+    # ------------------------------------------------------------ read-only check (explain)
+
+    async def check(self, ex: Exchange) -> dict[str, Any]:
+        """What ``admit`` would decide for ``ex`` now, read-only: the same lines and estimate,
+        compared with the ledger's current values; nothing is reserved or written. ``allowed``
+        is None when the limits could not be read. Concurrent requests may change the answer."""
+        now = self.clock()
+        try:
+            definitions = await asyncio.wait_for(self.definitions.current(), self.admit_timeout_s)
+        except Exception:
+            return {
+                "allowed": None,
+                "reserved": False,
+                "checks": [],
+                "error": "limit definitions unavailable",
+            }
+        budgets, rates = budget_lines(ex.principal, ex.alias, definitions, now)
+        if not budgets and not rates:
+            return {"allowed": True, "reserved": False, "checks": []}
+        document = (await self.routing.current()).document
+        try:
+            res = self._estimate(ex, document, budgets, rates, now)
+            self._refuse_impossible(res, now)
+        except GatewayError as exc:
+            return {"allowed": False, "reserved": False, "checks": [], "error": exc.body()["error"]}
+        keys = [line.key for line in res.budgets] + [line.key for line in res.rates]
+        try:
+            items = await asyncio.wait_for(asyncio.to_thread(self.ledger.read, keys), self.admit_timeout_s)
+        except Exception:
+            return {"allowed": None, "reserved": False, "checks": [], "error": "limits store unavailable"}
+        checks = [_budget_check(line, res, items) for line in res.budgets]
+        checks += [_rate_check(line, res, items) for line in res.rates]
+        return {"allowed": all(c["admits"] for c in checks), "reserved": False, "checks": checks}
+
     # ------------------------------------------------------------------- budget use (rules)
 
     async def budget_used(self, principal: Principal, alias: str, scope: Scope) -> float | None:
@@ -517,6 +552,50 @@ class LimitsHook:
             cached = self._use[key]
         used = Decimal((cached[0] or {}).get("used", 0))
         return float(used / line.limit)
+
+
+def _item(items: Mapping[tuple[str, str], dict[str, Any]], key: dict[str, Any]) -> dict[str, Any]:
+    return items.get((key["pk"]["S"], key["sk"]["S"]), {})
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _budget_check(
+    line: BudgetLine, res: Reservation, items: Mapping[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    used = Decimal(_item(items, line.key).get("used", 0))
+    return {
+        "kind": "budget",
+        "scope": line.scope.value,
+        "id": line.ident,
+        "period_id": line.period_id,
+        "limit_usd": _plain(line.limit),
+        "used_usd": _plain(used),
+        "request_max_usd": _plain(res.usd),
+        "admits": admits(used, res.usd, line.limit),
+    }
+
+
+def _rate_check(
+    line: RateLine, res: Reservation, items: Mapping[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """The ledger's rate condition: fewer than ``rpm`` requests, and room for the tokens."""
+    item = _item(items, line.key)
+    req, tok = int(item.get("req", 0)), int(item.get("tok", 0))
+    ok = (line.rpm is None or req < line.rpm) and (line.tpm is None or tok <= line.tpm - res.tokens)
+    return {
+        "kind": "rate",
+        "scope": line.scope.value,
+        "id": line.ident,
+        "rpm": line.rpm,
+        "tpm": line.tpm,
+        "requests_this_minute": req,
+        "tokens_this_minute": tok,
+        "request_tokens": res.tokens,
+        "admits": ok,
+    }
 
 
 def _rate_headers(

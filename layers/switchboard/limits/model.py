@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
-from switchboard.core.money import MTOK, Price
+from switchboard.core.money import DEFAULT_OUTPUT_TOKENS, MTOK, Price
 
 __all__ = [
-    "DEFAULT_OUTPUT_TOKENS",
     "LEDGER_QUANTUM",
     "MAX_LANES",
     "RATE_WINDOW_S",
@@ -35,9 +34,6 @@ __all__ = [
 
 # One nano-dollar: far below a cent, and it keeps DynamoDB numbers short (38 digits at most).
 LEDGER_QUANTUM = Decimal("1e-9")
-# The output bound of a request that sets no max_tokens and whose model has no max_output_tokens in
-# the price table. Not a true bound: such a request may overspend by what it generates beyond it.
-DEFAULT_OUTPUT_TOKENS = 4096
 # Rate limits count in fixed calendar minutes (see docs/limits.md for the burst behaviour).
 RATE_WINDOW_S = 60
 # A budget's lanes (docs/limits.md, "At scale"): a 402 in lanes reads every lane, 100 per call.

@@ -30,6 +30,7 @@ from switchboard.core.money import Price
 
 __all__ = [
     "Cors",
+    "Hours",
     "ModelRoute",
     "ProviderConfig",
     "ProviderKind",
@@ -39,6 +40,7 @@ __all__ = [
     "Rule",
     "RuleCondition",
     "SecretRef",
+    "Sticky",
     "Target",
     "Timeouts",
     "load_document",
@@ -217,13 +219,41 @@ class ProviderConfig(_Strict):
 
 
 class Target(_Strict):
-    provider: str
-    model: str = Field(min_length=1, description="the upstream's model id (azure: the deployment name)")
+    """One upstream model (``provider`` and ``model``), or another alias of the document (``alias``)
+    planned with its own strategy in this target's place (a nested group)."""
+
+    provider: str | None = Field(default=None, description="a provider named in 'providers'")
+    model: str | None = Field(
+        default=None, min_length=1, description="the upstream's model id (azure: the deployment name)"
+    )
+    alias: str | None = Field(
+        default=None, description="another alias of this document, planned in this target's place"
+    )
     weight: int = Field(default=1, ge=0, le=1000)
     timeouts: Timeouts | None = None
-    context_window: int | None = Field(default=None, gt=0)
+    context_window: int | None = Field(
+        default=None, gt=0, description="tokens; else the price table's; a prompt that cannot fit skips it"
+    )
     dimensions: int | None = Field(
         default=None, gt=0, le=65536, description="embeddings routes: the length of this target's vectors"
+    )
+
+    @model_validator(mode="after")
+    def _upstream_or_alias(self) -> Target:
+        if self.alias is not None:
+            if self.provider is not None or self.model is not None:
+                raise ValueError("a target names either 'alias' or 'provider' and 'model', not both")
+        elif self.provider is None or self.model is None:
+            raise ValueError("a target needs 'provider' and 'model' (or 'alias' for a nested group)")
+        return self
+
+
+class Sticky(_Strict):
+    """Sticky weighted assignment: the same ``user`` (or metadata value) draws the same order."""
+
+    on: str = Field(
+        pattern=r"^(user|metadata\.[A-Za-z0-9_.-]{1,64})$",
+        description="'user' (the request's user field) or 'metadata.<field>'",
     )
 
 
@@ -234,8 +264,15 @@ class ModelRoute(_Strict):
     """One alias. ``mode`` says which endpoint serves it; the descriptive fields feed /v1/models."""
 
     mode: Literal["chat", "embeddings"] = "chat"
-    strategy: Literal["fallback", "weighted"] = "fallback"
+    strategy: Literal["fallback", "weighted", "cheapest", "fastest"] = Field(
+        default="fallback",
+        description="fallback: in order; weighted: drawn by weight; cheapest: by price for this "
+        "request's tokens; fastest: by measured time to first token and throughput",
+    )
     targets: list[Target] = Field(min_length=1)
+    sticky: Sticky | None = Field(
+        default=None, description="weighted only: the same user (or metadata value) gets the same order"
+    )
     retry: RetryPolicy | None = None
     timeouts: Timeouts | None = None
     fallback_on: frozenset[ErrorClass] = frozenset(
@@ -266,10 +303,18 @@ class ModelRoute(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _sticky_weighted(self) -> ModelRoute:
+        if self.sticky is not None and self.strategy != "weighted":
+            raise ValueError("'sticky' applies to a weighted route only")
+        return self
+
+    @model_validator(mode="after")
     def _one_dimension(self) -> ModelRoute:
         """Embeddings fall back only between targets whose vectors have the same length."""
         dims = {t.dimensions for t in self.targets}
         if self.mode == "embeddings":
+            if any(t.alias is not None for t in self.targets):
+                raise ValueError("an embeddings route cannot nest aliases: name its targets directly")
             if None in dims:
                 raise ValueError("every target of an embeddings route needs 'dimensions'")
             if len(dims) > 1:
@@ -292,23 +337,87 @@ class Defaults(_Strict):
     retry: RetryPolicy = RetryPolicy()
 
 
-class RuleCondition(_Strict):
-    """When a rule fires. See docs/rules.md."""
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Endpoint = Literal["chat", "messages", "responses"]
 
-    budget_used_over: float = Field(
-        ge=0, description="fraction of the scope's budget used (spent + reserved) this period, e.g. 0.8"
+
+class Hours(_Strict):
+    """A span of hours in UTC, ``from`` included, ``to`` excluded; wraps past midnight when
+    ``from`` > ``to`` (22 to 6 is the night)."""
+
+    from_: int = Field(alias="from", ge=0, le=23)
+    to: int = Field(ge=0, le=24)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def holds(self, hour: int) -> bool:
+        if self.from_ <= self.to:
+            return self.from_ <= hour < self.to
+        return hour >= self.from_ or hour < self.to
+
+
+class RuleCondition(_Strict):
+    """When a rule fires: every condition given must hold (an AND). See docs/rules.md."""
+
+    budget_used_over: float | None = Field(
+        default=None,
+        ge=0,
+        description="fraction of the scope's budget used (spent + reserved) this period, e.g. 0.8",
     )
     scope: Literal["key", "team", "user", "model"] = Field(
         default="key", description="whose budget: the key's, its team's, its user's or the alias's"
     )
+    key_tags: list[str] | None = Field(
+        default=None, min_length=1, description="the key carries at least one of these tags"
+    )
+    user: list[str] | None = Field(
+        default=None, min_length=1, description="the request's 'user' field is one of these"
+    )
+    metadata: dict[str, str] | None = Field(
+        default=None, min_length=1, description="the request's 'metadata' has each of these values"
+    )
+    endpoint: list[Endpoint] | None = Field(
+        default=None, min_length=1, description="the request came in on one of these endpoints"
+    )
+    hours_utc: Hours | None = Field(default=None, description="the hour of the day, UTC")
+    days_utc: list[Day] | None = Field(default=None, min_length=1, description="the day of the week, UTC")
+
+    @model_validator(mode="after")
+    def _something(self) -> RuleCondition:
+        given = self.model_dump(exclude={"scope"}, exclude_none=True)
+        if not given:
+            raise ValueError("a rule's 'when' needs at least one condition")
+        return self
 
 
 class Rule(_Strict):
-    """Reroute some aliases to others while the condition holds. The first matching rule wins."""
+    """While the condition holds: reroute some aliases to others, and/or skip some targets.
+    Rules are read in order; the first that reroutes the requested alias decides the alias, and
+    every rule that fires and skips applies to the served alias's targets."""
 
     when: RuleCondition
-    reroute: dict[str, str] = Field(min_length=1, description="requested alias -> alias to serve instead")
+    reroute: dict[str, str] = Field(
+        default_factory=dict, description="requested alias -> alias to serve instead"
+    )
+    skip: list[str] = Field(
+        default_factory=list, description="'provider/model' targets not to use while the rule holds"
+    )
+    models: list[str] | None = Field(
+        default=None, min_length=1, description="skip rules: the aliases they apply to (default: every alias)"
+    )
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _acts(self) -> Rule:
+        if not self.reroute and not self.skip:
+            raise ValueError("a rule needs 'reroute' or 'skip'")
+        return self
+
+    def names(self, alias: str) -> bool:
+        """Whether this rule could act on a request for ``alias``."""
+        if alias in self.reroute:
+            return True
+        return bool(self.skip) and (self.models is None or alias in self.models)
 
 
 # An origin as a browser sends it: scheme, host, optional port; no path, no trailing slash.
@@ -337,7 +446,9 @@ class RoutingDocument(_Strict):
     providers: dict[Annotated[str, Field(pattern=_NAME.pattern)], ProviderConfig]
     models: dict[Annotated[str, Field(pattern=_NAME.pattern)], ModelRoute]
     prices: dict[str, Price] = Field(default_factory=dict, description="'provider/model' -> USD per Mtok")
-    rules: list[Rule] = Field(default_factory=list, description="budget-aware reroutes (docs/rules.md)")
+    rules: list[Rule] = Field(
+        default_factory=list, description="conditional reroutes and skips (docs/rules.md)"
+    )
     cors: Cors | None = Field(default=None, description="browser access; absent: CORS off")
     responses_ttl_days: int = Field(
         default=30, ge=1, le=3650, description="days a stored /v1/responses answer is kept (store: true)"
@@ -348,6 +459,8 @@ class RoutingDocument(_Strict):
         kinds = _registry(info).kinds
         for alias, route in self.models.items():
             for target in route.targets:
+                if target.provider is None:
+                    continue  # a nested alias (_nested_aliases)
                 if target.provider not in self.providers:
                     raise ValueError(
                         f"model {alias!r} names provider {target.provider!r}, which is not in 'providers'"
@@ -361,8 +474,41 @@ class RoutingDocument(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _nested_aliases(self) -> RoutingDocument:
+        """A nested alias exists, is a chat model, and no alias reaches itself (a cycle)."""
+        for alias, route in self.models.items():
+            for target in route.targets:
+                if target.alias is None:
+                    continue
+                nested = self.models.get(target.alias)
+                if nested is None:
+                    raise ValueError(
+                        f"model {alias!r} nests alias {target.alias!r}, which is not in 'models'"
+                    )
+                if nested.mode != route.mode:
+                    raise ValueError(f"model {alias!r} nests {target.alias!r}, a {nested.mode} model")
+        for alias in self.models:
+            cycle = self._cycle_from(alias, [])
+            if cycle:
+                raise ValueError(f"nested aliases form a cycle: {' -> '.join(cycle)}")
+        return self
+
+    def _cycle_from(self, alias: str, path: list[str]) -> list[str] | None:
+        if alias in path:
+            return [*path[path.index(alias) :], alias]
+        for target in self.models[alias].targets:
+            if target.alias is not None:
+                found = self._cycle_from(target.alias, [*path, alias])
+                if found:
+                    return found
+        return None
+
+    @model_validator(mode="after")
     def _rules_name_models(self) -> RoutingDocument:
         for index, rule in enumerate(self.rules):
+            for alias in rule.models or ():
+                if alias not in self.models:
+                    raise ValueError(f"rules[{index}].models names {alias!r}, which is not in 'models'")
             for source, target in rule.reroute.items():
                 for alias in (source, target):
                     if alias not in self.models:
@@ -375,6 +521,25 @@ class RoutingDocument(_Strict):
                         )
                 if source == target:
                     raise ValueError(f"rules[{index}] reroutes {source!r} to itself")
+        return self
+
+    @model_validator(mode="after")
+    def _skips_name_targets(self) -> RoutingDocument:
+        """A skip names a target some chat route has: a typo would otherwise skip nothing."""
+        labels = {
+            f"{t.provider}/{t.model}"
+            for route in self.models.values()
+            if route.mode == "chat"
+            for t in route.targets
+            if t.alias is None
+        }
+        for index, rule in enumerate(self.rules):
+            for label in rule.skip:
+                if label not in labels:
+                    raise ValueError(
+                        f"rules[{index}] skips {label!r}, which no chat model's targets name "
+                        "(write it as provider/model)"
+                    )
         return self
 
 

@@ -2,7 +2,8 @@
 
 Pure: the document and a random source in, a plan out. ``fallback`` keeps the operator's order;
 ``weighted`` draws the order by weight without replacement, so the heavier target is tried first
-more often and the others remain as fallbacks.
+more often and the others remain as fallbacks. The ordering itself, the other strategies, rules
+and conditions live in ``switchboard.routing.decide``; this module holds the plan's types.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from switchboard.core.errors import ErrorClass, InvalidRequest, ModelNotFound
-from switchboard.routing.document import ProviderConfig, RetryPolicy, RoutingDocument, Target, Timeouts
+from switchboard.routing.document import ProviderConfig, RetryPolicy, RoutingDocument, Timeouts
 
-__all__ = ["Plan", "PlannedTarget", "plan"]
+__all__ = ["Plan", "PlannedTarget", "check_alias", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,33 +42,10 @@ class Plan:
     mode: str = "chat"
 
 
-def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Target]:
-    pool = [t for t in targets if t.weight > 0]
-    order: list[Target] = []
-    while pool:
-        point = rand() * sum(t.weight for t in pool)
-        for target in pool:
-            point -= target.weight
-            if point < 0:
-                break
-        order.append(target)
-        pool.remove(target)
-    return order
-
-
-def plan(
-    doc: RoutingDocument,
-    alias: str,
-    rand: Callable[[], float] = random.random,
-    *,
-    mode: str | None = "chat",
-    visible: frozenset[str] | None = None,
-) -> Plan:
-    """The plan for ``alias``; ``ModelNotFound`` lists the valid aliases when it is unknown.
-
-    ``mode`` is the endpoint's (``chat`` or ``embeddings``); an alias of the other mode is a 400.
-    ``visible`` is what the caller may see (a restricted key's aliases): the list names no other.
-    """
+def check_alias(doc: RoutingDocument, alias: str, mode: str | None, visible: frozenset[str] | None) -> None:
+    """``ModelNotFound`` (listing the valid aliases) for an unknown alias; a 400 for an alias of
+    the other mode (``chat`` or ``embeddings``). ``visible`` is what the caller may see (a
+    restricted key's aliases): the list names no other."""
     route = doc.models.get(alias)
     if route is None:
         valid = (
@@ -88,18 +66,19 @@ def plan(
             param="model",
             code="wrong_endpoint",
         )
-    targets = route.targets if route.strategy == "fallback" else _weighted_order(route.targets, rand)
-    timeouts = route.timeouts or doc.defaults.timeouts
-    planned = tuple(
-        PlannedTarget(
-            provider_name=t.provider,
-            provider=doc.providers[t.provider],
-            model=t.model,
-            timeouts=t.timeouts or timeouts,
-            context_window=t.context_window,
-            dimensions=t.dimensions,
-            modalities=route.modalities,
-        )
-        for t in targets
-    )
-    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on, route.mode)
+
+
+def plan(
+    doc: RoutingDocument,
+    alias: str,
+    rand: Callable[[], float] = random.random,
+    *,
+    mode: str | None = "chat",
+    visible: frozenset[str] | None = None,
+) -> Plan:
+    """The plan for ``alias`` with no request facts (no rules, no prices, no speeds): the
+    operator's order, or the weighted draw; nested groups expanded. A request's plan comes from
+    ``switchboard.routing.decide``, which this calls."""
+    from switchboard.routing.decide import RequestFacts, decide
+
+    return decide(doc, alias, RequestFacts(), rand=rand, mode=mode, visible=visible, rules=False).plan

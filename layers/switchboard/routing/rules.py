@@ -1,22 +1,20 @@
-"""Routing rules: reroute an alias while a budget is nearly spent (``rules`` in the document).
+"""Routing rules (``rules`` in the document): reroute an alias, or skip targets, while conditions hold.
 
-``apply_rules`` is pure: the rules, the requested alias and the budget use per scope in, the alias
-to plan out. ``reroute`` gathers the budget use it needs (only for rules that name the alias) from
-a ``BudgetUse`` source, the limits hook, and applies them; it returns the alias to serve and the
-rule that fired, as data (the HTTP layer names it in ``x-switchboard-rule``, the exchange keeps
-it). Rules apply once, in order, and do not chain. See docs/rules.md.
+The rules themselves are evaluated by ``switchboard.routing.decide`` (pure: the rules and the
+request's facts in). This module gathers the one fact that needs I/O, the budget use per scope,
+from a ``BudgetUse`` source (the limits hook), and only for the rules that could act on the
+request, so a request no budget rule names costs no read. See docs/rules.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from switchboard.core.principal import Principal, Scope
 from switchboard.routing.document import RoutingDocument, Rule
 
-__all__ = ["BudgetUse", "Rerouted", "apply_rules", "reroute"]
+__all__ = ["BudgetUse", "apply_rules", "budget_scopes", "budget_use"]
 
 
 class BudgetUse(Protocol):
@@ -28,32 +26,36 @@ class BudgetUse(Protocol):
 def apply_rules(
     rules: Sequence[Rule], alias: str, used: Mapping[str, float | None]
 ) -> tuple[str, int | None]:
-    """The alias to serve and the index of the rule that chose it (None: no rule fired)."""
+    """The alias to serve and the index of the rule that rerouted it (None: none did), for the
+    budget use ``used`` per scope alone (the other conditions as if nothing else were known)."""
+    from switchboard.routing.decide import RequestFacts, condition_holds
+
+    facts = RequestFacts(budget_used=used)
     for index, rule in enumerate(rules):
         target = rule.reroute.get(alias)
-        if target is None:
-            continue
-        fraction = used.get(rule.when.scope)
-        if fraction is not None and fraction > rule.when.budget_used_over:
+        if target is not None and condition_holds(rule.when, facts):
             return target, index
     return alias, None
 
 
-@dataclass(frozen=True, slots=True)
-class Rerouted:
-    alias: str  # the alias to plan
-    rule: str | None = None  # the rule that fired ("rules[0]: gpt-4o -> cheap"), None when none did
-
-
-async def reroute(use: BudgetUse | None, doc: RoutingDocument, principal: Principal, alias: str) -> Rerouted:
-    """The alias to plan for this request, and the rule that chose it when one fired."""
-    if use is None or not doc.rules:
-        return Rerouted(alias)
-    scopes = {rule.when.scope for rule in doc.rules if alias in rule.reroute}
-    if not scopes:
-        return Rerouted(alias)
-    used: dict[str, float | None] = {
-        scope: await use.budget_used(principal, alias, Scope(scope)) for scope in sorted(scopes)
+def budget_scopes(doc: RoutingDocument, alias: str) -> set[str]:
+    """The budget scopes whose use a request for ``alias`` needs: those of budget rules that
+    reroute it, or skip targets of it or of an alias a rule may reroute it to."""
+    candidates = {alias} | {rule.reroute[alias] for rule in doc.rules if alias in rule.reroute}
+    return {
+        rule.when.scope
+        for rule in doc.rules
+        if rule.when.budget_used_over is not None and any(rule.names(c) for c in candidates)
     }
-    served, index = apply_rules(doc.rules, alias, used)
-    return Rerouted(served, None if index is None else f"rules[{index}]: {alias} -> {served}")
+
+
+async def budget_use(
+    use: BudgetUse | None, doc: RoutingDocument, principal: Principal, alias: str
+) -> dict[str, float | None]:
+    """The budget use per scope the rules need for this request (nothing read when none does)."""
+    if use is None or not doc.rules:
+        return {}
+    return {
+        scope: await use.budget_used(principal, alias, Scope(scope))
+        for scope in sorted(budget_scopes(doc, alias))
+    }

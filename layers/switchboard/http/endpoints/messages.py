@@ -43,6 +43,7 @@ from switchboard.http.endpoints.anthropic_format import (
 )
 from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.http.request import error_headers
+from switchboard.routing.decide import with_metadata
 from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine, HeldStream, check_modalities
@@ -214,6 +215,9 @@ def _estimate_chat(request: _Body) -> ChatCompletionRequest:
     converted attempt (so its dropped parameters are logged once). A request that has no chat
     form (an Anthropic-only block) is estimated from its JSON instead."""
     parsed, body = request.parsed, request.raw
+    cached = request.converted.get(bool(parsed.stream))
+    if cached is not None:  # converted already, for routing
+        return cached
     try:
         chat = request.converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
         return chat
@@ -318,6 +322,10 @@ class Messages(Endpoint[_Body]):
     def error(self, exc: GatewayError, headers: dict[str, str]) -> Response:
         return anthropic_error(exc, headers)
 
+    def routing_chat(self, body: _Body) -> ChatCompletionRequest:
+        """The chat form with the whole ``metadata`` (rules and sticky read it all)."""
+        return with_metadata(_estimate_chat(body), body.raw.get("metadata"))
+
     def prepare(self, ctx: Context[_Body]) -> ChatCompletionRequest:
         return _estimate_chat(ctx.body)
 
@@ -394,6 +402,7 @@ class CountTokens(Endpoint[_Body]):
     """
 
     name = "count_tokens"
+    routed_as = "messages"
     billed = False
 
     def parse(self, raw: bytes) -> _Body:

@@ -33,7 +33,7 @@ def describe(doc: RoutingDocument, alias: str) -> Model:
         context = min(w for w in windows if w is not None)
     return Model(
         id=alias,
-        owned_by=route.owned_by or route.targets[0].provider,
+        owned_by=route.owned_by or route.targets[0].provider or route.targets[0].alias or "switchboard",
         context_window=context,
         max_output_tokens=route.max_output_tokens,
         modalities=sorted(route.modalities) if route.modalities else None,

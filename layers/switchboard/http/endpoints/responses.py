@@ -67,9 +67,11 @@ from switchboard.http.request import (
     chat_plan,
     enter,
     gateway_of,
+    permit,
     request_deadline,
 )
 from switchboard.infra import aws
+from switchboard.routing.decide import with_metadata
 from switchboard.routing.planner import PlannedTarget
 from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream import providers
@@ -456,7 +458,7 @@ async def _events(
 async def create_response(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse)
-    route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers)
+    permit(principal, parsed.model)  # before any read of stored responses
     own = input_items(parsed.input)
     if parsed.store is not False:
         check_input(own)
@@ -468,10 +470,13 @@ async def create_response(request: Request, headers: dict[str, str]) -> Response
             "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
         )
     session = _Session(gateway.engine, body, parsed, history, own)
+    chat = _estimate_chat(session)
+    routed = with_metadata(chat, body.get("metadata"))  # rules and sticky read all of it
+    route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers, routed, "responses")
     ex = Exchange(
         headers["x-request-id"],
         principal,
-        _estimate_chat(session),
+        chat,
         routing.revision,
         route,
         started=started,
