@@ -16,8 +16,8 @@ The stages, written once here, in order::
 
 An endpoint supplies (see ``Endpoint``): its ``name`` (the exchange's ``kind``, the cost event's
 ``endpoint``), ``parse`` (its schema), ``call`` (its converter and upstream call, answering an
-``Answer`` or a ``Streamed``) and ``error`` (its error shape); ``alias`` and ``prepare`` when the
-defaults do not fit. ``handler(endpoint)`` is what ``http.app`` routes to. See
+``Answer`` or a ``Streamed``) and ``error`` (its error shape); ``alias``, ``load`` and ``prepare``
+when the defaults do not fit. ``handler(endpoint)`` is what ``http.app`` routes to. See
 ``docs/architecture.md``, "Adding an endpoint".
 """
 
@@ -87,6 +87,9 @@ class Answer:
     meter: Meter = field(default_factory=Meter)
     render: Callable[[Exchange], bytes] | None = None
     media_type: str = _JSON
+    # Once metered, before settlement: what the endpoint does with its priced answer (it may add
+    # response headers). ``/v1/responses`` stores it there.
+    keep: Callable[[Exchange], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -105,7 +108,8 @@ class Streamed:
 
 class Endpoint(Generic[B]):
     """One endpoint's own parts. Subclass it, set ``name``, write ``parse`` and ``call``; override
-    ``error`` for another API's error shape, ``alias`` and ``prepare`` when the defaults do not fit.
+    ``error`` for another API's error shape, ``alias``, ``load`` and ``prepare`` when the defaults
+    do not fit.
     """
 
     name: ClassVar[str]  # the exchange's kind and the cost event's ``endpoint``: "chat", ...
@@ -130,6 +134,10 @@ class Endpoint(Generic[B]):
         model: str = getattr(body, "model")  # noqa: B009 - any body with a ``model``
         return model
 
+    async def load(self, ctx: Context[B]) -> None:
+        """After the plan, before ``prepare``: what the request must read before it can be checked
+        and estimated (``/v1/responses``: the stored conversation it continues). Nothing by default."""
+
     def prepare(self, ctx: Context[B]) -> ChatCompletionRequest:
         """Before admission: check the request against its plan (may refuse it), and give the
         hooks the request as chat, for their estimates (the body itself when it is chat)."""
@@ -153,6 +161,7 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
     gateway, deadline, principal, body, routing = await enter(request, headers, spec.parse)
     route, rule = await _route(spec, gateway, routing, principal, spec.alias(body), headers)
     ctx = Context(request, headers, gateway, deadline, principal, routing, body, route, rule)
+    await spec.load(ctx)
     if not spec.billed:
         return _respond(ctx, await spec.call(ctx))
     ex = Exchange(
@@ -179,6 +188,8 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
     ex.outcome = "ok"
     metering.charge_usage(ex, answer.meter.usage, answer.meter.chars, answer.meter.match)
     _respond_headers(ctx, answer)
+    if answer.keep is not None:
+        await answer.keep(ex)
     await settle_all(hooks, ex)
     content = answer.render(ex) if answer.render is not None else answer.content
     return Response(content, 200, headers, answer.media_type)
