@@ -24,6 +24,7 @@ when the defaults do not fit. ``handler(endpoint)`` is what ``http.app`` routes 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -45,7 +46,7 @@ from switchboard.routing.pricing import PriceMatch
 from switchboard.routing.store import LoadedRouting
 from switchboard.wiring import Gateway
 
-__all__ = ["Answer", "Context", "Endpoint", "Streamed", "handler", "serve"]
+__all__ = ["Answer", "Context", "Endpoint", "Streamed", "handler", "serve", "served_by"]
 
 B = TypeVar("B")
 
@@ -146,13 +147,25 @@ class Endpoint(Generic[B]):
         raise NotImplementedError(f"{type(self).__name__}.prepare: the request as chat, for the estimates")
 
 
+# Each route endpoint ``handler`` made -> the Endpoint it serves (``served_by``).
+_SERVED: weakref.WeakKeyDictionary[Callable[..., Any], Endpoint[Any]] = weakref.WeakKeyDictionary()
+
+
 def handler(spec: Endpoint[Any]) -> Callable[[Request], Awaitable[Response]]:
     """The route's endpoint for ``spec``: a request id, the pipeline, ``spec``'s error shape."""
 
     async def run(request: Request, headers: dict[str, str]) -> Response:
         return await serve(spec, request, headers)
 
-    return endpoint(run, spec.error)
+    routed = endpoint(run, spec.error)
+    _SERVED[routed] = spec
+    return routed
+
+
+def served_by(routed: Callable[..., Any]) -> Endpoint[Any] | None:
+    """The Endpoint whose pipeline a route's endpoint runs; None when ``handler`` did not make it
+    (how a test holds every routed POST to the pipeline)."""
+    return _SERVED.get(routed)
 
 
 async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) -> Response:
