@@ -6,11 +6,14 @@ The stages, written once here, in order::
     authenticate, read       http.request.enter: the deadline, the key, the body (``parse``),
                              the routing document in force
     route and plan           the key's check on the alias, the routing rules (``rules``), the plan
+    prepare                  the endpoint's ``load`` (what it reads first) and ``prepare`` (its
+                             checks against the plan; the request as chat, for the estimates)
     admit                    exchange.admit: the hooks (budgets, rate limits) may refuse
     call                     the endpoint's ``call``: its converter and the engine
     meter                    billing.metering: the price (one lookup), the usage (reported, else
                              estimated and marked so), the cost
-    settle                   exchange.settle_all: after the response (buffered) or its last byte
+    settle                   exchange.settle_all: after the response (buffered: and the answer's
+                             ``keep``, what the endpoint does with it once priced) or its last byte
                              (streamed), or after a failure
     respond                  the attribution headers, the body or the event stream
 
