@@ -79,7 +79,7 @@ def create_app(gateway: Gateway | None = None) -> Front:
             Route("/v1/messages/count_tokens", handler(messages.COUNT_TOKENS), methods=["POST"]),
             Route("/v1/embeddings", handler(embeddings.EMBEDDINGS), methods=["POST"]),
             Route("/v1/route/explain", endpoint(explain.explain), methods=["POST"]),
-            Route("/v1/responses", endpoint(responses.create_response), methods=["POST"]),
+            Route("/v1/responses", handler(responses.RESPONSES), methods=["POST"]),
             Route("/v1/responses/{response_id}", endpoint(responses.retrieve_response), methods=["GET"]),
             Route("/v1/responses/{response_id}", endpoint(responses.delete_response), methods=["DELETE"]),
             Route(

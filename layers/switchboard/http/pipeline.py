@@ -6,24 +6,28 @@ The stages, written once here, in order::
     authenticate, read       http.request.enter: the deadline, the key, the body (``parse``),
                              the routing document in force
     route and plan           the key's check on the alias, the routing rules (``rules``), the plan
+    prepare                  the endpoint's ``load`` (what it reads first) and ``prepare`` (its
+                             checks against the plan; the request as chat, for the estimates)
     admit                    exchange.admit: the hooks (budgets, rate limits) may refuse
     call                     the endpoint's ``call``: its converter and the engine
     meter                    billing.metering: the price (one lookup), the usage (reported, else
                              estimated and marked so), the cost
-    settle                   exchange.settle_all: after the response (buffered) or its last byte
+    settle                   exchange.settle_all: after the response (buffered: and the answer's
+                             ``keep``, what the endpoint does with it once priced) or its last byte
                              (streamed), or after a failure
     respond                  the attribution headers, the body or the event stream
 
 An endpoint supplies (see ``Endpoint``): its ``name`` (the exchange's ``kind``, the cost event's
 ``endpoint``), ``parse`` (its schema), ``call`` (its converter and upstream call, answering an
-``Answer`` or a ``Streamed``) and ``error`` (its error shape); ``alias`` and ``prepare`` when the
-defaults do not fit. ``handler(endpoint)`` is what ``http.app`` routes to. See
+``Answer`` or a ``Streamed``) and ``error`` (its error shape); ``alias``, ``load`` and ``prepare``
+when the defaults do not fit. ``handler(endpoint)`` is what ``http.app`` routes to. See
 ``docs/architecture.md``, "Adding an endpoint".
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -45,7 +49,7 @@ from switchboard.routing.pricing import PriceMatch
 from switchboard.routing.store import LoadedRouting
 from switchboard.wiring import Gateway
 
-__all__ = ["Answer", "Context", "Endpoint", "Streamed", "handler", "serve"]
+__all__ = ["Answer", "Context", "Endpoint", "Streamed", "handler", "serve", "served_by"]
 
 B = TypeVar("B")
 
@@ -87,6 +91,9 @@ class Answer:
     meter: Meter = field(default_factory=Meter)
     render: Callable[[Exchange], bytes] | None = None
     media_type: str = _JSON
+    # Once metered, before settlement: what the endpoint does with its priced answer (it may add
+    # response headers). ``/v1/responses`` stores it there.
+    keep: Callable[[Exchange], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -105,7 +112,8 @@ class Streamed:
 
 class Endpoint(Generic[B]):
     """One endpoint's own parts. Subclass it, set ``name``, write ``parse`` and ``call``; override
-    ``error`` for another API's error shape, ``alias`` and ``prepare`` when the defaults do not fit.
+    ``error`` for another API's error shape, ``alias``, ``load`` and ``prepare`` when the defaults
+    do not fit.
     """
 
     name: ClassVar[str]  # the exchange's kind and the cost event's ``endpoint``: "chat", ...
@@ -137,6 +145,10 @@ class Endpoint(Generic[B]):
         sticky assignment, cheapest, context windows); None: only the alias is known."""
         return body if isinstance(body, ChatCompletionRequest) else None
 
+    async def load(self, ctx: Context[B]) -> None:
+        """After the plan, before ``prepare``: what the request must read before it can be checked
+        and estimated (``/v1/responses``: the stored conversation it continues). Nothing by default."""
+
     def prepare(self, ctx: Context[B]) -> ChatCompletionRequest:
         """Before admission: check the request against its plan (may refuse it), and give the
         hooks the request as chat, for their estimates (the body itself when it is chat)."""
@@ -145,13 +157,25 @@ class Endpoint(Generic[B]):
         raise NotImplementedError(f"{type(self).__name__}.prepare: the request as chat, for the estimates")
 
 
+# Each route endpoint ``handler`` made -> the Endpoint it serves (``served_by``).
+_SERVED: weakref.WeakKeyDictionary[Callable[..., Any], Endpoint[Any]] = weakref.WeakKeyDictionary()
+
+
 def handler(spec: Endpoint[Any]) -> Callable[[Request], Awaitable[Response]]:
     """The route's endpoint for ``spec``: a request id, the pipeline, ``spec``'s error shape."""
 
     async def run(request: Request, headers: dict[str, str]) -> Response:
         return await serve(spec, request, headers)
 
-    return endpoint(run, spec.error)
+    routed = endpoint(run, spec.error)
+    _SERVED[routed] = spec
+    return routed
+
+
+def served_by(routed: Callable[..., Any]) -> Endpoint[Any] | None:
+    """The Endpoint whose pipeline a route's endpoint runs; None when ``handler`` did not make it
+    (how a test holds every routed POST to the pipeline)."""
+    return _SERVED.get(routed)
 
 
 async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) -> Response:
@@ -160,6 +184,7 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
     gateway, deadline, principal, body, routing = await enter(request, headers, spec.parse)
     route, rule = await _route(spec, gateway, routing, principal, body, headers)
     ctx = Context(request, headers, gateway, deadline, principal, routing, body, route, rule)
+    await spec.load(ctx)
     if not spec.billed:
         return _respond(ctx, await spec.call(ctx))
     ex = Exchange(
@@ -186,6 +211,8 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
     ex.outcome = "ok"
     metering.charge_usage(ex, answer.meter.usage, answer.meter.chars, answer.meter.match)
     _respond_headers(ctx, answer)
+    if answer.keep is not None:
+        await answer.keep(ex)
     await settle_all(hooks, ex)
     content = answer.render(ex) if answer.render is not None else answer.content
     return Response(content, 200, headers, answer.media_type)

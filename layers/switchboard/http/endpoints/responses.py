@@ -1,6 +1,12 @@
 """``POST /v1/responses`` and the stored responses: OpenAI's Responses API, through the same
 planner, engine and lifecycle as chat.
 
+``POST /v1/responses`` is an ``Endpoint`` (``RESPONSES``) of the one request pipeline
+(``http.pipeline``): its own parts are the schema (``parse``), the stored conversation read before
+admission (``load``), the request as chat for the estimates (``prepare``), the call over the plan
+(``call``), and storing the priced answer before settlement (``Answer.keep``; a stream stores it
+before its final event, which carries ``usage.cost``). The cost event's endpoint is ``responses``.
+
 Each target of the plan is served in its own way:
 
 * a target that speaks the Responses API (``kind: openai`` on api.openai.com, or any provider with
@@ -17,7 +23,8 @@ a failure ends the stream with ``response.failed``, never a silent cut.
 Stored responses (``store``, default true) are in ``responses_store``: each belongs to the key that
 created it; ``previous_response_id`` rebuilds the conversation from there, whichever provider served
 the earlier turns. ``GET /v1/responses/{id}``, ``DELETE /v1/responses/{id}`` and
-``GET /v1/responses/{id}/input_items`` read them.
+``GET /v1/responses/{id}/input_items`` read them: plain handlers (they call no upstream and are
+not billed), authenticated with ``http.request``'s public steps.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ import json
 import logging
 import time
 import urllib.parse
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -35,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchboard.billing import metering
+from switchboard.billing.metering import Meter
 from switchboard.core import jsonbody
 from switchboard.core.errors import (
     AttemptFailed,
@@ -44,10 +55,9 @@ from switchboard.core.errors import (
     ServiceUnavailable,
 )
 from switchboard.core.redaction import scrub
-from switchboard.core.schemas import ChatCompletionRequest
+from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.core.sse import SSEEvent, iter_events
-from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
-from switchboard.http.asgi import EventStream
+from switchboard.exchange import Exchange
 from switchboard.http.endpoints.responses_format import (
     EventTranslator,
     ResponsesRequest,
@@ -61,26 +71,26 @@ from switchboard.http.endpoints.responses_format import (
     usage_of,
 )
 from switchboard.http.endpoints.responses_store import ResponseStore, check_input
-from switchboard.http.request import (
-    attribution,
-    authenticate,
-    chat_plan,
-    enter,
-    gateway_of,
-    permit,
-    request_deadline,
-)
+from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
+from switchboard.http.request import authenticate, gateway_of, request_deadline
 from switchboard.infra import aws
 from switchboard.routing.decide import with_metadata
 from switchboard.routing.planner import PlannedTarget
-from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine, HeldStream
 from switchboard.upstream.providers.base import classify_http_error
 from switchboard.upstream.providers.openai import OpenAICompatible
 from switchboard.wiring import Gateway
 
-__all__ = ["create_response", "delete_response", "list_input_items", "passes_through", "retrieve_response"]
+__all__ = [
+    "RESPONSES",
+    "Responses",
+    "delete_response",
+    "list_input_items",
+    "passes_through",
+    "responses_store",
+    "retrieve_response",
+]
 
 log = logging.getLogger("switchboard.endpoints.responses")
 
@@ -139,13 +149,20 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], ResponsesRequest]:
         ) from None
 
 
-def _store(gateway: Gateway) -> ResponseStore:
-    """The gateway's stored-responses table (its DynamoDB client, made once)."""
-    store: ResponseStore | None = getattr(gateway, "_responses_store", None)
-    if store is None:
-        client = aws.runtime_client("dynamodb", gateway.settings.region)
-        store = ResponseStore(lambda: client, gateway.settings.table)
-        gateway._responses_store = store  # type: ignore[attr-defined]
+# id(gateway) -> (the gateway, weakly; its store). A Gateway is a mutable dataclass, unhashable.
+_STORES: dict[int, tuple[weakref.ref[Gateway], ResponseStore]] = {}
+
+
+def responses_store(gateway: Gateway) -> ResponseStore:
+    """The stored-responses table of ``gateway`` (its settings' table; one DynamoDB client per
+    gateway, made on first use and dropped with the gateway)."""
+    known = _STORES.get(id(gateway))
+    if known is not None and known[0]() is gateway:
+        return known[1]
+    client = aws.runtime_client("dynamodb", gateway.settings.region)
+    store = ResponseStore(lambda: client, gateway.settings.table)
+    key = id(gateway)
+    _STORES[key] = (weakref.ref(gateway, lambda _: _STORES.pop(key, None)), store)
     return store
 
 
@@ -359,35 +376,29 @@ def _output_chars(value: Any) -> int:
     return chars
 
 
-def _price(
-    response: dict[str, Any], ex: Exchange, match: PriceMatch | None, chars: int, buffered: bool
-) -> None:
-    """Usage (reported, else estimated) and cost on ``ex``, and ``usage`` with ``cost`` on the
-    response: never 0 or absent when the gateway knows better."""
-    reported = usage_of(response.get("usage"))
-    if buffered:
-        metering.charge_usage(ex, reported, chars, match)
-    else:
-        metering.record(ex, reported, chars, match)
-    usage = response.get("usage") if reported is not None else None
-    if not isinstance(usage, dict):
-        usage = response_usage(ex.usage) or {}
-        if ex.usage_estimated:
-            usage["estimated"] = True
-    usage["cost"] = float(ex.cost_usd) if ex.cost_usd is not None else None
-    response["usage"] = usage
+def _with_usage(response: dict[str, Any], usage: Usage | None, estimated: bool, cost: Decimal | None) -> None:
+    """``usage`` with ``cost`` on the response: the upstream's own block when it reported one, else
+    the metered (estimated) usage in the Responses shape; never 0 or absent when the gateway knows
+    better."""
+    block = response.get("usage") if not estimated else None
+    if not isinstance(block, dict):
+        block = response_usage(usage) or {}
+        if estimated:
+            block["estimated"] = True
+    block["cost"] = float(cost) if cost is not None else None
+    response["usage"] = block
 
 
 async def _keep(
-    gateway: Gateway, ex: Exchange, session: _Session, response: dict[str, Any], ttl_days: int
+    gateway: Gateway, key_id: str, session: _Session, response: dict[str, Any], ttl_days: int
 ) -> bool:
     """Store the response when the request asked (the default); whether it is stored."""
     if session.parsed.store is False:
         return False
     own = session.items[len(session.history) :]
     try:
-        return await _store(gateway).put(
-            ex.principal.key_id, response, own, session.parsed.previous_response_id, ttl_days
+        return await responses_store(gateway).put(
+            key_id, response, own, session.parsed.previous_response_id, ttl_days
         )
     except ServiceUnavailable:
         return False
@@ -398,12 +409,9 @@ def _sse(name: str, data: bytes) -> bytes:
 
 
 class _StreamState:
-    __slots__ = ("chars", "completed", "failed", "output", "response", "sequence")
+    __slots__ = ("output", "response", "sequence")
 
     def __init__(self) -> None:
-        self.chars = 0
-        self.completed = False
-        self.failed = False
         self.response: dict[str, Any] | None = None
         self.sequence = -1
         self.output: list[dict[str, Any]] = []
@@ -411,11 +419,14 @@ class _StreamState:
 
 async def _events(
     held: HeldStream[SSEEvent],
-    state: _StreamState,
-    ex: Exchange,
-    match: PriceMatch | None,
+    meter: Meter,
+    chat: ChatCompletionRequest,
     keep: Callable[[dict[str, Any]], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
+    """The client's events. The final one carries ``usage`` with ``cost`` (the usage reported, else
+    estimated from ``chat`` and the output, at ``meter.match``: what the pipeline settles on) and is
+    sent once the response is stored. How the stream ended goes on ``meter``."""
+    state = _StreamState()
     try:
         async for item in held.items():
             data = json.loads(item.data)
@@ -425,24 +436,28 @@ async def _events(
             if isinstance(data.get("response"), dict):
                 state.response = data["response"]
             if kind.endswith(".delta"):
-                state.chars += _output_chars(data)
+                meter.chars += _output_chars(data)
             elif kind == "response.output_item.done" and isinstance(data.get("item"), dict):
                 state.output.append(data["item"])
             if kind in _FINAL and state.response is not None:
-                _price(state.response, ex, match, state.chars, buffered=False)
+                reported = usage_of(state.response.get("usage"))
+                usage = reported if reported is not None else metering.estimate_usage(chat, meter.chars)
+                _with_usage(
+                    state.response, usage, reported is None, metering.price_usage(meter.match, usage)[0]
+                )
                 stored = await keep(state.response)
                 if not stored:
                     log.info("response %s not stored", state.response.get("id"))
                 yield _sse(kind, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
-                state.completed = True
+                meter.usage, meter.completed = reported, True
                 continue
             yield _sse(kind, item.data)
-        if not state.completed:
+        if not meter.completed:
             raise AttemptFailed(
                 ErrorClass.SERVER, f"{held.target.provider_name}: stream ended before it finished"
             )
     except AttemptFailed as failure:
-        state.failed = True
+        meter.interrupted = True
         message = scrub(
             f"The upstream stream from {held.target.provider_name} failed after output began "
             f"({failure.error_class}); the response is incomplete."
@@ -455,76 +470,96 @@ async def _events(
         yield _sse("response.failed", event("response.failed", state.sequence + 1, response=response).data)
 
 
-async def create_response(request: Request, headers: dict[str, str]) -> Response:
-    started = time.monotonic()
-    gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse)
-    permit(principal, parsed.model)  # before any read of stored responses
-    own = input_items(parsed.input)
-    if parsed.store is not False:
-        check_input(own)
-    history: list[dict[str, Any]] = []
-    if parsed.previous_response_id is not None:
-        history = await _store(gateway).history(principal.key_id, parsed.previous_response_id)
-    if not own and not history:
-        raise InvalidRequest(
-            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
-        )
-    session = _Session(gateway.engine, body, parsed, history, own)
-    chat = _estimate_chat(session)
-    routed = with_metadata(chat, body.get("metadata"))  # rules and sticky read all of it
-    route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers, routed, "responses")
-    ex = Exchange(
-        headers["x-request-id"],
-        principal,
-        chat,
-        routing.revision,
-        route,
-        started=started,
-        headers=headers,
-        deadline=deadline,
-    )
-    ex.kind = "responses"
-    ex.rule = rule
-    hooks = gateway.hooks
-    ttl_days = routing.document.responses_ttl_days
+@dataclass(slots=True)
+class _Request:
+    """What ``parse`` read (the body as sent, and as checked); the session once ``load`` built it."""
 
-    async def keep(response: dict[str, Any]) -> bool:
-        return await _keep(gateway, ex, session, response, ttl_days)
+    body: dict[str, Any]
+    parsed: ResponsesRequest
+    session: _Session | None = None
 
-    await admit(hooks, ex)
-    async with settled_on_failure(hooks, ex):
-        if parsed.stream:
-            held = await gateway.engine.run_stream(
-                route, deadline, session.open_stream, lambda item: item.event in _OUTPUT
+
+def _session(ctx: Context[_Request]) -> _Session:
+    session = ctx.body.session
+    assert session is not None, "Responses.load builds the session before prepare and call"
+    return session
+
+
+class Responses(Endpoint[_Request]):
+    """OpenAI's Responses API: each target passed through or converted through chat; the answer
+    stored (``store``), and a stored conversation continued (``previous_response_id``)."""
+
+    name = "responses"
+
+    def parse(self, raw: bytes) -> _Request:
+        return _Request(*_parse(raw))
+
+    def alias(self, body: _Request) -> str:
+        return body.parsed.model
+
+    def routing_chat(self, body: _Request) -> ChatCompletionRequest | None:
+        """This turn's input as chat, with the request's whole ``metadata``, for the routing
+        decision (rules, sticky assignment, cheapest, context windows). A continued conversation's
+        stored turns are read once the plan is made (``load``), so they are not in this estimate."""
+        try:
+            chat = to_chat(body.parsed, input_items(body.parsed.input), stream=bool(body.parsed.stream))
+        except Unconvertible:
+            return None
+        return with_metadata(chat, body.body.get("metadata"))
+
+    async def load(self, ctx: Context[_Request]) -> None:
+        """The request's own input items (checked for storage), and the stored conversation it
+        continues: a 400 when there is neither."""
+        parsed = ctx.body.parsed
+        own = input_items(parsed.input)
+        if parsed.store is not False:
+            check_input(own)
+        history: list[dict[str, Any]] = []
+        if parsed.previous_response_id is not None:
+            history = await responses_store(ctx.gateway).history(
+                ctx.principal.key_id, parsed.previous_response_id
             )
-        else:
-            answer, target, attempts = await gateway.engine.run(route, deadline, session.complete)
-    if parsed.stream:
-        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
-        ex.first_token_at = time.monotonic()
-        match = gateway.prices.lookup(routing.document, held.target)
-        state = _StreamState()
+        if not own and not history:
+            raise InvalidRequest(
+                "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+            )
+        ctx.body.session = _Session(ctx.gateway.engine, ctx.body.body, parsed, history, own)
 
-        def finish(ex: Exchange) -> None:
-            if not state.completed:
-                metering.record(ex, None, state.chars, match)
-                ex.outcome = "interrupted"
-                ex.error_code = "stream_interrupted" if state.failed else "client_disconnected"
-            else:
-                ex.outcome = "ok"
+    def prepare(self, ctx: Context[_Request]) -> ChatCompletionRequest:
+        return _estimate_chat(_session(ctx))
 
-        attribution(headers, held.target.provider_name, held.target.model, held.attempts)
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        return EventStream(settled_stream(_events(held, state, ex, match, keep), ex, hooks, finish), headers)
-    ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
-    match = gateway.prices.lookup(routing.document, target)
-    _price(answer, ex, match, _output_chars(answer.get("output")), buffered=True)
-    attribution(headers, target.provider_name, target.model, attempts)
-    if parsed.store is not False:
-        headers["x-switchboard-stored"] = "true" if await keep(answer) else "false"
-    await settle_all(hooks, ex)
-    return Response(json.dumps(answer, separators=(",", ":"), ensure_ascii=False), 200, headers, _JSON)
+    async def call(self, ctx: Context[_Request]) -> Answer | Streamed:
+        session, engine = _session(ctx), ctx.gateway.engine
+        key_id, ttl_days = ctx.principal.key_id, ctx.routing.document.responses_ttl_days
+
+        async def keep(response: dict[str, Any]) -> bool:
+            return await _keep(ctx.gateway, key_id, session, response, ttl_days)
+
+        if session.parsed.stream:
+            held = await engine.run_stream(
+                ctx.plan, ctx.deadline, session.open_stream, lambda item: item.event in _OUTPUT
+            )
+            assert ctx.exchange is not None  # billed: admitted before the call
+            meter = Meter()
+            events = _events(held, meter, ctx.exchange.chat, keep)
+            return Streamed(held.target, held.attempts, events, meter, time.monotonic())
+        answer, target, attempts = await engine.run(ctx.plan, ctx.deadline, session.complete)
+        meter = Meter()
+        meter.usage = usage_of(answer.get("usage"))
+        meter.chars = _output_chars(answer.get("output"))
+
+        async def stored(ex: Exchange) -> None:
+            _with_usage(answer, ex.usage, ex.usage_estimated, ex.cost_usd)
+            if session.parsed.store is not False:
+                ctx.headers["x-switchboard-stored"] = "true" if await keep(answer) else "false"
+
+        def render(ex: Exchange) -> bytes:
+            return json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+
+        return Answer(target, attempts, meter=meter, render=render, keep=stored)
+
+
+RESPONSES = Responses()  # routed in http.app: handler(RESPONSES)
 
 
 async def _owner(request: Request) -> tuple[Gateway, str]:
@@ -541,7 +576,7 @@ def _not_found(response_id: str) -> NotFound:
 async def retrieve_response(request: Request, headers: dict[str, str]) -> Response:
     gateway, owner = await _owner(request)
     response_id = request.path_params["response_id"]
-    stored = await _store(gateway).get(owner, response_id)
+    stored = await responses_store(gateway).get(owner, response_id)
     if stored is None:
         raise _not_found(response_id)
     return Response(json.dumps(stored.response, separators=(",", ":")), 200, headers, _JSON)
@@ -550,7 +585,7 @@ async def retrieve_response(request: Request, headers: dict[str, str]) -> Respon
 async def delete_response(request: Request, headers: dict[str, str]) -> Response:
     gateway, owner = await _owner(request)
     response_id = request.path_params["response_id"]
-    if not await _store(gateway).delete(owner, response_id):
+    if not await responses_store(gateway).delete(owner, response_id):
         raise _not_found(response_id)
     body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return Response(json.dumps(body), 200, headers, _JSON)
@@ -574,7 +609,7 @@ async def list_input_items(request: Request, headers: dict[str, str]) -> Respons
         raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
     gateway, owner = await _owner(request)
     response_id = request.path_params["response_id"]
-    stored = await _store(gateway).get(owner, response_id)
+    stored = await responses_store(gateway).get(owner, response_id)
     if stored is None:
         raise _not_found(response_id)
     items = list(stored.input if order == "asc" else reversed(stored.input))
