@@ -4,6 +4,7 @@ One app serves both deployments: under uvicorn (locally, and in Lambda through t
 which streams) and under Mangum (the buffered mode, and in-process handler tests).
 
 Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
+``POST /v1/completions`` (``endpoints.completions``, the legacy text completions),
 ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (``endpoints.messages``; every error
 under ``/v1/messages`` in Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings``
 (``endpoints.embeddings``).
@@ -318,7 +319,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(gateway: Gateway | None = None) -> Front:
     """The ASGI app. Without ``gateway``, one is built from the environment at startup."""
-    from switchboard.endpoints import embeddings, messages  # they import this module: only once loaded
+    from switchboard.endpoints import completions, embeddings, messages  # they import this module
 
     anthropic_messages = _endpoint(messages.create_message, messages.anthropic_error)
 
@@ -345,6 +346,7 @@ def create_app(gateway: Gateway | None = None) -> Front:
                 methods=["POST"],
             ),
             Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
+            Route("/v1/completions", _endpoint(completions.create_completion), methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
