@@ -26,7 +26,9 @@ Directives: the ``model`` string is split on ``+``; unknown parts are ignored, s
                           words, ``finish_reason: "length"``) and ``stop`` (cut at the first
                           occurrence) are honoured.
     ``tools``             a call of the request's first tool (or ``get_weather``) with
-                          ``{"city": "Paris"}``, ``finish_reason: "tool_calls"``
+                          ``{"city": "Paris"}``, ``finish_reason: "tool_calls"``; once the last
+                          message is a tool result, the echo instead (as a model answers after
+                          its tool ran), so an agent's loop ends
     ``reasoning``         the reply is preceded by ``reasoning_content`` (DeepSeek's, Groq's and
                           Together's field for a reasoning model's thoughts): ``message.
                           reasoning_content`` in a completion, ``delta.reasoning_content`` chunks
@@ -421,7 +423,7 @@ def _plan_reply(body: JSONDict, script: _Script) -> _Reply:
     n = _int_param(body, "n") or 1
     n = min(max(n, 1), _MAX_CHOICES)
     prompt = _prompt_tokens(messages)
-    if script.tools:
+    if script.tools and not (messages and messages[-1].get("role") == "tool"):
         return _Reply(_WORD.findall(_TOOL_ARGUMENTS), "tool_calls", n, prompt, _first_tool_name(body))
     text = _last_user_text(messages)
     response_format = body.get("response_format")
