@@ -32,9 +32,11 @@ from switchboard.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     Unconvertible,
+    can_reason,
     fold_system,
     from_openai,
     to_openai,
+    unsigned_thinking_dropped,
 )
 from switchboard.engine import Engine, HeldStream, check_modalities
 from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest
@@ -90,9 +92,11 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
 
 
 def native_body(body: dict[str, Any], target: PlannedTarget, client: dict[str, str]) -> dict[str, Any]:
-    """The body an Anthropic target gets (model aside): the client's, with its ``system`` turns
-    folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
+    """The body an Anthropic target gets (model aside): the client's, without the unsigned
+    thinking blocks of converted answers (``unsigned_thinking_dropped``), with its ``system``
+    turns folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
     provider's, says the API takes them as they are (Claude Code sends that beta)."""
+    body = unsigned_thinking_dropped(body)
     betas = ",".join((target.provider.headers.get("anthropic-beta", ""), client.get("anthropic-beta", "")))
     if any(beta.strip().startswith(_SYSTEM_TURNS_BETA) for beta in betas.split(",")):
         return body
@@ -107,12 +111,14 @@ class _Session:
         self.body = body
         self.parsed = parsed
         self.client = client
-        self._converted: dict[bool, ChatCompletionRequest] = {}
+        # by (stream, reasoning): a target that reasons gets thinking as reasoning_effort
+        self._converted: dict[tuple[bool, bool], ChatCompletionRequest] = {}
 
     def _openai(self, target: PlannedTarget, stream: bool) -> ChatCompletionRequest:
-        if stream not in self._converted:
+        key = (stream, _reasons(target))
+        if key not in self._converted:
             try:
-                self._converted[stream] = to_openai(self.parsed, stream=stream)
+                self._converted[key] = to_openai(self.parsed, stream=stream, reasoning=key[1])
             except Unconvertible as exc:
                 raise AttemptFailed(
                     ErrorClass.CLIENT,
@@ -121,7 +127,7 @@ class _Session:
                     upstream_type="invalid_request_error",
                     upstream_param=exc.param,
                 ) from None
-        return self._converted[stream]
+        return self._converted[key]
 
     async def _relay(self, target: PlannedTarget) -> Relay:
         check_modalities(_modalities(self.parsed), target)
@@ -155,6 +161,11 @@ class _Session:
             )
         call = await self.engine.call(self._openai(target, True), target, stream=True)
         return _translated(provider.stream(call))
+
+
+def _reasons(target: PlannedTarget) -> bool:
+    """Whether a converted request to ``target`` carries thinking as ``reasoning_effort``."""
+    return target.provider.kind in ("openai", "azure") and can_reason(target.model)
 
 
 async def _translated(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[SSEEvent]:
@@ -192,7 +203,7 @@ def _estimate_chat(session: _Session) -> ChatCompletionRequest:
     form (an Anthropic-only block) is estimated from its JSON instead."""
     parsed, body = session.parsed, session.body
     try:
-        chat = session._converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
+        chat = session._converted[bool(parsed.stream), False] = to_openai(parsed, stream=bool(parsed.stream))
         return chat
     except Unconvertible:
         text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
