@@ -7,7 +7,7 @@ Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1
 ``POST /v1/completions`` (``endpoints.completions``, the legacy text completions),
 ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (``endpoints.messages``; every error
 under ``/v1/messages`` in Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings``
-(``endpoints.embeddings``).
+(``endpoints.embeddings``), ``POST /v1/responses`` and its stored responses (``endpoints.responses``).
 Every response carries ``x-request-id``; routed responses carry the attribution headers.
 """
 
@@ -319,7 +319,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(gateway: Gateway | None = None) -> Front:
     """The ASGI app. Without ``gateway``, one is built from the environment at startup."""
-    from switchboard.endpoints import completions, embeddings, messages  # they import this module
+    from switchboard.endpoints import (
+        completions,
+        embeddings,
+        messages,
+        responses,
+    )  # they import this module: only once loaded
 
     anthropic_messages = _endpoint(messages.create_message, messages.anthropic_error)
 
@@ -347,6 +352,14 @@ def create_app(gateway: Gateway | None = None) -> Front:
             ),
             Route("/v1/embeddings", _endpoint(embeddings.create_embeddings), methods=["POST"]),
             Route("/v1/completions", _endpoint(completions.create_completion), methods=["POST"]),
+            Route("/v1/responses", _endpoint(responses.create_response), methods=["POST"]),
+            Route("/v1/responses/{response_id}", _endpoint(responses.retrieve_response), methods=["GET"]),
+            Route("/v1/responses/{response_id}", _endpoint(responses.delete_response), methods=["DELETE"]),
+            Route(
+                "/v1/responses/{response_id}/input_items",
+                _endpoint(responses.list_input_items),
+                methods=["GET"],
+            ),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
