@@ -80,3 +80,22 @@ async def test_text_completions(client: httpx.AsyncClient) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
     failed = await client.post("/completions", json={"model": "fail-503", "prompt": "x"})
     assert failed.status_code == 503 and failed.json()["error"]["message"]
+
+
+async def test_responses_tools_answer_text_after_a_function_call_output(client: httpx.AsyncClient) -> None:
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    first = (
+        await client.post("/responses", json={"model": "tools", "input": "weather?", "tools": [tool]})
+    ).json()
+    [call] = first["output"]
+    assert call["type"] == "function_call" and call["name"] == "lookup"
+    history = [
+        {"role": "user", "content": "weather?"},
+        {k: call[k] for k in ("type", "call_id", "name", "arguments")},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"},
+    ]
+    second = (
+        await client.post("/responses", json={"model": "tools", "input": history, "tools": [tool]})
+    ).json()
+    [message] = second["output"]
+    assert message["type"] == "message" and message["content"][0]["text"] == "echo: weather?"

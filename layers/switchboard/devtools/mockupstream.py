@@ -961,6 +961,9 @@ def _responses_as_chat(body: JSONDict) -> JSONDict:
                     if isinstance(part, dict) and part.get("type") in ("input_text", "output_text")
                 ]
             messages.append({"role": item.get("role"), "content": content})
+        elif isinstance(item, dict) and item.get("type") == "function_call_output":
+            # a tool's result: the ``tools`` script then answers with text
+            messages.append({"role": "tool", "content": str(item.get("output"))})
     chat: JSONDict = {"messages": messages}
     tools = body.get("tools")
     if isinstance(tools, list):
