@@ -1,9 +1,11 @@
 """Codex CLI and the OpenAI Agents SDK through /v1/responses, over HTTP (issue 13).
 
-* The recorded requests (tests/fixtures/agents: Codex's text turn and tool turn, the Agents SDK's
-  four) are replayed byte for byte, with their headers, to an OpenAI-compatible chat target (the
-  request converted through chat) and to a Responses upstream (passed through). Every answer, JSON
-  or event, must validate against OpenAI's Responses schemas.
+* The recorded requests (tests/fixtures/agents: Codex's, with its default config and with the
+  config for chat-only targets, the Agents SDK's four) are replayed byte for byte, with their
+  headers, to an OpenAI-compatible chat target (the request converted through chat) and to a
+  Responses upstream (passed through). Every answer, JSON or event, must validate against OpenAI's
+  Responses schemas. Codex's default request carries built-in tools: a chat target refuses it with
+  a clear 400.
 * The Agents SDK (Python) runs a tool-using agent through the gateway, buffered and streamed: the
   model (the mock's ``tools`` script) calls ``get_weather``, the SDK runs it and sends its output
   back, and the agent completes with text.
@@ -125,31 +127,56 @@ def calls(response: dict[str, Any]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------- replays
 
 
-@pytest.mark.parametrize("passthrough", [False, True], ids=["converted", "passthrough"])
-def test_a_recorded_codex_text_turn(gateway_factory, mock, passthrough: bool) -> None:  # type: ignore[no-untyped-def]
-    gw = start(gateway_factory, mock, passthrough)
+def test_a_recorded_codex_turn_passes_through_whole(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    """Codex's default request (built-in ``web_search``, a ``namespace`` tool) to a Responses upstream."""
+    gw = start(gateway_factory, mock, passthrough=True)
     response, events = replay(gw, "codex_exec_request")
     assert response.status_code == 200, events
     final = check_stream(events)
     assert output_text(final) == "echo: Say hi in two words."
     assert final["usage"]["output_tokens"] > 0
     sent = mock.requests[-1]
+    _meta, body = recorded("codex_exec_request")
+    assert sent["path"] == "/v1/responses"
+    assert sent["json"] == {**json.loads(body), "model": "echo"}  # only the model replaced
+
+
+@pytest.mark.parametrize("name", CODEX)
+def test_codexs_built_in_tools_are_a_clear_400_for_a_chat_target(gateway_factory, mock, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Built-in tools cannot be served through chat: refused before any upstream call, in OpenAI's
+    error shape, naming the tool (docs/agents.md gives Codex's config for such aliases)."""
+    gw = start(gateway_factory, mock, passthrough=False)
+    before = len(mock.requests)
+    response, body = replay(gw, name)
+    assert response.status_code == 400
+    conforms("ErrorResponse", body)
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"].startswith("tools[")
+    assert len(mock.requests) == before
+
+
+@pytest.mark.parametrize("passthrough", [False, True], ids=["converted", "passthrough"])
+def test_a_recorded_codex_turn_with_the_chat_config(gateway_factory, mock, passthrough: bool) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, passthrough)
+    response, events = replay(gw, "codex_chat_config_request")
+    assert response.status_code == 200, events
+    final = check_stream(events)
+    assert output_text(final).startswith("echo: Run echo hello from codex")
+    sent = mock.requests[-1]
     if passthrough:
-        _meta, body = recorded("codex_exec_request")
         assert sent["path"] == "/v1/responses"
-        assert sent["json"] == {**json.loads(body), "model": "echo"}  # only the model replaced
     else:
         assert sent["path"] == "/v1/chat/completions"
         roles = [m["role"] for m in sent["json"]["messages"]]
         assert len(roles) == 4 and roles[-2:] == ["user", "user"]  # Codex's two developer turns first
         assert set(roles[:2]) <= {"system", "developer"}
-        assert [t["function"]["name"] for t in sent["json"]["tools"]][:2] == ["exec_command", "write_stdin"]
+        names = [t["function"]["name"] for t in sent["json"]["tools"]]
+        assert names[:2] == ["exec_command", "write_stdin"] and len(names) == 7
 
 
 @pytest.mark.parametrize("passthrough", [False, True], ids=["converted", "passthrough"])
 def test_a_recorded_codex_tool_turn_keeps_its_history(gateway_factory, mock, passthrough: bool) -> None:  # type: ignore[no-untyped-def]
     gw = start(gateway_factory, mock, passthrough)
-    response, events = replay(gw, "codex_exec_tool_turn")
+    response, events = replay(gw, "codex_chat_config_tool_turn")
     assert response.status_code == 200, events
     final = check_stream(events)
     assert output_text(final).startswith("echo: Run echo hello from codex")
@@ -161,7 +188,7 @@ def test_a_recorded_codex_tool_turn_keeps_its_history(gateway_factory, mock, pas
             "arguments": '{"cmd":"echo hello from codex"}',
         }
         result = next(m for m in messages if m["role"] == "tool")
-        assert result["tool_call_id"] == call["tool_calls"][0]["id"] == "call_capture1"
+        assert result["tool_call_id"] == call["tool_calls"][0]["id"]
         assert "hello from codex" in result["content"]
 
 
