@@ -30,6 +30,8 @@ MODELS = {
     "mixed": to(("anthropic", "claude-real"), ("mock", "echo")),
     "breaks": to(("mock", "break-2+chunks-5")),
     "azure-instruct": to(("azure", "instruct-prod")),
+    "garbage": to(("mock", "garbage"), ("backup", "echo"), retry={"attempts": 1}),
+    "cut-early": to(("mock", "break-0"), ("backup", "echo"), retry={"attempts": 1}),
 }
 
 
@@ -171,3 +173,26 @@ def test_bad_input_is_a_400_not_a_500(sdk) -> None:  # type: ignore[no-untyped-d
         assert response.json()["error"]["type"] == "invalid_request_error"
     unknown = httpx.post(gw.v1 + "/completions", json={"model": "nope", "prompt": "x"}, headers=gw.headers())
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_malformed_answer_falls_back_invisibly(sdk, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    client, _gw = sdk
+    if stream:
+        chunks = list(client.completions.create(model="garbage", prompt="q", stream=True))
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == "echo: q"
+    else:
+        raw = client.completions.with_raw_response.create(model="garbage", prompt="q")
+        assert raw.parse().choices[0].text == "echo: q" and raw.headers["x-switchboard-provider"] == "backup"
+
+
+def test_a_stream_cut_before_any_text_falls_back_invisibly(sdk) -> None:  # type: ignore[no-untyped-def]
+    _client, gw = sdk
+    body = {"model": "cut-early", "prompt": "q", "stream": True}
+    with httpx.stream(
+        "POST", gw.v1 + "/completions", json=body, headers=gw.headers(), timeout=30
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert response.headers["x-switchboard-provider"] == "backup"
+    assert lines[-1] == "data: [DONE]" and "error" not in "".join(lines)
+    assert "".join(json.loads(line[6:])["choices"][0]["text"] for line in lines[:-1]) == "echo: q"
