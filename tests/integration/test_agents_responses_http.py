@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from switchboard.api import create_app
+from switchboard.http.app import create_app
 
 from tests.conftest import API_KEY, RunningGateway, routing_doc
 from tests.contract.test_openapi_contract import SPEC_PATH, violations

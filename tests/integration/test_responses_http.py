@@ -302,3 +302,93 @@ def test_failover_before_output_is_invisible(
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert final.output_text == "echo: hello" and kinds.count("response.created") == 1
+
+
+def test_a_stream_without_upstream_usage_reports_an_estimate_never_zero(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    doc = routing_doc(mock.base_url, {"quiet": to(("quiet", "echo"))})
+    doc["providers"]["quiet"] = {**doc["providers"]["mock"], "unsupported_params": ["stream_options"]}
+    gw = gateway_factory(doc=doc)
+    with client(gw).responses.stream(model="quiet", input="one two three") as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert "stream_options" not in mock.requests[-1]["json"]  # so the upstream sent no usage
+    assert final.usage is not None and final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+    assert (final.usage.model_extra or {}).get("estimated") is True
+
+
+def test_a_converted_targets_refusal_names_the_responses_field(
+    gw: RunningGateway, native: ScriptedUpstream
+) -> None:
+    """Anthropic takes no ftp image URL: the chat form's refusal (param ``messages``) names ``input``."""
+    image = {"type": "input_image", "image_url": "ftp://example.com/cat.png"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gw).responses.create(model="claude", input=[{"role": "user", "content": [image]}])
+    assert caught.value.body["param"] == "input"  # type: ignore[index]
+    assert native.requests == []  # refused before any upstream call
+
+
+def test_the_routing_document_sets_the_ttl_and_keys_their_models(gateway_factory: Any, mock: Any) -> None:
+    import time
+
+    import boto3
+    from switchboard.limits.keys import KeyStore
+    from switchboard.limits.table import Table
+
+    doc = routing_doc(mock.base_url, {"echo": to(("mock", "echo")), "other": to(("mock", "echo"))})
+    gw = gateway_factory(doc={**doc, "responses_ttl_days": 2})
+    made = client(gw).responses.create(model="echo", input="x")
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    item = ddb.get_item(TableName=gw.settings.table, Key={"pk": {"S": "rsp#" + made.id}, "sk": {"S": "rsp"}})
+    assert abs(int(item["Item"]["ttl"]["N"]) - (time.time() + 2 * 86400)) < 60
+    narrow, _ = KeyStore(Table(ddb, gw.settings.table)).create("narrow", models=["other"])
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client(gw, narrow).responses.create(model="echo", input="x")
+    assert caught.value.body["param"] == "model"  # type: ignore[index]
+
+
+def test_responses_parse_with_a_pydantic_format(gw: RunningGateway) -> None:
+    import pydantic
+
+    class Echoed(pydantic.BaseModel):
+        echo: str
+
+    for model in ("echo", "pass"):
+        parsed = client(gw).responses.parse(model=model, input="ping", text_format=Echoed)
+        assert parsed.output_parsed == Echoed(echo="ping"), model
+
+
+def test_streams_converted_from_anthropic_and_bedrock(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    """Other families stream through chat too: Anthropic's events and Bedrock's ConverseStream."""
+    claude = fixture("anthropic", "stream_tools")
+    native.script("claude-real", Reply(sse=claude["anthropic_stream"]))
+    converse = fixture("bedrock", "stream_tools")
+    stream = [
+        ("event", name, payload) for event in converse["converse_stream"] for name, payload in event.items()
+    ]
+    native.script(converse["target_model"], Reply(events=stream))
+    doc = routing_doc(mock.base_url, {"claude": to(("anthropic", "claude-real"))})
+    doc["providers"]["anthropic"] = {"kind": "anthropic", "base_url": native.url, "api_key": KEY_REF}
+    doc["providers"]["bedrock"] = {"kind": "bedrock", "region": "us-east-1", "base_url": native.url}
+    doc["models"]["nova"] = to(("bedrock", converse["target_model"]))
+    gw = gateway_factory(doc=doc)
+    expected = {
+        "claude": (
+            "Okay, let's check the weather for San Francisco, CA:",
+            {"location": "San Francisco, CA", "unit": "fahrenheit"},
+        ),
+        "nova": ("I'll look that up.", {"sign": "WZPZ"}),
+    }
+    for model, (text, arguments) in expected.items():
+        with client(gw).responses.stream(model=model, input="x", tools=[WEATHER]) as events:
+            kinds = [event.type for event in events]
+            final = events.get_final_response()
+        assert final.output_text == text, model
+        call = final.output[-1]
+        assert call.type == "function_call" and json.loads(call.arguments) == arguments, model
+        assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+        assert final.usage is not None and final.usage.output_tokens > 0, model

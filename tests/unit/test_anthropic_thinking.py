@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
-from switchboard.endpoints.anthropic_format import (
+from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk
+from switchboard.http.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     can_reason,
@@ -19,7 +20,6 @@ from switchboard.endpoints.anthropic_format import (
     to_openai,
     unsigned_thinking_dropped,
 )
-from switchboard.schemas import ChatCompletion, ChatCompletionChunk
 
 EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 

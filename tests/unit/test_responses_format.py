@@ -1,4 +1,4 @@
-"""The Responses <-> chat converter (endpoints/responses_format.py) and its table in docs/providers.md."""
+"""The Responses <-> chat converter (http/endpoints/responses_format.py) and its docs table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from switchboard.endpoints.responses_format import (
+from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk
+from switchboard.http.endpoints.responses_format import (
     LOSSY,
     EventTranslator,
     ResponsesRequest,
@@ -18,7 +19,6 @@ from switchboard.endpoints.responses_format import (
     to_chat,
     usage_of,
 )
-from switchboard.schemas import ChatCompletion, ChatCompletionChunk
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 
@@ -266,3 +266,39 @@ def test_the_documented_lossy_table_matches_the_code() -> None:
         for match in re.finditer(r"^\| (.+?) \| (.+?) \|$", section, re.MULTILINE)
     ][1:]  # the header
     assert rows == list(LOSSY)
+
+
+def test_reasoning_text_becomes_a_reasoning_item() -> None:
+    translator = EventTranslator(req(input="x"), "resp_1", 7)
+    events = translator.feed(chunk({"role": "assistant", "reasoning_content": "Think"}))
+    events += translator.feed(chunk({"reasoning_content": "ing."}))
+    events += translator.feed(chunk({"content": "Done."}, "stop"))
+    events += translator.finish()
+    kinds = [e.event for e in events]
+    assert kinds[2:6] == [
+        "response.output_item.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+    ]
+    final = json.loads(events[-1].data)["response"]
+    assert (
+        final["output"][0]["type"] == "reasoning" and final["output"][0]["content"][0]["text"] == "Thinking."
+    )
+    assert final["output"][1]["content"][0]["text"] == "Done."
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "created": 1,
+            "model": "up",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "a", "reasoning_content": "hm"},
+                }
+            ],
+        }
+    )
+    response = from_chat(completion, req(input="x"), response_id="resp_1", created_at=7)
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message"]

@@ -1,4 +1,4 @@
-"""Stored responses (endpoints/responses_store.py) over a real moto DynamoDB table."""
+"""Stored responses (http/endpoints/responses_store.py) over a real moto DynamoDB table."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 from typing import Any
 
 import pytest
-from switchboard.endpoints.responses_store import MAX_TURNS, PREFIX, ResponseStore, check_input
-from switchboard.errors import InvalidRequest
+from switchboard.core.errors import InvalidRequest
+from switchboard.http.endpoints.responses_store import MAX_TURNS, PREFIX, ResponseStore, check_input
 
 from tests.limits.conftest import make_table
 from tests.unit.test_template import TEMPLATE

@@ -920,7 +920,7 @@ class MockUpstream:
             added["arguments"] = ""
         await send("response.output_item.added", output_index=0, item=added)
         ids = {"item_id": item["id"], "output_index": 0}
-        part = {"type": "output_text", "text": "", "annotations": []}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         if reply.tool_name is None:
             await send("response.content_part.added", **ids, content_index=0, part=part)
         for position, word in enumerate(reply.words):
@@ -936,7 +936,10 @@ class MockUpstream:
             await send("response.output_text.done", **ids, content_index=0, text=text, logprobs=[])
             await send("response.content_part.done", **ids, content_index=0, part={**part, "text": text})
         else:
-            await send("response.function_call_arguments.done", **ids, arguments="".join(reply.words))
+            arguments = "".join(reply.words)
+            await send(
+                "response.function_call_arguments.done", **ids, name=reply.tool_name, arguments=arguments
+            )
         await send("response.output_item.done", output_index=0, item=item)
         await send("response.completed", response=_response(response_id, model, reply, "completed", [item]))
         writer.write(b"0\r\n\r\n")
@@ -988,7 +991,7 @@ def _response_output(reply: _Reply) -> list[JSONDict]:
                 "status": "completed",
             }
         ]
-    text = {"type": "output_text", "text": "".join(reply.words), "annotations": []}
+    text = {"type": "output_text", "text": "".join(reply.words), "annotations": [], "logprobs": []}
     return [
         {"id": "msg_mock1", "type": "message", "role": "assistant", "status": "completed", "content": [text]}
     ]
@@ -1001,7 +1004,7 @@ def _response(response_id: str, model: str, reply: _Reply, status: str, output: 
         prompt, completion = reply.usage["prompt_tokens"], reply.usage["completion_tokens"]
         usage = {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + completion,
@@ -1023,7 +1026,7 @@ def _response(response_id: str, model: str, reply: _Reply, status: str, output: 
         "temperature": 1.0,
         "top_p": 1.0,
         "metadata": {},
-        "usage": usage,
+        **({"usage": usage} if usage is not None else {}),
     }
 
 
