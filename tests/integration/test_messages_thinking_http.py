@@ -5,6 +5,7 @@ converted thinking block is left out when the next turn goes to an Anthropic tar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,7 +66,10 @@ def test_streamed_reasoning_arrives_as_thinking_deltas(sdk: anthropic.Anthropic)
     assert final.content[1].text == "echo: what is six times seven"  # type: ignore[union-attr]
 
 
-def test_thinking_reaches_a_reasoning_model_as_reasoning_effort(sdk: anthropic.Anthropic, mock: Any) -> None:
+def test_thinking_reaches_a_reasoning_model_as_reasoning_effort(
+    sdk: anthropic.Anthropic, mock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="switchboard.endpoints.messages")
     sdk.messages.create(
         model="o-model",
         max_tokens=4000,
@@ -75,6 +79,7 @@ def test_thinking_reaches_a_reasoning_model_as_reasoning_effort(sdk: anthropic.A
     sent = mock.requests[-1]["json"]
     assert sent["reasoning_effort"] == "low" and sent["max_completion_tokens"] == 4000
     assert "max_tokens" not in sent and "thinking" not in sent
+    assert not [r for r in caplog.records if "thinking" in r.getMessage()]  # mapped, not dropped
     # Claude Code's form: adaptive thinking, the effort in output_config
     sdk.messages.create(
         model="o-model",
@@ -85,7 +90,10 @@ def test_thinking_reaches_a_reasoning_model_as_reasoning_effort(sdk: anthropic.A
     assert mock.requests[-1]["json"]["reasoning_effort"] == "high"
 
 
-def test_a_model_that_does_not_reason_gets_no_reasoning_effort(sdk: anthropic.Anthropic, mock: Any) -> None:
+def test_a_model_that_does_not_reason_gets_no_reasoning_effort(
+    sdk: anthropic.Anthropic, mock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="switchboard.endpoints.messages")
     sdk.messages.create(
         model="plain",
         max_tokens=100,
@@ -94,6 +102,9 @@ def test_a_model_that_does_not_reason_gets_no_reasoning_effort(sdk: anthropic.An
     )
     sent = mock.requests[-1]["json"]
     assert "reasoning_effort" not in sent and "thinking" not in sent and sent["max_tokens"] == 100
+    assert [r.getMessage() for r in caplog.records if "thinking" in r.getMessage()] == [
+        "dropped Anthropic parameters ['thinking'] with no OpenAI form"
+    ]
 
 
 def test_a_converted_thinking_block_is_left_out_for_an_anthropic_target(

@@ -200,13 +200,15 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-def _estimate_chat(session: _Session) -> ChatCompletionRequest:
-    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), kept for a
-    converted attempt (so its dropped parameters are logged once). A request that has no chat
-    form (an Anthropic-only block) is estimated from its JSON instead."""
+def _estimate_chat(session: _Session, first: PlannedTarget | None) -> ChatCompletionRequest:
+    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), converted
+    as for the plan's ``first`` target and kept for its attempt (so what it drops is logged once,
+    and thinking mapped to ``reasoning_effort`` is not logged as dropped). A request that has no
+    chat form (an Anthropic-only block) is estimated from its JSON instead."""
     parsed, body = session.parsed, session.body
+    key = (bool(parsed.stream), first is not None and _reasons(first))
     try:
-        chat = session._converted[bool(parsed.stream), False] = to_openai(parsed, stream=bool(parsed.stream))
+        chat = session._converted[key] = to_openai(parsed, stream=key[0], reasoning=key[1])
         return chat
     except Unconvertible:
         text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
@@ -312,7 +314,7 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
-    chat = _estimate_chat(session)
+    chat = _estimate_chat(session, route.targets[0] if route.targets else None)
     ex = Exchange(
         headers["x-request-id"],
         principal,
