@@ -32,7 +32,7 @@ UV_TOOLS := .venv-tools
 UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
 UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
 
-.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full clean test-limits-slow lock chromium
+.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full cost-figures clean test-limits-slow lock chromium scale-sim
 
 venv: $(STAMP)
 
@@ -93,6 +93,15 @@ ci: test sam-check
 test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
 
+# The scale simulation (docs/limits.md, "At scale"): the limits code against a model of DynamoDB's
+# limits (per-item throughput, transaction conflicts, throttling, latency) on a virtual clock,
+# one shared team budget at 100..5,000 requests/s, today's design then the new one. A few minutes
+# at most; tests/limits/test_scalesim.py runs the short form (--short) in make test.
+SCALE_SIM_ARGS ?=
+
+scale-sim: venv
+	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
+
 clean:
 	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
@@ -108,6 +117,12 @@ bench: venv
 
 bench-full: venv
 	$(VBIN)/python -m bench --profile full $(BENCH_ARGS)
+
+# The measured inputs of docs/performance.md's AWS cost (bench/costfigures.py): init time and
+# per-request CPU under a CPU quota matching Lambda's share at 512 and 256 MB (a cgroup), bytes
+# to the client, log bytes and AWS calls per request. A few minutes.
+cost-figures: venv
+	$(VBIN)/python -m bench.costfigures $(BENCH_ARGS)
 
 # The hardening suite (tests/harden; docs/reliability.md has the table it proves): the fault
 # matrix, fuzzing, the two-process soak and the secret scan, with a summary of what was lost.

@@ -116,7 +116,7 @@ def _limits(
         price_of=price_of,
         books=books,  # a request with limits is booked in its settlement transaction
         fail_open=settings.limits_fail_open.lower() in {"on", "true", "1", "yes"},
-        buffered=settings.spend_flush_s <= 0,  # the buffered handler: nothing runs after a response
+        buffered=settings.spend_flush_s <= 0,  # in Lambda (either mode) nothing runs after a response
         admit_timeout_s=settings.admit_timeout_s,
     )
     return auth, hook

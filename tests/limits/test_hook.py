@@ -111,6 +111,19 @@ def test_a_killed_instance_leaves_a_reservation_that_expires_and_is_swept(
     assert ledger(table, "key", "key_h")["spent"] == 0
 
 
+def test_the_reservation_expires_with_the_request_deadline(hook: LimitsHook, table: Table) -> None:
+    """The reservation lives as long as its request may (the deadline: the client's timeout capped
+    by the function's), not ``max_request_s``: the next sweep after it refunds a killed request."""
+    import time
+
+    ex = exchange(hook, "req_bounded")
+    ex.deadline = time.monotonic() + 20
+    asyncio.run(hook.admit(ex))
+    held = ex.state[STATE]
+    assert int(NOW) + 19 + 60 <= held.expires_at <= int(NOW) + 20 + 60
+    assert [h.request_id for h in hook.ledger.sweep(now=held.expires_at + 1).refunded] == ["req_bounded"]
+
+
 def test_a_request_with_no_limits_costs_no_call(hook: LimitsHook, table: Table) -> None:
     ex = exchange(hook, "req_free")
     ex.principal = Principal("key_free", "free")

@@ -11,7 +11,9 @@
 
 AWS calls go to the account in the environment, or to moto when ``AWS_ENDPOINT_URL`` points there.
 Every subcommand takes ``--dev`` (or ``SWITCHBOARD_DEV=1``): the local stack of ``switchboard dev``,
-with its endpoint, dummy credentials and region (``switchboard.cli.devenv``).
+with its endpoint, dummy credentials and region (``switchboard.cli.devenv``); or ``--stack NAME``
+(or ``SWITCHBOARD_STACK``): a deployed stack, whose table and routing parameter are read from its
+outputs (``switchboard.cli.stack``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from switchboard.cli import devenv, spend
+from switchboard.cli import devenv, spend, stack
 from switchboard.cli import limits as limits_commands
 from switchboard.core.settings import Settings
 
@@ -333,7 +335,8 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("file", help="path, or - for stdin")
     push.add_argument("--yes", action="store_true", help="do not ask before putting")
     push.add_argument(
-        "--param", help="parameter name (default: SWITCHBOARD_ROUTING_PARAM or /switchboard/routing)"
+        "--param",
+        help="parameter name (default: the --stack's, else SWITCHBOARD_ROUTING_PARAM, /switchboard/routing)",
     )
     push.set_defaults(func=cmd_push)
     show = routing.add_parser("show", help="print the live document")
@@ -355,6 +358,12 @@ def _add_dev_flag(parser: argparse.ArgumentParser) -> None:
             default=argparse.SUPPRESS,
             help="the local stack of 'switchboard dev' (or SWITCHBOARD_DEV=1)",
         )
+    if "--stack" not in parser._option_string_actions:
+        parser.add_argument(
+            "--stack",
+            default=argparse.SUPPRESS,
+            help="a deployed stack: its table and routing parameter from its outputs (or SWITCHBOARD_STACK)",
+        )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -364,7 +373,14 @@ def _add_dev_flag(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.func is not cmd_dev:  # dev starts its own moto and points itself at it
-        devenv.apply(devenv.dev_requested(getattr(args, "dev", False), os.environ))
+        dev = devenv.dev_requested(getattr(args, "dev", False), os.environ)
+        devenv.apply(dev)
+        deployed = None if dev else stack.requested(getattr(args, "stack", None), os.environ)
+        if deployed:
+            try:
+                stack.apply(deployed, Settings.from_env().region)
+            except Exception as exc:
+                return _fail(f"stack {deployed}: {type(exc).__name__}: {exc}")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

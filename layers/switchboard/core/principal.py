@@ -84,6 +84,9 @@ class Limits:
     period: Period = Period.MONTH
     rpm: int | None = None
     tpm: int | None = None
+    # A shared budget under more load than one item takes is split into this many lanes
+    # (docs/limits.md, "At scale"); a key's budget is always one item.
+    lanes: int = 1
 
     @property
     def empty(self) -> bool:

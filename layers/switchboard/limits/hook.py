@@ -163,6 +163,7 @@ def scope_lines(
                     period,
                     period.period_id(moment),
                     period.resets_at(moment),
+                    lanes=1 if scope is Scope.KEY else max(1, limits.lanes),
                 )
             )
         if limits.rated:
@@ -242,7 +243,7 @@ class LimitsHook:
                 ) from None
             # No answer (or the client left): the call may still commit. Give back whatever it
             # writes, once it ends.
-            self.settler.release(res.hold, after=call)
+            self.settler.release(res, after=call)  # its hold once the call ends: the lanes it chose
             if not isinstance(exc, Exception):
                 raise  # cancelled: the client left
             if not self.fail_open:
@@ -323,16 +324,24 @@ class LimitsHook:
             tokens=tokens,
             budgets=tuple(budgets),
             rates=tuple(rates),
-            expires_at=int(now + self.max_request_s + _SWEEP_GRACE_S),
+            expires_at=int(now + self._lifetime(ex) + _SWEEP_GRACE_S),
             key_id=ex.principal.key_id,
             alias=ex.alias,
             prices={label: p for label, p in prices.items() if p is not None},
         )
 
+    def _lifetime(self, ex: Exchange) -> float:
+        """Seconds the request may still run: to its deadline (the client's timeout, capped by the
+        function's), else ``max_request_s``. The reservation expires that long plus the sweeper's
+        grace from now, so a request killed with its instance is refunded by the next sweep."""
+        if ex.deadline is None:
+            return self.max_request_s
+        return max(0.0, min(self.max_request_s, ex.deadline - time.monotonic()))
+
     def _refuse_impossible(self, res: Reservation, now: float) -> None:
         """Refuse without a DynamoDB call what no empty budget or window could ever admit."""
         for line in res.budgets:
-            if res.usd > line.limit:
+            if res.usd > line.share:
                 raise self._budget_error(line, res, None, now)
         for rate in res.rates:
             if rate.tpm is not None and res.tokens > rate.tpm:
@@ -379,7 +388,12 @@ class LimitsHook:
     ) -> BudgetExceeded:
         resets = _iso(line.resets_at)
         when = f"It resets at {resets}." if resets else "It is a total budget and never resets."
-        if used is None:
+        if used is None and line.lanes > 1:
+            what = (
+                f"this request may cost up to {_usd(res.usd)}, more than one of the budget's "
+                f"{line.lanes} lanes holds ({_usd(line.share)}); lower max_tokens, or the budget's lanes"
+            )
+        elif used is None:
             what = f"this request may cost up to {_usd(res.usd)}, more than the whole budget"
         else:
             left = max(Decimal(0), line.limit - used)
@@ -502,12 +516,12 @@ class LimitsHook:
         cached = self._use.get(key)
         if cached is None or self._monotonic() - cached[1] >= self.use_max_age_s:
             try:
-                read = asyncio.to_thread(self.ledger.read, [line.key])
+                read = asyncio.to_thread(self.ledger.used, line)  # its lanes summed
                 found = await asyncio.wait_for(read, self.admit_timeout_s)
             except Exception:  # a rule that cannot read its budget does not fire; admission still counts
                 log.warning("budget use unreadable for routing rules", exc_info=True)
                 return None
-            self._use[key] = (found.get(key), self._monotonic())
+            self._use[key] = (dict(found), self._monotonic())
             cached = self._use[key]
         used = Decimal((cached[0] or {}).get("used", 0))
         return float(used / line.limit)
