@@ -78,9 +78,10 @@ typecheck: venv
 	$(VBIN)/mypy layers/switchboard
 
 # The layered package's import rule (tests/test_layers.py: imports point down, no cycle, no
-# private names of another module), read from the source with ast.
+# private names of another module), read from the source with ast; and every shipped module has
+# tests found from its name (tests/test_module_tests.py).
 layers: venv
-	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
+	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_module_tests.py
 
 check: lint typecheck layers
 
@@ -96,11 +97,20 @@ test-limits-slow: venv
 # The scale simulation (docs/limits.md, "At scale"): the limits code against a model of DynamoDB's
 # limits (per-item throughput, transaction conflicts, throttling, latency) on a virtual clock,
 # one shared team budget at 100..5,000 requests/s, today's design then the new one. A few minutes
-# at most; tests/limits/test_scalesim.py runs the short form (--short) in make test.
+# at most; tests/limits/test_scalesim.py runs the short form (--short) in make test. Then the SSM
+# mode (scale-sim-ssm): SSM calls per second against the number of warm instances, today's polling
+# vs the fleet's copy of the routing document (switchboard.devtools.ssmsim; docs/routing.md),
+# seconds on a virtual clock.
 SCALE_SIM_ARGS ?=
+SSM_SIM_ARGS ?=
 
 scale-sim: venv
 	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
+
+.PHONY: scale-sim-ssm
+scale-sim-ssm: venv
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -465,12 +465,14 @@ def _write_patterns(template: dict[str, Any], role: str) -> list[list[str]]:
 def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
     """Partition keys as the code makes them: those the gateway writes, and those only the CLI may."""
     from switchboard.limits.table import budget_key, key_item_key, limit_item_key, rate_key, resv_key
+    from switchboard.routing.copy import copy_key
 
     written = {
         "budget": budget_key("key", "key_1", "2026-12")["pk"]["S"],
         "rate": rate_key("key", "key_1", 123)["pk"]["S"],
         "reservation": resv_key("req_1")["pk"]["S"],
         "spend": "spend#2026-12#0",  # switchboard.billing.spendledger's line partition
+        "routing copy": copy_key("/switchboard/routing")["pk"]["S"],  # switchboard.routing.copy
     }
     protected = {"key": key_item_key("ab" * 32)["pk"]["S"], "limit": limit_item_key("team", "t1")["pk"]["S"]}
     return written, protected
@@ -479,7 +481,7 @@ def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
 @pytest.mark.parametrize(
     ("role", "writes"),
     [
-        ("GatewayRole", {"budget", "rate", "reservation", "spend"}),
+        ("GatewayRole", {"budget", "rate", "reservation", "spend", "routing copy"}),
         ("SweeperRole", {"budget", "rate", "reservation"}),
     ],
 )
@@ -588,3 +590,24 @@ def test_the_app_knows_the_function_timeout_of_each_mode(template: dict[str, Any
     assert set(modes) == set(template["Parameters"]["DeploymentMode"]["AllowedValues"])
     assert int(modes["buffered"]["FunctionSeconds"]) <= 29
     assert int(modes["streaming"]["FunctionSeconds"]) == 900
+
+
+def test_routing_parameter_defaults_to_standard_and_the_gateway_reads_its_parts(
+    template: dict[str, Any],
+) -> None:
+    """A document of any size fits Standard parameters (switchboard.routing.parts); the gateway
+    reads the parts of a split one, and nothing else under the parameter's path."""
+    import json
+
+    assert template["Parameters"]["RoutingParameterTier"]["Default"] == "Standard"
+    config = [
+        st
+        for policy in template["Resources"]["GatewayRole"]["Properties"]["Policies"]
+        if isinstance(policy, dict) and policy.get("PolicyName") == "config"
+        for st in policy["PolicyDocument"]["Statement"]
+        if "ssm:GetParameters" in as_list(st["Action"])
+    ]
+    assert len(config) == 1
+    resources = json.dumps(config[0]["Resource"])
+    assert "parameter${RoutingParameter}/part-*" in resources
+    assert "parameter${RoutingParameter}/*" not in resources

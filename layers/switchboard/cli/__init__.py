@@ -4,7 +4,8 @@
     switchboard serve [--host H] [--port P]  the gateway alone, over the AWS in the environment
     switchboard routing validate FILE     check a document without pushing it
     switchboard routing push FILE [--yes] validate, diff against the live one, put the parameter
-    switchboard routing show              print the live document
+    switchboard routing show              print the live document (joined from its parts, if split)
+    switchboard routing pull [FILE]       write the live document, compact, to FILE (or stdout)
     switchboard routing schema            print the JSON Schema of the document
     switchboard spend [--by key|team|model|provider] [--period 2026-11] [--json] [--dev]
     switchboard keys ... / budgets ...    virtual keys, limits, the sweeper (cli/limits.py)
@@ -88,8 +89,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _live(settings: Settings, name: str) -> str | None:
+    """The live document, joined from its parts when split (``switchboard.routing.parts``)."""
+    from switchboard.routing import parts
+
     try:
-        return str(_ssm(settings).get_parameter(Name=name)["Parameter"]["Value"])
+        return parts.read(_ssm(settings), name)
     except Exception as exc:
         if type(exc).__name__ == "ParameterNotFound" or "ParameterNotFound" in str(exc):
             return None
@@ -128,10 +132,32 @@ def cmd_push(args: argparse.Namespace) -> int:
             return _fail("refusing to push without --yes when not interactive", 2)
         if input(f"push to {name}? [y/N] ").strip().lower() not in {"y", "yes"}:
             return _fail("not pushed", 1)
+    from switchboard.routing import parts
+
     compact = json.dumps(json.loads(text), separators=(",", ":"))
-    tier = "Advanced" if len(compact.encode()) > 4096 else "Standard"
-    _ssm(settings).put_parameter(Name=name, Value=compact, Type="String", Overwrite=True, Tier=tier)
-    print(f"pushed to {name} ({len(compact)} bytes, {tier} tier); in force within the cache age")
+    try:
+        pushed = parts.write(_ssm(settings), name, compact)
+    except ValueError as exc:
+        return _fail(f"not pushed: {exc}")
+    form = f"{pushed.parts} parts under {name}/ and their manifest" if pushed.parts else "one parameter"
+    print(
+        f"pushed to {name} ({pushed.size} bytes, {form}, {pushed.tier} tier); "
+        "in force everywhere within the bound of docs/routing.md"
+    )
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    name = args.param or settings.routing_param
+    live = _live(settings, name)
+    if live is None:
+        return _fail(f"{name} does not exist")
+    if args.file in (None, "-"):
+        print(live)
+    else:
+        Path(args.file).write_text(live + "\n", encoding="utf-8")
+        print(f"{name}: {len(live.encode())} bytes written to {args.file}", file=sys.stderr)
     return 0
 
 
@@ -342,6 +368,10 @@ def _parser() -> argparse.ArgumentParser:
     show = routing.add_parser("show", help="print the live document")
     show.add_argument("--param")
     show.set_defaults(func=cmd_show)
+    pull = routing.add_parser("pull", help="write the live document to a file (joined, if split)")
+    pull.add_argument("file", nargs="?", help="path, or - for stdout (the default)")
+    pull.add_argument("--param")
+    pull.set_defaults(func=cmd_pull)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
     spend.add_parser(commands)
     limits_commands.register(commands)  # keys ..., budgets ...

@@ -24,6 +24,7 @@ FUNCTION_ANSWER_MARGIN_S = 4.0
 _ENV = {
     "routing_param": "SWITCHBOARD_ROUTING_PARAM",
     "routing_max_age_s": "SWITCHBOARD_ROUTING_MAX_AGE_S",
+    "routing_copy": "SWITCHBOARD_ROUTING_COPY",
     "table": "SWITCHBOARD_TABLE",
     "max_body_bytes": "SWITCHBOARD_MAX_BODY_BYTES",
     "max_request_s": "SWITCHBOARD_MAX_REQUEST_S",
@@ -47,6 +48,10 @@ class Settings:
 
     routing_param: str = "/switchboard/routing"
     routing_max_age_s: float = 5.0
+    # "on": the routing document is read through its copy in the table, which one instance of the
+    # fleet refreshes from SSM per routing_max_age_s (switchboard.routing.copy, docs/routing.md);
+    # "off": every instance reads SSM every routing_max_age_s (fine for a few dozen instances).
+    routing_copy: str = "on"
     table: str = "switchboard"
     # Lambda's synchronous payload limit is 6 MB; a larger body could never reach the function.
     max_body_bytes: int = 6 * 1024 * 1024

@@ -200,7 +200,6 @@ class Reservation:
     expires_at: int  # epoch seconds after which the sweeper may refund it
     key_id: str = ""
     alias: str = ""
-    prices: dict[str, Any] = field(default_factory=dict)  # target label -> Price (for settlement)
 
     @property
     def hold(self) -> Hold:

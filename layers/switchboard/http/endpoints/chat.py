@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
 
 from switchboard.billing import metering
 from switchboard.core.errors import InvalidRequest
 from switchboard.core.schemas import ChatCompletionRequest
-from switchboard.exchange import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
-from switchboard.http.asgi import EventStream
-from switchboard.http.request import attribution, chat_plan, enter
+from switchboard.exchange import Exchange
+from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.upstream.engine import StreamResult
 
-__all__ = ["chat_completions", "parse_chat"]
-
-_JSON = "application/json"
+__all__ = ["CHAT", "Chat", "parse_chat"]
 
 
 def parse_chat(body: bytes) -> ChatCompletionRequest:
@@ -39,56 +33,36 @@ def parse_chat(body: bytes) -> ChatCompletionRequest:
         ) from None
 
 
-async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
-    started = time.monotonic()
-    gateway, deadline, principal, chat, routing = await enter(request, headers, parse_chat)
-    route, rule = await chat_plan(gateway, routing, principal, chat.model, headers)
-    ex = Exchange(
-        headers["x-request-id"],
-        principal,
-        chat,
-        routing.revision,
-        route,
-        started=started,
-        headers=headers,
-        deadline=deadline,
-    )
-    ex.rule = rule
-    hooks = gateway.hooks
-    await admit(hooks, ex)
-    async with settled_on_failure(hooks, ex):
+class Chat(Endpoint[ChatCompletionRequest]):
+    """OpenAI chat completions: the body is the engine's own request, the answer its own."""
+
+    name = "chat"
+
+    def parse(self, raw: bytes) -> ChatCompletionRequest:
+        return parse_chat(raw)
+
+    async def call(self, ctx: Context[ChatCompletionRequest]) -> Answer | Streamed:
+        chat, engine = ctx.body, ctx.gateway.engine
         if chat.stream:
-            stream = await gateway.engine.stream(chat, route, deadline)
-        else:
-            done = await gateway.engine.complete(chat, route, deadline)
-    if chat.stream:
-        ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
-        price = gateway.prices.lookup(routing.document, stream.target)
-        meter = stream.meter = metering.StreamMeter(chat, price)
-        attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        return EventStream(_settled_stream(stream, meter, ex, hooks), headers)
-    ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
-    metering.charge(ex, done.completion, gateway.prices.lookup(routing.document, done.target))
-    attribution(headers, done.target.provider_name, done.target.model, done.attempts)
-    await settle_all(hooks, ex)
-    return Response(metering.body_with_cost(done.raw, done.completion, ex), 200, headers, _JSON)
+            stream = await engine.stream(chat, ctx.plan, ctx.deadline)
+            meter = stream.meter = metering.StreamMeter(chat)
+            events = _events(stream, meter)
+            return Streamed(stream.target, stream.attempts, events, meter, stream.first_token_at)
+        done = await engine.complete(chat, ctx.plan, ctx.deadline)
+
+        def render(ex: Exchange) -> bytes:
+            return metering.body_with_cost(done.raw, done.completion, ex)
+
+        return Answer(
+            done.target, done.attempts, meter=metering.completion_meter(done.completion), render=render
+        )
 
 
-def _settled_stream(
-    stream: StreamResult, meter: metering.StreamMeter, ex: Exchange, hooks: list[Hook]
-) -> AsyncIterator[bytes]:
-    """The stream's bytes; settles once the last byte is out, the upstream broke, or the client left."""
-    ex.first_token_at = stream.first_token_at
+async def _events(stream: StreamResult, meter: metering.StreamMeter) -> AsyncIterator[bytes]:
+    """The stream's SSE bytes; how it ended goes on the meter (usage went there chunk by chunk)."""
+    async for part in stream.events():
+        yield part
+    meter.completed, meter.interrupted = stream.completed, stream.interrupted is not None
 
-    def finish(ex: Exchange) -> None:
-        meter.settle(ex)  # usage (reported, else estimated from what was sent) and cost
-        ex.attempts = stream.attempts
-        if stream.completed:
-            ex.outcome = "ok"
-        else:
-            ex.outcome = "interrupted"
-            ex.error_code = "stream_interrupted" if stream.interrupted else "client_disconnected"
 
-    return settled_stream(stream.events(), ex, hooks, finish)
+CHAT = Chat()  # routed in http.app: handler(CHAT)

@@ -33,7 +33,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchboard.billing import metering
-from switchboard.billing.pricing import PriceMatch
 from switchboard.core import jsonbody
 from switchboard.core.errors import AttemptFailed, ErrorClass, InvalidRequest
 from switchboard.core.redaction import scrub
@@ -43,6 +42,7 @@ from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure
 from switchboard.http.asgi import EventStream
 from switchboard.http.request import attribution, chat_plan, enter
 from switchboard.routing.planner import Plan, PlannedTarget
+from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream import providers
 from switchboard.upstream.engine import HeldStream
 from switchboard.upstream.providers.base import Call, classify_http_error
