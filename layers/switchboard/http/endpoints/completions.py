@@ -10,7 +10,8 @@ as the upstream sent it, ``usage.cost`` added. Gemini's OpenAI endpoint, Anthrop
 no text-completion API: those targets are left out of the plan, and an alias with no other target
 answers a 400 that names ``/v1/chat/completions``.
 
-The lifecycle is chat's (``Exchange.kind == "completions"``): the key and its allowed models, the
+An endpoint of the request pipeline (``http.pipeline``: ``Completions``, routed as ``COMPLETIONS``),
+so the lifecycle is chat's (``Exchange.kind == "completions"``): the key and its allowed models, the
 routing rules, budgets reserved on an estimate (the prompt as one user message, ``max_tokens`` or
 OpenAI's default of 16, ``max(n, best_of)`` choices) and settled on the usage reported, rate
 limits, the cost event, and the attribution headers. Streams always ask the upstream for the usage
@@ -25,30 +26,28 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
 
 from switchboard.billing import metering
+from switchboard.billing.metering import Meter
 from switchboard.core import jsonbody
 from switchboard.core.errors import AttemptFailed, ErrorClass, InvalidRequest
 from switchboard.core.redaction import scrub
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.core.sse import SSEEvent, encode_data, encode_json, iter_events
-from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
-from switchboard.http.asgi import EventStream
-from switchboard.http.request import attribution, chat_plan, enter
+from switchboard.exchange import Exchange
+from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.routing.planner import Plan, PlannedTarget
-from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream import providers
 from switchboard.upstream.engine import HeldStream
 from switchboard.upstream.providers.base import Call, classify_http_error
 from switchboard.upstream.providers.openai import OpenAICompatible
 
-__all__ = ["SERVING_KINDS", "CompletionRequest", "create_completion", "serving_plan"]
+__all__ = ["COMPLETIONS", "SERVING_KINDS", "CompletionRequest", "Completions", "serving_plan"]
 
 # The provider kinds whose upstreams have a text-completion endpoint.
 SERVING_KINDS = frozenset({"openai", "azure"})
@@ -205,18 +204,17 @@ def _has_output(event: SSEEvent) -> bool:
     return any(isinstance(c, dict) and (c.get("text") or c.get("finish_reason")) for c in choices or ())
 
 
-class _StreamMeter:
-    """A text-completion stream's usage and length, and what of it the client gets."""
+class _StreamMeter(Meter):
+    """A text-completion stream's usage and length (the pipeline's ``Meter``), and what of it the
+    client gets: the usage chunk only when asked for, then with ``usage.cost``."""
 
-    def __init__(self, chat: ChatCompletionRequest, wants_usage: bool, match: PriceMatch | None) -> None:
+    __slots__ = ("chat", "last", "wants_usage")
+
+    def __init__(self, chat: ChatCompletionRequest, wants_usage: bool) -> None:
+        super().__init__()
         self.chat = chat
         self.wants_usage = wants_usage
-        self.match = match
-        self.usage: Usage | None = None
-        self.chars = 0
         self.last: dict[str, Any] | None = None
-        self.completed = False
-        self.failed = False
 
     def event(self, event: SSEEvent) -> bytes | None:
         """The bytes to send for ``event``; None to send nothing."""
@@ -250,14 +248,6 @@ class _StreamMeter:
             tail = encode_json(body)
         return tail + b"data: [DONE]\n\n"
 
-    def finish(self, ex: Exchange) -> None:
-        metering.record(ex, self.usage, self.chars, self.match)
-        if self.completed:
-            ex.outcome = "ok"
-        else:
-            ex.outcome = "interrupted"
-            ex.error_code = "stream_interrupted" if self.failed else "client_disconnected"
-
 
 def _number(cost: Any) -> float | None:
     return float(cost) if cost is not None else None
@@ -272,7 +262,7 @@ async def _events(held: HeldStream[SSEEvent], meter: _StreamMeter) -> AsyncItera
         meter.completed = True
         yield meter.end()
     except AttemptFailed as failure:
-        meter.failed = True
+        meter.interrupted = True
         message = (
             f"The upstream stream from {held.target.provider_name} failed after output began "
             f"({failure.error_class}); the response is incomplete."
@@ -300,77 +290,77 @@ async def _upstream_events(response: httpx.Response, target: PlannedTarget) -> A
         await response.aclose()
 
 
-async def create_completion(request: Request, headers: dict[str, str]) -> Response:
-    started = time.monotonic()
-    gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse)
-    planned, rule = await chat_plan(gateway, routing, principal, parsed.model, headers)
-    route = serving_plan(planned, parsed.model)
-    chat = _stand_in(parsed)
-    upstream = _Upstream(body, chat, gateway.engine.http)
-    engine = gateway.engine
+@dataclass(slots=True)
+class _Body:
+    """A /v1/completions request: the body as sent and its checked form."""
 
-    async def complete(target: PlannedTarget) -> bytes:
-        sent = upstream.request(target, await engine.credential(target), stream=False)
-        response = await engine.http.send(sent)
-        content = await response.aread()
-        if response.status_code != 200:
-            raise _failed(target, response.status_code, content, response.headers)
-        _completion(content, target)
-        return content
+    raw: dict[str, Any]
+    parsed: CompletionRequest
 
-    async def open_stream(target: PlannedTarget) -> AsyncIterator[SSEEvent]:
-        sent = upstream.request(target, await engine.credential(target), stream=True)
-        response = await engine.http.send(sent, stream=True)
-        if response.status_code != 200:
-            content = b""
-            try:
-                async for part in response.aiter_bytes():
-                    content += part
-                    if len(content) > _MAX_ERROR_BODY:
-                        break
-            finally:
-                await response.aclose()
-            raise _failed(target, response.status_code, content, response.headers)
-        return _upstream_events(response, target)
 
-    ex = Exchange(
-        headers["x-request-id"],
-        principal,
-        chat,
-        routing.revision,
-        route,
-        started=started,
-        headers=headers,
-        deadline=deadline,
-    )
-    ex.kind = "completions"
-    ex.rule = rule
-    hooks = gateway.hooks
-    await admit(hooks, ex)
-    async with settled_on_failure(hooks, ex):
+class Completions(Endpoint[_Body]):
+    """OpenAI's legacy text completions, passed through to the targets that have them."""
+
+    name = "completions"
+
+    def parse(self, raw: bytes) -> _Body:
+        return _Body(*_parse(raw))
+
+    def alias(self, body: _Body) -> str:
+        return body.parsed.model
+
+    def prepare(self, ctx: Context[_Body]) -> ChatCompletionRequest:
+        ctx.plan = serving_plan(ctx.plan, ctx.body.parsed.model)
+        return _stand_in(ctx.body.parsed)
+
+    async def call(self, ctx: Context[_Body]) -> Answer | Streamed:
+        engine = ctx.gateway.engine
+        parsed = ctx.body.parsed
+        chat = _stand_in(parsed)
+        upstream = _Upstream(ctx.body.raw, chat, engine.http)
+
+        async def complete(target: PlannedTarget) -> bytes:
+            sent = upstream.request(target, await engine.credential(target), stream=False)
+            response = await engine.http.send(sent)
+            content = await response.aread()
+            if response.status_code != 200:
+                raise _failed(target, response.status_code, content, response.headers)
+            _completion(content, target)
+            return content
+
+        async def open_stream(target: PlannedTarget) -> AsyncIterator[SSEEvent]:
+            sent = upstream.request(target, await engine.credential(target), stream=True)
+            response = await engine.http.send(sent, stream=True)
+            if response.status_code != 200:
+                content = b""
+                try:
+                    async for part in response.aiter_bytes():
+                        content += part
+                        if len(content) > _MAX_ERROR_BODY:
+                            break
+                finally:
+                    await response.aclose()
+                raise _failed(target, response.status_code, content, response.headers)
+            return _upstream_events(response, target)
+
         if parsed.stream:
-            held = await engine.run_stream(route, deadline, open_stream, _has_output)
-        else:
-            content, target, attempts = await engine.run(route, deadline, complete)
-    if parsed.stream:
-        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
-        ex.first_token_at = time.monotonic()
-        meter = _StreamMeter(chat, parsed.wants_usage(), gateway.prices.lookup(routing.document, held.target))
-        attribution(headers, held.target.provider_name, held.target.model, held.attempts)
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        return EventStream(settled_stream(_events(held, meter), ex, hooks, meter.finish), headers)
-    ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
-    answer = _completion(content, target)
-    usage = _usage(answer.get("usage"))
-    metering.charge_usage(
-        ex, usage, _text_chars(answer.get("choices")), gateway.prices.lookup(routing.document, target)
-    )
-    if not isinstance(answer.get("usage"), dict):
-        answer["usage"] = ex.usage.model_dump(mode="json") if ex.usage is not None else {}
-    answer["usage"]["cost"] = _number(ex.cost_usd)
-    attribution(headers, target.provider_name, target.model, attempts)
-    await settle_all(hooks, ex)
-    return Response(
-        json.dumps(answer, separators=(",", ":"), ensure_ascii=False), 200, headers, "application/json"
-    )
+            held = await engine.run_stream(ctx.plan, ctx.deadline, open_stream, _has_output)
+            texts = _StreamMeter(chat, parsed.wants_usage())
+            events = _events(held, texts)
+            return Streamed(held.target, held.attempts, events, texts, first_token_at=time.monotonic())
+        content, target, attempts = await engine.run(ctx.plan, ctx.deadline, complete)
+        answer = _completion(content, target)
+        meter = Meter()
+        meter.usage = _usage(answer.get("usage"))
+        meter.chars = _text_chars(answer.get("choices"))
+
+        def render(ex: Exchange) -> bytes:
+            if not isinstance(answer.get("usage"), dict):
+                answer["usage"] = ex.usage.model_dump(mode="json") if ex.usage is not None else {}
+            answer["usage"]["cost"] = _number(ex.cost_usd)
+            return json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+
+        return Answer(target, attempts, meter=meter, render=render)
+
+
+COMPLETIONS = Completions()
