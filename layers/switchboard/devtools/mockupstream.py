@@ -9,6 +9,10 @@ Routes
     ``GET /v1/models``            one model, ``mock-echo``
     ``GET /health``               ``{"ok": true}``
     ``POST /v1/chat/completions`` scripted by the request's ``model`` (below)
+    ``POST /v1/completions``      the legacy text completion: the echo of ``prompt`` (its first
+                                  string, or token ids as digits) as ``text``, streamed as
+                                  ``text_completion`` chunks; ``n``, ``max_tokens``, ``stop``,
+                                  ``stream_options.include_usage`` and the failure directives apply
     ``POST /v1/embeddings``       8 deterministic floats per input (``encoding_format: base64`` too);
                                   the failure directives apply
     ``POST /v1/responses``        the Responses API: the same script on the request read as chat
@@ -27,7 +31,13 @@ Directives: the ``model`` string is split on ``+``; unknown parts are ignored, s
                           words, ``finish_reason: "length"``) and ``stop`` (cut at the first
                           occurrence) are honoured.
     ``tools``             a call of the request's first tool (or ``get_weather``) with
-                          ``{"city": "Paris"}``, ``finish_reason: "tool_calls"``
+                          ``{"city": "Paris"}``, ``finish_reason: "tool_calls"``; once the last
+                          message is a tool result, the echo instead (as a model answers after
+                          its tool ran), so an agent's loop ends
+    ``reasoning``         the reply is preceded by ``reasoning_content`` (DeepSeek's, Groq's and
+                          Together's field for a reasoning model's thoughts): ``message.
+                          reasoning_content`` in a completion, ``delta.reasoning_content`` chunks
+                          (one per word of ``"Thinking it over."``) before the content in a stream
     ``fail-<status>``     that status (400-599) with an OpenAI error body, ``"type"`` by status;
                           ``fail-400ctx``: code ``context_length_exceeded``; ``fail-400policy``: code
                           ``content_filter``; ``fail-401``: code ``invalid_api_key`` and a message
@@ -114,6 +124,7 @@ _MODELS_BODY = json.dumps(
 _HEALTH_BODY = b'{"ok":true}'
 _GARBAGE_BODY = b'{"not": "a completion"'
 _GARBAGE_VALID_BODY = b'{"foo": 1}'
+_REASONING = "Thinking it over."
 
 
 # --------------------------------------------------------------------------- the script
@@ -136,6 +147,7 @@ class _Script:
     chunks: int | None = None
     delay: float = 0.0
     tools: bool = False
+    reasoning: bool = False
 
 
 def _nonneg_int(text: str) -> int:
@@ -166,6 +178,7 @@ _FLAGS = {
     "garbage-valid-json": "garbage_valid_json",
     "reset": "reset",
     "tools": "tools",
+    "reasoning": "reasoning",
 }
 _VALUED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("retry-after-", "retry_after", _retry_after),
@@ -397,10 +410,11 @@ class _Reply:
     n: int
     prompt_tokens: int
     tool_name: str | None = None
+    reasoning: list[str] = field(default_factory=list)
     usage: JSONDict = field(init=False)
 
     def __post_init__(self) -> None:
-        completion = len(self.words) * self.n
+        completion = (len(self.words) + len(self.reasoning)) * self.n
         self.usage = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -414,7 +428,7 @@ def _plan_reply(body: JSONDict, script: _Script) -> _Reply:
     n = _int_param(body, "n") or 1
     n = min(max(n, 1), _MAX_CHOICES)
     prompt = _prompt_tokens(messages)
-    if script.tools:
+    if script.tools and not (messages and messages[-1].get("role") == "tool"):
         return _Reply(_WORD.findall(_TOOL_ARGUMENTS), "tool_calls", n, prompt, _first_tool_name(body))
     text = _last_user_text(messages)
     response_format = body.get("response_format")
@@ -439,7 +453,17 @@ def _plan_reply(body: JSONDict, script: _Script) -> _Reply:
     limit = _int_param(body, "max_completion_tokens", "max_tokens")
     if limit is not None and 0 <= limit < len(words):
         words, finish = words[:limit], "length"
-    return _Reply(words, finish, n, prompt)
+    return _Reply(words, finish, n, prompt, reasoning=_WORD.findall(_REASONING) if script.reasoning else [])
+
+
+def _prompt_text(prompt: Any) -> str:
+    """The text of a legacy completion's ``prompt``: the string, the first of a list of strings,
+    or token ids as their digits."""
+    if isinstance(prompt, list) and prompt:
+        prompt = prompt[0]
+    if isinstance(prompt, list):
+        return " ".join(map(str, prompt))
+    return prompt if isinstance(prompt, str) else ""
 
 
 def _embedding_inputs(value: Any) -> list[str] | None:
@@ -571,7 +595,12 @@ class MockUpstream:
                 malformed = True
         self._record(request, body)
         route = (request.method, request.path)
-        if route in (("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/responses")):
+        if route in (
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/embeddings"),
+            ("POST", "/v1/completions"),
+            ("POST", "/v1/responses"),
+        ):
             if malformed or not isinstance(body, dict):
                 message = "We could not parse the JSON body of your request. It must be a JSON object."
                 return self._send(writer, request, 400, _error_body(400, message))
@@ -626,6 +655,8 @@ class MockUpstream:
                 return handled
         if request.path == "/v1/embeddings":
             return self._embeddings(request, writer, body, model, headers)
+        if request.path == "/v1/completions":
+            return await self._text(request, writer, body, model, script, failing, headers)
         if request.path == "/v1/responses":
             reply = _plan_reply(_responses_as_chat(body), script)
             if body.get("stream") is True:
@@ -690,6 +721,8 @@ class MockUpstream:
     def _completion(self, model: str, reply: _Reply) -> bytes:
         """A complete ``chat.completion`` object."""
         message: JSONDict = {"role": "assistant", "content": "".join(reply.words), "refusal": None}
+        if reply.reasoning:
+            message["reasoning_content"] = "".join(reply.reasoning)
         if reply.tool_name is not None:
             message["content"] = None
             message["tool_calls"] = [
@@ -750,6 +783,10 @@ class MockUpstream:
         first = _dumps(_first_delta(tool))
         for index in range(reply.n):
             await send(index, first)
+        for word in reply.reasoning:
+            thought = b'{"reasoning_content":%s}' % json.dumps(word).encode()
+            for index in range(reply.n):
+                await send(index, thought)
         for position, word in enumerate(reply.words):
             if break_after is not None and position >= break_after:
                 break
@@ -765,6 +802,57 @@ class MockUpstream:
         for index in range(reply.n):
             await send(index, b"{}", finish)
         if include_usage:
+            writer.write(_frame(_dumps({**base, "choices": [], "usage": reply.usage})))
+        writer.write(_DONE_AND_END)
+        return request.keep_alive
+
+    async def _text(
+        self,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+        body: JSONDict,
+        model: str,
+        script: _Script,
+        failing: bool,
+        headers: list[tuple[str, str]],
+    ) -> bool:
+        """A legacy ``text_completion``: the chat reply to the prompt as one user message."""
+        chat = {**body, "messages": [{"role": "user", "content": _prompt_text(body.get("prompt"))}]}
+        reply = _plan_reply(chat, _Script(chunks=script.chunks))
+        base: JSONDict = {
+            "id": f"cmpl-mock{next(self._ids)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+        def choice(index: int, text: str, finish: str | None) -> JSONDict:
+            return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+
+        if body.get("stream") is not True:
+            text = "".join(reply.words)
+            choices = [choice(index, text, reply.finish_reason) for index in range(reply.n)]
+            return self._send(
+                writer, request, 200, _dumps({**base, "choices": choices, "usage": reply.usage}), headers
+            )
+        headers.append(("Cache-Control", "no-cache"))
+        writer.write(_head(200, "text/event-stream", request.keep_alive, headers, None))
+        break_after = script.break_after if failing else None
+        for position, word in enumerate(reply.words):
+            if break_after is not None and position >= break_after:
+                break
+            if script.delay:
+                await asyncio.sleep(script.delay)
+            for index in range(reply.n):
+                writer.write(_frame(_dumps({**base, "choices": [choice(index, word, None)]})))
+            await writer.drain()
+        if break_after is not None:
+            writer.close()  # a clean FIN mid-body: the client sees a truncated chunked stream
+            return False
+        for index in range(reply.n):
+            writer.write(_frame(_dumps({**base, "choices": [choice(index, "", reply.finish_reason)]})))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
             writer.write(_frame(_dumps({**base, "choices": [], "usage": reply.usage})))
         writer.write(_DONE_AND_END)
         return request.keep_alive
@@ -876,6 +964,9 @@ def _responses_as_chat(body: JSONDict) -> JSONDict:
                     if isinstance(part, dict) and part.get("type") in ("input_text", "output_text")
                 ]
             messages.append({"role": item.get("role"), "content": content})
+        elif isinstance(item, dict) and item.get("type") == "function_call_output":
+            # a tool's result: the ``tools`` script then answers with text
+            messages.append({"role": "tool", "content": str(item.get("output"))})
     chat: JSONDict = {"messages": messages}
     tools = body.get("tools")
     if isinstance(tools, list):

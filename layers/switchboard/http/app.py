@@ -4,7 +4,8 @@ One app serves both deployments: under uvicorn (locally, and in Lambda through t
 which streams) and under Mangum (the buffered mode, and in-process handler tests).
 
 Routes: ``GET /health``, ``GET /v1/models`` and ``GET /v1/models/{id}`` (``endpoints.models``),
-``POST /v1/chat/completions`` (``endpoints.chat``), ``POST /v1/messages`` and
+``POST /v1/chat/completions`` (``endpoints.chat``), ``POST /v1/completions`` (``endpoints.completions``,
+the legacy text completions), ``POST /v1/messages`` and
 ``POST /v1/messages/count_tokens`` (``endpoints.messages``; every error under ``/v1/messages`` in
 Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings`` (``endpoints.embeddings``),
 ``POST /v1/route/explain`` (``endpoints.explain``: a routing decision, no upstream call),
@@ -30,7 +31,7 @@ from starlette.routing import Route
 from switchboard.core.errors import GatewayError
 from switchboard.http.asgi import Front
 from switchboard.http.cors import CorsFront
-from switchboard.http.endpoints import chat, embeddings, explain, messages, models, responses
+from switchboard.http.endpoints import chat, completions, embeddings, explain, messages, models, responses
 from switchboard.http.pipeline import handler
 from switchboard.http.request import endpoint, error_response, json_response, request_id
 from switchboard.wiring import Gateway
@@ -78,6 +79,7 @@ def create_app(gateway: Gateway | None = None) -> Front:
             Route("/v1/messages", handler(messages.MESSAGES), methods=["POST"]),
             Route("/v1/messages/count_tokens", handler(messages.COUNT_TOKENS), methods=["POST"]),
             Route("/v1/embeddings", handler(embeddings.EMBEDDINGS), methods=["POST"]),
+            Route("/v1/completions", handler(completions.COMPLETIONS), methods=["POST"]),
             Route("/v1/route/explain", endpoint(explain.explain), methods=["POST"]),
             Route("/v1/responses", handler(responses.RESPONSES), methods=["POST"]),
             Route("/v1/responses/{response_id}", endpoint(responses.retrieve_response), methods=["GET"]),

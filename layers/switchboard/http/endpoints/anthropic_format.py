@@ -10,15 +10,24 @@ is Anthropic nothing here runs: the body passes through. Otherwise:
               message says so and the images follow in the next user message (OpenAI's tool
               messages carry text only); tools / tool_choice / disable_parallel_tool_use ->
               OpenAI's; stop_sequences -> stop (at most 4); metadata.user_id -> user.
-              ``thinking`` / ``redacted_thinking`` blocks, ``cache_control``, ``top_k``,
-              ``thinking``, ``context_management`` and ``output_config`` have no OpenAI form and
-              are dropped (logged). Documents and server tools cannot be converted: a 400 for
-              that target.
-    response  content -> a text block, tool_calls -> tool_use blocks (arguments must be JSON);
+              For a target that reasons (``can_reason``: OpenAI's o-series, gpt-5 and gpt-oss
+              models, on OpenAI, Azure, Groq or any compatible host), ``output_config.effort``
+              or else ``thinking`` becomes ``reasoning_effort`` (``reasoning_effort``) and
+              ``max_tokens`` is sent as ``max_completion_tokens``, which those models require.
+              ``thinking`` / ``redacted_thinking`` blocks in the history, ``cache_control``,
+              ``top_k``, ``context_management``, and ``thinking`` / ``output_config`` for any
+              other target have no OpenAI form and are dropped (logged). Documents and server
+              tools cannot be converted: a 400 for that target.
+    response  the upstream's reasoning text (``reasoning_content``: DeepSeek, Together, vLLM;
+              ``reasoning``: Groq, OpenRouter) -> a ``thinking`` block first, with an empty
+              ``signature`` (no Anthropic signature exists for it; ``unsigned_thinking_dropped``
+              leaves such blocks out when a later turn goes to an Anthropic target); content ->
+              a text block, tool_calls -> tool_use blocks (arguments must be JSON);
               finish_reason -> stop_reason; usage -> input (minus cache reads and writes), output
               and cache tokens. Ids are Anthropic's: ``msg_…`` and ``toolu_…`` (``anthropic_id``).
-    stream    OpenAI chunks -> message_start, content_block_start/delta/stop per text or tool
-              block, then message_delta (stop reason, usage) and message_stop.
+    stream    OpenAI chunks -> message_start, content_block_start/delta/stop per thinking
+              (``thinking_delta``, then an empty ``signature_delta``), text or tool block, then
+              message_delta (stop reason, usage) and message_stop.
 
 For an Anthropic target the body passes through. ``system`` turns inside ``messages`` are taken
 as they are only under the ``mid-conversation-system-2026-04-07`` beta (Claude Code sends it);
@@ -46,10 +55,13 @@ __all__ = [
     "MessagesRequest",
     "Unconvertible",
     "anthropic_id",
+    "can_reason",
     "fold_system",
     "from_openai",
+    "reasoning_effort",
     "stop_reason",
     "to_openai",
+    "unsigned_thinking_dropped",
 ]
 
 log = logging.getLogger("switchboard.endpoints.messages")
@@ -74,6 +86,13 @@ _DROPPED = (
 _THINKING = ("thinking", "redacted_thinking")
 _ID_PREFIXES = ("chatcmpl-", "call_", "msg_", "toolu_")
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
+# OpenAI's reasoning models (the model name's last path segment: "openai/gpt-oss-120b" on Groq).
+_REASONS = re.compile(r"(o\d+|gpt-5|gpt-oss)([-.:_].*)?", re.IGNORECASE)
+# Anthropic's output_config.effort -> OpenAI's reasoning_effort ("max" is beyond "high").
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
+# thinking.budget_tokens below each bound -> that effort (Anthropic's minimum budget is 1024).
+_BUDGETS = ((4096, "low"), (16384, "medium"))
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 class MessagesRequest(BaseModel):
@@ -246,8 +265,63 @@ def _tools(request: MessagesRequest) -> dict[str, Any]:
     return out
 
 
-def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionRequest:
-    """The OpenAI chat request for an Anthropic one (pure); raises ``Unconvertible``."""
+def can_reason(model: str) -> bool:
+    """Whether an OpenAI-compatible target's model takes ``reasoning_effort``: OpenAI's o-series,
+    gpt-5 and gpt-oss families, under any host's prefix (``openai/gpt-oss-120b``)."""
+    return _REASONS.fullmatch(model.rsplit("/", 1)[-1]) is not None
+
+
+def reasoning_effort(request: MessagesRequest) -> str | None:
+    """The ``reasoning_effort`` for a request's ``output_config.effort`` (Claude Code sends it),
+    else its ``thinking``: ``enabled`` by ``budget_tokens`` (under 4096 low, under 16384 medium,
+    else high), ``adaptive`` medium; None when thinking is off or absent."""
+    extra = request.model_extra or {}
+    config = extra.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    thinking = extra.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return None
+    if isinstance(effort, str) and effort in _EFFORTS:
+        return _EFFORTS[effort]
+    if kind == "adaptive":
+        return "medium"
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            return "medium"
+        return next((effort for bound, effort in _BUDGETS if budget < bound), "high")
+    return None
+
+
+def unsigned_thinking_dropped(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the thinking blocks a converted answer carried (their ``signature`` is
+    empty: Anthropic's API refuses a block it did not sign). The same object when there are none."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return body
+
+    def unsigned(block: Any) -> bool:
+        return isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
+
+    if not any(
+        isinstance(m, dict) and isinstance(m.get("content"), list) and any(map(unsigned, m["content"]))
+        for m in messages
+    ):
+        return body
+    log.info("dropped unsigned thinking blocks (from a converted answer) for an Anthropic target")
+    kept = []
+    for message in messages:
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            message = {**message, "content": [b for b in message["content"] if not unsigned(b)]}
+        kept.append(message)
+    return {**body, "messages": kept}
+
+
+def to_openai(request: MessagesRequest, *, stream: bool, reasoning: bool = False) -> ChatCompletionRequest:
+    """The OpenAI chat request for an Anthropic one (pure); raises ``Unconvertible``.
+
+    ``reasoning``: the target takes ``reasoning_effort`` (``can_reason``): thinking maps to it."""
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": _text(request.system, "system")})
@@ -275,7 +349,15 @@ def to_openai(request: MessagesRequest, *, stream: bool) -> ChatCompletionReques
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    dropped = [name for name in _DROPPED if (request.model_extra or {}).get(name) is not None]
+    effort = reasoning_effort(request) if reasoning else None
+    mapped: tuple[str, ...] = ()
+    if effort is not None:
+        body["reasoning_effort"] = effort
+        body["max_completion_tokens"] = body.pop("max_tokens")
+        mapped = ("thinking", "output_config")
+    dropped = [
+        name for name in _DROPPED if name not in mapped and (request.model_extra or {}).get(name) is not None
+    ]
     if dropped:
         log.info("dropped Anthropic parameters %s with no OpenAI form", dropped)
     try:
@@ -369,6 +451,15 @@ def _arguments(raw: str | None) -> dict[str, Any]:
     return value
 
 
+def _reasoning_text(fields: dict[str, Any] | None) -> str:
+    """The reasoning text an OpenAI-compatible upstream put beside the content, if any."""
+    for name in _REASONING_FIELDS:
+        value = (fields or {}).get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def from_openai(completion: ChatCompletion) -> dict[str, Any]:
     """An Anthropic message from an OpenAI completion (pure).
 
@@ -376,6 +467,9 @@ def from_openai(completion: ChatCompletion) -> dict[str, Any]:
     """
     choice = completion.choices[0]
     content: list[dict[str, Any]] = []
+    thought = _reasoning_text(choice.message.model_extra)
+    if thought:
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     if choice.message.content:
         content.append({"type": "text", "text": choice.message.content})
     for call in choice.message.tool_calls or ():
@@ -406,7 +500,7 @@ class EventTranslator:
     def __init__(self) -> None:
         self.started = False
         self.index = -1
-        self.open: str | None = None  # "text", or "tool:<openai index>"
+        self.open: str | None = None  # "thinking", "text", or "tool:<openai index>"
         self.tools: dict[int, int] = {}  # OpenAI tool-call index -> Anthropic block index
         self.stop: str | None = None
         self.usage: Usage | None = None
@@ -425,8 +519,13 @@ class EventTranslator:
     def _close(self) -> list[SSEEvent]:
         if self.open is None:
             return []
+        events = []
+        if self.open == "thinking":  # Anthropic closes a thinking block with its signature
+            signature = {"type": "signature_delta", "signature": ""}
+            events.append(self._event("content_block_delta", {"index": self.index, "delta": signature}))
         self.open = None
-        return [self._event("content_block_stop", {"index": self.index})]
+        events.append(self._event("content_block_stop", {"index": self.index}))
+        return events
 
     def feed(self, chunk: ChatCompletionChunk) -> list[SSEEvent]:
         events: list[SSEEvent] = []
@@ -455,6 +554,12 @@ class EventTranslator:
 
     def _delta(self, delta: dict[str, Any]) -> list[SSEEvent]:
         events: list[SSEEvent] = []
+        thought = _reasoning_text(delta)
+        if thought:
+            if self.open != "thinking":
+                events += self._start({"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+            thinking = {"type": "thinking_delta", "thinking": thought}
+            events.append(self._event("content_block_delta", {"index": self.index, "delta": thinking}))
         if delta.get("content"):
             if self.open != "text":
                 events += self._start({"type": "text", "text": ""}, "text")

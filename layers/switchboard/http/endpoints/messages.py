@@ -37,9 +37,11 @@ from switchboard.http.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     Unconvertible,
+    can_reason,
     fold_system,
     from_openai,
     to_openai,
+    unsigned_thinking_dropped,
 )
 from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.http.request import error_headers
@@ -90,11 +92,12 @@ def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
 @dataclass(slots=True)
 class _Body:
     """A /v1/messages request: the body as sent, its checked form, and its OpenAI chat form by
-    ``stream`` (converted once: its dropped parameters are logged once)."""
+    ``stream`` and whether the target reasons (converted once: its dropped parameters are logged
+    once; a target that reasons gets thinking as ``reasoning_effort``)."""
 
     raw: dict[str, Any]
     parsed: MessagesRequest
-    converted: dict[bool, ChatCompletionRequest] = field(default_factory=dict)
+    converted: dict[tuple[bool, bool], ChatCompletionRequest] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -114,9 +117,11 @@ def _parse(raw: bytes) -> _Body:
 
 
 def native_body(body: dict[str, Any], target: PlannedTarget, client: dict[str, str]) -> dict[str, Any]:
-    """The body an Anthropic target gets (model aside): the client's, with its ``system`` turns
-    folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
+    """The body an Anthropic target gets (model aside): the client's, without the unsigned
+    thinking blocks of converted answers (``unsigned_thinking_dropped``), with its ``system``
+    turns folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
     provider's, says the API takes them as they are (Claude Code sends that beta)."""
+    body = unsigned_thinking_dropped(body)
     betas = ",".join((target.provider.headers.get("anthropic-beta", ""), client.get("anthropic-beta", "")))
     if any(beta.strip().startswith(_SYSTEM_TURNS_BETA) for beta in betas.split(",")):
         return body
@@ -134,9 +139,10 @@ class _Session:
         self._converted = request.converted
 
     def _openai(self, target: PlannedTarget, stream: bool) -> ChatCompletionRequest:
-        if stream not in self._converted:
+        key = (stream, _reasons(target))
+        if key not in self._converted:
             try:
-                self._converted[stream] = to_openai(self.parsed, stream=stream)
+                self._converted[key] = to_openai(self.parsed, stream=stream, reasoning=key[1])
             except Unconvertible as exc:
                 raise AttemptFailed(
                     ErrorClass.CLIENT,
@@ -145,7 +151,7 @@ class _Session:
                     upstream_type="invalid_request_error",
                     upstream_param=exc.param,
                 ) from None
-        return self._converted[stream]
+        return self._converted[key]
 
     async def _relay(self, target: PlannedTarget) -> Relay:
         check_modalities(_modalities(self.parsed), target)
@@ -181,6 +187,11 @@ class _Session:
         return _translated(provider.stream(call))
 
 
+def _reasons(target: PlannedTarget) -> bool:
+    """Whether a converted request to ``target`` carries thinking as ``reasoning_effort``."""
+    return target.provider.kind in ("openai", "azure") and can_reason(target.model)
+
+
 async def _translated(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[SSEEvent]:
     translator = EventTranslator()
     try:
@@ -210,16 +221,18 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-def _estimate_chat(request: _Body) -> ChatCompletionRequest:
-    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), kept for a
-    converted attempt (so its dropped parameters are logged once). A request that has no chat
-    form (an Anthropic-only block) is estimated from its JSON instead."""
+def _estimate_chat(request: _Body, first: PlannedTarget | None) -> ChatCompletionRequest:
+    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), converted
+    as for the plan's ``first`` target and kept for its attempt (so what it drops is logged once,
+    and thinking mapped to ``reasoning_effort`` is not logged as dropped). A request that has no
+    chat form (an Anthropic-only block) is estimated from its JSON instead."""
     parsed, body = request.parsed, request.raw
-    cached = request.converted.get(bool(parsed.stream))
-    if cached is not None:  # converted already, for routing
+    key = (bool(parsed.stream), first is not None and _reasons(first))
+    cached = request.converted.get(key)
+    if cached is not None:  # converted already (for routing, or for this target)
         return cached
     try:
-        chat = request.converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
+        chat = request.converted[key] = to_openai(parsed, stream=key[0], reasoning=key[1])
         return chat
     except Unconvertible:
         text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
@@ -324,10 +337,10 @@ class Messages(Endpoint[_Body]):
 
     def routing_chat(self, body: _Body) -> ChatCompletionRequest:
         """The chat form with the whole ``metadata`` (rules and sticky read it all)."""
-        return with_metadata(_estimate_chat(body), body.raw.get("metadata"))
+        return with_metadata(_estimate_chat(body, None), body.raw.get("metadata"))
 
     def prepare(self, ctx: Context[_Body]) -> ChatCompletionRequest:
-        return _estimate_chat(ctx.body)
+        return _estimate_chat(ctx.body, ctx.plan.targets[0] if ctx.plan.targets else None)
 
     async def call(self, ctx: Context[_Body]) -> Answer | Streamed:
         engine = ctx.gateway.engine
