@@ -392,9 +392,9 @@ class Engine:
         last: AttemptFailed | None = None
         context_floor: int | None = None
         waited_ms = 0.0
-        for target in plan.targets:
+        for index, target in enumerate(plan.targets):
             if last is not None:
-                if last.error_class not in plan.fallback_on:
+                if last.error_class not in plan.fallback_on and last.error_class is not ErrorClass.SLOW:
                     break
                 if (
                     last.error_class is ErrorClass.CONTEXT_WINDOW
@@ -411,8 +411,10 @@ class Engine:
                         plan, records, AttemptFailed(ErrorClass.TIMEOUT, "deadline reached")
                     )
                 started = time.monotonic()
+                # The latency trigger moves on to a later target; the last one waits its hard timeouts.
+                trigger = target.timeouts.latency_trigger_s if index < len(plan.targets) - 1 else None
                 try:
-                    result = await attempt(target, remaining)
+                    result = await _triggered(attempt, target, remaining, trigger)
                 except AttemptFailed as exc:
                     failure = exc
                 except GatewayError:
@@ -509,7 +511,7 @@ class Engine:
         message = (
             f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
         )
-        if last is not None and last.error_class is ErrorClass.TIMEOUT:
+        if last is not None and last.error_class in (ErrorClass.TIMEOUT, ErrorClass.SLOW):
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:
             finals = {r.target: r for r in records}.values()  # each target's last word
@@ -524,6 +526,28 @@ class Engine:
                 return limited
             return AllTargetsFailed(message, status=503, headers=headers)
         return AllTargetsFailed(message, status=502, headers=headers)
+
+
+async def _triggered(
+    attempt: Callable[[PlannedTarget, float], Awaitable[T]],
+    target: PlannedTarget,
+    remaining: float,
+    trigger: float | None,
+) -> T:
+    """``attempt`` under the latency trigger: no result (a stream's first output, a whole buffered
+    answer) within ``trigger`` seconds abandons it as ``slow`` (the attempt's own cleanup closes
+    the upstream connection)."""
+    if trigger is None or trigger >= remaining:
+        return await attempt(target, remaining)
+    try:
+        async with asyncio.timeout(trigger) as scope:
+            return await attempt(target, remaining)
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise AttemptFailed(
+            ErrorClass.SLOW, f"{target.provider_name}: no first output within {trigger:g} s (latency trigger)"
+        ) from None
 
 
 def _resets_at(failure: AttemptFailed) -> float | None:

@@ -56,6 +56,16 @@ class Timeouts(_Strict):
     connect_s: float = Field(default=5.0, gt=0, le=60)
     first_token_s: float = Field(default=30.0, gt=0, le=900)
     total_s: float = Field(default=300.0, gt=0, le=900)
+    latency_trigger_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=900,
+        description=(
+            "the latency trigger: no first output (a stream's first content, a whole buffered answer) "
+            "within this many seconds abandons the attempt for the next target, class 'slow', never "
+            "retried; not applied to the plan's last target. Separate from the hard first_token_s"
+        ),
+    )
 
 
 class RetryPolicy(_Strict):
