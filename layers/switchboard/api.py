@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -39,7 +40,8 @@ from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, Pe
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.redaction import scrub
-from switchboard.routing.planner import Plan, plan
+from switchboard.routing import overrides as routing_overrides
+from switchboard.routing.planner import Plan, PlannedTarget, plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, ModelList
@@ -196,14 +198,34 @@ def _permit(principal: Principal, alias: str) -> None:
 
 
 async def _chat_plan(
-    gateway: Gateway, routing: LoadedRouting, principal: Principal, alias: str, headers: dict[str, str]
+    gateway: Gateway,
+    routing: LoadedRouting,
+    principal: Principal,
+    alias: str,
+    headers: dict[str, str],
+    overrides: routing_overrides.Overrides | None = None,
 ) -> Plan:
     """The plan for a chat-type request (chat completions, Anthropic messages): the key's check on
     the alias asked for, then the routing rules (which name the rule in ``headers``), then the
-    served alias's plan."""
+    served alias's plan, then the request's own overrides (``routing.overrides``) if the key may."""
     _permit(principal, alias)
+    if overrides is not None and not overrides.empty:
+        routing_overrides.check_allowed(overrides, principal.overrides)
     served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
-    return plan(routing.document, served, visible=principal.allowed_models)
+    route = plan(routing.document, served, visible=principal.allowed_models)
+    if overrides is None or overrides.empty:
+        return route
+    doc = routing.document
+
+    def price(target: PlannedTarget) -> tuple[Decimal, Decimal] | None:
+        match = gateway.prices.lookup(doc, target)
+        return None if match is None else (match.price.input_per_mtok, match.price.output_per_mtok)
+
+    route, _decisions = routing_overrides.planned(doc, route, overrides, principal.allowed_models, price)
+    headers["x-switchboard-overrides"] = ",".join(
+        (["models"] if overrides.models else []) + (overrides.provider.used() if overrides.provider else [])
+    )
+    return route
 
 
 def _routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
@@ -242,7 +264,8 @@ async def retrieve_model(request: Request, headers: dict[str, str]) -> Response:
 async def chat_completions(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, chat, routing = await _enter(request, headers, _parse_chat)
-    route = await _chat_plan(gateway, routing, principal, chat.model, headers)
+    wanted = routing_overrides.take(chat.__pydantic_extra__)  # never forwarded upstream
+    route = await _chat_plan(gateway, routing, principal, chat.model, headers, wanted)
     ex = Exchange(
         headers["x-request-id"],
         principal,

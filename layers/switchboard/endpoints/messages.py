@@ -43,6 +43,7 @@ from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
 from switchboard.redaction import scrub
+from switchboard.routing.overrides import take
 from switchboard.routing.planner import PlannedTarget
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
@@ -295,7 +296,10 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, (body, parsed), routing = await api._enter(request, headers, _parse)
-    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers)
+    wanted = take(body)  # never forwarded upstream, natively or converted
+    if parsed.__pydantic_extra__:
+        take(parsed.__pydantic_extra__)
+    route = await api._chat_plan(gateway, routing, principal, parsed.model, headers, wanted)
     client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
     session = _Session(gateway.engine, body, parsed, client)
     chat = _estimate_chat(session)
