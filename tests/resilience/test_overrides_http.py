@@ -16,9 +16,9 @@ import openai
 import pytest
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.table import Table
+from switchboard.routing.document import RoutingDocument
 from switchboard.routing.overrides import ProviderPreferences, apply
 from switchboard.routing.planner import plan
-from switchboard.routing.document import RoutingDocument
 
 from tests.conftest import routing_doc
 
