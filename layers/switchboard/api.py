@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import jsonbody, logs, metering, redaction, refresh, tracing
+from switchboard import heartbeat, jsonbody, logs, metering, redaction, refresh, tracing
 from switchboard.asgi import EventStream, Front
 from switchboard.auth import Principal, bearer_token
 from switchboard.cors import CorsFront
@@ -45,6 +45,7 @@ from switchboard.routing.planner import Plan, PlannedTarget, plan
 from switchboard.routing.rules import reroute
 from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, ModelList
+from switchboard.sse import encode_json
 
 __all__ = ["create_app"]
 
@@ -279,24 +280,68 @@ async def chat_completions(request: Request, headers: dict[str, str]) -> Respons
     ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
     hooks = gateway.hooks
     await admit(hooks, ex)
-    async with settled_on_failure(hooks, ex):
-        if chat.stream:
-            stream = await gateway.engine.stream(chat, route, deadline)
-        else:
-            done = await gateway.engine.complete(chat, route, deadline)
     if chat.stream:
-        ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
-        price = gateway.prices.lookup(routing.document, stream.target)
-        meter = stream.meter = metering.StreamMeter(chat, price)
-        _attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        return EventStream(_settled_stream(stream, meter, ex, hooks), headers)
+        return await _chat_stream(gateway, routing, route, chat, ex, deadline)
+    async with settled_on_failure(hooks, ex):
+        done = await gateway.engine.complete(chat, route, deadline)
     ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
     metering.charge(ex, done.completion, gateway.prices.lookup(routing.document, done.target))
     _attribution(headers, done.target.provider_name, done.target.model, done.attempts)
     await settle_all(hooks, ex)
     return Response(metering.body_with_cost(done.raw, done.completion, ex), 200, headers, _JSON)
+
+
+async def _chat_stream(
+    gateway: Gateway,
+    routing: LoadedRouting,
+    route: Plan,
+    chat: ChatCompletionRequest,
+    ex: Exchange,
+    deadline: float,
+) -> Response:
+    """A streamed chat completion: the plan runs as a task (``switchboard.heartbeat``); found
+    within ``heartbeat_after_s``, the response carries the attribution headers as always, else it
+    commits with keep-alive comments and ends with the stream or an error event."""
+    hooks, headers = gateway.hooks, ex.headers
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+
+    async def run() -> StreamResult:
+        async with settled_on_failure(hooks, ex):
+            return await gateway.engine.stream(chat, route, deadline)
+
+    def events(stream: StreamResult) -> AsyncIterator[bytes]:
+        ex.target, ex.attempts, ex.status = stream.target, stream.attempts, 200
+        price = gateway.prices.lookup(routing.document, stream.target)
+        meter = stream.meter = metering.StreamMeter(chat, price)
+        _attribution(headers, stream.target.provider_name, stream.target.model, stream.attempts)
+        return _settled_stream(stream, meter, ex, hooks)
+
+    task = heartbeat.start(run())
+    settings = gateway.settings
+    if await heartbeat.within(
+        task, heartbeat.after_s(routing.document.defaults.heartbeat_after_s, settings.heartbeat_after_s)
+    ):
+        return EventStream(events(task.result()), headers)
+
+    async def late() -> AsyncIterator[bytes]:
+        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s):
+            yield beat
+        try:
+            stream = task.result()
+        except GatewayError as exc:  # every target failed (settled in the task): an error event
+            yield encode_json(exc.body())
+            return
+        except Exception:
+            log.exception("stream plan failed after the heartbeats began (request %s)", ex.request_id)
+            yield encode_json(
+                GatewayError(f"Internal gateway error. Quote request id {ex.request_id}.").body()
+            )
+            return
+        async for part in events(stream):
+            yield part
+
+    return EventStream(late(), headers)
 
 
 def _settled_stream(

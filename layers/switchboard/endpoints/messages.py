@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard import api, jsonbody, metering, providers
+from switchboard import api, heartbeat, jsonbody, metering, providers
 from switchboard.asgi import EventStream
 from switchboard.endpoints.anthropic_format import (
     EventTranslator,
@@ -38,13 +38,15 @@ from switchboard.endpoints.anthropic_format import (
 )
 from switchboard.engine import Engine, HeldStream, check_modalities
 from switchboard.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest
+from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.pricing import PriceMatch
 from switchboard.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.providers.base import StreamChunk
 from switchboard.redaction import scrub
 from switchboard.routing.overrides import take
-from switchboard.routing.planner import PlannedTarget
+from switchboard.routing.planner import Plan, PlannedTarget
+from switchboard.routing.store import LoadedRouting
 from switchboard.schemas import ChatCompletionRequest, Usage
 from switchboard.sse import SSEEvent
 
@@ -293,6 +295,51 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
         yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
+async def _stream(
+    gateway: Gateway, routing: LoadedRouting, route: Plan, session: _Session, ex: Exchange, deadline: float
+) -> Response:
+    """A streamed message, under the heartbeats (``switchboard.heartbeat``) as in chat: a total
+    failure after the comments began ends the stream with Anthropic's ``error`` event."""
+    hooks, headers = gateway.hooks, ex.headers
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+
+    async def run() -> HeldStream[SSEEvent]:
+        async with settled_on_failure(hooks, ex):
+            return await gateway.engine.run_stream(route, deadline, session.open_stream, _has_output)
+
+    def events(held: HeldStream[SSEEvent]) -> AsyncIterator[bytes]:
+        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
+        ex.first_token_at = time.monotonic()
+        meter = _Meter(gateway.prices.lookup(routing.document, held.target))
+        api._attribution(headers, held.target.provider_name, held.target.model, held.attempts)
+        return settled_stream(_events(held, meter), ex, hooks, meter.finish)
+
+    task = heartbeat.start(run())
+    settings = gateway.settings
+    if await heartbeat.within(
+        task, heartbeat.after_s(routing.document.defaults.heartbeat_after_s, settings.heartbeat_after_s)
+    ):
+        return EventStream(events(task.result()), headers)
+
+    async def late() -> AsyncIterator[bytes]:
+        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s):
+            yield beat
+        try:
+            held = task.result()
+        except GatewayError as exc:  # every target failed (settled in the task): an error event
+            body = {
+                "type": "error",
+                "error": {"type": _error_type(exc.status), "message": scrub(exc.message)},
+            }
+            yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+            return
+        async for part in events(held):
+            yield part
+
+    return EventStream(late(), headers)
+
+
 async def create_message(request: Request, headers: dict[str, str]) -> Response:
     started = time.monotonic()
     gateway, deadline, principal, (body, parsed), routing = await api._enter(request, headers, _parse)
@@ -317,20 +364,10 @@ async def create_message(request: Request, headers: dict[str, str]) -> Response:
     ex.rule = headers.get("x-switchboard-rule")  # set by reroute when a routing rule fired
     hooks = gateway.hooks
     await admit(hooks, ex)
-    async with settled_on_failure(hooks, ex):
-        if parsed.stream:
-            held = await gateway.engine.run_stream(route, deadline, session.open_stream, _has_output)
-        else:
-            content, target, attempts = await gateway.engine.run(route, deadline, session.complete)
     if parsed.stream:
-        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
-        ex.first_token_at = time.monotonic()
-        meter = _Meter(gateway.prices.lookup(routing.document, held.target))
-        api._attribution(headers, held.target.provider_name, held.target.model, held.attempts)
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        events = settled_stream(_events(held, meter), ex, hooks, meter.finish)
-        return EventStream(events, headers)
+        return await _stream(gateway, routing, route, session, ex, deadline)
+    async with settled_on_failure(hooks, ex):
+        content, target, attempts = await gateway.engine.run(route, deadline, session.complete)
     ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
     meter = _Meter(gateway.prices.lookup(routing.document, target))
     meter.message(content)

@@ -233,6 +233,15 @@ class ModelRoute(_Strict):
 class Defaults(_Strict):
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
+    heartbeat_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=900,
+        description=(
+            "a stream with no output this long commits its 200 and sends SSE keep-alive comments "
+            "while failover goes on (default: the gateway's setting, 30 s)"
+        ),
+    )
 
 
 class RuleCondition(_Strict):
