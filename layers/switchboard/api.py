@@ -40,6 +40,7 @@ from switchboard.errors import GatewayError, InvalidRequest, PayloadTooLarge, Pe
 from switchboard.gateway import Gateway
 from switchboard.lifecycle import Exchange, Hook, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.redaction import scrub
+from switchboard.routing import breaker
 from switchboard.routing import overrides as routing_overrides
 from switchboard.routing.planner import Plan, PlannedTarget, plan
 from switchboard.routing.rules import reroute
@@ -214,8 +215,24 @@ async def _chat_plan(
         routing_overrides.check_allowed(overrides, principal.overrides)
     served = await reroute(gateway.budget_use, routing.document, principal, alias, headers)
     route = plan(routing.document, served, visible=principal.allowed_models)
-    if overrides is None or overrides.empty:
-        return route
+    if overrides is not None and not overrides.empty:
+        route = _overridden(gateway, routing, principal, route, overrides, headers)
+    if gateway.breaker is not None:
+        route, _decisions, held = gateway.breaker.filter(route, routing.document.breaker)
+        if held is not None:
+            headers[breaker.HEADER] = header_safe(held)
+    return route
+
+
+def _overridden(
+    gateway: Gateway,
+    routing: LoadedRouting,
+    principal: Principal,
+    route: Plan,
+    overrides: routing_overrides.Overrides,
+    headers: dict[str, str],
+) -> Plan:
+    """The plan after the request's ``models`` and ``provider`` (``routing.overrides``)."""
     doc = routing.document
 
     def price(target: PlannedTarget) -> tuple[Decimal, Decimal] | None:

@@ -19,6 +19,7 @@ from switchboard.costevents import CostEvents
 from switchboard.engine import Engine
 from switchboard.lifecycle import Hook
 from switchboard.pricing import PriceBook
+from switchboard.routing.breaker import Breaker
 from switchboard.routing.rules import BudgetUse
 from switchboard.routing.store import RoutingStore
 from switchboard.secrets import SecretResolver
@@ -131,6 +132,7 @@ class Gateway:
     prices: PriceBook = field(default_factory=PriceBook)
     budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
     spend: SpendLedger | None = None  # flushed at shutdown
+    breaker: Breaker | None = None  # the shared circuit breaker (routing.breaker)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
@@ -160,9 +162,27 @@ class Gateway:
         hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing
         if spend is not None:
             hooks.append(spend)
+        ddb_breaker = aws.runtime_client("dynamodb", settings.region)
+        breaker = Breaker(
+            settings.table,
+            lambda: ddb_breaker,
+            report_s=settings.breaker_report_s,
+            cache_s=settings.breaker_cache_s,
+        )
+        hooks.append(breaker)  # counts every attempt; does nothing while the document has no breaker
         hooks.append(CostEvents())
         engine = Engine(http or make_http_client(), secrets)
-        return cls(settings, routing, auth, engine, hooks, prices=prices, budget_use=limits, spend=spend)
+        return cls(
+            settings,
+            routing,
+            auth,
+            engine,
+            hooks,
+            prices=prices,
+            budget_use=limits,
+            spend=spend,
+            breaker=breaker,
+        )
 
     async def flush(self) -> None:
         """Write what is still buffered (settlements still retrying, the spend ledger's lines), side

@@ -25,6 +25,8 @@ _ENV = {
     "admit_timeout_s": "SWITCHBOARD_ADMIT_TIMEOUT_S",
     "heartbeat_after_s": "SWITCHBOARD_HEARTBEAT_AFTER_S",
     "heartbeat_every_s": "SWITCHBOARD_HEARTBEAT_EVERY_S",
+    "breaker_report_s": "SWITCHBOARD_BREAKER_REPORT_S",
+    "breaker_cache_s": "SWITCHBOARD_BREAKER_CACHE_S",
     "region": "AWS_REGION",
 }
 
@@ -65,6 +67,10 @@ class Settings:
     # The routing document's defaults.heartbeat_after_s, when set, wins.
     heartbeat_after_s: float = 30.0
     heartbeat_every_s: float = 15.0
+    # The circuit breaker (routing.breaker): each target's counts are reported to DynamoDB at most
+    # once per breaker_report_s; its shared state is re-read at most once per breaker_cache_s.
+    breaker_report_s: float = 5.0
+    breaker_cache_s: float = 2.0
     region: str = "us-east-1"
 
     @classmethod

@@ -14,7 +14,7 @@ from switchboard.devtools.cfn import load_template
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 # Emitted outside the cost event: routing edits (gateway.py) and ledger failures (spendledger.py).
-EMITTED = set(METRICS) | {"RoutingDocumentRejected", "SpendLedgerWriteFailures"}
+EMITTED = set(METRICS) | {"RoutingDocumentRejected", "SpendLedgerWriteFailures", "BreakerState"}
 
 
 def of_type(kind: str) -> dict[str, dict[str, Any]]:
@@ -66,7 +66,7 @@ def test_dashboard_is_valid_json_and_reads_emitted_metrics() -> None:
     } <= names
     assert names <= EMITTED, names - EMITTED
     titles = " ".join(w["properties"].get("title", "") for w in widgets)
-    for topic in ("Cost per hour", "outcome", "fallback", "p99", "first token", "Throttles"):
+    for topic in ("Cost per hour", "outcome", "fallback", "p99", "first token", "Throttles", "breaker"):
         assert topic in titles
 
 

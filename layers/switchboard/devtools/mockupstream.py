@@ -517,6 +517,10 @@ class MockUpstream:
         self.requests.clear()
         self._flaky.clear()
 
+    def heal(self, model: str) -> None:
+        """A ``flaky-<n>`` model string succeeds from now on, as an upstream that recovered."""
+        self._flaky[model] = 1 << 62
+
     async def __aenter__(self) -> MockUpstream:
         await self.start()
         return self

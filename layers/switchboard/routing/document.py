@@ -19,6 +19,7 @@ from switchboard.costs import Price
 from switchboard.errors import ErrorClass
 
 __all__ = [
+    "BreakerPolicy",
     "Cors",
     "ModelRoute",
     "ProviderConfig",
@@ -263,6 +264,33 @@ class Rule(_Strict):
     description: str | None = None
 
 
+class BreakerPolicy(_Strict):
+    """The shared circuit breaker (``routing.breaker``), per target. See docs/routing.md."""
+
+    window_s: float = Field(default=60.0, gt=0, le=3600, description="length of one error-rate window")
+    min_requests: int = Field(default=20, ge=1, description="requests in a window before it can open")
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="failed share of a window that opens it")
+    open_s: float = Field(
+        default=30.0, gt=0, le=3600, description="how long an open breaker sends no traffic"
+    )
+    ramp_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="half-open: the share let through rises to all over this long",
+    )
+    probe_share: float = Field(
+        default=0.1, gt=0, le=1, description="half-open: the share let through at first"
+    )
+    half_open_min_requests: int = Field(
+        default=3, ge=1, description="half-open: requests before the error rate can open it again"
+    )
+    count: frozenset[ErrorClass] = Field(
+        default=frozenset({ErrorClass.SERVER, ErrorClass.TIMEOUT}),
+        description="attempt classes counted as failures (ok attempts count as successes; others not at all)",
+    )
+
+
 # An origin as a browser sends it: scheme, host, optional port; no path, no trailing slash.
 _ORIGIN = r"^(\*|https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?)$"
 
@@ -291,6 +319,9 @@ class RoutingDocument(_Strict):
     prices: dict[str, Price] = Field(default_factory=dict, description="'provider/model' -> USD per Mtok")
     rules: list[Rule] = Field(default_factory=list, description="budget-aware reroutes (docs/rules.md)")
     cors: Cors | None = Field(default=None, description="browser access; absent: CORS off")
+    breaker: BreakerPolicy | None = Field(
+        default=None, description="the shared circuit breaker per target; absent: off (docs/routing.md)"
+    )
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> RoutingDocument:
