@@ -8,6 +8,7 @@ target; the hard ``first_token_s`` stays a ``timeout``; the last target is never
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -50,6 +51,10 @@ def test_a_stalled_stream_is_abandoned_for_the_next_target(gateway_factory, mock
     assert content == "echo: ping pong"
     # Abandoned once, not retried: the stalled target saw exactly one request.
     assert sum(1 for r in mock.requests if (r["json"] or {}).get("model") == stalled) == 1
+    deadline = time.monotonic() + 5
+    while stalled not in mock.closed:  # abandoned means its connection closed, not left to run
+        assert time.monotonic() < deadline, "the mock never saw the abandoned connection close"
+        time.sleep(0.01)
 
 
 def test_a_slow_buffered_answer_is_abandoned_too(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]

@@ -195,6 +195,15 @@ class ModelRoute(_Strict):
         default=None,
         description="input modalities every target accepts; a request with others gets a 400",
     )
+    hedge_after_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=900_000,
+        description=(
+            "hedging (off when absent): after this many ms without a first output, the next target is "
+            "started as well; the first to answer wins and the other is cancelled"
+        ),
+    )
 
     @field_validator("fallback_on")
     @classmethod

@@ -39,6 +39,7 @@ class Plan:
     retry: RetryPolicy
     fallback_on: frozenset[ErrorClass]
     mode: str = "chat"
+    hedge_after_ms: int | None = None  # the route's hedging (engine): None is off
 
 
 def _weighted_order(targets: list[Target], rand: Callable[[], float]) -> list[Target]:
@@ -102,4 +103,6 @@ def plan(
         )
         for t in targets
     )
-    return Plan(alias, planned, route.retry or doc.defaults.retry, route.fallback_on, route.mode)
+    return Plan(
+        alias, planned, route.retry or doc.defaults.retry, route.fallback_on, route.mode, route.hedge_after_ms
+    )
