@@ -342,7 +342,7 @@ async def _chat_stream(
         return EventStream(events(task.result()), headers)
 
     async def late() -> AsyncIterator[bytes]:
-        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s):
+        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s, lambda: heartbeat.left(ex)):
             yield beat
         try:
             stream = task.result()

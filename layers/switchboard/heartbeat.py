@@ -15,10 +15,10 @@ it), so a client that leaves during the heartbeats cancels the plan and the requ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
-__all__ = ["KEEP_ALIVE", "after_s", "keep_alive", "start", "within"]
+__all__ = ["KEEP_ALIVE", "after_s", "keep_alive", "left", "start", "within"]
 
 T = TypeVar("T")
 
@@ -46,9 +46,11 @@ async def within(task: asyncio.Task[T], after_s: float) -> bool:
     return bool(done)
 
 
-async def keep_alive(task: asyncio.Task[T], every_s: float) -> AsyncIterator[bytes]:
+async def keep_alive(
+    task: asyncio.Task[T], every_s: float, on_leave: Callable[[], None] | None = None
+) -> AsyncIterator[bytes]:
     """``KEEP_ALIVE`` now and every ``every_s`` until ``task`` is done; cancels the task when the
-    iteration is abandoned first (the client left)."""
+    iteration is abandoned first (the client left), calling ``on_leave`` just before."""
     try:
         yield KEEP_ALIVE
         while True:
@@ -58,4 +60,12 @@ async def keep_alive(task: asyncio.Task[T], every_s: float) -> AsyncIterator[byt
             yield KEEP_ALIVE
     finally:
         if not task.done():
+            if on_leave is not None:
+                on_leave()
             task.cancel()  # its settlement (settled_on_failure, in the task) is shielded
+
+
+def left(ex: Any) -> None:
+    """Mark an exchange whose client left during the comments: its 200 was sent, so it settles as
+    ``interrupted`` / ``client_disconnected`` (``lifecycle.settled_on_failure``), not as an error."""
+    ex.status, ex.error_code = 200, "client_disconnected"

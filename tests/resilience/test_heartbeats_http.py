@@ -8,6 +8,7 @@ event, OpenAI's on chat and Anthropic's on /v1/messages. The SDKs ignore the com
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -113,3 +114,33 @@ def test_the_routing_document_sets_the_delay(gateway_factory: Any, mock: Any) ->
     gw = gateway_factory(doc=doc, **FAST)  # the document's 5 s wins over the setting's 0.2 s
     response = stream(gw, "/chat/completions", {"model": "m", "messages": MSG})
     assert ": keep-alive" not in response.text and response.headers["x-switchboard-provider"] == "mock"
+
+
+def test_a_client_leaving_during_the_comments_cancels_the_plan_and_settles(
+    gateway_factory: Any, mock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stalled = f"stall-10+{tag()}"
+    gw = gateway_factory(models={"m": chain(stalled)}, **FAST)
+    body = {"model": "m", "messages": MSG, "stream": True}
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", gw.v1 + "/chat/completions", json=body, headers=gw.headers()) as response,
+    ):
+        assert next(response.iter_raw()).startswith(b": keep-alive")
+        request_id = response.headers["x-request-id"]
+    # The client is gone: the plan is cancelled (the upstream's connection closed) and settled.
+    deadline = time.monotonic() + 5
+    events: list[dict[str, Any]] = []
+    while stalled not in mock.closed or not events:
+        assert time.monotonic() < deadline, "the plan was not cancelled and settled"
+        time.sleep(0.02)
+        out = capsys.readouterr().out
+        events += [
+            json.loads(line) for line in out.splitlines() if request_id in line and '"Requests"' in line
+        ]
+    event = events[0]
+    assert (event["outcome"], event["status"], event["error_code"]) == (
+        "interrupted",
+        200,
+        "client_disconnected",
+    )

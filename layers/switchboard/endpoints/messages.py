@@ -323,7 +323,7 @@ async def _stream(
         return EventStream(events(task.result()), headers)
 
     async def late() -> AsyncIterator[bytes]:
-        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s):
+        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s, lambda: heartbeat.left(ex)):
             yield beat
         try:
             held = task.result()
