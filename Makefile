@@ -2,7 +2,7 @@
 #   make dev     the gateway on 127.0.0.1:$(PORT) over moto and the mock provider (state kept in
 #                .dev-state/; make dev-reset starts clean)
 #   make test    install what is needed, then the test suite (what CI runs, with sam-check)
-#   make check   lint + type check
+#   make check   lint + type check + the import rule of the layers (make layers)
 #   make bench   the short benchmark; bench-full the long one
 
 # The first interpreter that really runs (pyenv shims exist for versions that are not active).
@@ -32,7 +32,7 @@ UV_TOOLS := .venv-tools
 UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
 UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
 
-.PHONY: venv dev dev-reset test check lint typecheck ci sam-check bench bench-full clean test-limits-slow lock chromium
+.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full clean test-limits-slow lock chromium
 
 venv: $(STAMP)
 
@@ -77,7 +77,12 @@ lint: venv
 typecheck: venv
 	$(VBIN)/mypy layers/switchboard
 
-check: lint typecheck
+# The layered package's import rule (tests/test_layers.py: imports point down, no cycle, no
+# private names of another module), read from the source with ast.
+layers: venv
+	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
+
+check: lint typecheck layers
 
 sam-check: sam-validate sam-build
 

@@ -11,7 +11,7 @@ this venv) and exercises:
 
   handler   functions/gateway/handler.py through Mangum: models, buffered chat with a key without
             limits and with a budget + rpm/tpm key, a stream request, 401/404/400 errors; every
-            provider module; functions/sweeper/handler.py invoked; switchboard.tracing with
+            provider module; functions/sweeper/handler.py invoked; switchboard.infra.tracing with
             SWITCHBOARD_TRACING=on (the X-Ray SDK path: on with --tracing-layer, and without it
             the gateway must log the missing SDK and serve on)
   uvicorn   `python -m uvicorn app:app --loop uvloop --http httptools` as run.sh starts it, served
@@ -98,11 +98,11 @@ if sys.argv[1] == "handler":
         print(e["httpMethod"], e["path"], r["statusCode"], file=sys.stderr)
         if r["statusCode"] != expected:
             failed.append(f"{e['path']}: {r['statusCode']}, expected {expected}: {r['body'][:300]}")
-    import switchboard.providers as providers
+    import switchboard.upstream.providers as providers
     for info in pkgutil.iter_modules(providers.__path__):
-        importlib.import_module("switchboard.providers." + info.name)
+        importlib.import_module("switchboard.upstream.providers." + info.name)
     os.environ["SWITCHBOARD_TRACING"] = "on"
-    import switchboard.tracing as tracing
+    import switchboard.infra.tracing as tracing
     on = tracing.configure("on")
     print("tracing", "on" if on else "unavailable", file=sys.stderr)
     if on != (os.environ["SURFACE_TRACING"] == "1"):
@@ -164,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     from decimal import Decimal
 
     import boto3
+    from switchboard.core.principal import Limits, Period
+    from switchboard.core.settings import Settings
     from switchboard.devtools.devstack import DevStack
     from switchboard.limits.keys import KeyStore
-    from switchboard.limits.model import Limits, Period
     from switchboard.limits.table import Table
-    from switchboard.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="layer-surface-"))
     stack = DevStack(moto_port=0, mock_port=0).start()

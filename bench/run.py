@@ -259,8 +259,8 @@ def seed_limits_key(settings: Any) -> str:
     from decimal import Decimal
 
     import boto3
+    from switchboard.core.principal import Limits, Period
     from switchboard.limits.keys import KeyStore
-    from switchboard.limits.model import Limits, Period
     from switchboard.limits.table import Table
 
     table = Table(boto3.client("dynamodb", region_name=settings.region), settings.table)
@@ -421,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         procs.wait_until_serving(mock, "GET", "/health", timeout_s=30)
         wait_any_http(moto, 60)
         mock_url = f"http://127.0.0.1:{mock_port}/v1"
+        from switchboard.core.settings import Settings
         from switchboard.devtools.devstack import aws_env, seed_aws
-        from switchboard.settings import Settings
 
         aws = aws_env(f"http://127.0.0.1:{moto_port}")
         os.environ.update(aws)
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
         if profile.warm_pyc:
             coldstart.import_times("handler", 1, sb_env)  # leaves every .pyc in place
         for module, title in (
-            ("switchboard.api", "import switchboard.api"),
+            ("switchboard.http.app", "import switchboard.http.app"),
             ("app", "import app (functions/gateway/app.py, the uvicorn entry)"),
             ("handler", "import handler (functions/gateway/handler.py: + Gateway wiring)"),
         ):
@@ -708,7 +708,7 @@ def assemble(**kw: Any) -> dict[str, Any]:
 
     cold = dict(kw["cold_figures"])
     import_app = cold.get("import app (functions/gateway/app.py, the uvicorn entry)", [])
-    import_api = cold.get("import switchboard.api", [])
+    import_api = cold.get("import switchboard.http.app", [])
     sb_start = cold.get("Switchboard: process start → first served chat completion", [])
     lite_start = cold.get("LiteLLM: process start → first served chat completion", [])
     mem = kw["memory"]
@@ -848,7 +848,7 @@ def assemble(**kw: Any) -> dict[str, Any]:
     notes.append("Target 3: the same gateway process as target 2, with a key that has a budget and rpm/tpm.")
     notes.append(f"LiteLLM: {kw['litellm_note']}. Suite wall time {kw['elapsed']:.0f} s.")
     if import_api:
-        notes.append(f"`import switchboard.api` median {pct(import_api, 50) * 1000:.0f} ms.")
+        notes.append(f"`import switchboard.http.app` median {pct(import_api, 50) * 1000:.0f} ms.")
 
     site = ROOT / ".aws-sam" / "build" / "GatewayLayer" / "python"
     layer_packages = {p.name.split(".")[0].split("-")[0] for p in site.iterdir()} if site.is_dir() else None

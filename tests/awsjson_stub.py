@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from switchboard import awsjson
-from switchboard.awsjson import Credentials
+from switchboard.infra import awsjson
+from switchboard.infra.awsjson import Credentials
 
 __all__ = ["KEY", "SECRET", "TOKEN", "Reply", "Seen", "Stub", "error", "make_client", "stub"]
 

@@ -18,11 +18,11 @@ from typing import Any
 import boto3
 import pytest
 import uvicorn
-from switchboard.api import create_app
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import aws_env, seed_aws, start_moto
 from switchboard.devtools.mockupstream import MockUpstream, run_in_thread
-from switchboard.gateway import Gateway
-from switchboard.settings import Settings
+from switchboard.http.app import create_app
+from switchboard.wiring import Gateway
 
 from tests.native_upstream import ScriptedUpstream
 

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
-from switchboard.providers.base import Call, EmbedCall
+from switchboard.core.schemas import ChatCompletionRequest, EmbeddingRequest
 from switchboard.routing.document import ProviderConfig, Timeouts
 from switchboard.routing.planner import PlannedTarget
-from switchboard.schemas import ChatCompletionRequest, EmbeddingRequest
+from switchboard.upstream.providers.base import Call, EmbedCall
 
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 # The response schemas of OpenAI's published spec (MIT; see fixtures/openai-openapi.LICENSE).

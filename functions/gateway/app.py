@@ -1,7 +1,7 @@
 """Lambda Web Adapter entry point: uvicorn serves ``app``; the gateway is built in its lifespan."""
 
-from switchboard.api import create_app
-from switchboard.logs import configure_logging
+from switchboard.http.app import create_app
+from switchboard.infra.logs import configure_logging
 
 configure_logging()
 app = create_app()

@@ -22,11 +22,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from switchboard.api import create_app
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import seed_aws
 from switchboard.devtools.mockupstream import MockUpstream
-from switchboard.gateway import Gateway
-from switchboard.settings import Settings
+from switchboard.http.app import create_app
+from switchboard.wiring import Gateway
 
 from tests.conftest import API_KEY, RunningGateway, routing_doc, serve_app
 

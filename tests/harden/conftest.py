@@ -199,8 +199,8 @@ def put_secret(name: str, value: str) -> None:
 
 
 def budget_key(table: str, usd: Decimal = Decimal(1000)) -> Keyed:
+    from switchboard.core.principal import Limits
     from switchboard.limits.keys import KeyStore
-    from switchboard.limits.model import Limits
     from switchboard.limits.table import Table
 
     store = KeyStore(Table(aws_client("dynamodb"), table))

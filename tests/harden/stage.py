@@ -18,11 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from switchboard.api import create_app
-from switchboard.costevents import CostEvents
+from switchboard.billing.costevents import CostEvents
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import seed_aws
-from switchboard.gateway import Gateway
-from switchboard.settings import Settings
+from switchboard.http.app import create_app
+from switchboard.wiring import Gateway
 
 from tests.conftest import serve_app
 from tests.harden.conftest import Keyed, Outputs, provider_key, put_secret, reservations, spent

@@ -40,10 +40,10 @@ from typing import Any
 
 import httpx
 import pytest
+from switchboard.core.principal import Limits
 from switchboard.devtools.devstack import ROOT, aws_env
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.ledger import Ledger
-from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 
 from tests.harden.conftest import FULL, Outputs, aws_client, reservations, spent, table_items
@@ -131,7 +131,7 @@ def start_gateway(stage: Stage, aws: str, logs: Path, name: str, extra: dict[str
     }
     if "SWITCHBOARD_AWS_FAULTS" not in extra:
         env.pop("SWITCHBOARD_AWS_FAULTS", None)
-    command = [sys.executable, "-m", "uvicorn", "switchboard.api:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "switchboard.http.app:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     stdout, stderr = logs / f"{name}.stdout", logs / f"{name}.stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:

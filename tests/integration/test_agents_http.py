@@ -17,8 +17,8 @@ import httpx
 import pytest
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
+from switchboard.core.principal import Limits
 from switchboard.limits.keys import KeyStore
-from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 
 from tests.conftest import API_KEY, RunningGateway, routing_doc

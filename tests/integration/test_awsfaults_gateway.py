@@ -22,7 +22,7 @@ import json, sys, threading, time
 import httpx, uvicorn
 sys.path.insert(0, sys.argv[1])
 import app
-from switchboard import aws
+from switchboard.infra import aws
 
 class Server(uvicorn.Server):
     def install_signal_handlers(self):

@@ -17,11 +17,11 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
-from switchboard import awsjson
+from switchboard.core.principal import Period, Scope
 from switchboard.devtools import awsfaults
 from switchboard.devtools.awsfaults import Rule
+from switchboard.infra import awsjson
 from switchboard.limits.ledger import BudgetLine, Ledger, Reservation
-from switchboard.limits.model import Period, Scope
 from switchboard.limits.table import Table
 
 from tests.limits.conftest import make_table

@@ -1,4 +1,4 @@
-"""``switchboard.awsjson`` against the session's moto server, beside boto3 on the same calls.
+"""``switchboard.infra.awsjson`` against the session's moto server, beside boto3 on the same calls.
 
 Every operation the gateway makes, the answers compared with boto3's (less ``ResponseMetadata``),
 the error shapes the call sites read, pagination keys passed through, and the key store and the
@@ -15,11 +15,11 @@ from typing import Any
 
 import boto3
 import pytest
-from switchboard import aws as clients
-from switchboard import awsjson
+from switchboard.core.principal import Period, Scope
+from switchboard.infra import aws as clients
+from switchboard.infra import awsjson
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.ledger import BudgetLine, Ledger, Reservation
-from switchboard.limits.model import Period, Scope
 from switchboard.limits.table import Table, call_counts, load
 
 from tests.limits.conftest import make_table

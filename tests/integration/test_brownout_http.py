@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from switchboard import aws as aws_clients
-from switchboard import awsjson
+from switchboard.infra import aws as aws_clients
+from switchboard.infra import awsjson
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.table import Table
 

@@ -135,11 +135,11 @@ def test_the_console_shows_live_requests_spend_and_routing(dev: DevProcess, tmp_
 
 
 def test_the_console_is_not_in_the_lambda_app() -> None:
-    """``functions/gateway`` serves ``switchboard.api.create_app``; only the dev app has /console."""
+    """``functions/gateway`` serves ``switchboard.http.app.create_app``; only the dev app has /console."""
     app_py = (ROOT / "functions" / "gateway" / "app.py").read_text()
     handler_py = (ROOT / "functions" / "gateway" / "handler.py").read_text()
     assert "create_app()" in app_py and "console" not in app_py + handler_py
-    from switchboard.api import create_app
+    from switchboard.http.app import create_app
 
     routes = {getattr(r, "path", "") for r in create_app().app.routes}
     assert not any(path.startswith("/console") for path in routes)
@@ -147,7 +147,7 @@ def test_the_console_is_not_in_the_lambda_app() -> None:
 
 def test_the_console_answers_bad_input_with_4xx() -> None:
     from starlette.testclient import TestClient
-    from switchboard.api import create_app
+    from switchboard.http.app import create_app
 
     client = TestClient(Console(create_app()))  # no lifespan: no gateway needed for these
     assert client.get("/console/api/spend?period=2026-13").status_code == 400

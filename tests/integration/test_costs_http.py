@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from switchboard.lifecycle import Exchange
+from switchboard.exchange import Exchange
 
 from tests.conftest import RunningGateway, routing_doc
 

@@ -25,8 +25,8 @@ import httpx
 import openai
 import pytest
 from switchboard.cli import main
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import seed_aws
-from switchboard.settings import Settings
 
 from tests.integration.devprocess import DEV_KEY, ROOT, WAIT_S, DevProcess, clean_env, cli, free_port
 
@@ -59,7 +59,7 @@ def new_shell(aws: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Shell]:
     """Run the CLI in this process as from a new shell: no AWS or Switchboard variables, no AWS
     profile, no boto3 session yet; ``new_shell(*argv, VAR=value)`` gives (status, stdout,
     stderr). The environment is restored after the test."""
-    from switchboard import aws as aws_module
+    from switchboard.infra import aws as aws_module
 
     saved = dict(os.environ)
 

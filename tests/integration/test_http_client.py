@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from switchboard.gateway import make_http_client
-from switchboard.h1 import MAX_HEAD
+from switchboard.infra.h1 import MAX_HEAD
+from switchboard.wiring import make_http_client
 
 from tests.tls import self_signed
 

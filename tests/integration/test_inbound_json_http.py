@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from switchboard import api, jsonbody
+from switchboard.core import jsonbody
+from switchboard.http.endpoints import chat
 
 from tests.conftest import RunningGateway
 
@@ -76,14 +77,14 @@ def test_a_large_body_is_parsed_off_the_event_loop(
     """While a 6 MB body is being parsed, the same server still answers /health: the parse runs in
     a worker thread. (On the event loop, /health would wait until the parse ended.)"""
     entered, release = threading.Event(), threading.Event()
-    original = api._parse_chat
+    original = chat.parse_chat
 
     def held_parse(body: bytes) -> Any:
         entered.set()
         release.wait(10)
         return original(body)
 
-    monkeypatch.setattr(api, "_parse_chat", held_parse)
+    monkeypatch.setattr(chat, "parse_chat", held_parse)
     big = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "word " * 1_200_000}]})
     assert len(big) > 5_000_000
     result: list[httpx.Response] = []

@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from switchboard.errors import RateLimited
-from switchboard.lifecycle import Exchange
+from switchboard.core.errors import RateLimited
+from switchboard.exchange import Exchange
 
 MSG = [{"role": "user", "content": "a b c"}]
 

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from switchboard import logs
+from switchboard.infra import logs
 
 from tests.conftest import API_KEY, RunningGateway, routing_doc
 from tests.unit.test_costevents import assert_valid_emf

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import ROOT, seed_aws
 from switchboard.devtools.mockupstream import MockUpstream
-from switchboard.settings import Settings
 
 from tests.conftest import API_KEY, routing_doc
 
@@ -101,7 +101,7 @@ def test_without_environment_credentials_serving_falls_back_to_boto3(
 TRACE = """
 import json, sys
 from aws_xray_sdk.core import xray_recorder
-from switchboard import aws, tracing
+from switchboard.infra import aws, tracing
 assert tracing.configure("on")
 trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 tracing.bind({"x-amzn-trace-id": trace})

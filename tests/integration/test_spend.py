@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from switchboard.billing.spendledger import SpendLedger
 from switchboard.cli import main
-from switchboard.commands.spend import aggregate, render
-from switchboard.spendledger import BOOKED, SpendLedger
+from switchboard.cli.spend import aggregate, render
+from switchboard.exchange import BOOKED
 
 from tests.conftest import routing_doc
 from tests.unit.test_costevents import exchange, ok

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from switchboard.devtools.mockupstream import MockUpstream
-from switchboard.h1 import H1Transport
+from switchboard.infra.h1 import H1Transport
 
 from tests.conftest import RunningGateway, routing_doc
 

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from switchboard.gateway import make_http_client
-from switchboard.h1 import NoProxy
+from switchboard.infra.h1 import NoProxy
+from switchboard.wiring import make_http_client
 
 from tests.integration.test_http_client import answer, read_request
 from tests.tls import self_signed
@@ -159,7 +159,7 @@ def test_a_certificate_for_another_name_is_refused_through_the_proxy_too(
 
 
 def test_without_proxy_variables_the_client_is_h1_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    from switchboard.h1 import H1Transport
+    from switchboard.infra.h1 import H1Transport
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -196,8 +196,8 @@ def test_a_proxy_that_never_answers_the_handshake_is_a_timeout_attempt(
 ) -> None:
     # The proxied path raises httpx's exceptions with httpcore's chained causes: a connect timeout
     # there is still the engine's ``timeout`` class (and any other fault its ``server`` class).
-    from switchboard.engine import transport_failure
-    from switchboard.errors import ErrorClass
+    from switchboard.core.errors import ErrorClass
+    from switchboard.upstream.engine import transport_failure
 
     from tests.integration.test_http_client import fill_backlog
 

@@ -20,10 +20,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from switchboard.core.settings import Settings
 from switchboard.devtools.devstack import seed_aws
 from switchboard.devtools.mockupstream import MockUpstream
 from switchboard.limits.table import call_counts
-from switchboard.settings import Settings
 
 from tests.conftest import API_KEY, routing_doc
 

@@ -12,10 +12,10 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from switchboard.core.principal import Limits
 from switchboard.devtools.cfn import load_template, table_definitions
 from switchboard.devtools.devstack import TEMPLATE
 from switchboard.limits.keys import KeyStore
-from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 
 from tests.conftest import routing_doc

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard.awsjson import TransportError
+from switchboard.infra.awsjson import TransportError
 from switchboard.limits.ledger import Ledger
 
 __all__ = ["Fault", "FaultyClient", "admission", "install", "settlement"]
@@ -125,7 +125,7 @@ class FaultyClient:
         raise ValueError(f"unknown fault {fault.kind!r}")
 
     def _error(self, code: str, operation: str, message: str, **fields: Any) -> Exception:
-        """An error of the wrapped client's own classes (boto3's or switchboard.awsjson's)."""
+        """An error of the wrapped client's own classes (boto3's or switchboard.infra.awsjson's)."""
         response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {}, **fields}
         exceptions = self._inner.exceptions
         cls = getattr(exceptions, code, None) or exceptions.ClientError

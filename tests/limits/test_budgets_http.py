@@ -13,12 +13,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.costs import Price, cost_usd
+from switchboard.billing.spendledger import SHARDS, period_of
+from switchboard.core.money import Price, cost_usd
+from switchboard.core.principal import Limits, Period, Scope
+from switchboard.core.schemas import Usage
 from switchboard.limits.definitions import LimitStore
-from switchboard.limits.model import Limits, Period, Scope
 from switchboard.limits.table import Table, call_counts
-from switchboard.schemas import Usage
-from switchboard.spendledger import SHARDS, period_of
 
 from tests.limits.conftest import SLOW, fire, ledger, post, reservations, wait_for
 
@@ -193,7 +193,7 @@ class Refuser:
     """A hook after the limits that refuses every request, as a later check might."""
 
     async def admit(self, ex: Any) -> None:
-        from switchboard.errors import RateLimited
+        from switchboard.core.errors import RateLimited
 
         raise RateLimited("refused by a later hook")
 

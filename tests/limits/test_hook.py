@@ -7,17 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.auth import Principal
-from switchboard.lifecycle import Exchange
+from switchboard.core.principal import Limits, Principal
+from switchboard.core.schemas import ChatCompletionRequest, Usage
+from switchboard.exchange import Exchange
 from switchboard.limits.definitions import LimitCache, LimitStore
 from switchboard.limits.hook import STATE, LimitsHook
 from switchboard.limits.ledger import Ledger
-from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 from switchboard.routing.document import load_document
 from switchboard.routing.planner import plan
 from switchboard.routing.store import LoadedRouting
-from switchboard.schemas import ChatCompletionRequest, Usage
 
 from tests.conftest import routing_doc
 from tests.limits.conftest import ledger, reservations

@@ -12,11 +12,10 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from switchboard.auth import key_digest
 from switchboard.cli import main
-from switchboard.errors import ServiceUnavailable, Unauthorized
+from switchboard.core.errors import ServiceUnavailable, Unauthorized
+from switchboard.core.principal import Limits, Period, key_digest
 from switchboard.limits.keys import DynamoKeyAuthenticator, KeyRevoked, KeyStore, UnknownKey
-from switchboard.limits.model import Limits, Period
 from switchboard.limits.table import Table
 
 from tests.limits.conftest import items

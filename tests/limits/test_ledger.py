@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 from switchboard.cli import main
+from switchboard.core.principal import Period, Scope
 from switchboard.limits.ledger import BudgetLine, Ledger, RateLine, Reservation
-from switchboard.limits.model import Period, Scope
 from switchboard.limits.table import Table
 
 from tests.limits.conftest import ledger, reservations

@@ -7,11 +7,12 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from switchboard.costs import Price, cost_usd
+from switchboard.core.money import Price, cost_usd
+from switchboard.core.principal import Period
+from switchboard.core.schemas import Usage
 from switchboard.limits.model import (
     DEFAULT_OUTPUT_TOKENS,
     LEDGER_QUANTUM,
-    Period,
     admits,
     estimate_usd,
     ledger_usd,
@@ -21,7 +22,6 @@ from switchboard.limits.model import (
     reset_text,
     settle_amounts,
 )
-from switchboard.schemas import Usage
 
 money = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
 rate = st.decimals(min_value=0, max_value=200, places=3, allow_nan=False, allow_infinity=False)

@@ -19,9 +19,9 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+from switchboard.core.principal import Limits, Scope
 from switchboard.devtools.devstack import ROOT, aws_env
 from switchboard.limits.definitions import LimitStore
-from switchboard.limits.model import Limits, Scope
 from switchboard.limits.table import Table
 
 from tests.limits.conftest import SLOW, fire, items, ledger, post
@@ -129,7 +129,7 @@ def second_gateway(limited, aws: str, tmp_path) -> Iterator[str]:  # type: ignor
         "SWITCHBOARD_TABLE": gw.settings.table,
         "PYTHONPATH": str(ROOT / "layers"),
     }
-    command = [sys.executable, "-m", "uvicorn", "switchboard.api:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "switchboard.http.app:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     log = tmp_path / "second-gateway.log"
     with log.open("wb") as sink:

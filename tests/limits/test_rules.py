@@ -7,15 +7,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from switchboard.core.principal import Limits, Principal, Scope
 from switchboard.limits.definitions import LimitStore
-from switchboard.limits.model import Limits, Scope
 from switchboard.limits.table import Table
 from switchboard.routing.document import Rule, load_document
-from switchboard.routing.rules import apply_rules
+from switchboard.routing.rules import Rerouted, apply_rules, reroute
 
 from tests.conftest import routing_doc
 from tests.limits.conftest import ledger, post
-from tests.limits.test_side_endpoints_http import message
+from tests.limits.test_side_endpoints_http import emf_events, message
 
 MODELS = {
     "gpt-4o": {"targets": [{"provider": "mock", "model": "echo"}]},
@@ -41,6 +41,37 @@ def test_apply_rules_first_match_wins_and_needs_a_budget() -> None:
     assert apply_rules(rules, "cheap", {"key": 1.0}) == ("cheap", None)  # rules do not chain
 
 
+class _Used:
+    """A ``BudgetUse`` that reports a fixed fraction for every scope, and what it was asked."""
+
+    def __init__(self, fraction: float | None) -> None:
+        self.fraction, self.asked = fraction, []
+
+    async def budget_used(self, principal: Principal, alias: str, scope: Scope) -> float | None:
+        self.asked.append(scope)
+        return self.fraction
+
+
+async def test_reroute_returns_the_rule_that_fired_as_data() -> None:
+    """The served alias and the rule come back as a value; nothing is written into headers (the
+    HTTP layer names the rule, the exchange keeps it for the cost event)."""
+    doc, _ = load_document(
+        json.dumps(
+            routing_doc(
+                "http://127.0.0.1:9",
+                MODELS,
+                rules=[{"when": {"budget_used_over": 0.8, "scope": "team"}, "reroute": {"gpt-4o": "cheap"}}],
+            )
+        )
+    )
+    who = Principal("k1", "ci", team="t")
+    assert await reroute(_Used(0.9), doc, who, "gpt-4o") == Rerouted("cheap", "rules[0]: gpt-4o -> cheap")
+    assert await reroute(_Used(0.5), doc, who, "gpt-4o") == Rerouted("gpt-4o", None)
+    unasked = _Used(0.9)
+    assert await reroute(unasked, doc, who, "other") == Rerouted("other") and unasked.asked == []
+    assert await reroute(None, doc, who, "gpt-4o") == Rerouted("gpt-4o")
+
+
 @pytest.mark.parametrize(
     ("rules", "message"),
     [
@@ -63,7 +94,7 @@ def test_bad_rules_are_rejected_with_a_readable_reason(rules: list[dict[str, Any
     assert message in str(caught.value)
 
 
-def test_over_80_percent_of_the_month_reroutes_gpt_4o_to_the_cheap_alias(start, table: Table) -> None:  # type: ignore[no-untyped-def]
+def test_over_80_percent_of_the_month_reroutes_gpt_4o_to_the_cheap_alias(start, table: Table, capsys) -> None:  # type: ignore[no-untyped-def]
     prices = {
         "mock/echo": {"input_per_mtok": 0, "output_per_mtok": 2500},  # 1 cent a request
         "backup/echo": {"input_per_mtok": 0, "output_per_mtok": 250},  # a tenth of that
@@ -80,6 +111,9 @@ def test_over_80_percent_of_the_month_reroutes_gpt_4o_to_the_cheap_alias(start, 
     assert [r.headers["x-switchboard-provider"] for r in responses] == ["mock"] * 8 + ["backup"] * 3
     assert responses[-1].headers["x-switchboard-rule"] == "rules[0]: gpt-4o -> cheap"
     assert "x-switchboard-rule" not in responses[0].headers
+    events = emf_events(capsys.readouterr().out)  # the rule reaches the cost event through the exchange
+    assert events[responses[-1].headers["x-request-id"]]["rule"] == "rules[0]: gpt-4o -> cheap"
+    assert "rule" not in events[responses[0].headers["x-request-id"]]  # None values are left out
     assert ledger(table, "key", key_id)["spent"] == Decimal("0.09") + 3 * Decimal("0.001")
 
 

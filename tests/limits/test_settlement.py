@@ -13,16 +13,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from switchboard.auth import Principal
-from switchboard.lifecycle import Exchange
+from switchboard.core.principal import Limits, Principal
+from switchboard.core.schemas import ChatCompletionRequest, Usage
+from switchboard.exchange import Exchange
 from switchboard.limits.definitions import LimitCache, LimitStore
 from switchboard.limits.hook import STATE, LimitsHook
 from switchboard.limits.ledger import Ledger
-from switchboard.limits.model import Limits
 from switchboard.limits.settlement import Backoff, Settler
 from switchboard.limits.table import Table
 from switchboard.routing.planner import plan
-from switchboard.schemas import ChatCompletionRequest, Usage
 
 from tests.conftest import routing_doc
 from tests.limits.conftest import fire, items, ledger, reservations, wait_for
@@ -421,9 +420,9 @@ def test_a_stream_whose_settlement_meets_a_dynamodb_outage_is_charged_once_it_en
 
 
 def test_fail_open_is_a_deployment_parameter_that_defaults_to_closed() -> None:
+    from switchboard.core.settings import Settings
     from switchboard.devtools.cfn import load_template
     from switchboard.devtools.devstack import TEMPLATE
-    from switchboard.settings import Settings
 
     template = load_template(TEMPLATE)
     assert template["Parameters"]["LimitsFailOpen"]["Default"] == "off"

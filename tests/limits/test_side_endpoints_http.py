@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from switchboard.cli import main
+from switchboard.core.principal import Limits
 from switchboard.limits.keys import KeyStore
-from switchboard.limits.model import Limits
 from switchboard.limits.table import Table
 
 from tests.integration.test_costs_http import Recorder

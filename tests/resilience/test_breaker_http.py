@@ -57,7 +57,7 @@ def start_second(gw: RunningGateway, aws: str, log: Path) -> tuple[str, subproce
         "SWITCHBOARD_BREAKER_CACHE_S": "0.05",
         "PYTHONPATH": str(ROOT / "layers"),
     }
-    command = [sys.executable, "-m", "uvicorn", "switchboard.api:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "switchboard.http.app:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)

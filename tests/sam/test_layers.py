@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MAKEFILE = ROOT / "layers" / "Makefile"
 # Shipped in the layer: the switchboard package less what build-GatewayLayer leaves out.
-DEV_ONLY = ("switchboard/devtools/", "switchboard/cli.py", "switchboard/commands/")
+DEV_ONLY = ("switchboard/devtools/", "switchboard/cli/")
 
 
 def make_variables(text: str) -> dict[str, list[str]]:

@@ -448,7 +448,7 @@ def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
         "budget": budget_key("key", "key_1", "2026-12")["pk"]["S"],
         "rate": rate_key("key", "key_1", 123)["pk"]["S"],
         "reservation": resv_key("req_1")["pk"]["S"],
-        "spend": "spend#2026-12#0",  # switchboard.spendledger's line partition
+        "spend": "spend#2026-12#0",  # switchboard.billing.spendledger's line partition
     }
     protected = {"key": key_item_key("ab" * 32)["pk"]["S"], "limit": limit_item_key("team", "t1")["pk"]["S"]}
     return written, protected

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from switchboard.errors import AttemptFailed, ErrorClass
-from switchboard.providers.anthropic import Anthropic
-from switchboard.sse import SSEEvent
+from switchboard.core.errors import AttemptFailed, ErrorClass
+from switchboard.core.sse import SSEEvent
+from switchboard.upstream.providers.anthropic import Anthropic
 
 from tests.support import chat_call, fixture, fixtures, normalise, validate_openai
 

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from switchboard.endpoints.anthropic_format import (
+from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk
+from switchboard.http.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
     Unconvertible,
@@ -15,7 +16,6 @@ from switchboard.endpoints.anthropic_format import (
     from_openai,
     to_openai,
 )
-from switchboard.schemas import ChatCompletion, ChatCompletionChunk
 
 from tests.support import fixture
 

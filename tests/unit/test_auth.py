@@ -11,9 +11,9 @@ import ast
 import inspect
 
 import pytest
-from switchboard import auth
-from switchboard.auth import bearer_token
-from switchboard.errors import Unauthorized
+from switchboard.core import principal as auth
+from switchboard.core.errors import Unauthorized
+from switchboard.core.principal import bearer_token
 from switchboard.limits import keys
 
 _SECRET_NAMES = ("token", "secret", "digest", "api_key", "key_hash")

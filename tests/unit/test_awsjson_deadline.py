@@ -1,4 +1,4 @@
-"""``switchboard.awsjson`` over real sockets: time bounds, the retry quota, ``x-amz-retry-after``.
+"""``switchboard.infra.awsjson`` over real sockets: time bounds, the retry quota, ``x-amz-retry-after``.
 
 A call on the serving path must end by its deadline whatever the service does, and an outage must
 not be multiplied by retries. The service is the scripted stub of ``tests.awsjson_stub``.
@@ -10,7 +10,7 @@ import asyncio
 import time
 
 import pytest
-from switchboard import awsjson
+from switchboard.infra import awsjson
 
 from tests.awsjson_stub import KEY, Reply, Stub, error, make_client
 from tests.awsjson_stub import stub as stub  # the fixture

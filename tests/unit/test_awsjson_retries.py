@@ -1,4 +1,4 @@
-"""``switchboard.awsjson``'s retry rules, error codes and endpoints, held equal to botocore's own.
+"""``switchboard.infra.awsjson``'s retry rules, error codes and endpoints, held equal to botocore's own.
 
 botocore (installed for the CLI and the tests) is the reference: its standard retry mode
 (``botocore.retries.standard``), its retry quota, its JSON error parser and its endpoint rule
@@ -17,7 +17,7 @@ from botocore.endpoint_provider import EndpointProvider
 from botocore.exceptions import ConnectionClosedError
 from botocore.parsers import JSONParser
 from botocore.retries import quota, standard
-from switchboard import awsjson
+from switchboard.infra import awsjson
 
 SESSION = botocore.session.get_session()
 LOADER = SESSION.get_component("data_loader")

@@ -1,4 +1,5 @@
-"""SigV4 of ``switchboard.awsjson``: the same headers as botocore's signer, and AWS's published vectors."""
+"""SigV4 of ``switchboard.infra.awsjson``: the same headers as botocore's signer, and AWS's
+published vectors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import botocore.auth
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
-from switchboard import awsjson
-from switchboard.awsjson import Credentials, Signer
+from switchboard.infra import awsjson
+from switchboard.infra.awsjson import Credentials, Signer
 
 # 2026-11-25T23:59:58Z, two seconds before a new signing day.
 NOW = datetime.datetime(2026, 11, 25, 23, 59, 58, tzinfo=datetime.UTC)

@@ -1,4 +1,4 @@
-"""``switchboard.awsjson`` over real sockets: retries, keep-alive, timeouts, error shapes.
+"""``switchboard.infra.awsjson`` over real sockets: retries, keep-alive, timeouts, error shapes.
 
 The server is a scripted HTTP/1.1 stub on a loopback port (``tests.awsjson_stub``): each request
 takes the next reply of the script, so a test says exactly what the service answers, attempt by attempt.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from switchboard import awsjson
+from switchboard.infra import awsjson
 
 from tests.awsjson_stub import KEY, SECRET, TOKEN, Reply, Stub, error, make_client
 from tests.awsjson_stub import stub as stub  # the fixture

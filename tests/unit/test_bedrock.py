@@ -19,9 +19,9 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
-from switchboard.errors import AttemptFailed, ErrorClass
-from switchboard.providers.bedrock import Bedrock, classify_bedrock_error, to_converse
+from switchboard.core.errors import AttemptFailed, ErrorClass
 from switchboard.routing.document import ProviderConfig
+from switchboard.upstream.providers.bedrock import Bedrock, classify_bedrock_error, to_converse
 
 from tests.support import chat_call, fixture, fixtures, normalise, validate_openai
 
@@ -238,7 +238,7 @@ def test_clients_are_created_lazily_once_per_region_and_endpoint() -> None:
 
     provider = Bedrock(factory)
     assert made == []  # nothing at construction: a gateway without Bedrock traffic pays nothing
-    from switchboard.providers import bedrock
+    from switchboard.upstream.providers import bedrock
 
     first = bedrock.default_client(ProviderConfig.model_validate({**PROVIDER, "region": "eu-west-3"}))
     again = bedrock.default_client(ProviderConfig.model_validate({**PROVIDER, "region": "eu-west-3"}))

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from switchboard.errors import AttemptFailed
-from switchboard.providers import get
-from switchboard.providers.compat import RULES, adapt, rules_for
+from switchboard.core.errors import AttemptFailed
 from switchboard.routing.document import ProviderConfig
+from switchboard.upstream.providers import get
+from switchboard.upstream.providers.compat import RULES, adapt, rules_for
 
 from tests.support import chat_call
 

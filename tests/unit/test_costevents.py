@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from switchboard.auth import Principal
-from switchboard.costevents import METRICS, PROPERTIES, CostEvents
-from switchboard.costs import Price
-from switchboard.engine import AttemptRecord
-from switchboard.lifecycle import Exchange
+from switchboard.billing.costevents import METRICS, PROPERTIES, CostEvents
+from switchboard.core.attempts import AttemptRecord
+from switchboard.core.money import Price
+from switchboard.core.principal import Principal
+from switchboard.core.schemas import ChatCompletionRequest, Usage
+from switchboard.exchange import Exchange
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import plan
-from switchboard.schemas import ChatCompletionRequest, Usage
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 # https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_MetricDatum.html

@@ -6,11 +6,11 @@ import logging
 from decimal import Decimal
 
 import pytest
-from switchboard.costs import Price, cost_usd
-from switchboard.pricing import PriceBook, builtin_prices, model_variants
+from switchboard.billing.pricing import PriceBook, builtin_prices, model_variants
+from switchboard.core.money import Price, cost_usd
+from switchboard.core.schemas import Usage
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import plan
-from switchboard.schemas import Usage
 
 
 def usage(prompt: int, completion: int, cached: int = 0, writes: int = 0) -> Usage:

@@ -1,9 +1,9 @@
-"""``switchboard.commands.devenv``: which AWS a CLI command reaches, from its environment alone."""
+"""``switchboard.cli.devenv``: which AWS a CLI command reaches, from its environment alone."""
 
 from __future__ import annotations
 
 import pytest
-from switchboard.commands.devenv import apply, dev_requested
+from switchboard.cli.devenv import apply, dev_requested
 
 DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 

@@ -268,3 +268,46 @@ def test_json_schema_is_valid_and_accepts_the_shipped_documents() -> None:
 )
 def test_json_schema_rejects_what_the_loader_rejects_structurally(doc: dict[str, Any]) -> None:
     assert not Draft202012Validator(RoutingDocument.model_json_schema()).is_valid(doc)
+
+
+class _OnlyKind:
+    """A provider family for a registry of one: ``custom``, which fills no base_url."""
+
+    default_base_url: str | None = "https://custom.example/v1"
+    embeddings = False
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.model_extra:
+            raise ValueError("custom takes no extra fields")
+
+
+def test_the_provider_registry_comes_in_as_validation_context() -> None:
+    """The document is checked against the registry it is given (routing imports no provider):
+    a registry that knows only ``custom`` rejects ``openai`` and fills ``custom``'s base_url."""
+    from switchboard.routing.document import ProviderRegistry
+
+    only_custom = ProviderRegistry({"custom": _OnlyKind}, frozenset({"vllm"}))
+    with pytest.raises(ValueError, match="unknown provider kind 'openai'; known: custom"):
+        load_document(json.dumps(GOOD), only_custom)
+    doc = {"version": 1, "providers": {"c": {"kind": "custom", "param_rules": "vllm"}}, "models": {}}
+    loaded, _ = load_document(json.dumps(doc), only_custom)
+    assert loaded.providers["c"].base_url == "https://custom.example/v1"
+    with pytest.raises(ValueError, match="unknown provider kind 'custom'"):
+        load_document(json.dumps(doc))  # the registered registry: upstream.providers' own
+
+
+def test_without_a_registry_validation_says_so() -> None:
+    """In a process that never imported the providers, validating without context fails loudly
+    rather than passing an unchecked document."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from switchboard.routing.document import load_document\n"
+        f"load_document({json.dumps(json.dumps(GOOD))})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "without a provider registry" in done.stderr

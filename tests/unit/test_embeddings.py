@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from botocore.validate import validate_parameters
-from switchboard.errors import AttemptFailed, ErrorClass
-from switchboard.providers.bedrock import Bedrock
+from switchboard.core.errors import AttemptFailed, ErrorClass
+from switchboard.core.schemas import EmbeddingResponse
 from switchboard.routing.document import load_document
-from switchboard.schemas import EmbeddingResponse
+from switchboard.upstream.providers.bedrock import Bedrock
 
 from tests.support import embed_call, fixture, validate_openai
 from tests.unit.test_bedrock import runtime

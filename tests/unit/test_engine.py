@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from switchboard.engine import Engine, StreamResult
-from switchboard.errors import AllTargetsFailed, ErrorClass, GatewayError, UpstreamRejected
+from switchboard.core.errors import AllTargetsFailed, ErrorClass, GatewayError, UpstreamRejected
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import Plan, plan
-from switchboard.schemas import ChatCompletionRequest
-from switchboard.secrets import SecretResolver
+from switchboard.upstream.engine import Engine, StreamResult
+from switchboard.upstream.secrets import SecretResolver
 
 Factory = Callable[[httpx.Request], Any]
 
@@ -807,7 +807,7 @@ async def test_stream_all_targets_failing_before_commit_raises(h: Harness) -> No
 
 def test_error_classes_round_trip_through_records() -> None:
     # AttemptRecord.outcome holds the ErrorClass itself; its rendering is the plain value
-    from switchboard.engine import AttemptRecord
+    from switchboard.core.attempts import AttemptRecord
 
     record = AttemptRecord("a/x", ErrorClass.RATE_LIMIT, 429, 12.4)
     assert record.render() == "a/x;rate_limit;429;12ms"

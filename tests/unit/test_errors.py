@@ -6,7 +6,7 @@ import email.utils
 import json
 
 import pytest
-from switchboard.errors import (
+from switchboard.core.errors import (
     AllTargetsFailed,
     ErrorClass,
     GatewayError,
@@ -19,7 +19,7 @@ from switchboard.errors import (
     Unauthorized,
     redact,
 )
-from switchboard.providers.base import classify_http_error, parse_retry_after
+from switchboard.upstream.providers.base import classify_http_error, parse_retry_after
 
 
 def openai_error(message: str, etype: str = "invalid_request_error", code: str | None = None) -> bytes:

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from switchboard.errors import AttemptFailed, ErrorClass
-from switchboard.providers import get
+from switchboard.core.errors import AttemptFailed, ErrorClass
 from switchboard.routing.document import ProviderConfig
+from switchboard.upstream.providers import get
 
 from tests.support import chat_call, fixture, validate_openai
 

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from switchboard import jsonbody
-from switchboard.errors import InvalidRequest
+from switchboard.core import jsonbody
+from switchboard.core.errors import InvalidRequest
 
 
 def _nested(depth: int) -> Any:

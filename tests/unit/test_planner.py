@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from switchboard.errors import ErrorClass, ModelNotFound
+from switchboard.core.errors import ErrorClass, ModelNotFound
 from switchboard.routing.document import RetryPolicy, RoutingDocument, Timeouts
 from switchboard.routing.planner import plan
 

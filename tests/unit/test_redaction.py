@@ -8,8 +8,8 @@ import json
 import logging
 import uuid
 
-from switchboard import redaction
-from switchboard.errors import redact
+from switchboard.core import redaction
+from switchboard.core.errors import redact
 
 
 def _key() -> str:

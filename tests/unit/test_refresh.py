@@ -14,12 +14,12 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
-from switchboard import refresh
-from switchboard.errors import ServiceUnavailable
+from switchboard.core.errors import ServiceUnavailable
+from switchboard.core.principal import Limits, Scope
+from switchboard.infra import refresh
 from switchboard.limits.definitions import LimitCache
-from switchboard.limits.model import Limits, Scope
 from switchboard.routing.document import SecretRef
-from switchboard.secrets import SecretResolver, SecretUnavailable
+from switchboard.upstream.secrets import SecretResolver, SecretUnavailable
 
 T = TypeVar("T")
 

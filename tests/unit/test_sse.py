@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from switchboard.sse import DONE, SSEEvent, SSEParser, encode_data, encode_json, iter_events
+from switchboard.core.sse import DONE, SSEEvent, SSEParser, encode_data, encode_json, iter_events
 
 STREAM = (
     b": keep-alive comment\n\n"

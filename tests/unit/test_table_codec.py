@@ -76,7 +76,7 @@ def test_what_boto3_refuses_is_refused(bad: Any) -> None:
 
 
 def test_binary_reads_from_either_client() -> None:
-    # boto3's client hands over bytes; switchboard.awsjson the wire's base64 text.
+    # boto3's client hands over bytes; switchboard.infra.awsjson the wire's base64 text.
     assert load({"b": {"B": b"\x00\x01"}}) == load({"b": {"B": base64.b64encode(b"\x00\x01").decode()}})
 
 

@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from switchboard.costevents import METRICS, SERVICE
+from switchboard.billing.costevents import METRICS, SERVICE
 from switchboard.devtools.cfn import load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
-# Emitted outside the cost event: routing edits (gateway.py) and ledger failures (spendledger.py).
+# Emitted outside the cost event: routing edits (wiring.py), ledger failures (billing/spendledger.py)
+# and the circuit breaker's state (routing/breaker.py).
 EMITTED = set(METRICS) | {"RoutingDocumentRejected", "SpendLedgerWriteFailures", "BreakerState"}
 
 

@@ -10,8 +10,8 @@ import sys
 PROBE = """
 import json, sys, time
 t = time.perf_counter()
-from switchboard import tracing
-import switchboard.api, switchboard.gateway
+from switchboard.infra import tracing
+import switchboard.http.app, switchboard.wiring
 on = tracing.configure(sys.argv[1])
 import httpx
 tracing.bind({"x-amzn-trace-id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"})

@@ -2,12 +2,12 @@
 
 moto answers every call, one at a time, and never with a transaction conflict or a throttle. Real
 DynamoDB, SSM and Secrets Manager do, and sometimes reset a connection or stop answering. This
-module makes ``switchboard.awsjson``'s client meet those faults at a chosen rate, per attempt,
+module makes ``switchboard.infra.awsjson``'s client meet those faults at a chosen rate, per attempt,
 below its retries: an injected throttle is retried and backed off exactly like a real one, and
 counts against the retry quota and the call's deadline.
 
 Nothing here is active unless a test installs it or ``SWITCHBOARD_AWS_FAULTS`` is set. (The boto3
-fallback client of ``switchboard.aws`` is not covered: the light client is what serves.)
+fallback client of ``switchboard.infra.aws`` is not covered: the light client is what serves.)
 
 Faults (``Rule.fault``), each decided per attempt with probability ``rate``:
 
@@ -45,7 +45,7 @@ In a test::
     assert faults.injected[("conflict", "TransactWriteItems")] > 0
 
 ``install(faults, client=None)`` and ``uninstall(client=None)`` do the same without a block.
-The process-wide form reaches clients already made (``switchboard.aws.runtime_client`` caches
+The process-wide form reaches clients already made (``switchboard.infra.aws.runtime_client`` caches
 them), so it is the one for a gateway running in the test's process. A client's own faults (its
 ``interceptor``, from ``client=`` or the environment) win over the process-wide ones.
 ``Faults.injected`` counts the faults injected, by (fault, operation); ``Faults.attempts`` the
@@ -98,7 +98,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from switchboard import awsjson
+from switchboard.infra import awsjson
 
 __all__ = [
     "ENV",

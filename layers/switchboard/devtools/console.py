@@ -1,6 +1,6 @@
 """The local console of ``switchboard dev``: one page at ``/console``, no build step, never in Lambda.
 
-``create_dev_app`` is the app ``switchboard dev`` serves: the gateway (``switchboard.api``) with
+``create_dev_app`` is the app ``switchboard dev`` serves: the gateway (``switchboard.http.app``) with
 the console in front of it. The console shows
 
 - the last requests (a hook, ``RecentRequests``, keeps the last ``LIMIT`` settled exchanges): each
@@ -11,7 +11,7 @@ the console in front of it. The console shows
 
 The page reads three JSON endpoints, which the tests read too: ``/console/api/requests``,
 ``/console/api/spend?period=YYYY-MM`` and ``/console/api/routing``. The gateway's Lambda entry
-points (``functions/gateway``) build ``switchboard.api.create_app``, which has none of this.
+points (``functions/gateway``) build ``switchboard.http.app.create_app``, which has none of this.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from switchboard.api import create_app
-from switchboard.asgi import Front
-from switchboard.lifecycle import Exchange
+from switchboard.exchange import Exchange
+from switchboard.http.app import create_app
+from switchboard.http.asgi import Front
 
 __all__ = ["LIMIT", "Console", "RecentRequests", "create_dev_app"]
 
@@ -139,8 +139,8 @@ class Console:
         return JSONResponse({"revision": loaded.revision, "document": document})
 
     def _spend(self, period: str) -> dict[str, Any]:
-        from switchboard import aws
-        from switchboard.commands.spend import aggregate, query
+        from switchboard.cli.spend import aggregate, query
+        from switchboard.infra import aws
 
         settings = self.front.state.gateway.settings
         items = list(query(aws.client("dynamodb", settings.region), settings.table, period))

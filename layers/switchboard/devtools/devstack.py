@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from switchboard.core.settings import Settings
 from switchboard.devtools.cfn import load_template, table_definitions
-from switchboard.settings import Settings
 
 __all__ = [
     "REAL_PROVIDERS",

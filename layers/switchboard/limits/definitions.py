@@ -18,10 +18,10 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from switchboard.errors import ServiceUnavailable
-from switchboard.limits.model import Limits, Period, Scope
+from switchboard.core.errors import ServiceUnavailable
+from switchboard.core.principal import Limits, Period, Scope
+from switchboard.infra.refresh import Health, Refreshing, Unavailable
 from switchboard.limits.table import Table, dump, limit_item_key, load
-from switchboard.refresh import Health, Refreshing, Unavailable
 
 __all__ = ["LimitCache", "LimitStore", "ScopedLimits"]
 
@@ -90,7 +90,7 @@ class LimitStore:
 
 class LimitCache:
     """The whole set of definitions, re-read once it is ``max_age_s`` old, never inline while a
-    recent set exists (stale-while-revalidate, ``switchboard.refresh``): a set up to
+    recent set exists (stale-while-revalidate, ``switchboard.infra.refresh``): a set up to
     ``max_age_s + timeout_s`` old is served while one read refreshes it in the background; an older
     one is refreshed first (at most ``timeout_s``), and while DynamoDB fails the last set keeps
     serving. With no set yet, concurrent requests share one read and, if it fails or overruns,

@@ -31,15 +31,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from switchboard.auth import Principal
-from switchboard.costs import Price, cost_usd, estimate_prompt_tokens, price_key
-from switchboard.errors import PaymentRequired, RateLimited, ServiceUnavailable
-from switchboard.lifecycle import Exchange
+from switchboard.core.errors import PaymentRequired, RateLimited, ServiceUnavailable
+from switchboard.core.money import Price, cost_usd, estimate_prompt_tokens, price_key
+from switchboard.core.principal import Limits, Principal, Scope
+from switchboard.exchange import BOOKED, Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Refusal, Reservation
 from switchboard.limits.model import (
-    Limits,
-    Scope,
     estimate_usd,
     ledger_usd,
     output_bound,
@@ -51,7 +49,6 @@ from switchboard.limits.settlement import Charge, Settler
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import PlannedTarget
 from switchboard.routing.store import RoutingStore
-from switchboard.spendledger import BOOKED
 
 __all__ = [
     "OPEN",

@@ -28,11 +28,10 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from switchboard.auth import Principal, key_digest
-from switchboard.errors import ServiceUnavailable, Unauthorized
-from switchboard.limits.model import Limits, Period
+from switchboard.core.errors import ServiceUnavailable, Unauthorized
+from switchboard.core.principal import Limits, Period, Principal, key_digest
+from switchboard.infra.refresh import Health, Refreshing, Unavailable
 from switchboard.limits.table import GSI, Table, dump, key_item_key, load
-from switchboard.refresh import Health, Refreshing, Unavailable
 
 __all__ = [
     "DynamoKeyAuthenticator",
@@ -398,7 +397,7 @@ class DynamoKeyAuthenticator:
     while DynamoDB answers. When it does not (it fails, or overruns ``timeout_s``), a key seen in
     the last ``max_age_s + max_stale_s`` keeps serving from its copy (stale-if-error), while one read
     at a time probes the table; an unknown key gets a 503 ``auth_unavailable`` with ``Retry-After``.
-    Concurrent requests for one key share one read (``switchboard.refresh``)."""
+    Concurrent requests for one key share one read (``switchboard.infra.refresh``)."""
 
     def __init__(
         self,

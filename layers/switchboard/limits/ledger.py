@@ -31,13 +31,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from switchboard.limits.model import (
-    RATE_WINDOW_S,
-    Period,
-    Scope,
-    headroom,
-    settle_amounts,
-)
+from switchboard.core.principal import Period, Scope
+from switchboard.limits.model import RATE_WINDOW_S, headroom, settle_amounts
 from switchboard.limits.table import (
     GSI,
     RESV_SHARDS,
@@ -101,7 +96,7 @@ class LedgerBusy(Exception):
 
 
 def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a ``ClientError`` (boto3's or ``switchboard.awsjson``'s), else None."""
+    """The AWS error code of a ``ClientError`` (boto3's or ``switchboard.infra.awsjson``'s), else None."""
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return None

@@ -1,4 +1,5 @@
-"""The pure part of limits: periods, windows, limit definitions and the reservation arithmetic.
+"""The pure part of limits: windows and the reservation arithmetic (the limit definitions,
+``Scope``, ``Period`` and ``Limits``, are in ``core.principal``, beside the key they belong to).
 
 Nothing here does I/O, so every rule the DynamoDB ledger enforces can be tested (and
 property-tested) on its own:
@@ -12,21 +13,15 @@ property-tested) on its own:
 
 from __future__ import annotations
 
-import enum
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
-from switchboard.costs import MTOK, Price
+from switchboard.core.money import MTOK, Price
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "LEDGER_QUANTUM",
     "RATE_WINDOW_S",
-    "Limits",
-    "Period",
-    "Scope",
     "admits",
     "estimate_usd",
     "headroom",
@@ -44,70 +39,6 @@ LEDGER_QUANTUM = Decimal("1e-9")
 DEFAULT_OUTPUT_TOKENS = 4096
 # Rate limits count in fixed calendar minutes (see docs/limits.md for the burst behaviour).
 RATE_WINDOW_S = 60
-
-
-class Scope(enum.StrEnum):
-    """What a budget or a rate limit is attached to."""
-
-    KEY = "key"
-    TEAM = "team"
-    USER = "user"
-    MODEL = "model"  # a model alias, as the client names it (after routing rules)
-
-
-class Period(enum.StrEnum):
-    """A budget period in UTC. Its id is part of the ledger item's key, so nothing resets it."""
-
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
-    TOTAL = "total"
-
-    def period_id(self, now: datetime) -> str:
-        """``2026-11-25`` (day), ``2026-W48`` (ISO week), ``2026-11`` (month) or ``total``."""
-        now = now.astimezone(UTC)
-        if self is Period.DAY:
-            return now.strftime("%Y-%m-%d")
-        if self is Period.WEEK:
-            year, week, _ = now.isocalendar()
-            return f"{year}-W{week:02d}"
-        if self is Period.MONTH:
-            return now.strftime("%Y-%m")
-        return "total"
-
-    def resets_at(self, now: datetime) -> datetime | None:
-        """When the period that contains ``now`` ends (None for ``total``)."""
-        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        if self is Period.DAY:
-            return day + timedelta(days=1)
-        if self is Period.WEEK:
-            return day + timedelta(days=7 - day.weekday())
-        if self is Period.MONTH:
-            first = day.replace(day=1)
-            return (
-                first.replace(year=first.year + 1, month=1)
-                if first.month == 12
-                else first.replace(month=first.month + 1)
-            )
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The limits attached to one scope: a budget per period and per-minute rates. All optional."""
-
-    budget_usd: Decimal | None = None
-    period: Period = Period.MONTH
-    rpm: int | None = None
-    tpm: int | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.budget_usd is None and self.rpm is None and self.tpm is None
-
-    @property
-    def rated(self) -> bool:
-        return self.rpm is not None or self.tpm is not None
 
 
 def output_bound(requested: int | None, price: Price | None, choices: int = 1) -> int:

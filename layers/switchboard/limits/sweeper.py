@@ -14,9 +14,9 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from switchboard.core.settings import Settings
 from switchboard.limits.ledger import Ledger, Swept
 from switchboard.limits.table import Table
-from switchboard.settings import Settings
 
 __all__ = ["Sweeper", "summarize"]
 

@@ -144,7 +144,7 @@ def _plain(value: Mapping[str, Any]) -> Any:
 
 
 def _binary(value: bytes | str) -> bytes:
-    # boto3's client decodes binary values; switchboard.awsjson hands over the wire's base64 text.
+    # boto3's client decodes binary values; switchboard.infra.awsjson hands over the wire's base64 text.
     return value if isinstance(value, bytes) else base64.b64decode(value)
 
 
@@ -213,7 +213,7 @@ def _on_botocore_call(event_name: str, **_: Any) -> None:
 
 def count_calls(client: Any) -> Any:
     """Count every call ``client`` makes, per operation (see ``call_counts``). Returns the client.
-    Either client the table is built on: ``switchboard.awsjson``'s or boto3's."""
+    Either client the table is built on: ``switchboard.infra.awsjson``'s or boto3's."""
     meta = getattr(client, "meta", None)
     if meta is None:
         client.on_call(_count)
@@ -242,7 +242,7 @@ class Table:
         """The table on the shared client: ``runtime`` for a serving process (the gateway, the
         sweeper: ``aws.runtime_client``, light when the environment has credentials), else boto3's
         (the CLI: any credential source)."""
-        from switchboard import aws
+        from switchboard.infra import aws
 
         make = aws.runtime_client if runtime else aws.client
         return cls(make("dynamodb", region), table)

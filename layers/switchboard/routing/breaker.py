@@ -42,9 +42,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from switchboard.lifecycle import Exchange
+from switchboard.core.attempts import AttemptRecord
 from switchboard.routing.document import BreakerPolicy
 from switchboard.routing.overrides import Decision
 from switchboard.routing.planner import Plan, PlannedTarget
@@ -59,6 +59,13 @@ _KEEP_S = 86400.0  # items outlive their use by a day (TTL), then DynamoDB remov
 _GAUGE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 
 Name = Literal["closed", "open", "half-open"]
+
+
+class Attempted(Protocol):
+    """What the breaker reads of a settled exchange (``exchange.Exchange``): its attempts."""
+
+    @property
+    def attempts(self) -> list[AttemptRecord]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +164,10 @@ class Breaker:
 
     # ------------------------------------------------------------------ the hook: counting
 
-    async def admit(self, ex: Exchange) -> None:
+    async def admit(self, ex: Attempted) -> None:
         return None
 
-    async def settle(self, ex: Exchange) -> None:
+    async def settle(self, ex: Attempted) -> None:
         policy = self.policy
         if policy is None:
             return

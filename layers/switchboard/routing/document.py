@@ -11,18 +11,30 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from switchboard.costs import Price
-from switchboard.errors import ErrorClass
+from switchboard.core.errors import ErrorClass
+from switchboard.core.money import Price
 
 __all__ = [
     "BreakerPolicy",
     "Cors",
     "ModelRoute",
     "ProviderConfig",
+    "ProviderKind",
+    "ProviderRegistry",
     "RetryPolicy",
     "RoutingDocument",
     "Rule",
@@ -31,7 +43,54 @@ __all__ = [
     "Target",
     "Timeouts",
     "load_document",
+    "register_providers",
 ]
+
+
+class ProviderKind(Protocol):
+    """What validating a document asks of a provider family (``upstream.providers`` has them)."""
+
+    @property
+    def default_base_url(self) -> str | None: ...
+
+    @property
+    def embeddings(self) -> bool: ...
+
+    def check_config(self, config: ProviderConfig) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRegistry:
+    """The provider families a document may name: ``kinds`` by the ``kind`` a provider entry
+    names, and the known ``param_rules``. Validation takes it as pydantic validation context
+    (``{"providers": registry}``), so that this module never imports the providers above it."""
+
+    kinds: Mapping[str, ProviderKind]
+    param_rules: frozenset[str]
+
+
+CONTEXT_KEY = "providers"
+_registered: list[ProviderRegistry] = []  # the registry of validation without context
+
+
+def register_providers(registry: ProviderRegistry) -> None:
+    """The registry for validation given no context (a model built directly, ``ProviderConfig(...)``).
+    ``upstream.providers`` registers its own when it is imported; explicit context wins."""
+    _registered[:] = [registry]
+
+
+def _registry(info: ValidationInfo) -> ProviderRegistry:
+    context = info.context
+    given = context.get(CONTEXT_KEY) if isinstance(context, dict) else None
+    if isinstance(given, ProviderRegistry):
+        return given
+    if not _registered:
+        raise RuntimeError(
+            "routing document validated without a provider registry: pass "
+            "context={'providers': registry} or import switchboard.upstream.providers"
+        )
+    return _registered[0]
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -117,11 +176,10 @@ class ProviderConfig(_Strict):
 
     @field_validator("param_rules")
     @classmethod
-    def _known_rules(cls, value: str) -> str:
-        from switchboard.providers.compat import RULES
-
-        if value != "auto" and value not in RULES:
-            raise ValueError(f"unknown param_rules {value!r}; known: auto, {', '.join(sorted(RULES))}")
+    def _known_rules(cls, value: str, info: ValidationInfo) -> str:
+        rules = _registry(info).param_rules
+        if value != "auto" and value not in rules:
+            raise ValueError(f"unknown param_rules {value!r}; known: auto, {', '.join(sorted(rules))}")
         return value
 
     @field_validator("headers")
@@ -134,29 +192,25 @@ class ProviderConfig(_Strict):
 
     @field_validator("kind")
     @classmethod
-    def _known_kind(cls, value: str) -> str:
-        from switchboard.providers import KINDS
-
-        if value not in KINDS:
-            raise ValueError(f"unknown provider kind {value!r}; known: {', '.join(sorted(KINDS))}")
+    def _known_kind(cls, value: str, info: ValidationInfo) -> str:
+        kinds = _registry(info).kinds
+        if value not in kinds:
+            raise ValueError(f"unknown provider kind {value!r}; known: {', '.join(sorted(kinds))}")
         return value
 
     @model_validator(mode="before")
     @classmethod
-    def _default_base_url(cls, data: Any) -> Any:
-        from switchboard.providers import KINDS
-
-        if isinstance(data, dict) and data.get("base_url") is None and data.get("kind") in KINDS:
-            default = KINDS[data["kind"]].default_base_url
+    def _default_base_url(cls, data: Any, info: ValidationInfo) -> Any:
+        kinds = _registry(info).kinds
+        if isinstance(data, dict) and data.get("base_url") is None and data.get("kind") in kinds:
+            default = kinds[data["kind"]].default_base_url
             if default is not None:
                 data = {**data, "base_url": default}
         return data
 
     @model_validator(mode="after")
-    def _kind_accepts(self) -> ProviderConfig:
-        from switchboard.providers import KINDS
-
-        KINDS[self.kind].check_config(self)
+    def _kind_accepts(self, info: ValidationInfo) -> ProviderConfig:
+        _registry(info).kinds[self.kind].check_config(self)
         return self
 
 
@@ -305,7 +359,7 @@ _ORIGIN = r"^(\*|https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A
 
 
 class Cors(_Strict):
-    """Browser access (``switchboard.cors``): off unless this section is present."""
+    """Browser access (``switchboard.http.cors``): off unless this section is present."""
 
     allow_origins: list[Annotated[str, Field(pattern=_ORIGIN)]] = Field(
         min_length=1,
@@ -333,9 +387,8 @@ class RoutingDocument(_Strict):
     )
 
     @model_validator(mode="after")
-    def _targets_name_providers(self) -> RoutingDocument:
-        from switchboard.providers import KINDS
-
+    def _targets_name_providers(self, info: ValidationInfo) -> RoutingDocument:
+        kinds = _registry(info).kinds
         for alias, route in self.models.items():
             for target in route.targets:
                 if target.provider not in self.providers:
@@ -343,7 +396,7 @@ class RoutingDocument(_Strict):
                         f"model {alias!r} names provider {target.provider!r}, which is not in 'providers'"
                     )
                 kind = self.providers[target.provider].kind
-                if route.mode == "embeddings" and not KINDS[kind].embeddings:
+                if route.mode == "embeddings" and not kinds[kind].embeddings:
                     raise ValueError(
                         f"embeddings model {alias!r} names provider {target.provider!r}, "
                         f"whose kind {kind!r} offers no embeddings"
@@ -378,13 +431,15 @@ def _path_part(part: object) -> str:
     return text
 
 
-def load_document(raw: str | bytes) -> tuple[RoutingDocument, str]:
-    """Parse and validate ``raw``; return the document and the revision in force.
+def load_document(raw: str | bytes, providers: ProviderRegistry | None = None) -> tuple[RoutingDocument, str]:
+    """Parse and validate ``raw`` against ``providers`` (else the registered one); return the
+    document and the revision in force.
 
     Raises ``ValueError`` with a readable, multi-line account of every problem.
     """
+    context = None if providers is None else {CONTEXT_KEY: providers}
     try:
-        doc = RoutingDocument.model_validate_json(raw)
+        doc = RoutingDocument.model_validate_json(raw, context=context)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from switchboard.errors import InvalidRequest, PermissionDenied
+from switchboard.core.errors import InvalidRequest, PermissionDenied
 from switchboard.routing import planner
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import Plan, PlannedTarget

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from switchboard.errors import ErrorClass, InvalidRequest, ModelNotFound
+from switchboard.core.errors import ErrorClass, InvalidRequest, ModelNotFound
 from switchboard.routing.document import ProviderConfig, RetryPolicy, RoutingDocument, Target, Timeouts
 
 __all__ = ["Plan", "PlannedTarget", "plan"]

@@ -2,20 +2,21 @@
 
 ``apply_rules`` is pure: the rules, the requested alias and the budget use per scope in, the alias
 to plan out. ``reroute`` gathers the budget use it needs (only for rules that name the alias) from
-a ``BudgetUse`` source, the limits hook, and applies them. Rules apply once, in order, and do not
-chain. See docs/rules.md.
+a ``BudgetUse`` source, the limits hook, and applies them; it returns the alias to serve and the
+rule that fired, as data (the HTTP layer names it in ``x-switchboard-rule``, the exchange keeps
+it). Rules apply once, in order, and do not chain. See docs/rules.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from switchboard.auth import Principal
-from switchboard.limits.model import Scope
+from switchboard.core.principal import Principal, Scope
 from switchboard.routing.document import RoutingDocument, Rule
 
-__all__ = ["BudgetUse", "apply_rules", "reroute"]
+__all__ = ["BudgetUse", "Rerouted", "apply_rules", "reroute"]
 
 
 class BudgetUse(Protocol):
@@ -38,23 +39,21 @@ def apply_rules(
     return alias, None
 
 
-async def reroute(
-    use: BudgetUse | None,
-    doc: RoutingDocument,
-    principal: Principal,
-    alias: str,
-    headers: dict[str, str],
-) -> str:
-    """The alias to plan for this request; names the rule in ``x-switchboard-rule`` when one fired."""
+@dataclass(frozen=True, slots=True)
+class Rerouted:
+    alias: str  # the alias to plan
+    rule: str | None = None  # the rule that fired ("rules[0]: gpt-4o -> cheap"), None when none did
+
+
+async def reroute(use: BudgetUse | None, doc: RoutingDocument, principal: Principal, alias: str) -> Rerouted:
+    """The alias to plan for this request, and the rule that chose it when one fired."""
     if use is None or not doc.rules:
-        return alias
+        return Rerouted(alias)
     scopes = {rule.when.scope for rule in doc.rules if alias in rule.reroute}
     if not scopes:
-        return alias
+        return Rerouted(alias)
     used: dict[str, float | None] = {
         scope: await use.budget_used(principal, alias, Scope(scope)) for scope in sorted(scopes)
     }
     served, index = apply_rules(doc.rules, alias, used)
-    if index is not None:
-        headers["x-switchboard-rule"] = f"rules[{index}]: {alias} -> {served}"
-    return served
+    return Rerouted(served, None if index is None else f"rules[{index}]: {alias} -> {served}")

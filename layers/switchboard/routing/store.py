@@ -6,7 +6,7 @@ and counted, and the last good one stays.
 
 A request never waits for SSM while a recent copy exists: a copy up to ``max_age_s + timeout_s``
 old is served while one read refreshes it in the background (stale-while-revalidate,
-``switchboard.refresh``). An older copy is refreshed before it is served, so every request that
+``switchboard.infra.refresh``). An older copy is refreshed before it is served, so every request that
 starts ``max_age_s + timeout_s`` after an edit sees it; while SSM fails or does not answer, the last
 good copy keeps serving. With no document yet, concurrent requests share one read, each waiting at
 most ``timeout_s`` and its own deadline, and get a 503 with ``Retry-After`` if it fails.
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard.errors import ServiceUnavailable
-from switchboard.refresh import Refreshing, Unavailable
-from switchboard.routing.document import RoutingDocument, load_document
+from switchboard.core.errors import ServiceUnavailable
+from switchboard.infra.refresh import Refreshing, Unavailable
+from switchboard.routing.document import ProviderRegistry, RoutingDocument, load_document
 
 __all__ = ["LoadedRouting", "RoutingStore", "RoutingUnavailable"]
 
@@ -54,8 +54,10 @@ class RoutingStore:
         timeout_s: float = 1.0,
         on_rejected: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        providers: ProviderRegistry | None = None,
     ) -> None:
         self._fetch = fetch
+        self._providers = providers  # validation context (None: the registered registry)
         self._on_rejected = on_rejected
         self._raw: str | None = None  # the text last read (valid or not), touched by one read at a time
         self._cache: Refreshing[LoadedRouting] = Refreshing(
@@ -100,7 +102,7 @@ class RoutingStore:
         if raw == self._raw and current is not None:
             return current
         try:
-            document, revision = load_document(raw)
+            document, revision = load_document(raw, self._providers)
         except ValueError as exc:
             first = raw != self._raw
             self._raw = raw  # do not re-validate the same bad text on every refresh

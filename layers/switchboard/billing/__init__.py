@@ -1,0 +1,3 @@
+"""Money counted: the price book, the meter, cost events and the spend ledger. Never imports
+``limits`` (nor ``limits`` billing): the two hooks meet only on the exchange.
+"""

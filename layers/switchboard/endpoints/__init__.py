@@ -1,1 +1,0 @@
-"""HTTP endpoints beyond OpenAI chat, one module each; ``api.create_app`` routes to them."""

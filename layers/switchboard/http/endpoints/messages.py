@@ -1,0 +1,453 @@
+"""``POST /v1/messages``: Anthropic's Messages API, inbound, through the same planner and engine.
+
+Each target of the plan is served in its own way:
+
+* an Anthropic target gets the client's body as sent, with only ``model`` replaced, and its answer
+  (JSON or the SSE events) goes back untouched: no lossy round trip;
+* any other target gets the request converted to OpenAI chat (``anthropic_format``), and its
+  answer converted back.
+
+So a fallback chain may mix families. Retries, fallback and the streaming commit are the engine's
+(``Engine.run`` / ``Engine.run_stream``): until the first content event nothing reaches the client;
+after it, a failure ends the stream with an Anthropic ``error`` event, never a silent cut.
+Errors come in Anthropic's envelope (``{"type": "error", "error": {"type", "message"}}``) so that
+the Anthropic SDK and Claude-based tools read them as they would Anthropic's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchboard.billing import metering
+from switchboard.billing.pricing import PriceMatch
+from switchboard.core import jsonbody
+from switchboard.core.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest
+from switchboard.core.redaction import scrub
+from switchboard.core.schemas import ChatCompletionRequest, Usage
+from switchboard.core.sse import SSEEvent
+from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
+from switchboard.http import heartbeat
+from switchboard.http.asgi import EventStream
+from switchboard.http.endpoints.anthropic_format import (
+    EventTranslator,
+    MessagesRequest,
+    Unconvertible,
+    fold_system,
+    from_openai,
+    to_openai,
+)
+from switchboard.http.request import attribution, chat_plan, enter, error_headers
+from switchboard.routing.overrides import take
+from switchboard.routing.planner import Plan, PlannedTarget
+from switchboard.routing.store import LoadedRouting
+from switchboard.upstream import providers
+from switchboard.upstream.engine import Engine, HeldStream, check_modalities
+from switchboard.upstream.providers.anthropic import Anthropic, Relay, anthropic_usage
+from switchboard.upstream.providers.base import StreamChunk
+from switchboard.wiring import Gateway
+
+__all__ = ["anthropic_error", "count_tokens", "create_message"]
+
+_JSON = "application/json"
+_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+_SYSTEM_TURNS_BETA = "mid-conversation-system-"
+_OUTPUT = frozenset({"content_block_delta", "message_delta"})
+
+# Anthropic's error type for each status (https://docs.anthropic.com/en/api/errors).
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _error_type(status: int) -> str:
+    return _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
+    """A gateway error in Anthropic's envelope, status and headers unchanged."""
+    body = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
+    return Response(json.dumps(body), exc.status, error_headers(exc, headers), _JSON)
+
+
+def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
+    body = jsonbody.loads(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    try:
+        return body, MessagesRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(f"{where}: {first['msg']}", param=where) from None
+
+
+def native_body(body: dict[str, Any], target: PlannedTarget, client: dict[str, str]) -> dict[str, Any]:
+    """The body an Anthropic target gets (model aside): the client's, with its ``system`` turns
+    folded (``fold_system``) unless a ``mid-conversation-system`` beta, the client's or the
+    provider's, says the API takes them as they are (Claude Code sends that beta)."""
+    betas = ",".join((target.provider.headers.get("anthropic-beta", ""), client.get("anthropic-beta", "")))
+    if any(beta.strip().startswith(_SYSTEM_TURNS_BETA) for beta in betas.split(",")):
+        return body
+    return fold_system(body)
+
+
+class _Session:
+    """One /v1/messages request: how each target of its plan is called."""
+
+    def __init__(self, engine: Engine, body: dict[str, Any], parsed: MessagesRequest, client: dict[str, str]):
+        self.engine = engine
+        self.body = body
+        self.parsed = parsed
+        self.client = client
+        self._converted: dict[bool, ChatCompletionRequest] = {}
+
+    def _openai(self, target: PlannedTarget, stream: bool) -> ChatCompletionRequest:
+        if stream not in self._converted:
+            try:
+                self._converted[stream] = to_openai(self.parsed, stream=stream)
+            except Unconvertible as exc:
+                raise AttemptFailed(
+                    ErrorClass.CLIENT,
+                    f"{target.label} cannot serve this request: {exc}",
+                    status=400,
+                    upstream_type="invalid_request_error",
+                    upstream_param=exc.param,
+                ) from None
+        return self._converted[stream]
+
+    async def _relay(self, target: PlannedTarget) -> Relay:
+        check_modalities(_modalities(self.parsed), target)
+        return Relay(target, await self.engine.credential(target), self.engine.http, self.client)
+
+    async def complete(self, target: PlannedTarget) -> bytes:
+        provider = providers.get(target.provider.kind)
+        if isinstance(provider, Anthropic):
+            return await provider.relay(
+                await self._relay(target), native_body(self.body, target, self.client)
+            )
+        call = await self.engine.call(self._openai(target, False), target, stream=False)
+        completion, _raw = await provider.complete(call)
+        try:
+            message = from_openai(completion)
+        except IndexError:
+            raise AttemptFailed(
+                ErrorClass.SERVER, f"{target.provider_name}: a completion without choices"
+            ) from None
+        except ValueError:
+            raise AttemptFailed(
+                ErrorClass.SERVER, f"{target.provider_name}: tool call arguments that are not a JSON object"
+            ) from None
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def open_stream(self, target: PlannedTarget) -> AsyncIterator[SSEEvent]:
+        provider = providers.get(target.provider.kind)
+        if isinstance(provider, Anthropic):
+            return provider.relay_stream(
+                await self._relay(target), native_body(self.body, target, self.client)
+            )
+        call = await self.engine.call(self._openai(target, True), target, stream=True)
+        return _translated(provider.stream(call))
+
+
+async def _translated(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[SSEEvent]:
+    translator = EventTranslator()
+    try:
+        async for item in chunks:
+            for event in translator.feed(item.chunk):
+                yield event
+        for event in translator.finish():
+            yield event
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _modalities(request: MessagesRequest) -> set[str]:
+    found = {"text"}
+    for message in request.messages:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "image":
+                found.add("image")
+            elif kind == "document":
+                found.add("file")
+    return found
+
+
+def _has_output(event: SSEEvent) -> bool:
+    return event.event in _OUTPUT
+
+
+def _estimate_chat(session: _Session) -> ChatCompletionRequest:
+    """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), kept for a
+    converted attempt (so its dropped parameters are logged once). A request that has no chat
+    form (an Anthropic-only block) is estimated from its JSON instead."""
+    parsed, body = session.parsed, session.body
+    try:
+        chat = session._converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
+        return chat
+    except Unconvertible:
+        text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
+        return ChatCompletionRequest.model_validate(
+            {
+                "model": parsed.model,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": parsed.max_tokens,
+                "stream": parsed.stream,
+            }
+        )
+
+
+def _output_chars(blocks: Any) -> int:
+    """Characters of output in content blocks or a block delta (for an estimate without usage)."""
+    chars = 0
+    for block in blocks if isinstance(blocks, list) else [blocks]:
+        if isinstance(block, dict):
+            for name in ("text", "thinking", "partial_json"):
+                value = block.get(name)
+                chars += len(value) if isinstance(value, str) else 0
+            if isinstance(block.get("input"), dict):
+                chars += len(json.dumps(block["input"]))
+    return chars
+
+
+class _Meter:
+    """The usage of an Anthropic-format answer, JSON or SSE events, read as it passes."""
+
+    __slots__ = ("chars", "completed", "failed", "match", "usage")
+
+    def __init__(self, match: PriceMatch | None) -> None:
+        self.match = match
+        self.usage: dict[str, Any] = {}
+        self.chars = 0
+        self.completed = False
+        self.failed = False
+
+    def message(self, content: bytes) -> None:
+        try:
+            message = json.loads(content)
+        except ValueError:
+            return
+        if isinstance(message, dict):
+            self._usage(message.get("usage"))
+            self.chars += _output_chars(message.get("content"))
+
+    def event(self, event: SSEEvent) -> None:
+        if event.event not in ("message_start", "message_delta", "content_block_delta"):
+            return
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        if event.event == "message_start" and isinstance(data.get("message"), dict):
+            self._usage(data["message"].get("usage"))
+        elif event.event == "message_delta":
+            self._usage(data.get("usage"))
+        else:
+            self.chars += _output_chars(data.get("delta"))
+
+    def _usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+
+    def reported(self) -> Usage | None:
+        """The usage the answer gave; None when it gave none, or only zeros (a converted answer
+        from an upstream that reported no usage), so that it is estimated, never billed as free."""
+        return anthropic_usage(self.usage) if any(self.usage.values()) else None
+
+    def finish(self, ex: Exchange) -> None:
+        """The stream's usage (reported, else estimated), cost and outcome on ``ex``."""
+        metering.record(ex, self.reported(), self.chars, self.match)
+        if self.completed:
+            ex.outcome = "ok"
+        else:
+            ex.outcome = "interrupted"
+            ex.error_code = "stream_interrupted" if self.failed else "client_disconnected"
+
+
+async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[bytes]:
+    try:
+        async for event in held.items():
+            meter.event(event)
+            yield b"event: " + (event.event or "message").encode() + b"\ndata: " + event.data + b"\n\n"
+        meter.completed = True
+    except AttemptFailed as failure:
+        meter.failed = True
+        status = {ErrorClass.RATE_LIMIT: 429, ErrorClass.SERVER: 529}.get(failure.error_class, 500)
+        message = (
+            f"The upstream stream from {held.target.provider_name} failed after output began "
+            f"({failure.error_class}); the response is incomplete."
+        )
+        body = {"type": "error", "error": {"type": _error_type(status), "message": scrub(message)}}
+        yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def _stream(
+    gateway: Gateway, routing: LoadedRouting, route: Plan, session: _Session, ex: Exchange, deadline: float
+) -> Response:
+    """A streamed message, under the heartbeats (``http.heartbeat``) as in chat: a total
+    failure after the comments began ends the stream with Anthropic's ``error`` event."""
+    hooks, headers = gateway.hooks, ex.headers
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+
+    async def run() -> HeldStream[SSEEvent]:
+        async with settled_on_failure(hooks, ex):
+            return await gateway.engine.run_stream(route, deadline, session.open_stream, _has_output)
+
+    def events(held: HeldStream[SSEEvent]) -> AsyncIterator[bytes]:
+        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
+        ex.first_token_at = time.monotonic()
+        meter = _Meter(gateway.prices.lookup(routing.document, held.target))
+        attribution(headers, held.target.provider_name, held.target.model, held.attempts)
+        return settled_stream(_events(held, meter), ex, hooks, meter.finish)
+
+    task = heartbeat.start(run())
+    settings = gateway.settings
+    if await heartbeat.within(
+        task, heartbeat.after_s(routing.document.defaults.heartbeat_after_s, settings.heartbeat_after_s)
+    ):
+        return EventStream(events(task.result()), headers)
+
+    async def late() -> AsyncIterator[bytes]:
+        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s, lambda: heartbeat.left(ex)):
+            yield beat
+        try:
+            held = task.result()
+        except GatewayError as exc:  # every target failed (settled in the task): an error event
+            body = {
+                "type": "error",
+                "error": {"type": _error_type(exc.status), "message": scrub(exc.message)},
+            }
+            yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+            return
+        async for part in events(held):
+            yield part
+
+    return EventStream(late(), headers)
+
+
+async def create_message(request: Request, headers: dict[str, str]) -> Response:
+    started = time.monotonic()
+    gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse)
+    wanted = take(body)  # never forwarded upstream, natively or converted
+    if parsed.__pydantic_extra__:
+        take(parsed.__pydantic_extra__)
+    route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers, wanted)
+    client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
+    session = _Session(gateway.engine, body, parsed, client)
+    chat = _estimate_chat(session)
+    ex = Exchange(
+        headers["x-request-id"],
+        principal,
+        chat,
+        routing.revision,
+        route,
+        started=started,
+        headers=headers,
+        deadline=deadline,
+    )
+    ex.kind = "messages"
+    ex.rule = rule
+    hooks = gateway.hooks
+    await admit(hooks, ex)
+    if parsed.stream:
+        return await _stream(gateway, routing, route, session, ex, deadline)
+    async with settled_on_failure(hooks, ex):
+        content, target, attempts = await gateway.engine.run(route, deadline, session.complete)
+    ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
+    meter = _Meter(gateway.prices.lookup(routing.document, target))
+    meter.message(content)
+    metering.charge_usage(ex, meter.reported(), meter.chars, meter.match)
+    attribution(headers, target.provider_name, target.model, attempts)
+    await settle_all(hooks, ex)
+    return Response(content, 200, headers, _JSON)
+
+
+# --------------------------------------------------------------------------- count_tokens
+
+# What messages.create takes but count_tokens does not (Anthropic refuses unknown fields).
+_CREATE_ONLY = (
+    "max_tokens",
+    "stream",
+    "metadata",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "service_tier",
+)
+# Anthropic's own figure for the largest image it accepts unresized (about 1.15 megapixels / 750).
+_IMAGE_TOKENS = 1600
+_BYTES_PER_TOKEN = 4
+
+
+def _parse_count(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
+    """The body and its checked form; ``max_tokens`` is create's, so a count needs none."""
+    body = jsonbody.loads(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    _, parsed = _parse(json.dumps({"max_tokens": 1, **body}).encode())
+    return {k: v for k, v in body.items() if k not in _CREATE_ONLY}, parsed
+
+
+def _without_media(value: Any, images: list[int]) -> Any:
+    """``value`` with each image's or document's data left out (counted in ``images``)."""
+    if isinstance(value, list):
+        return [_without_media(item, images) for item in value]
+    if isinstance(value, dict):
+        if value.get("type") in ("image", "document") and isinstance(value.get("source"), dict):
+            images.append(1)
+            return {k: v for k, v in value.items() if k != "source"}
+        return {k: _without_media(v, images) for k, v in value.items()}
+    return value
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """A tokenizer-free estimate of a Messages request's input tokens: about four bytes of its
+    JSON (system, messages, tools) per token, and Anthropic's upper figure per image or document."""
+    images: list[int] = []
+    counted = {name: body.get(name) for name in ("system", "messages", "tools", "tool_choice")}
+    text = json.dumps(_without_media(counted, images), ensure_ascii=False, separators=(",", ":"))
+    return math.ceil(len(text.encode()) / _BYTES_PER_TOKEN) + _IMAGE_TOKENS * len(images)
+
+
+async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
+    """``POST /v1/messages/count_tokens``: Anthropic's count for an Anthropic target (the plan's
+    retries and fallback apply), else an estimate, marked ``x-switchboard-estimated: true``.
+
+    The key must be valid and may use the model; nothing is reserved, charged or rate limited.
+    """
+    gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse_count)
+    route, _ = await chat_plan(gateway, routing, principal, parsed.model, headers)
+
+    async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
+        provider = providers.get(target.provider.kind)
+        if isinstance(provider, Anthropic):
+            relay = Relay(target, await gateway.engine.credential(target), gateway.engine.http, client)
+            return await provider.count_tokens(relay, native_body(body, target, client)), False
+        return json.dumps({"input_tokens": estimate_input_tokens(body)}).encode(), True
+
+    client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
+    (content, estimated), target, attempts = await gateway.engine.run(route, deadline, attempt)
+    attribution(headers, target.provider_name, target.model, attempts)
+    if estimated:
+        headers["x-switchboard-estimated"] = "true"
+    return Response(content, 200, headers, _JSON)
