@@ -178,3 +178,20 @@ def test_apply_explains_each_target() -> None:
     assert [t.provider_name for t in result.targets] == ["c"]
     assert [(d.target, d.kept) for d in decisions] == [("c/x", True), ("b/x", False), ("a/x", False)]
     assert "provider.ignore" in decisions[1].reason and "allow_fallbacks" in decisions[2].reason
+
+
+def test_overrides_on_responses_are_checked_and_not_forwarded(setup: Any, mock: Any) -> None:
+    gw, store, tag = setup
+    denied = openai.OpenAI(base_url=gw.v1, api_key=gw.api_key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        denied.responses.create(
+            model="main", input="ping pong", store=False, extra_body={"models": ["spare"]}
+        )
+    key, _ = store.create("responses", overrides=["models"])
+    client = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
+    answer = client.responses.create(
+        model="main", input="ping pong", store=False, extra_body={"models": ["spare"]}
+    )
+    assert answer.output_text == "echo: ping pong"
+    sent = bodies(mock, tag)
+    assert len(sent) == 2 and all("models" not in b and "provider" not in b for b in sent)

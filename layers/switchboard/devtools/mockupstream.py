@@ -11,6 +11,11 @@ Routes
     ``POST /v1/chat/completions`` scripted by the request's ``model`` (below)
     ``POST /v1/embeddings``       8 deterministic floats per input (``encoding_format: base64`` too);
                                   the failure directives apply
+    ``POST /v1/responses``        the Responses API: the same script on the request read as chat
+                                  (``input`` and ``instructions`` as messages, ``text.format`` as
+                                  ``response_format``, ``max_output_tokens`` as ``max_tokens``), a
+                                  ``response`` object or its event stream (``break-<k>`` cuts it);
+                                  usage in input/output tokens
     anything else                 404; a body that is not a JSON object: 400 (OpenAI-shaped errors)
 
 Directives: the ``model`` string is split on ``+``; unknown parts are ignored, so a tag such as
@@ -595,7 +600,7 @@ class MockUpstream:
                 malformed = True
         self._record(request, body)
         route = (request.method, request.path)
-        if route in (("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings")):
+        if route in (("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/responses")):
             if malformed or not isinstance(body, dict):
                 message = "We could not parse the JSON body of your request. It must be a JSON object."
                 return self._send(writer, request, 400, _error_body(400, message))
@@ -650,6 +655,15 @@ class MockUpstream:
                 return handled
         if request.path == "/v1/embeddings":
             return self._embeddings(request, writer, body, model, headers)
+        if request.path == "/v1/responses":
+            reply = _plan_reply(_responses_as_chat(body), script)
+            if body.get("stream") is True:
+                break_after = script.break_after if failing else None
+                return await self._response_stream(writer, request, model, reply, break_after, headers)
+            answer = _response(
+                f"resp_mock{next(self._ids)}", model, reply, "completed", _response_output(reply)
+            )
+            return self._send(writer, request, 200, _dumps(answer), headers)
         reply = _plan_reply(body, script)
         if body.get("stream") is True:
             break_after = script.break_after if failing else None
@@ -816,6 +830,143 @@ class MockUpstream:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return self._send(writer, request, 200, _dumps(result), headers)
+
+    async def _response_stream(
+        self,
+        writer: asyncio.StreamWriter,
+        request: _Request,
+        model: str,
+        reply: _Reply,
+        break_after: int | None,
+        headers: list[tuple[str, str]],
+    ) -> bool:
+        """The Responses API's event stream for ``reply`` (one choice), one write and drain each."""
+        headers.append(("Cache-Control", "no-cache"))
+        writer.write(_head(200, "text/event-stream", request.keep_alive, headers, None))
+        response_id = f"resp_mock{next(self._ids)}"
+        sequence = itertools.count()
+
+        async def send(kind: str, **data: Any) -> None:
+            payload = _dumps({"type": kind, **data, "sequence_number": next(sequence)})
+            event = b"event: %s\ndata: %s\n\n" % (kind.encode(), payload)
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+
+        await send("response.created", response=_response(response_id, model, reply, "in_progress", []))
+        await send("response.in_progress", response=_response(response_id, model, reply, "in_progress", []))
+        (item,) = _response_output(reply)
+        added: JSONDict = {**item, "status": "in_progress"}
+        if reply.tool_name is None:
+            added["content"] = []
+        else:
+            added["arguments"] = ""
+        await send("response.output_item.added", output_index=0, item=added)
+        ids = {"item_id": item["id"], "output_index": 0}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        if reply.tool_name is None:
+            await send("response.content_part.added", **ids, content_index=0, part=part)
+        for position, word in enumerate(reply.words):
+            if break_after is not None and position >= break_after:
+                writer.close()
+                return False
+            if reply.tool_name is None:
+                await send("response.output_text.delta", **ids, content_index=0, delta=word, logprobs=[])
+            else:
+                await send("response.function_call_arguments.delta", **ids, delta=word)
+        if reply.tool_name is None:
+            text = "".join(reply.words)
+            await send("response.output_text.done", **ids, content_index=0, text=text, logprobs=[])
+            await send("response.content_part.done", **ids, content_index=0, part={**part, "text": text})
+        else:
+            arguments = "".join(reply.words)
+            await send(
+                "response.function_call_arguments.done", **ids, name=reply.tool_name, arguments=arguments
+            )
+        await send("response.output_item.done", output_index=0, item=item)
+        await send("response.completed", response=_response(response_id, model, reply, "completed", [item]))
+        writer.write(b"0\r\n\r\n")
+        return request.keep_alive
+
+
+def _responses_as_chat(body: JSONDict) -> JSONDict:
+    """A Responses request as the chat body the script reads."""
+    messages: list[JSONDict] = []
+    if isinstance(body.get("instructions"), str):
+        messages.append({"role": "system", "content": body["instructions"]})
+    value = body.get("input")
+    if isinstance(value, str):
+        messages.append({"role": "user", "content": value})
+    for item in value if isinstance(value, list) else ():
+        if isinstance(item, dict) and item.get("type", "message") == "message":
+            content = item.get("content")
+            if isinstance(content, list):
+                content = [
+                    {"type": "text", "text": part.get("text")}
+                    for part in content
+                    if isinstance(part, dict) and part.get("type") in ("input_text", "output_text")
+                ]
+            messages.append({"role": item.get("role"), "content": content})
+    chat: JSONDict = {"messages": messages}
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        chat["tools"] = [{"function": {"name": t.get("name")}} for t in tools if isinstance(t, dict)]
+    text = body.get("text")
+    if isinstance(text, dict) and isinstance(text.get("format"), dict):
+        chat["response_format"] = {"type": text["format"].get("type")}
+    if "max_output_tokens" in body:
+        chat["max_tokens"] = body["max_output_tokens"]
+    return chat
+
+
+def _response_output(reply: _Reply) -> list[JSONDict]:
+    if reply.tool_name is not None:
+        return [
+            {
+                "id": "fc_mock1",
+                "type": "function_call",
+                "call_id": _TOOL_CALL_ID,
+                "name": reply.tool_name,
+                "arguments": "".join(reply.words),
+                "status": "completed",
+            }
+        ]
+    text = {"type": "output_text", "text": "".join(reply.words), "annotations": [], "logprobs": []}
+    return [
+        {"id": "msg_mock1", "type": "message", "role": "assistant", "status": "completed", "content": [text]}
+    ]
+
+
+def _response(response_id: str, model: str, reply: _Reply, status: str, output: list[JSONDict]) -> JSONDict:
+    """A ``response`` object with the settings OpenAI echoes at their defaults."""
+    usage = None
+    if status == "completed":
+        prompt, completion = reply.usage["prompt_tokens"], reply.usage["completion_tokens"]
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        }
+    incomplete = status == "completed" and reply.finish_reason == "length"
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "incomplete" if incomplete else status,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "instructions": None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "metadata": {},
+        **({"usage": usage} if usage is not None else {}),
+    }
 
 
 def _first_delta(tool_name: str | None) -> JSONDict:

@@ -6,7 +6,9 @@ which streams) and under Mangum (the buffered mode, and in-process handler tests
 Routes: ``GET /health``, ``GET /v1/models`` and ``GET /v1/models/{id}`` (``endpoints.models``),
 ``POST /v1/chat/completions`` (``endpoints.chat``), ``POST /v1/messages`` and
 ``POST /v1/messages/count_tokens`` (``endpoints.messages``; every error under ``/v1/messages`` in
-Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings`` (``endpoints.embeddings``).
+Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings`` (``endpoints.embeddings``),
+``POST /v1/responses`` and its stored responses, ``GET``/``DELETE /v1/responses/{id}`` and
+``GET /v1/responses/{id}/input_items`` (``endpoints.responses``).
 Every response carries ``x-request-id``; routed responses carry the attribution headers. The steps
 every endpoint shares (request id, deadline, key, body, routing) are in ``http.request``.
 """
@@ -26,7 +28,7 @@ from starlette.routing import Route
 from switchboard.core.errors import GatewayError
 from switchboard.http.asgi import Front
 from switchboard.http.cors import CorsFront
-from switchboard.http.endpoints import chat, embeddings, messages, models
+from switchboard.http.endpoints import chat, embeddings, messages, models, responses
 from switchboard.http.request import endpoint, error_response, json_response, request_id
 from switchboard.wiring import Gateway
 
@@ -77,6 +79,14 @@ def create_app(gateway: Gateway | None = None) -> Front:
                 methods=["POST"],
             ),
             Route("/v1/embeddings", endpoint(embeddings.create_embeddings), methods=["POST"]),
+            Route("/v1/responses", endpoint(responses.create_response), methods=["POST"]),
+            Route("/v1/responses/{response_id}", endpoint(responses.retrieve_response), methods=["GET"]),
+            Route("/v1/responses/{response_id}", endpoint(responses.delete_response), methods=["DELETE"]),
+            Route(
+                "/v1/responses/{response_id}/input_items",
+                endpoint(responses.list_input_items),
+                methods=["GET"],
+            ),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,

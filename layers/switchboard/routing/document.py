@@ -166,6 +166,13 @@ class ProviderConfig(_Strict):
     default_max_tokens: int | None = Field(
         default=None, ge=1, description="anthropic: max_tokens when the client sends none (default 4096)"
     )
+    responses: bool | None = Field(
+        default=None,
+        description=(
+            "openai kind: the upstream serves /responses, so /v1/responses passes through to it; "
+            "omitted: true for api.openai.com, false elsewhere (converted through chat)"
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -189,6 +196,12 @@ class ProviderConfig(_Strict):
             if name.lower() in {"authorization", "x-api-key", "api-key", "proxy-authorization"}:
                 raise ValueError(f"header {name!r} carries a credential: use api_key with an ssm reference")
         return value
+
+    @model_validator(mode="after")
+    def _responses_is_openai(self) -> ProviderConfig:
+        if self.responses and self.kind != "openai":
+            raise ValueError(f"responses: true is for kind 'openai' only (this provider is {self.kind!r})")
+        return self
 
     @field_validator("kind")
     @classmethod
@@ -384,6 +397,9 @@ class RoutingDocument(_Strict):
     cors: Cors | None = Field(default=None, description="browser access; absent: CORS off")
     breaker: BreakerPolicy | None = Field(
         default=None, description="the shared circuit breaker per target; absent: off (docs/routing.md)"
+    )
+    responses_ttl_days: int = Field(
+        default=30, ge=1, le=3650, description="days a stored /v1/responses answer is kept (store: true)"
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,723 @@
+"""OpenAI Responses <-> OpenAI chat, for ``POST /v1/responses`` served by a chat-only target.
+
+Pure functions. When the target speaks the Responses API itself (an OpenAI target, or one whose
+provider declares ``responses: true``) nothing here runs: the body passes through. Otherwise:
+
+    request   ``instructions`` -> a system message first; ``input`` (a string: one user message;
+              or items) -> chat messages: message items (``input_text``/``output_text`` ->
+              text, ``input_image`` -> ``image_url``), ``function_call`` items -> the assistant
+              message's ``tool_calls`` (consecutive calls join one message), ``function_call_output``
+              -> tool messages; function tools and ``tool_choice`` -> chat's; ``text.format`` ->
+              ``response_format``; ``max_output_tokens`` -> ``max_tokens``; ``reasoning.effort`` ->
+              ``reasoning_effort``; ``temperature``, ``top_p``, ``parallel_tool_calls``, ``user``
+              as they are. What has no chat form is in ``LOSSY`` (dropped and logged, or a 400
+              for that target), the table ``docs/providers.md`` shows.
+    response  reasoning text (``reasoning_content``) -> a ``reasoning`` item first; the message's
+              text -> one ``message`` output item (``output_text``; a refusal ->
+              ``refusal``); each tool call -> a ``function_call`` item (its ``call_id`` is the
+              chat tool call's id); ``finish_reason: length`` -> ``status: incomplete``; usage ->
+              ``input_tokens`` (cached ones in ``input_tokens_details``), ``output_tokens``.
+    stream    chat chunks -> ``response.created``, ``response.in_progress``, then per output item
+              (reasoning text -> a ``reasoning`` item, ``response.reasoning_text.delta``/``.done``)
+              ``response.output_item.added``, (text) ``response.content_part.added``,
+              ``response.output_text.delta``..., ``response.output_text.done``,
+              ``response.content_part.done``, (tool call) ``response.function_call_arguments.delta``
+              ..., ``response.function_call_arguments.done``, ``response.output_item.done``; then
+              ``response.completed`` (or ``response.incomplete``) with the whole response and its
+              usage. Every event has a ``sequence_number`` from 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
+from switchboard.core.sse import SSEEvent
+
+__all__ = [
+    "LOSSY",
+    "EventTranslator",
+    "ResponsesRequest",
+    "Unconvertible",
+    "event",
+    "from_chat",
+    "input_items",
+    "new_id",
+    "response_object",
+    "response_usage",
+    "to_chat",
+    "usage_of",
+]
+
+log = logging.getLogger("switchboard.endpoints.responses")
+
+# Each point where a converted request or answer loses something: (what, what the gateway does).
+# docs/providers.md shows this table as it is (tests/unit/test_responses_format.py keeps them equal).
+LOSSY: tuple[tuple[str, str], ...] = (
+    ("reasoning items in input", "dropped (logged): chat has no place for them"),
+    (
+        "reasoning.summary",
+        (
+            "dropped (logged); an upstream's reasoning text (`reasoning_content`) comes back as "
+            "a reasoning item's `content`, with no summary"
+        ),
+    ),
+    ("include", "dropped (logged)"),
+    ("metadata", "kept on the stored response, not sent upstream"),
+    ("unknown request fields", "dropped (logged); OpenAI-compatible pass-through targets get them"),
+    ("built-in tools (web_search, file_search, ...)", "400 for that target, param `tools`"),
+    ("tool_choice naming a built-in tool or allowed_tools", "400 for that target, param `tool_choice`"),
+    ("input_file parts, file_id images", "400 for that target, param `input`"),
+    ("item_reference and built-in tool call items", "400 for that target, param `input`"),
+    ("background, conversation, prompt", "400 for that target, param named"),
+    ("text.verbosity, truncation, top_logprobs", "dropped (logged)"),
+    ("annotations and logprobs", "always empty"),
+)
+
+_DROPPED = ("include", "truncation", "top_logprobs", "service_tier", "safety_identifier", "prompt_cache_key")
+_REFUSED = ("background", "conversation", "prompt")
+_KNOWN = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "text",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "reasoning",
+        "include",
+        "metadata",
+        "user",
+        "store",
+        "stream",
+        "stream_options",
+        "previous_response_id",
+        *_DROPPED,
+        *_REFUSED,
+    }
+)
+_FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+class ResponsesRequest(BaseModel):
+    """``POST /v1/responses``: what the gateway reads, typed; unknown fields are kept (``extra``)
+    and passed to targets that speak the Responses API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    parallel_tool_calls: bool | None = None
+    reasoning: dict[str, Any] | None = None
+    include: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    previous_response_id: str | None = Field(default=None, max_length=256)
+
+
+class Unconvertible(ValueError):
+    """Part of a Responses request that has no chat form."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def new_id(prefix: str) -> str:
+    return prefix + os.urandom(16).hex()
+
+
+# --------------------------------------------------------------------------- request
+
+
+def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise Unconvertible(f"{where} content that is neither a string nor a list of parts", "input")
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": str(part.get("refusal", ""))})
+        elif kind == "input_image" and isinstance(part, dict) and part.get("image_url"):
+            image: dict[str, Any] = {"url": part["image_url"]}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        else:
+            raise Unconvertible(f"{kind!r} content parts (file ids and files have no chat form)", "input")
+    return parts
+
+
+def _flat(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text-only parts as one string (every chat upstream takes that), else the parts."""
+    if all(part["type"] == "text" for part in parts):
+        return "".join(part["text"] for part in parts)
+    return parts
+
+
+def _output_text(output: Any) -> str:
+    """A ``function_call_output``'s output as the tool message's text."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        texts = [
+            str(p.get("text", "")) for p in output if isinstance(p, dict) and p.get("type") == "input_text"
+        ]
+        if len(texts) != len(output):
+            raise Unconvertible("function_call_output with parts other than text", "input")
+        return "".join(texts)
+    return json.dumps(output)
+
+
+def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise Unconvertible(f"message items with role {role!r}", "input")
+            content = _flat(_content_parts(item.get("content", ""), f"{role} message"))
+            if role == "assistant":
+                text = (
+                    content if isinstance(content, str) else "".join(str(p.get("text", "")) for p in content)
+                )
+                messages.append({"role": "assistant", "content": text})
+            else:
+                messages.append({"role": "system" if role == "developer" else role, "content": content})
+        elif kind == "function_call":
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"},
+            }
+            last = messages[-1] if messages else None
+            if (
+                last is not None
+                and last["role"] == "assistant"
+                and (last.get("tool_calls") or not last["content"])
+            ):
+                last.setdefault("tool_calls", []).append(call)
+            elif last is not None and last["role"] == "assistant":
+                last["tool_calls"] = [call]
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": _output_text(item.get("output")),
+                }
+            )
+        elif kind == "reasoning":
+            log.info("dropped a reasoning item with no chat form")
+        else:
+            raise Unconvertible(f"input items of type {kind!r}", "input")
+    return messages
+
+
+def _tools(request: ResponsesRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if request.tools:
+        tools = []
+        for index, tool in enumerate(request.tools):
+            if tool.get("type") != "function":
+                raise Unconvertible(f"built-in tools such as {tool.get('type')!r}", f"tools[{index}].type")
+            function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
+            tools.append({"type": "function", "function": function})
+        out["tools"] = tools
+    choice = request.tool_choice
+    if isinstance(choice, str):
+        out["tool_choice"] = choice
+    elif isinstance(choice, dict):
+        if choice.get("type") != "function":
+            raise Unconvertible(f"tool_choice of type {choice.get('type')!r}", "tool_choice")
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    return out
+
+
+def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+    fmt = (text or {}).get("format")
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    raise Unconvertible(f"text.format of type {fmt.get('type')!r}", "text.format")
+
+
+def input_items(value: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The request's ``input`` as items, each with an id (stored, and listed by ``input_items``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    items = []
+    for item in value:
+        item = dict(item)
+        kind = item.setdefault("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                extra: dict[str, Any] = {"annotations": []} if part == "output_text" else {}
+                item["content"] = [{"type": part, "text": content, **extra}]
+            item.setdefault("id", new_id("msg_"))
+            item.setdefault("status", "completed")
+        elif kind == "function_call":
+            item.setdefault("id", new_id("fc_"))
+            item.setdefault("status", "completed")
+        elif kind == "function_call_output":
+            item.setdefault("id", new_id("fco_"))
+            item.setdefault("status", "completed")
+        items.append(item)
+    return items
+
+
+def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: bool) -> ChatCompletionRequest:
+    """The chat request for a Responses one whose whole input (history included) is ``items``
+    (pure); raises ``Unconvertible``."""
+    extra = request.model_extra or {}
+    for name in _REFUSED:
+        if extra.get(name):
+            raise Unconvertible(f"'{name}'", name)
+    messages: list[dict[str, Any]] = []
+    if request.instructions:
+        messages.append({"role": "system", "content": request.instructions})
+    messages += _messages(items)
+    body: dict[str, Any] = {"model": request.model, "messages": messages}
+    if request.max_output_tokens is not None:
+        body["max_tokens"] = request.max_output_tokens
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
+    if request.parallel_tool_calls is not None and not request.tools:
+        del body["parallel_tool_calls"]  # chat refuses it without tools
+    response_format = _response_format(request.text)
+    if response_format is not None:
+        body["response_format"] = response_format
+    effort = (request.reasoning or {}).get("effort")
+    if effort:
+        body["reasoning_effort"] = effort
+    body.update(_tools(request))
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    dropped = [n for n in (*_DROPPED, *sorted(set(extra) - _KNOWN)) if extra.get(n) is not None]
+    dropped += ["include"] if request.include else []
+    dropped += ["reasoning.summary"] if (request.reasoning or {}).get("summary") else []
+    if dropped:
+        log.info("dropped Responses parameters %s with no chat form", dropped)
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        raise Unconvertible(
+            f"a request whose chat form is invalid at '{where}': {first['msg']}", "input"
+        ) from None
+
+
+# --------------------------------------------------------------------------- response
+
+
+def response_usage(usage: Usage | None) -> dict[str, Any] | None:
+    """Chat usage as the Responses API counts it."""
+    if usage is None:
+        return None
+    details = usage.prompt_tokens_details or {}
+    reasoning = ((usage.model_extra or {}).get("completion_tokens_details") or {}).get("reasoning_tokens")
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": int(details.get("cached_tokens") or 0),
+            "cache_write_tokens": int(details.get("cache_write_tokens") or 0),
+        },
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": int(reasoning or 0)},
+        "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def usage_of(usage: Any) -> Usage | None:
+    """A Responses ``usage`` object as chat usage (what metering prices); None when absent or 0."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("input_tokens")
+    completion = usage.get("output_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int) or not (prompt or completion):
+        return None
+    details = usage.get("input_tokens_details") if isinstance(usage.get("input_tokens_details"), dict) else {}
+    cached = {k: v for k, v in (details or {}).items() if isinstance(v, int) and v}
+    return Usage.model_validate(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": usage.get("total_tokens") or prompt + completion,
+            **({"prompt_tokens_details": cached} if cached else {}),
+        }
+    )
+
+
+def response_object(
+    request: ResponsesRequest,
+    *,
+    response_id: str,
+    created_at: int,
+    model: str,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+    incomplete: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``response`` object, echoing the request's settings as OpenAI does."""
+    reasoning = request.reasoning or {}
+    tools = [_echo_tool(tool) for tool in request.tools or ()]
+    response: dict[str, Any] = {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": error,
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": request.parallel_tool_calls
+        if request.parallel_tool_calls is not None
+        else True,
+        "previous_response_id": request.previous_response_id,
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "store": request.store if request.store is not None else True,
+        "temperature": request.temperature if request.temperature is not None else 1.0,
+        "text": request.text or {"format": {"type": "text"}},
+        "tool_choice": request.tool_choice if request.tool_choice is not None else "auto",
+        "tools": tools,
+        "top_p": request.top_p if request.top_p is not None else 1.0,
+        "truncation": "disabled",
+        "metadata": request.metadata or {},
+    }
+    # OpenAI leaves these out rather than null: its schema allows no null for them.
+    if usage is not None:
+        response["usage"] = usage
+    if request.user is not None:
+        response["user"] = request.user
+    return response
+
+
+def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as a response shows it: ``strict`` and ``parameters`` always present."""
+    if tool.get("type") != "function":
+        return tool
+    return {"description": None, **tool, "strict": tool.get("strict"), "parameters": tool.get("parameters")}
+
+
+def _message_item(item_id: str, text: str, status: str, refusal: str | None = None) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if text:
+        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    if refusal:
+        content.append({"type": "refusal", "refusal": refusal})
+    return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
+
+
+def _reasoning_text(fields: dict[str, Any]) -> str:
+    """The reasoning text a chat upstream sent (``reasoning_content``: DeepSeek, vLLM; ``reasoning``)."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(fields.get(name), str) and fields[name]:
+            return str(fields[name])
+    return ""
+
+
+def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}]
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
+
+
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def from_chat(
+    completion: ChatCompletion, request: ResponsesRequest, *, response_id: str, created_at: int
+) -> dict[str, Any]:
+    """The Responses answer for a chat completion (pure); raises ``IndexError`` without choices."""
+    choice = completion.choices[0]
+    message = choice.message
+    output: list[dict[str, Any]] = []
+    thought = _reasoning_text(message.model_extra or {})
+    if thought:
+        output.append(_reasoning_item(new_id("rs_"), thought, "completed"))
+    refusal = (message.model_extra or {}).get("refusal")
+    if message.content or refusal:
+        output.append(_message_item(new_id("msg_"), message.content or "", "completed", refusal))
+    for call in message.tool_calls or ():
+        function = call.get("function") or {}
+        call_id = str(call.get("id") or new_id("call_"))
+        name = str(function.get("name") or "")
+        output.append(
+            _call_item(new_id("fc_"), call_id, name, function.get("arguments") or "{}", "completed")
+        )
+    incomplete = _FINISH_INCOMPLETE.get(choice.finish_reason or "")
+    return response_object(
+        request,
+        response_id=response_id,
+        created_at=created_at,
+        model=completion.model,
+        status="incomplete" if incomplete else "completed",
+        output=output,
+        usage=response_usage(completion.usage),
+        incomplete=incomplete,
+    )
+
+
+def event(kind: str, sequence: int, **data: Any) -> SSEEvent:
+    """One Responses stream event (the SSE event name is its ``type``)."""
+    body = {"type": kind, **data, "sequence_number": sequence}
+    return SSEEvent(kind, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+class EventTranslator:
+    """Chat chunks in, Responses events out. ``finish`` closes the response once chunks end.
+
+    ``output`` holds the output items as they stand (for a ``response.failed`` after a break).
+    """
+
+    def __init__(self, request: ResponsesRequest, response_id: str, created_at: int) -> None:
+        self.request = request
+        self.response_id = response_id
+        self.created_at = created_at
+        self.sequence = 0
+        self.model = request.model
+        self.started = False
+        self.output: list[dict[str, Any]] = []
+        self.open: dict[str, Any] | None = None  # the item being streamed
+        self.calls: dict[int, int] = {}  # chat tool-call index -> output index
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+
+    def _event(self, kind: str, **data: Any) -> SSEEvent:
+        made = event(kind, self.sequence, **data)
+        self.sequence += 1
+        return made
+
+    def snapshot(self, status: str, **fields: Any) -> dict[str, Any]:
+        return response_object(
+            self.request,
+            response_id=self.response_id,
+            created_at=self.created_at,
+            model=self.model,
+            status=status,
+            output=self.output,
+            usage=fields.pop("usage", None),
+            **fields,
+        )
+
+    def _close(self) -> list[SSEEvent]:
+        item = self.open
+        if item is None:
+            return []
+        self.open = None
+        index = self.output.index(item)
+        events: list[SSEEvent] = []
+        item["status"] = "completed"
+        if item["type"] == "reasoning":
+            events.append(
+                self._event(
+                    "response.reasoning_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=item["content"][0]["text"],
+                )
+            )
+        elif item["type"] == "message":
+            part = item["content"][0]
+            events.append(
+                self._event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=part["text"],
+                    logprobs=[],
+                )
+            )
+            events.append(
+                self._event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
+        else:
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
+        events.append(self._event("response.output_item.done", output_index=index, item=item))
+        return events
+
+    def _add(self, item: dict[str, Any]) -> list[SSEEvent]:
+        events = self._close()
+        self.output.append(item)
+        self.open = item
+        shown = {**item, "content": []} if item["type"] in ("message", "reasoning") else dict(item)
+        events.append(
+            self._event("response.output_item.added", output_index=len(self.output) - 1, item=shown)
+        )
+        return events
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if not self.started:
+            self.started = True
+            self.model = chunk.model or self.model
+            events.append(self._event("response.created", response=self.snapshot("in_progress")))
+            events.append(self._event("response.in_progress", response=self.snapshot("in_progress")))
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            events += self._delta(choice.delta)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return events
+
+    def _text(self, text: str) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if self.open is None or self.open["type"] != "message":
+            item = _message_item(new_id("msg_"), "", "in_progress")
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            events += self._add(item)
+            index = len(self.output) - 1
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=dict(part),
+                )
+            )
+            item["content"] = [part]
+        current = self.open
+        assert current is not None
+        current["content"][0]["text"] += text
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=current["id"],
+                output_index=self.output.index(current),
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _thought(self, text: str) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if self.open is None or self.open["type"] != "reasoning":
+            events += self._add(_reasoning_item(new_id("rs_"), "", "in_progress"))
+        current = self.open
+        assert current is not None
+        current["content"][0]["text"] += text
+        events.append(
+            self._event(
+                "response.reasoning_text.delta",
+                item_id=current["id"],
+                output_index=self.output.index(current),
+                content_index=0,
+                delta=text,
+            )
+        )
+        return events
+
+    def _delta(self, delta: dict[str, Any]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        thought = _reasoning_text(delta)
+        if thought:
+            events += self._thought(thought)
+        if delta.get("content"):
+            events += self._text(str(delta["content"]))
+        for call in delta.get("tool_calls") or ():
+            number = int(call.get("index", 0))
+            function = call.get("function") or {}
+            if number not in self.calls:
+                call_id = str(call.get("id") or new_id("call_"))
+                item = _call_item(new_id("fc_"), call_id, str(function.get("name") or ""), "", "in_progress")
+                events += self._add(item)
+                self.calls[number] = len(self.output) - 1
+            item = self.output[self.calls[number]]
+            if function.get("arguments"):
+                if self.open is not item:  # interleaved calls: reopen is not possible, append quietly
+                    item["arguments"] += function["arguments"]
+                    continue
+                item["arguments"] += function["arguments"]
+                events.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        item_id=item["id"],
+                        output_index=self.calls[number],
+                        delta=function["arguments"],
+                    )
+                )
+        return events
+
+    def finish(self) -> list[SSEEvent]:
+        events = self._close()
+        incomplete = _FINISH_INCOMPLETE.get(self.finish_reason or "")
+        final = self.snapshot(
+            "incomplete" if incomplete else "completed",
+            usage=response_usage(self.usage),
+            incomplete=incomplete,
+        )
+        events.append(
+            self._event("response.incomplete" if incomplete else "response.completed", response=final)
+        )
+        return events

@@ -1,0 +1,304 @@
+"""The Responses <-> chat converter (http/endpoints/responses_format.py) and its docs table."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk
+from switchboard.http.endpoints.responses_format import (
+    LOSSY,
+    EventTranslator,
+    ResponsesRequest,
+    Unconvertible,
+    from_chat,
+    input_items,
+    to_chat,
+    usage_of,
+)
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
+
+
+def req(**body: Any) -> ResponsesRequest:
+    return ResponsesRequest.model_validate({"model": "m", **body})
+
+
+def chat_of(**body: Any) -> dict[str, Any]:
+    request = req(**body)
+    return to_chat(request, input_items(request.input), stream=False).model_dump(exclude_unset=True)
+
+
+def test_string_input_and_instructions() -> None:
+    body = chat_of(input="hi", instructions="Be brief.", max_output_tokens=50, temperature=0.2, user="u1")
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert body["max_tokens"] == 50 and body["temperature"] == 0.2 and body["user"] == "u1"
+
+
+def test_items_with_tool_calls_and_outputs() -> None:
+    items = [
+        {"role": "developer", "content": [{"type": "input_text", "text": "rules"}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {
+            "type": "function_call",
+            "call_id": "call_a",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
+        {"type": "function_call", "call_id": "call_b", "name": "get_weather", "arguments": '{"city":"Rome"}'},
+        {"type": "function_call_output", "call_id": "call_a", "output": "sunny"},
+        {
+            "type": "function_call_output",
+            "call_id": "call_b",
+            "output": [{"type": "input_text", "text": "rain"}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Sunny and rain."}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}],
+        },
+    ]
+    body = chat_of(input=items)
+    assert body["messages"] == [
+        {"role": "system", "content": "rules"},
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "rain"},
+        {"role": "assistant", "content": "Sunny and rain."},
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}],
+        },
+    ]
+
+
+def test_tools_tool_choice_format_and_reasoning() -> None:
+    tool = {
+        "type": "function",
+        "name": "f",
+        "description": "d",
+        "parameters": {"type": "object"},
+        "strict": True,
+    }
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    body = chat_of(
+        input="x",
+        tools=[tool],
+        tool_choice={"type": "function", "name": "f"},
+        parallel_tool_calls=False,
+        text={"format": {"type": "json_schema", "name": "out", "schema": schema, "strict": True}},
+        reasoning={"effort": "low", "summary": "auto"},
+    )
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True},
+        }
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert body["parallel_tool_calls"] is False
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "out", "schema": schema, "strict": True},
+    }
+    assert body["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input"),
+        ({"background": True}, "background"),
+    ],
+)
+def test_what_has_no_chat_form_names_its_param(body: dict[str, Any], param: str) -> None:
+    request = req(**{"input": "x", **body})
+    with pytest.raises(Unconvertible) as caught:
+        to_chat(request, input_items(request.input), stream=False)
+    assert caught.value.param == param
+
+
+def test_input_items_get_ids_and_parts() -> None:
+    items = input_items("hi")
+    assert items[0]["id"].startswith("msg_") and items[0]["content"] == [{"type": "input_text", "text": "hi"}]
+
+
+def test_from_chat_text_tools_and_usage() -> None:
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-1",
+            "created": 1,
+            "model": "up",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": "Let me check.",
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": '{"a":1}'},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "total_tokens": 15,
+                "prompt_tokens_details": {"cached_tokens": 4},
+            },
+        }
+    )
+    response = from_chat(completion, req(input="x"), response_id="resp_1", created_at=7)
+    assert response["status"] == "completed" and response["model"] == "up"
+    assert [item["type"] for item in response["output"]] == ["message", "function_call"]
+    assert response["output"][0]["content"][0]["text"] == "Let me check."
+    assert response["output"][1]["call_id"] == "call_1" and response["output"][1]["arguments"] == '{"a":1}'
+    assert (
+        response["usage"]["input_tokens"] == 10
+        and response["usage"]["input_tokens_details"]["cached_tokens"] == 4
+    )
+    assert usage_of(response["usage"]).prompt_tokens_details == {"cached_tokens": 4}  # type: ignore[union-attr]
+
+
+def test_length_is_incomplete() -> None:
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "created": 1,
+            "model": "up",
+            "choices": [
+                {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "a"}}
+            ],
+        }
+    )
+    response = from_chat(completion, req(input="x"), response_id="resp_1", created_at=7)
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {
+        "reason": "max_output_tokens"
+    }
+
+
+def chunk(
+    delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None
+) -> ChatCompletionChunk:
+    choices = [] if usage is not None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return ChatCompletionChunk.model_validate(
+        {"id": "c", "created": 1, "model": "up", "choices": choices, "usage": usage}
+    )
+
+
+def test_stream_events_in_order_with_sequence_numbers() -> None:
+    translator = EventTranslator(req(input="x"), "resp_1", 7)
+    events = []
+    for item in [
+        chunk({"role": "assistant", "content": "Hel"}),
+        chunk({"content": "lo"}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "tool_calls"),
+        chunk({}, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+    ]:
+        events += translator.feed(item)
+    events += translator.finish()
+    data = [json.loads(e.data) for e in events]
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    assert [e.event for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    final = data[-1]["response"]
+    assert final["usage"]["input_tokens"] == 3 and final["usage"]["output_tokens"] == 4
+    assert final["output"][0]["content"][0]["text"] == "Hello"
+    assert final["output"][1]["arguments"] == '{"a":1}'
+    assert data[12]["arguments"] == '{"a":1}'
+
+
+def test_the_documented_lossy_table_matches_the_code() -> None:
+    """docs/providers.md lists exactly the converter's LOSSY points, in order."""
+    section = DOC.read_text().split("## The Responses API (`/v1/responses`)")[1].split("\n## ")[0]
+    rows = [
+        tuple(cell.strip() for cell in match.groups())
+        for match in re.finditer(r"^\| (.+?) \| (.+?) \|$", section, re.MULTILINE)
+    ][1:]  # the header
+    assert rows == list(LOSSY)
+
+
+def test_reasoning_text_becomes_a_reasoning_item() -> None:
+    translator = EventTranslator(req(input="x"), "resp_1", 7)
+    events = translator.feed(chunk({"role": "assistant", "reasoning_content": "Think"}))
+    events += translator.feed(chunk({"reasoning_content": "ing."}))
+    events += translator.feed(chunk({"content": "Done."}, "stop"))
+    events += translator.finish()
+    kinds = [e.event for e in events]
+    assert kinds[2:6] == [
+        "response.output_item.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+    ]
+    final = json.loads(events[-1].data)["response"]
+    assert (
+        final["output"][0]["type"] == "reasoning" and final["output"][0]["content"][0]["text"] == "Thinking."
+    )
+    assert final["output"][1]["content"][0]["text"] == "Done."
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "created": 1,
+            "model": "up",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "a", "reasoning_content": "hm"},
+                }
+            ],
+        }
+    )
+    response = from_chat(completion, req(input="x"), response_id="resp_1", created_at=7)
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
