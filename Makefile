@@ -32,7 +32,7 @@ UV_TOOLS := .venv-tools
 UV_FOUND ?= $(shell command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1 && command -v uv)
 UV := $(if $(UV_FOUND),$(UV_FOUND),$(UV_TOOLS)/bin/uv)
 
-.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full clean test-limits-slow lock chromium
+.PHONY: venv dev dev-reset test check lint typecheck layers ci sam-check bench bench-full cost-figures clean test-limits-slow lock chromium scale-sim
 
 venv: $(STAMP)
 
@@ -78,9 +78,10 @@ typecheck: venv
 	$(VBIN)/mypy layers/switchboard
 
 # The layered package's import rule (tests/test_layers.py: imports point down, no cycle, no
-# private names of another module), read from the source with ast.
+# private names of another module), read from the source with ast; and every shipped module has
+# tests found from its name (tests/test_module_tests.py).
 layers: venv
-	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
+	$(VBIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_module_tests.py
 
 check: lint typecheck layers
 
@@ -92,6 +93,24 @@ ci: test sam-check
 # gateway processes); the default run has the short ones.
 test-limits-slow: venv
 	SWITCHBOARD_SLOW=1 $(VBIN)/python -m pytest -q -m slow tests/limits $(PYTEST_ARGS)
+
+# The scale simulation (docs/limits.md, "At scale"): the limits code against a model of DynamoDB's
+# limits (per-item throughput, transaction conflicts, throttling, latency) on a virtual clock,
+# one shared team budget at 100..5,000 requests/s, today's design then the new one. A few minutes
+# at most; tests/limits/test_scalesim.py runs the short form (--short) in make test. Then the SSM
+# mode (scale-sim-ssm): SSM calls per second against the number of warm instances, today's polling
+# vs the fleet's copy of the routing document (switchboard.devtools.ssmsim; docs/routing.md),
+# seconds on a virtual clock.
+SCALE_SIM_ARGS ?=
+SSM_SIM_ARGS ?=
+
+scale-sim: venv
+	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
+
+.PHONY: scale-sim-ssm
+scale-sim-ssm: venv
+	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) $(UV_TOOLS) .venv-sam build/console.png .aws-sam .pytest_cache .mypy_cache .ruff_cache
@@ -108,6 +127,12 @@ bench: venv
 
 bench-full: venv
 	$(VBIN)/python -m bench --profile full $(BENCH_ARGS)
+
+# The measured inputs of docs/performance.md's AWS cost (bench/costfigures.py): init time and
+# per-request CPU under a CPU quota matching Lambda's share at 512 and 256 MB (a cgroup), bytes
+# to the client, log bytes and AWS calls per request. A few minutes.
+cost-figures: venv
+	$(VBIN)/python -m bench.costfigures $(BENCH_ARGS)
 
 # The hardening suite (tests/harden; docs/reliability.md has the table it proves): the fault
 # matrix, fuzzing, the two-process soak and the secret scan, with a summary of what was lost.

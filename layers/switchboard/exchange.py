@@ -1,6 +1,6 @@
 """One request's journey through the gateway, and the hooks that act on it.
 
-The chat handler fills an ``Exchange`` as it goes and calls every hook twice:
+The request pipeline (``http.pipeline``) fills an ``Exchange`` as it goes and calls every hook twice:
 
     authenticate -> parse -> plan -> hook.admit(ex) -> engine -> response -> hook.settle(ex)
 
@@ -13,9 +13,9 @@ hook is settled then, including the refusing one and those whose ``admit`` never
 that reserves keeps a note in ``ex.state`` and releases only what it holds.
 Budgets, rate limits and cost events are hooks; the handler knows none of them.
 
-The three routed endpoints (chat, Anthropic messages, embeddings) share the steps: ``admit`` (run
-every admit, settle a refusal), ``settled_on_failure`` (around the upstream call: settle a failure
-or a cancellation, shielded) and ``settled_stream`` (settle once a stream ends, however it ends).
+The pipeline's stages that are the exchange's: ``admit`` (run every admit, settle a refusal),
+``settled_on_failure`` (around the upstream call: settle a failure or a cancellation, shielded) and
+``settled_stream`` (settle once a stream ends, however it ends).
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from switchboard.billing.costevents import CostEvents
-from switchboard.billing.pricing import PriceBook
 from switchboard.billing.spendledger import SpendLedger
 from switchboard.core.principal import Authenticator
 from switchboard.core.settings import Settings
 from switchboard.exchange import Hook
 from switchboard.infra import aws, tracing
 from switchboard.routing.breaker import Breaker
+from switchboard.routing.pricing import PriceBook
 from switchboard.routing.rules import BudgetUse
 from switchboard.routing.store import RoutingStore
 from switchboard.upstream import providers
@@ -28,10 +28,7 @@ from switchboard.upstream.engine import Engine
 from switchboard.upstream.secrets import SecretResolver
 
 if TYPE_CHECKING:
-    from switchboard.core.money import Price
     from switchboard.limits.hook import LimitsHook
-    from switchboard.routing.document import RoutingDocument
-    from switchboard.routing.planner import PlannedTarget
 
 __all__ = ["Gateway", "make_http_client"]
 
@@ -105,19 +102,15 @@ def _limits(
         LimitStore(table), settings.key_cache_s, timeout_s=settings.aws_timeout_s, health=health
     )
 
-    def price_of(document: RoutingDocument, target: PlannedTarget) -> Price | None:
-        match = prices.lookup(document, target)
-        return match.price if match is not None else None
-
     hook = LimitsHook(
         Ledger(table),
         definitions,
         routing,
         max_request_s=settings.max_request_s,
-        price_of=price_of,
+        prices=prices,  # the one lookup: admission estimates at the price metering charges
         books=books,  # a request with limits is booked in its settlement transaction
         fail_open=settings.limits_fail_open.lower() in {"on", "true", "1", "yes"},
-        buffered=settings.spend_flush_s <= 0,  # the buffered handler: nothing runs after a response
+        buffered=settings.spend_flush_s <= 0,  # in Lambda (either mode) nothing runs after a response
         admit_timeout_s=settings.admit_timeout_s,
     )
     return auth, hook
@@ -141,10 +134,12 @@ class Gateway:
         settings = settings or Settings.from_env()
         tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.runtime_client("ssm", settings.region)
+        copy = settings.routing_copy.lower() not in {"off", "false", "0", "no"}
         routing = RoutingStore.from_ssm(
             settings.routing_param,
             settings.routing_max_age_s,
             ssm,
+            table=(aws.runtime_client("dynamodb", settings.region), settings.table) if copy else None,
             timeout_s=settings.aws_timeout_s,
             on_rejected=_count_rejection,
             providers=providers.REGISTRY,

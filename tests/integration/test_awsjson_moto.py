@@ -166,6 +166,40 @@ def test_ssm_and_secrets_manager(aws: str) -> None:
     sm.close()
 
 
+def test_ssm_reads_of_a_split_routing_document(aws: str) -> None:
+    """GetParameters with version selectors and GetParametersByPath page by page, as boto3 answers."""
+    base = f"/switchboard-test/{uuid.uuid4().hex}/routing"
+    boto = boto3.client("ssm", region_name=REGION)
+    for i in range(5):
+        boto.put_parameter(Name=f"{base}/part-{i}", Value=f"old-{i}", Type="String")
+        boto.put_parameter(Name=f"{base}/part-{i}", Value=f"new-{i}", Type="String", Overwrite=True)
+    ssm = awsjson.from_env("ssm", REGION)
+    assert ssm is not None
+    names = [f"{base}/part-0:1", f"{base}/part-3:2", f"{base}/part-9"]
+    light = ssm.get_parameters(Names=names, WithDecryption=True)
+
+    def undated(answer: dict[str, Any]) -> dict[str, Any]:  # boto3 parses LastModifiedDate, we keep epochs
+        return {**answer, "Parameters": [{**p, "LastModifiedDate": 0} for p in answer["Parameters"]]}
+
+    assert same(undated(light), undated(boto.get_parameters(Names=names, WithDecryption=True)))
+    values = {(p["Name"], p["Version"]): p["Value"] for p in light["Parameters"]}
+    assert values == {(f"{base}/part-0", 1): "old-0", (f"{base}/part-3", 2): "new-3"}
+    assert light["InvalidParameters"] == [f"{base}/part-9"]
+
+    seen: list[str] = []
+    pages = 0
+    params: dict[str, Any] = {"Path": base, "MaxResults": 2, "WithDecryption": True}
+    while True:
+        page = ssm.get_parameters_by_path(**params)
+        pages += 1
+        seen += [p["Value"] for p in page["Parameters"]]
+        if not page.get("NextToken"):
+            break
+        params["NextToken"] = page["NextToken"]
+    assert pages == 3 and sorted(seen) == [f"new-{i}" for i in range(5)]
+    ssm.close()
+
+
 def test_the_key_store_and_the_ledger_run_on_the_light_client(tables: tuple[Table, Table]) -> None:
     light, boto = tables
     store = KeyStore(light)

@@ -1,4 +1,7 @@
-"""The gateway over HTTP with the official OpenAI SDK and raw httpx: moto for AWS, the mock upstream."""
+"""The gateway over HTTP with the official OpenAI SDK and raw httpx: moto for AWS, the mock upstream.
+
+Chat completions (``http.endpoints.chat``) through the front door and its event stream
+(``http.asgi``): buffered, streamed as it arrives, and every error in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -191,15 +194,6 @@ def test_oversized_body_is_413(gateway_factory) -> None:  # type: ignore[no-unty
 
     response = httpx.post(gw.v1 + "/chat/completions", content=chunked(), headers=gw.headers())
     assert response.status_code == 413
-
-
-def test_unknown_paths_and_methods(gw: RunningGateway) -> None:
-    missing = httpx.get(gw.v1 + "/nothing-here", headers=gw.headers())
-    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
-    wrong = httpx.get(gw.v1 + "/chat/completions", headers=gw.headers())
-    assert wrong.status_code == 405 and "error" in wrong.json()
-    assert wrong.headers["allow"] == "POST"
-    assert httpx.get(gw.base_url + "/health").json() == {"status": "ok"}
 
 
 def test_a_unicode_target_model_name_survives_the_headers(gateway_factory) -> None:  # type: ignore[no-untyped-def]

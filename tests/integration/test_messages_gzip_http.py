@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningGateway, routing_doc
-from tests.integration.test_http_client import read_request
+from tests.integration.test_h1_http import read_request
 from tests.support import fixture
 
 KEY_REF = {"ssm": "/switchboard/secrets/mock"}

@@ -1,5 +1,5 @@
-"""Cost events and logs from real requests: valid EMF per request, JSON logs with the request id,
-and no secret (provider key, client key) in anything the gateway writes."""
+"""Cost events and logs from real requests: valid EMF per request, JSON logs with the request id
+(``infra.logs``), and no secret (provider key, client key) in anything the gateway writes."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import pytest
 from switchboard.infra.h1 import NoProxy
 from switchboard.wiring import make_http_client
 
-from tests.integration.test_http_client import answer, read_request
+from tests.integration.test_h1_http import answer, read_request
 from tests.tls import self_signed
 
 
@@ -199,7 +199,7 @@ def test_a_proxy_that_never_answers_the_handshake_is_a_timeout_attempt(
     from switchboard.core.errors import ErrorClass
     from switchboard.upstream.engine import transport_failure
 
-    from tests.integration.test_http_client import fill_backlog
+    from tests.integration.test_h1_http import fill_backlog
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

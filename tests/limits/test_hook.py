@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from switchboard.billing import metering
+from switchboard.core.money import Price
 from switchboard.core.principal import Limits, Principal
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.exchange import Exchange
@@ -16,6 +18,7 @@ from switchboard.limits.ledger import Ledger
 from switchboard.limits.table import Table
 from switchboard.routing.document import load_document
 from switchboard.routing.planner import plan
+from switchboard.routing.pricing import PriceMatch
 from switchboard.routing.store import LoadedRouting
 
 from tests.conftest import routing_doc
@@ -60,8 +63,10 @@ def exchange(hook: LimitsHook, request_id: str, budget: str = "1", **chat: Any) 
 
 
 def answered(ex: Exchange, completion: int = 4) -> Exchange:
+    """``ex`` answered, metered as the pipeline meters it: the hook reads the cost from it."""
     ex.target, ex.outcome, ex.status = ex.plan.targets[0], "ok", 200
-    ex.usage = Usage(prompt_tokens=7, completion_tokens=completion, total_tokens=7 + completion)
+    usage = Usage(prompt_tokens=7, completion_tokens=completion, total_tokens=7 + completion)
+    metering.record(ex, usage, 0, PriceMatch(Price.model_validate(PRICE), "mock/echo", "override"))
     return ex
 
 
@@ -111,6 +116,19 @@ def test_a_killed_instance_leaves_a_reservation_that_expires_and_is_swept(
     assert ledger(table, "key", "key_h")["spent"] == 0
 
 
+def test_the_reservation_expires_with_the_request_deadline(hook: LimitsHook, table: Table) -> None:
+    """The reservation lives as long as its request may (the deadline: the client's timeout capped
+    by the function's), not ``max_request_s``: the next sweep after it refunds a killed request."""
+    import time
+
+    ex = exchange(hook, "req_bounded")
+    ex.deadline = time.monotonic() + 20
+    asyncio.run(hook.admit(ex))
+    held = ex.state[STATE]
+    assert int(NOW) + 19 + 60 <= held.expires_at <= int(NOW) + 20 + 60
+    assert [h.request_id for h in hook.ledger.sweep(now=held.expires_at + 1).refunded] == ["req_bounded"]
+
+
 def test_a_request_with_no_limits_costs_no_call(hook: LimitsHook, table: Table) -> None:
     ex = exchange(hook, "req_free")
     ex.principal = Principal("key_free", "free")
@@ -118,3 +136,39 @@ def test_a_request_with_no_limits_costs_no_call(hook: LimitsHook, table: Table) 
     assert STATE not in ex.state and ex.headers == {}
     asyncio.run(hook.settle(ex))
     assert reservations(table) == []
+
+
+def test_admission_estimates_at_the_built_in_price_when_the_document_has_none(table: Table) -> None:
+    """One price lookup (``routing.pricing.PriceBook``): the routing document's prices over the
+    built-in table. A hook built without one of its own uses it, so a budgeted request to a model
+    with a built-in list price is admitted and reserved at that price, not refused as unpriced."""
+    import json
+
+    from switchboard.core.money import estimate_prompt_tokens
+    from switchboard.limits.model import estimate_usd, ledger_usd, output_bound
+    from switchboard.routing.pricing import builtin_prices
+
+    doc = routing_doc(
+        "http://127.0.0.1:9", {"m": {"targets": [{"provider": "openai", "model": "gpt-4o-mini"}]}}
+    )
+    doc["providers"]["openai"] = {
+        "kind": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key": {"ssm": "/x"},
+    }
+    routing: Any = FixedRouting(json.dumps(doc))
+    assert routing.loaded.document.prices == {}
+    hook = LimitsHook(
+        Ledger(table, clock=lambda: NOW),
+        LimitCache(LimitStore(table), 30),
+        routing,
+        max_request_s=60,
+        clock=lambda: NOW,
+    )
+    ex = exchange(hook, "req_builtin")
+    asyncio.run(hook.admit(ex))  # before: 402 price_unknown (the hook read the document's prices only)
+    price = builtin_prices().prices["openai/gpt-4o-mini"]
+    chat = ex.chat
+    expected = estimate_usd(price, estimate_prompt_tokens(chat), output_bound(chat.output_cap, price, 1))
+    assert expected > 0 and ex.state[STATE].usd == expected
+    assert ledger(table, "key", "key_h")["reserved"] == ledger_usd(expected)

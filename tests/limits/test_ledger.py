@@ -1,4 +1,5 @@
-"""The ledger against moto: idempotent admission and settlement, rate windows, the sweeper."""
+"""The ledger against moto: idempotent admission and settlement, rate windows, the sweeper
+(``limits.sweeper``, the scheduled handler included)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from switchboard.core.principal import Limits, Principal
-from switchboard.core.schemas import ChatCompletionRequest, Usage
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.exchange import Exchange
 from switchboard.limits.definitions import LimitCache, LimitStore
 from switchboard.limits.hook import STATE, LimitsHook
@@ -26,7 +26,7 @@ from switchboard.routing.planner import plan
 from tests.conftest import routing_doc
 from tests.limits.conftest import fire, items, ledger, reservations, wait_for
 from tests.limits.faults import install, settlement
-from tests.limits.test_hook import PRICE, FixedRouting
+from tests.limits.test_hook import PRICE, FixedRouting, answered
 
 NOW = 1_800_000_000.0
 FAST = Backoff(scale=0.001)  # the real shape, a thousandth of the waits
@@ -55,10 +55,8 @@ def exchange(request_id: str, hook: LimitsHook) -> Exchange:
 
 
 def served(ex: Exchange, completion: int = 2) -> Exchange:
-    """Answered with ``completion`` output tokens: $0.0025 each."""
-    ex.target, ex.outcome, ex.status = ex.plan.targets[0], "ok", 200
-    ex.usage = Usage(prompt_tokens=7, completion_tokens=completion, total_tokens=7 + completion)
-    return ex
+    """Answered with ``completion`` output tokens: $0.0025 each (metered, as the pipeline does)."""
+    return answered(ex, completion)
 
 
 def run(hook: LimitsHook, body: Callable[[], Awaitable[None]]) -> None:

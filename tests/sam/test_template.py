@@ -45,6 +45,13 @@ def if_branches(value: Any, condition: str = "IsStreaming") -> tuple[Any, Any]:
     return value, value
 
 
+def leaves(value: Any) -> list[Any]:
+    """Every value an ``Fn::If`` tree can take (a plain value is its own leaf)."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        return [leaf for branch in value["Fn::If"][1:] for leaf in leaves(branch)]
+    return [value]
+
+
 def sub_text(value: Any) -> str:
     """The format string of an ``Fn::Sub`` (or a plain string)."""
     if isinstance(value, dict) and "Fn::Sub" in value:
@@ -132,8 +139,12 @@ def test_api_proxies_root_and_every_path_to_the_gateway(template: dict[str, Any]
         integration = item["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy", path
         assert integration["httpMethod"] == "POST", path
-        for branch in if_branches(integration["uri"]):
-            assert "${GatewayFunction.Arn}" in sub_text(branch), path
+        for leaf in leaves(integration["uri"]):
+            # the 'live' alias (where provisioned concurrency is set), of the mode's function
+            text = sub_text(leaf)
+            assert (
+                "/${GatewayFunctionAliaslive}/" in text or "/${ManagedGatewayFunctionAliaslive}/" in text
+            ), path
 
 
 def test_streaming_mode_uses_response_stream_integration(template: dict[str, Any]) -> None:
@@ -143,8 +154,10 @@ def test_streaming_mode_uses_response_stream_integration(template: dict[str, Any
         streaming, buffered = if_branches(integration["responseTransferMode"])
         assert (streaming, buffered) == ("STREAM", "BUFFERED"), path
 
-        stream_uri, buffered_uri = (sub_text(u) for u in if_branches(integration["uri"]))
-        assert STREAM_URI_MARK in stream_uri and stream_uri.endswith(STREAM_URI_SUFFIX), path
+        streams, buffered_uri = if_branches(integration["uri"])
+        for stream_uri in (sub_text(leaf) for leaf in leaves(streams)):  # on demand, managed instances
+            assert STREAM_URI_MARK in stream_uri and stream_uri.endswith(STREAM_URI_SUFFIX), path
+        buffered_uri = sub_text(buffered_uri)
         assert "/2015-03-31/functions/" in buffered_uri and buffered_uri.endswith("/invocations"), path
 
         stream_timeout, buffered_timeout = if_branches(integration["timeoutInMillis"])
@@ -170,7 +183,14 @@ def test_api_gateway_may_invoke_the_function(template: dict[str, Any]) -> None:
     perm = only(template, "AWS::Lambda::Permission")["Properties"]
     assert perm["Action"] == "lambda:InvokeFunction"
     assert perm["Principal"] == "apigateway.amazonaws.com"
-    assert perm["FunctionName"] == {"Ref": "GatewayFunction"}
+    # the alias API Gateway invokes, of the mode's function
+    assert perm["FunctionName"] == {
+        "Fn::If": [
+            "IsManagedInstances",
+            {"Ref": "ManagedGatewayFunctionAliaslive"},
+            {"Ref": "GatewayFunctionAliaslive"},
+        ]
+    }
     assert "${GatewayApi}/${StageName}/" in sub_text(perm["SourceArn"])
 
 
@@ -219,7 +239,7 @@ def test_function_modes(template: dict[str, Any]) -> None:
         assert if_branches(env[key]) == (value, {"Ref": "AWS::NoValue"}), key
     for key in ("SWITCHBOARD_ROUTING_PARAM", "SWITCHBOARD_TABLE"):
         assert key in env
-    assert env["POWERTOOLS_SERVICE_NAME"] == "switchboard"
+    assert env["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}  # the metrics' service dimension
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Switchboard"
 
 
@@ -246,9 +266,10 @@ def test_tracing_layer_is_attached_only_when_tracing_is_on(template: dict[str, A
         name: [layer for layer in fn["Properties"].get("Layers", []) if "TracingLayer" in json.dumps(layer)]
         for name, fn in resources_of(template, "AWS::Serverless::Function").items()
     }
-    assert uses.pop("GatewayFunction") == [
-        {"Fn::If": ["TracingEnabled", {"Ref": "TracingLayer"}, {"Ref": "AWS::NoValue"}]}
-    ]
+    for gateway in ("GatewayFunction", "ManagedGatewayFunction"):
+        assert uses.pop(gateway) == [
+            {"Fn::If": ["TracingEnabled", {"Ref": "TracingLayer"}, {"Ref": "AWS::NoValue"}]}
+        ]
     # The sweeper never turns tracing on (no SWITCHBOARD_TRACING, no active tracing).
     assert not any(uses.values()), uses
     sweeper = template["Resources"]["SweeperFunction"]["Properties"]
@@ -313,7 +334,8 @@ def test_routing_parameter_seed_is_a_valid_empty_document(template: dict[str, An
     param = template["Resources"]["RoutingParameter"]
     assert param["Type"] == "AWS::SSM::Parameter"
     props = param["Properties"]
-    assert props["Name"] == {"Ref": "RoutingParameterName"}
+    # the stack's own name unless the operator names it (tests/sam/test_stack_names.py)
+    assert props["Name"]["Fn::If"][:2] == ["HasRoutingParameterName", {"Ref": "RoutingParameterName"}]
     assert props["Type"] == "String"
     assert json.loads(props["Value"]) == {"version": 1, "providers": {}, "models": {}}
 
@@ -443,12 +465,14 @@ def _write_patterns(template: dict[str, Any], role: str) -> list[list[str]]:
 def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
     """Partition keys as the code makes them: those the gateway writes, and those only the CLI may."""
     from switchboard.limits.table import budget_key, key_item_key, limit_item_key, rate_key, resv_key
+    from switchboard.routing.copy import copy_key
 
     written = {
         "budget": budget_key("key", "key_1", "2026-12")["pk"]["S"],
         "rate": rate_key("key", "key_1", 123)["pk"]["S"],
         "reservation": resv_key("req_1")["pk"]["S"],
         "spend": "spend#2026-12#0",  # switchboard.billing.spendledger's line partition
+        "routing copy": copy_key("/switchboard/routing")["pk"]["S"],  # switchboard.routing.copy
     }
     protected = {"key": key_item_key("ab" * 32)["pk"]["S"], "limit": limit_item_key("team", "t1")["pk"]["S"]}
     return written, protected
@@ -457,7 +481,7 @@ def _written_and_protected_keys() -> tuple[dict[str, str], dict[str, str]]:
 @pytest.mark.parametrize(
     ("role", "writes"),
     [
-        ("GatewayRole", {"budget", "rate", "reservation", "spend"}),
+        ("GatewayRole", {"budget", "rate", "reservation", "spend", "routing copy"}),
         ("SweeperRole", {"budget", "rate", "reservation"}),
     ],
 )
@@ -553,3 +577,37 @@ def test_every_checkov_skip_says_why(template: dict[str, Any]) -> None:
     for name, skip in skips:
         assert str(skip["id"]).startswith("CKV_"), (name, skip)
         assert len(str(skip.get("comment", ""))) > 40, (name, skip)
+
+
+def test_the_app_knows_the_function_timeout_of_each_mode(template: dict[str, Any]) -> None:
+    """The app derives its request bound from the timeout (switchboard.settings): both read the
+    same mapping entry, and the buffered timeout is API Gateway's 29 s integration limit."""
+    props = template["Resources"]["GatewayFunction"]["Properties"]
+    lookup = props["Timeout"]
+    assert lookup == {"Fn::FindInMap": ["ModeTimeouts", {"Ref": "DeploymentMode"}, "FunctionSeconds"]}
+    assert props["Environment"]["Variables"]["SWITCHBOARD_FUNCTION_TIMEOUT_S"] == lookup
+    modes = template["Mappings"]["ModeTimeouts"]
+    assert set(modes) == set(template["Parameters"]["DeploymentMode"]["AllowedValues"])
+    assert int(modes["buffered"]["FunctionSeconds"]) <= 29
+    assert int(modes["streaming"]["FunctionSeconds"]) == 900
+
+
+def test_routing_parameter_defaults_to_standard_and_the_gateway_reads_its_parts(
+    template: dict[str, Any],
+) -> None:
+    """A document of any size fits Standard parameters (switchboard.routing.parts); the gateway
+    reads the parts of a split one, and nothing else under the parameter's path."""
+    import json
+
+    assert template["Parameters"]["RoutingParameterTier"]["Default"] == "Standard"
+    config = [
+        st
+        for policy in template["Resources"]["GatewayRole"]["Properties"]["Policies"]
+        if isinstance(policy, dict) and policy.get("PolicyName") == "config"
+        for st in policy["PolicyDocument"]["Statement"]
+        if "ssm:GetParameters" in as_list(st["Action"])
+    ]
+    assert len(config) == 1
+    resources = json.dumps(config[0]["Resource"])
+    assert "parameter${RoutingParameter}/part-*" in resources
+    assert "parameter${RoutingParameter}/*" not in resources

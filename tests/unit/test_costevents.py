@@ -178,3 +178,16 @@ def test_event_size_stays_small() -> None:
     lines: list[str] = []
     CostEvents(write=lines.append).emit(ok())
     assert len(lines[0].encode()) < 1500
+
+
+def test_the_service_dimension_is_the_stacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a stack POWERTOOLS_SERVICE_NAME is the stack's name (template.yaml): its cost events
+    carry it, so two stacks in one account keep their metrics apart."""
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sb-dev")
+    lines: list[str] = []
+    event = json.loads(CostEvents(write=lines.append).emit(ok()))
+    assert event["service"] == "sb-dev"
+    dimension_sets = event["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert all("service" in dims for dims in dimension_sets)
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME")
+    assert json.loads(CostEvents(write=lines.append).emit(ok()))["service"] == "switchboard"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from switchboard.billing.metering import StreamMeter, body_with_cost, charge, format_usd, normalize_usage
-from switchboard.billing.pricing import PriceMatch
 from switchboard.core.money import Price
 from switchboard.core.principal import Principal
 from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
 from switchboard.exchange import Exchange
 from switchboard.routing.planner import Plan
+from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream.providers.base import StreamChunk
 
 PRICE = PriceMatch(Price(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2)), "mock/echo", "override")

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from switchboard.billing.costevents import METRICS, SERVICE
+from switchboard.billing.costevents import METRICS
 from switchboard.devtools.cfn import load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
@@ -38,11 +38,13 @@ def test_alarms_watch_metrics_the_gateway_emits() -> None:
         assert props["TreatMissingData"] == "notBreaching" and "AlarmActions" in props
         if props["Namespace"] == "Switchboard":
             assert props["MetricName"] in EMITTED
-            assert props["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+            # the stack's name: the gateway's POWERTOOLS_SERVICE_NAME (tests/sam/test_stack_names.py)
+            assert props["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
 
 
 def test_dashboard_is_valid_json_and_reads_emitted_metrics() -> None:
     body = RESOURCES["GatewayDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = body if isinstance(body, str) else body[0]  # [text, {variables}] names the mode's function
     body = re.sub(r"\$\{OverheadP99ThresholdMs\}", "50", body)
     body = re.sub(r"\$\{[A-Za-z:]+\}", "x", body)
     widgets = json.loads(body)["widgets"]

@@ -20,6 +20,7 @@ error messages are left out, and the finished line is scrubbed of every secret t
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ __all__ = ["METRICS", "PROPERTIES", "CostEvents", "overhead_ms"]
 
 
 NAMESPACE = "Switchboard"
+# The ``service`` dimension outside a stack. In a stack it is POWERTOOLS_SERVICE_NAME, the stack's
+# name (template.yaml), as Powertools gives the other metrics: two stacks in one account keep
+# their metrics, alarms and dashboards apart.
 SERVICE = "switchboard"
 
 # name -> CloudWatch unit
@@ -122,12 +126,12 @@ class CostEvents:
     def __init__(
         self,
         namespace: str = NAMESPACE,
-        service: str = SERVICE,
+        service: str | None = None,
         write: Callable[[str], None] = _stdout,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.namespace = namespace
-        self.service = service
+        self.service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE
         self._write = write
         self._clock = clock
         self._emf: Any = None

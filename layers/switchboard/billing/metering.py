@@ -29,7 +29,6 @@ from typing import Any
 
 import pydantic_core
 
-from switchboard.billing.pricing import PriceMatch
 from switchboard.core.money import cost_usd, estimate_prompt_tokens
 from switchboard.core.schemas import (
     ChatCompletion,
@@ -39,14 +38,17 @@ from switchboard.core.schemas import (
     Usage,
 )
 from switchboard.exchange import Exchange
+from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream.providers.base import StreamChunk
 
 __all__ = [
     "COST_HEADER",
+    "Meter",
     "StreamMeter",
     "body_with_cost",
     "charge",
     "charge_usage",
+    "completion_meter",
     "estimate_usage",
     "format_usd",
     "normalize_usage",
@@ -170,6 +172,14 @@ def charge(ex: Exchange, completion: ChatCompletion, match: PriceMatch | None) -
     charge_usage(ex, normalize_usage(completion.usage), _completion_chars(completion), match)
 
 
+def completion_meter(completion: ChatCompletion) -> Meter:
+    """The meter of a buffered completion: its usage as reported, its output's length."""
+    meter = Meter()
+    meter.usage = normalize_usage(completion.usage)
+    meter.chars = _completion_chars(completion)
+    return meter
+
+
 def _cost_number(cost: Decimal | None) -> float | None:
     return float(cost) if cost is not None else None
 
@@ -187,17 +197,31 @@ def body_with_cost(raw: bytes | None, completion: ChatCompletion | EmbeddingResp
     return pydantic_core.to_json(body)
 
 
-class StreamMeter:
-    """Watches a stream's chunks: keeps the usage, strips or prices the usage chunk, counts output."""
+class Meter:
+    """The one meter every endpoint fills, whatever its wire format: the usage the answer reported
+    (None: it reported none, and ``record`` estimates it from ``chars``, marked as estimated), the
+    output characters seen, the price in force (``match``), and for a stream how it ended
+    (``completed``; ``interrupted``: the upstream failed after output began)."""
 
-    __slots__ = ("_last", "chars", "chat", "match", "usage", "wants_usage")
+    __slots__ = ("chars", "completed", "interrupted", "match", "usage")
 
-    def __init__(self, chat: ChatCompletionRequest, match: PriceMatch | None) -> None:
-        self.chat = chat
+    def __init__(self, match: PriceMatch | None = None) -> None:
         self.match = match
-        self.wants_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         self.usage: Usage | None = None
         self.chars = 0
+        self.completed = False
+        self.interrupted = False
+
+
+class StreamMeter(Meter):
+    """Watches a stream's chunks: keeps the usage, strips or prices the usage chunk, counts output."""
+
+    __slots__ = ("_last", "chat", "wants_usage")
+
+    def __init__(self, chat: ChatCompletionRequest, match: PriceMatch | None = None) -> None:
+        super().__init__(match)
+        self.chat = chat
+        self.wants_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         self._last: ChatCompletionChunk | None = None
 
     def chunk(self, item: StreamChunk) -> StreamChunk | None:

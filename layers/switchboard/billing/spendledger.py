@@ -17,19 +17,24 @@ When it is written, so that no request waits for it:
 - A request settled by the limits hook (its key has a budget or a rate limit) is booked inside
   that settlement's transaction (``transact_item``): no extra round trip, and booked exactly when
   the budget is.
-- Every other request adds its figures to an in-process line for its item; a flush ``flush_s``
-  after the first unwritten request writes one ``UpdateItem`` per line (the sums of every request
-  since the last flush). Under load that is one write per item per ``flush_s``, not one per
-  request. The server's shutdown (uvicorn's lifespan; in Lambda, the SIGTERM that the Web
-  Adapter's extension registration earns the runtime) flushes what is left. ``flush_s = 0`` writes
-  in ``settle``, before the response ends: the buffered (Mangum) mode, where nothing signals the
-  end of the execution environment.
+- Every other request adds its figures to an in-process line for its item. In a long-running
+  server (``make dev``, a container) a flush ``flush_s`` after the first unwritten request writes
+  one ``UpdateItem`` per line (the sums of every request since the last flush): under load one
+  write per item per ``flush_s``, not one per request, and the server's shutdown (uvicorn's
+  lifespan) flushes what is left.
+- In Lambda, ``flush_s`` is 0 (``Settings.from_env`` makes it the default there, in both
+  deployment modes): the write is made in ``settle``, before the response ends, one
+  ``UpdateItem`` (1 write unit) per request. A delayed flush cannot work there: once its response
+  is sent an instance is frozen until its next request, so a timer set for one second later fires
+  only when (if ever) the instance is thawed, and an instance that is never invoked again loses
+  its lines unless the SIGTERM at its end comes through.
 - A failed write keeps its line for the next flush, counted in ``SpendLedgerWriteFailures``.
 
-What can be lost: the unwritten lines of a process killed without a shutdown (an out-of-memory
-kill, a Lambda timeout), at most ``flush_s`` of its requests; the cost events (one per request,
-CloudWatch) still have every one. A write that DynamoDB applied but whose answer was lost is
-retried, as the AWS client itself retries (``switchboard.infra.awsjson``, or boto3), and may count twice.
+What can be lost: the unwritten lines of a server process killed without a shutdown (an
+out-of-memory kill), at most ``flush_s`` of its requests (in Lambda, none: nothing waits); the
+cost events (one per request, CloudWatch) still have every one. A write that DynamoDB applied but
+whose answer was lost is retried, as the AWS client itself retries (``switchboard.infra.awsjson``,
+or boto3), and may count twice.
 
 What is written: every request that got an answer, an error or an interruption; requests refused
 at admit cost nothing and are left to the cost event. Unpriced requests add their tokens and count

@@ -4,14 +4,17 @@
     switchboard serve [--host H] [--port P]  the gateway alone, over the AWS in the environment
     switchboard routing validate FILE     check a document without pushing it
     switchboard routing push FILE [--yes] validate, diff against the live one, put the parameter
-    switchboard routing show              print the live document
+    switchboard routing show              print the live document (joined from its parts, if split)
+    switchboard routing pull [FILE]       write the live document, compact, to FILE (or stdout)
     switchboard routing schema            print the JSON Schema of the document
     switchboard spend [--by key|team|model|provider] [--period 2026-11] [--json] [--dev]
     switchboard keys ... / budgets ...    virtual keys, limits, the sweeper (cli/limits.py)
 
 AWS calls go to the account in the environment, or to moto when ``AWS_ENDPOINT_URL`` points there.
 Every subcommand takes ``--dev`` (or ``SWITCHBOARD_DEV=1``): the local stack of ``switchboard dev``,
-with its endpoint, dummy credentials and region (``switchboard.cli.devenv``).
+with its endpoint, dummy credentials and region (``switchboard.cli.devenv``); or ``--stack NAME``
+(or ``SWITCHBOARD_STACK``): a deployed stack, whose table and routing parameter are read from its
+outputs (``switchboard.cli.stack``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from switchboard.cli import devenv, spend
+from switchboard.cli import devenv, spend, stack
 from switchboard.cli import limits as limits_commands
 from switchboard.core.settings import Settings
 
@@ -86,8 +89,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _live(settings: Settings, name: str) -> str | None:
+    """The live document, joined from its parts when split (``switchboard.routing.parts``)."""
+    from switchboard.routing import parts
+
     try:
-        return str(_ssm(settings).get_parameter(Name=name)["Parameter"]["Value"])
+        return parts.read(_ssm(settings), name)
     except Exception as exc:
         if type(exc).__name__ == "ParameterNotFound" or "ParameterNotFound" in str(exc):
             return None
@@ -126,10 +132,32 @@ def cmd_push(args: argparse.Namespace) -> int:
             return _fail("refusing to push without --yes when not interactive", 2)
         if input(f"push to {name}? [y/N] ").strip().lower() not in {"y", "yes"}:
             return _fail("not pushed", 1)
+    from switchboard.routing import parts
+
     compact = json.dumps(json.loads(text), separators=(",", ":"))
-    tier = "Advanced" if len(compact.encode()) > 4096 else "Standard"
-    _ssm(settings).put_parameter(Name=name, Value=compact, Type="String", Overwrite=True, Tier=tier)
-    print(f"pushed to {name} ({len(compact)} bytes, {tier} tier); in force within the cache age")
+    try:
+        pushed = parts.write(_ssm(settings), name, compact)
+    except ValueError as exc:
+        return _fail(f"not pushed: {exc}")
+    form = f"{pushed.parts} parts under {name}/ and their manifest" if pushed.parts else "one parameter"
+    print(
+        f"pushed to {name} ({pushed.size} bytes, {form}, {pushed.tier} tier); "
+        "in force everywhere within the bound of docs/routing.md"
+    )
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    name = args.param or settings.routing_param
+    live = _live(settings, name)
+    if live is None:
+        return _fail(f"{name} does not exist")
+    if args.file in (None, "-"):
+        print(live)
+    else:
+        Path(args.file).write_text(live + "\n", encoding="utf-8")
+        print(f"{name}: {len(live.encode())} bytes written to {args.file}", file=sys.stderr)
     return 0
 
 
@@ -333,12 +361,17 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("file", help="path, or - for stdin")
     push.add_argument("--yes", action="store_true", help="do not ask before putting")
     push.add_argument(
-        "--param", help="parameter name (default: SWITCHBOARD_ROUTING_PARAM or /switchboard/routing)"
+        "--param",
+        help="parameter name (default: the --stack's, else SWITCHBOARD_ROUTING_PARAM, /switchboard/routing)",
     )
     push.set_defaults(func=cmd_push)
     show = routing.add_parser("show", help="print the live document")
     show.add_argument("--param")
     show.set_defaults(func=cmd_show)
+    pull = routing.add_parser("pull", help="write the live document to a file (joined, if split)")
+    pull.add_argument("file", nargs="?", help="path, or - for stdout (the default)")
+    pull.add_argument("--param")
+    pull.set_defaults(func=cmd_pull)
     routing.add_parser("schema", help="print the JSON Schema").set_defaults(func=cmd_schema)
     spend.add_parser(commands)
     limits_commands.register(commands)  # keys ..., budgets ...
@@ -355,6 +388,12 @@ def _add_dev_flag(parser: argparse.ArgumentParser) -> None:
             default=argparse.SUPPRESS,
             help="the local stack of 'switchboard dev' (or SWITCHBOARD_DEV=1)",
         )
+    if "--stack" not in parser._option_string_actions:
+        parser.add_argument(
+            "--stack",
+            default=argparse.SUPPRESS,
+            help="a deployed stack: its table and routing parameter from its outputs (or SWITCHBOARD_STACK)",
+        )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -364,7 +403,14 @@ def _add_dev_flag(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.func is not cmd_dev:  # dev starts its own moto and points itself at it
-        devenv.apply(devenv.dev_requested(getattr(args, "dev", False), os.environ))
+        dev = devenv.dev_requested(getattr(args, "dev", False), os.environ)
+        devenv.apply(dev)
+        deployed = None if dev else stack.requested(getattr(args, "stack", None), os.environ)
+        if deployed:
+            try:
+                stack.apply(deployed, Settings.from_env().region)
+            except Exception as exc:
+                return _fail(f"stack {deployed}: {type(exc).__name__}: {exc}")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ Keys are found by SHA-256 digest, and only the digest's prefix ever names a key 
 headers. Nothing compares key material with ``==``: a key is looked up by its digest (the cache's
 dict, DynamoDB's partition key), and what a lookup's timing could reveal is a digest, from which no
 key can be worked back. Any future direct comparison of a key or digest must use
-``hmac.compare_digest`` (``tests/unit/test_auth.py`` fails on an ``==`` over either).
+``hmac.compare_digest`` (``tests/unit/test_principal.py`` fails on an ``==`` over either).
 """
 
 from __future__ import annotations
@@ -84,6 +84,9 @@ class Limits:
     period: Period = Period.MONTH
     rpm: int | None = None
     tpm: int | None = None
+    # A shared budget under more load than one item takes is split into this many lanes
+    # (docs/limits.md, "At scale"); a key's budget is always one item.
+    lanes: int = 1
 
     @property
     def empty(self) -> bool:

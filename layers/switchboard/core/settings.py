@@ -1,4 +1,11 @@
-"""Typed configuration: explicit argument, then environment, then default. Never read at import."""
+"""Typed configuration: explicit argument, then environment, then default. Never read at import.
+
+One setting is derived: inside a Lambda function (``SWITCHBOARD_FUNCTION_TIMEOUT_S``, set by the
+template to the function's timeout) ``max_request_s`` is capped below that timeout with
+``FUNCTION_ANSWER_MARGIN_S`` to spare, so the app answers a request that runs out of time itself
+(a 504 in the endpoint's shape, its reservation refunded) before Lambda kills it. In buffered mode
+the timeout is 29 s, API Gateway's own limit, which also counts the cold start's init.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,22 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-__all__ = ["Settings"]
+__all__ = ["FUNCTION_ANSWER_MARGIN_S", "Settings", "request_bound"]
+
+# Seconds kept between the app's deadline and the function's timeout: the Lambda reserve of
+# switchboard.api (0.5 s), writing the 504 and refunding the reservation, and the init of a cold
+# start, which API Gateway's 29 s counts but Lambda's timeout does not (measured 1.0-1.2 s at
+# 512 MB and 2.1-2.2 s at 256 MB under Lambda's CPU share; docs/performance.md).
+FUNCTION_ANSWER_MARGIN_S = 4.0
 
 _ENV = {
     "routing_param": "SWITCHBOARD_ROUTING_PARAM",
     "routing_max_age_s": "SWITCHBOARD_ROUTING_MAX_AGE_S",
+    "routing_copy": "SWITCHBOARD_ROUTING_COPY",
     "table": "SWITCHBOARD_TABLE",
     "max_body_bytes": "SWITCHBOARD_MAX_BODY_BYTES",
     "max_request_s": "SWITCHBOARD_MAX_REQUEST_S",
+    "function_timeout_s": "SWITCHBOARD_FUNCTION_TIMEOUT_S",
     "secret_max_age_s": "SWITCHBOARD_SECRET_MAX_AGE_S",
     "key_cache_s": "SWITCHBOARD_KEY_CACHE_S",
     "key_stale_s": "SWITCHBOARD_KEY_STALE_S",
@@ -37,10 +52,16 @@ class Settings:
 
     routing_param: str = "/switchboard/routing"
     routing_max_age_s: float = 5.0
+    # "on": the routing document is read through its copy in the table, which one instance of the
+    # fleet refreshes from SSM per routing_max_age_s (switchboard.routing.copy, docs/routing.md);
+    # "off": every instance reads SSM every routing_max_age_s (fine for a few dozen instances).
+    routing_copy: str = "on"
     table: str = "switchboard"
     # Lambda's synchronous payload limit is 6 MB; a larger body could never reach the function.
     max_body_bytes: int = 6 * 1024 * 1024
     max_request_s: float = 600.0
+    # The Lambda function's timeout (the template sets it); 0: not in Lambda, nothing to derive.
+    function_timeout_s: float = 0.0
     secret_max_age_s: float = 300.0
     key_cache_s: float = 30.0
     # While DynamoDB does not answer, a key seen this many seconds past key_cache_s keeps serving
@@ -51,8 +72,10 @@ class Settings:
     aws_timeout_s: float = 1.0
     # "off": no spend ledger (switchboard.billing.spendledger); the cost events remain.
     spend_ledger: str = "on"
-    # Seconds a spend-ledger line waits for more requests before its write (switchboard.billing.spendledger);
-    # 0 writes before the response ends (the buffered Lambda handler sets that).
+    # Seconds a spend-ledger line waits for more requests before its write
+    # (switchboard.billing.spendledger); 0 writes before the response ends: the default in Lambda
+    # (AWS_LAMBDA_FUNCTION_NAME set), where an instance is frozen after its response and a delayed
+    # flush would wait for the next request.
     spend_flush_s: float = 1.0
     # "on": X-Ray subsegments through Powertools Tracer (template parameter EnableTracing).
     tracing: str = "off"
@@ -73,6 +96,11 @@ class Settings:
     breaker_cache_s: float = 2.0
     region: str = "us-east-1"
 
+    def __post_init__(self) -> None:
+        bound = request_bound(self.max_request_s, self.function_timeout_s)
+        if bound != self.max_request_s:
+            object.__setattr__(self, "max_request_s", bound)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``overrides``, then ``env`` (default ``os.environ``), then defaults."""
@@ -91,4 +119,15 @@ class Settings:
                     values[field.name] = kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"{_ENV[field.name]}={raw!r} is not a valid {kind.__name__}") from exc
+        if "spend_flush_s" not in values and source.get("AWS_LAMBDA_FUNCTION_NAME"):
+            values["spend_flush_s"] = 0.0  # frozen between invocations: write inline (docs/performance.md)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def request_bound(max_request_s: float, function_timeout_s: float) -> float:
+    """The longest a request may run: ``max_request_s``, and inside a function with a timeout, that
+    timeout less ``FUNCTION_ANSWER_MARGIN_S`` (half of it for a timeout under twice the margin)."""
+    if function_timeout_s <= 0:
+        return max_request_s
+    margin = min(FUNCTION_ANSWER_MARGIN_S, function_timeout_s / 2)
+    return min(max_request_s, function_timeout_s - margin)

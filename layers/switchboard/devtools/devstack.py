@@ -174,6 +174,7 @@ def save_state(path: Path, settings: Settings, seeded_routing: str, mock_base_ur
         item
         for page in ddb.get_paginator("scan").paginate(TableName=settings.table)
         for item in page.get("Items", [])
+        if not item["pk"]["S"].startswith("routing#")  # the routing copy: refilled from SSM
     ]
     state = {
         "version": STATE_VERSION,
@@ -203,14 +204,29 @@ def restore_state(path: Path, settings: Settings, keep: set[str], mock_base_url:
             return False
     except (OSError, ValueError):
         return False
+    from switchboard.routing import parts
+
     ssm = boto3.client("ssm", region_name=settings.region)
     old_mock = state.get("mock_base_url") or ""
+    saved = {param["Name"]: param["Value"] for param in state.get("ssm", [])}
+    part_prefix = settings.routing_param + "/part-"
     for param in state.get("ssm", []):
         name, value = param["Name"], param["Value"]
-        if name in keep or (name == settings.routing_param and value == state.get("seeded_routing")):
+        if name.startswith(part_prefix):  # a split document is pushed again whole, below
             continue
-        if name == settings.routing_param and old_mock and mock_base_url:
-            value = value.replace(json.dumps(old_mock)[1:-1], json.dumps(mock_base_url)[1:-1])
+        if name == settings.routing_param:
+            value = _joined(value, saved)
+        if (
+            value is None
+            or name in keep
+            or (name == settings.routing_param and value == state.get("seeded_routing"))
+        ):
+            continue
+        if name == settings.routing_param:
+            if old_mock and mock_base_url:
+                value = value.replace(json.dumps(old_mock)[1:-1], json.dumps(mock_base_url)[1:-1])
+            parts.write(ssm, name, value)  # new part versions, and their manifest
+            continue
         tier = "Advanced" if len(value.encode()) > 4096 else "Standard"
         ssm.put_parameter(Name=name, Value=value, Type=param["Type"], Overwrite=True, Tier=tier)
     ddb = boto3.client("dynamodb", region_name=settings.region)
@@ -221,6 +237,26 @@ def restore_state(path: Path, settings: Settings, keep: set[str], mock_base_url:
         while pending:
             pending = ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
     return True
+
+
+def _joined(value: str, saved: Mapping[str, str]) -> str | None:
+    """A saved routing parameter's document: itself, or its parts joined (their saved values are
+    the latest, which the latest manifest names); None when they do not make its document."""
+    from switchboard.routing import parts
+
+    def get_parameters(Names: list[str], **_: Any) -> dict[str, Any]:  # SSM's own argument name
+        found = []
+        for selector in Names:
+            name, _sep, version = selector.rpartition(":")
+            if name in saved:
+                found.append({"Name": name, "Version": int(version), "Value": saved[name]})
+        return {"Parameters": found}
+
+    try:
+        manifest = parts.manifest_of(value)
+        return value if manifest is None else parts.join(manifest, get_parameters)
+    except ValueError:
+        return None
 
 
 @dataclass

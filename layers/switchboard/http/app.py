@@ -9,8 +9,9 @@ Routes: ``GET /health``, ``GET /v1/models`` and ``GET /v1/models/{id}`` (``endpo
 Anthropic's shape, 404 and 405 too), ``POST /v1/embeddings`` (``endpoints.embeddings``),
 ``POST /v1/responses`` and its stored responses, ``GET``/``DELETE /v1/responses/{id}`` and
 ``GET /v1/responses/{id}/input_items`` (``endpoints.responses``).
-Every response carries ``x-request-id``; routed responses carry the attribution headers. The steps
-every endpoint shares (request id, deadline, key, body, routing) are in ``http.request``.
+Every response carries ``x-request-id``; routed responses carry the attribution headers. Every
+routed POST endpoint is its own parts (schema, call, error shape) run through the one pipeline of
+``http.pipeline`` (request id, key, body, plan, admission, call, metering, settlement, response).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from switchboard.core.errors import GatewayError
 from switchboard.http.asgi import Front
 from switchboard.http.cors import CorsFront
 from switchboard.http.endpoints import chat, embeddings, messages, models, responses
+from switchboard.http.pipeline import handler
 from switchboard.http.request import endpoint, error_response, json_response, request_id
 from switchboard.wiring import Gateway
 
@@ -54,7 +56,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(gateway: Gateway | None = None) -> Front:
     """The ASGI app. Without ``gateway``, one is built from the environment at startup."""
-    anthropic_messages = endpoint(messages.create_message, messages.anthropic_error)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -71,14 +72,11 @@ def create_app(gateway: Gateway | None = None) -> Front:
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", endpoint(models.list_models), methods=["GET"]),
             Route("/v1/models/{model:path}", endpoint(models.retrieve_model), methods=["GET"]),
-            Route("/v1/chat/completions", endpoint(chat.chat_completions), methods=["POST"]),
-            Route("/v1/messages", anthropic_messages, methods=["POST"]),
-            Route(
-                "/v1/messages/count_tokens",
-                endpoint(messages.count_tokens, messages.anthropic_error),
-                methods=["POST"],
-            ),
-            Route("/v1/embeddings", endpoint(embeddings.create_embeddings), methods=["POST"]),
+            # The routed POST endpoints: each one's parts through the one pipeline (http.pipeline).
+            Route("/v1/chat/completions", handler(chat.CHAT), methods=["POST"]),
+            Route("/v1/messages", handler(messages.MESSAGES), methods=["POST"]),
+            Route("/v1/messages/count_tokens", handler(messages.COUNT_TOKENS), methods=["POST"]),
+            Route("/v1/embeddings", handler(embeddings.EMBEDDINGS), methods=["POST"]),
             Route("/v1/responses", endpoint(responses.create_response), methods=["POST"]),
             Route("/v1/responses/{response_id}", endpoint(responses.retrieve_response), methods=["GET"]),
             Route("/v1/responses/{response_id}", endpoint(responses.delete_response), methods=["DELETE"]),

@@ -1,4 +1,4 @@
-"""The steps every HTTP endpoint shares, public for the endpoint modules (``http.endpoints``).
+"""The steps every HTTP endpoint shares, run in order by the request pipeline (``http.pipeline``).
 
 ``endpoint`` gives a handler its request id and turns every failure into the endpoint's error
 shape; ``enter`` is the opening of every POST endpoint: the deadline, the key, the body, the

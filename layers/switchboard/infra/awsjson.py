@@ -473,12 +473,27 @@ SSM = Service(
     "SSM",
     "AmazonSSM",
     "1.1",
-    {"get_parameter": "GetParameter"},
+    {
+        "get_parameter": "GetParameter",
+        "get_parameters": "GetParameters",  # a split routing document's parts (switchboard.routing.parts)
+        "get_parameters_by_path": "GetParametersByPath",
+    },
     (ParameterNotFound,),
     modeled_errors={
         "GetParameter": frozenset(
             {"InternalServerError", "InvalidKeyId", "ParameterNotFound", "ParameterVersionNotFound"}
-        )
+        ),
+        "GetParameters": frozenset({"InternalServerError", "InvalidKeyId"}),
+        "GetParametersByPath": frozenset(
+            {
+                "InternalServerError",
+                "InvalidFilterKey",
+                "InvalidFilterOption",
+                "InvalidFilterValue",
+                "InvalidKeyId",
+                "InvalidNextToken",
+            }
+        ),
     },
 )
 SECRETS_MANAGER = Service(

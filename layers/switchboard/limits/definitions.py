@@ -2,7 +2,7 @@
 
 Items (see docs/limits.md)::
 
-    pk = limit#<scope>#<id>   sk = limit   budget_usd, period, rpm, tpm
+    pk = limit#<scope>#<id>   sk = limit   budget_usd, period, rpm, tpm, lanes
     gsi1pk = limits           gsi1sk = <scope>#<id>
 
 The gateway reads the whole set with one Query and keeps it for ``max_age_s`` per container:
@@ -38,6 +38,7 @@ def _limits(values: dict[str, Any]) -> Limits:
         period=Period(values.get("period", "month")),
         rpm=int(values["rpm"]) if values.get("rpm") is not None else None,
         tpm=int(values["tpm"]) if values.get("tpm") is not None else None,
+        lanes=int(values.get("lanes") or 1),
     )
 
 
@@ -60,6 +61,7 @@ class LimitStore:
             "period": limits.period.value if limits.budget_usd is not None else None,
             "rpm": limits.rpm,
             "tpm": limits.tpm,
+            "lanes": limits.lanes if limits.lanes > 1 and limits.budget_usd is not None else None,
             "updated_at": int(self._clock()),
             "gsi1pk": _INDEX,
             "gsi1sk": f"{scope.value}#{ident}",

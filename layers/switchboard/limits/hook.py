@@ -4,7 +4,7 @@ chat, Anthropic messages and embeddings (which reserve no output tokens).
 ``admit`` finds the limits that apply (the key's own, its team's, its user's, the model alias's),
 estimates the request's maximum cost and tokens, and reserves them on every line in one DynamoDB
 transaction; it refuses with 402 (a budget) or 429 (a rate). ``settle`` moves the reservation to
-the actual cost (``ex.usage`` at the served target's price), refunds it in full when every target
+the actual cost (``ex.cost_usd``, as the pipeline metered it), refunds it in full when every target
 failed, and is a no-op the second time. A request with no limit costs no DynamoDB call at all.
 
 A model with no price: a request under a budget is refused (402, ``price_unknown``) rather than
@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from switchboard.core.errors import PaymentRequired, RateLimited, ServiceUnavailable
-from switchboard.core.money import Price, cost_usd, estimate_prompt_tokens, price_key
+from switchboard.core.money import Price, estimate_prompt_tokens
 from switchboard.core.principal import Limits, Principal, Scope
 from switchboard.exchange import BOOKED, Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
@@ -47,7 +47,7 @@ from switchboard.limits.model import (
 )
 from switchboard.limits.settlement import Charge, Settler
 from switchboard.routing.document import RoutingDocument
-from switchboard.routing.planner import PlannedTarget
+from switchboard.routing.pricing import PriceBook
 from switchboard.routing.store import RoutingStore
 
 __all__ = [
@@ -58,9 +58,7 @@ __all__ = [
     "LimitsBusy",
     "LimitsHook",
     "LimitsUnavailable",
-    "PriceOf",
     "budget_lines",
-    "document_price",
     "scope_lines",
 ]
 
@@ -120,13 +118,7 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat().replace("+00:00", "Z") if when else None
 
 
-PriceOf = Callable[[RoutingDocument, PlannedTarget], Price | None]
 _ANSWERED = frozenset({"ok", "interrupted"})
-
-
-def document_price(document: RoutingDocument, target: PlannedTarget) -> Price | None:
-    """The routing document's price for ``target`` (the default ``price_of``)."""
-    return document.prices.get(price_key(target.provider_name, target.model))
 
 
 def budget_lines(
@@ -163,6 +155,7 @@ def scope_lines(
                     period,
                     period.period_id(moment),
                     period.resets_at(moment),
+                    lanes=1 if scope is Scope.KEY else max(1, limits.lanes),
                 )
             )
         if limits.rated:
@@ -182,7 +175,7 @@ class LimitsHook:
         max_request_s: float,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        price_of: PriceOf | None = None,
+        prices: PriceBook | None = None,
         books: Books | None = None,
         fail_open: bool = False,
         admit_timeout_s: float = 3.0,
@@ -202,7 +195,9 @@ class LimitsHook:
         self.routing = routing
         self.max_request_s = max_request_s
         self.clock = clock  # wall time: periods, windows, reservation deadlines
-        self.price_of: PriceOf = price_of or document_price
+        # The one price lookup (the routing document's prices over the built-in table), the
+        # gateway's, which metering prices the answer with.
+        self.prices = prices or PriceBook()
         self.use_max_age_s = USE_MAX_AGE_S
         self._monotonic = monotonic
         self._use: dict[tuple[str, str], tuple[dict[str, Any] | None, float]] = {}
@@ -242,7 +237,7 @@ class LimitsHook:
                 ) from None
             # No answer (or the client left): the call may still commit. Give back whatever it
             # writes, once it ends.
-            self.settler.release(res.hold, after=call)
+            self.settler.release(res, after=call)  # its hold once the call ends: the lanes it chose
             if not isinstance(exc, Exception):
                 raise  # cancelled: the client left
             if not self.fail_open:
@@ -297,7 +292,8 @@ class LimitsHook:
         now: float,
     ) -> Reservation:
         chat = ex.chat
-        prices = {t.label: self.price_of(document, t) for t in ex.plan.targets}
+        matches = {t.label: self.prices.lookup(document, t) for t in ex.plan.targets}
+        prices = {label: m.price if m is not None else None for label, m in matches.items()}
         prompt = estimate_prompt_tokens(chat)
         choices = chat.n or 1
 
@@ -310,9 +306,9 @@ class LimitsHook:
             missing = sorted(label for label, price in prices.items() if price is None)
             if missing:
                 raise PaymentRequired(
-                    f"The model '{ex.alias}' is under a budget ({budgets[0].label}) but the routing "
-                    f"document has no price for {', '.join(missing)}; the gateway will not count it "
-                    "as free. Add it to 'prices'.",
+                    f"The model '{ex.alias}' is under a budget ({budgets[0].label}) but neither the "
+                    f"routing document nor the built-in table has a price for {', '.join(missing)}; "
+                    "the gateway will not count it as free. Add it to 'prices'.",
                     code="price_unknown",
                 )
             # Fallback may serve any target: hold the dearest.
@@ -323,16 +319,23 @@ class LimitsHook:
             tokens=tokens,
             budgets=tuple(budgets),
             rates=tuple(rates),
-            expires_at=int(now + self.max_request_s + _SWEEP_GRACE_S),
+            expires_at=int(now + self._lifetime(ex) + _SWEEP_GRACE_S),
             key_id=ex.principal.key_id,
             alias=ex.alias,
-            prices={label: p for label, p in prices.items() if p is not None},
         )
+
+    def _lifetime(self, ex: Exchange) -> float:
+        """Seconds the request may still run: to its deadline (the client's timeout, capped by the
+        function's), else ``max_request_s``. The reservation expires that long plus the sweeper's
+        grace from now, so a request killed with its instance is refunded by the next sweep."""
+        if ex.deadline is None:
+            return self.max_request_s
+        return max(0.0, min(self.max_request_s, ex.deadline - time.monotonic()))
 
     def _refuse_impossible(self, res: Reservation, now: float) -> None:
         """Refuse without a DynamoDB call what no empty budget or window could ever admit."""
         for line in res.budgets:
-            if res.usd > line.limit:
+            if res.usd > line.share:
                 raise self._budget_error(line, res, None, now)
         for rate in res.rates:
             if rate.tpm is not None and res.tokens > rate.tpm:
@@ -379,7 +382,12 @@ class LimitsHook:
     ) -> BudgetExceeded:
         resets = _iso(line.resets_at)
         when = f"It resets at {resets}." if resets else "It is a total budget and never resets."
-        if used is None:
+        if used is None and line.lanes > 1:
+            what = (
+                f"this request may cost up to {_usd(res.usd)}, more than one of the budget's "
+                f"{line.lanes} lanes holds ({_usd(line.share)}); lower max_tokens, or the budget's lanes"
+            )
+        elif used is None:
             what = f"this request may cost up to {_usd(res.usd)}, more than the whole budget"
         else:
             left = max(Decimal(0), line.limit - used)
@@ -470,10 +478,12 @@ class LimitsHook:
 
     def actual(self, ex: Exchange, res: Reservation) -> tuple[Decimal, int]:
         """What the request really cost: nothing unless a target answered (``ok``, or a stream that
-        broke or lost its client after output began), else its usage at the served target's price.
+        broke or lost its client after output began), else the cost the metering step put on the
+        exchange (``ex.cost_usd``: its usage at the price in force), so that the budget, the spend
+        ledger and the cost event agree to the digit.
 
-        A cost the handler already worked out (``ex.cost_usd``, set by the metering step when
-        there is one) is used as is, so the budget and the cost event agree to the digit.
+        No usage, or no cost (no price: admitted only without a budget), is charged the
+        reservation, the upper bound, where a budget applies.
         """
         if ex.outcome not in _ANSWERED:  # error, rejected (another hook refused), pending
             return Decimal(0), 0
@@ -482,13 +492,9 @@ class LimitsHook:
             log.info("request %s has no usage (%s); charging its reservation", ex.request_id, ex.outcome)
             return res.usd, res.tokens
         tokens = max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
-        known = getattr(ex, "cost_usd", None)
-        if isinstance(known, Decimal):
-            return ledger_usd(known), tokens
-        price = res.prices.get(ex.target.label) if ex.target is not None else None
-        if price is None:
+        if ex.cost_usd is None:
             return (res.usd, tokens) if res.budgets else (Decimal(0), tokens)
-        return ledger_usd(cost_usd(price, usage)), tokens
+        return ledger_usd(ex.cost_usd), tokens
 
     # ------------------------------------------------------------------- budget use (rules)
 
@@ -502,12 +508,12 @@ class LimitsHook:
         cached = self._use.get(key)
         if cached is None or self._monotonic() - cached[1] >= self.use_max_age_s:
             try:
-                read = asyncio.to_thread(self.ledger.read, [line.key])
+                read = asyncio.to_thread(self.ledger.used, line)  # its lanes summed
                 found = await asyncio.wait_for(read, self.admit_timeout_s)
             except Exception:  # a rule that cannot read its budget does not fire; admission still counts
                 log.warning("budget use unreadable for routing rules", exc_info=True)
                 return None
-            self._use[key] = (found.get(key), self._monotonic())
+            self._use[key] = (dict(found), self._monotonic())
             cached = self._use[key]
         used = Decimal((cached[0] or {}).get("used", 0))
         return float(used / line.limit)

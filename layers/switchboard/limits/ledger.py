@@ -20,6 +20,7 @@ sweeper then settles the reservation at that cost instead of refunding it. See d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,11 +29,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from switchboard.core.principal import Period, Scope
-from switchboard.limits.model import RATE_WINDOW_S, headroom, settle_amounts
+from switchboard.limits.model import LEDGER_QUANTUM, RATE_WINDOW_S, headroom, settle_amounts
 from switchboard.limits.table import (
     GSI,
     RESV_SHARDS,
@@ -65,6 +66,9 @@ log = logging.getLogger("switchboard.limits")
 # Real DynamoDB cancels a transaction that races another one on the same item
 # (TransactionConflict); such an admission is simply tried again, a few times, with jitter.
 _CONFLICT_TRIES = 6
+# A laned budget whose chosen lane is full spills over to another lane, at most this many times,
+# before one read of every lane decides (docs/limits.md, "At scale").
+_SPILLS = 3
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
 # Transaction cancellation reasons that mean "try again": contention, not a failed condition.
@@ -106,7 +110,11 @@ def error_code(exc: BaseException) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class BudgetLine:
-    """One budget that applies to a request, in the period that contains the request."""
+    """One budget that applies to a request, in the period that contains the request.
+
+    A budget in ``lanes`` (more than 1: a shared budget under more load than one item takes) is
+    split into that many items, each holding ``share`` of the limit; ``lane`` is the one this
+    request is reserved on, chosen by ``Ledger.reserve`` (docs/limits.md, "At scale")."""
 
     scope: Scope
     ident: str
@@ -115,10 +123,28 @@ class BudgetLine:
     period: Period
     period_id: str
     resets_at: datetime | None
+    lanes: int = 1
+    lane: int = 0
 
     @property
     def key(self) -> Key:
-        return budget_key(self.scope.value, self.ident, self.period_id)
+        return self.lane_key(self.lane)
+
+    def lane_key(self, lane: int) -> Key:
+        return budget_key(self.scope.value, self.ident, self.period_id, lane if self.lanes > 1 else None)
+
+    @property
+    def keys(self) -> list[Key]:
+        """Every item of the budget: its lanes, or the one item."""
+        return [self.lane_key(lane) for lane in range(self.lanes)]
+
+    @property
+    def share(self) -> Decimal:
+        """What one item may hold: the limit, or a lane's equal part of it (rounded down, so the
+        lanes together never hold more than the limit)."""
+        if self.lanes <= 1:
+            return self.limit
+        return (self.limit / self.lanes).quantize(LEDGER_QUANTUM, rounding=ROUND_FLOOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +200,6 @@ class Reservation:
     expires_at: int  # epoch seconds after which the sweeper may refund it
     key_id: str = ""
     alias: str = ""
-    prices: dict[str, Any] = field(default_factory=dict)  # target label -> Price (for settlement)
 
     @property
     def hold(self) -> Hold:
@@ -236,6 +261,10 @@ def _token(kind: str, request_id: str, attempt: int, *amounts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _pair(key: Key) -> tuple[str, str]:
+    return (key["pk"]["S"], key["sk"]["S"])
+
+
 def _cancel_codes(exc: Exception) -> list[str]:
     reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
     return [str(r.get("Code") or "None") for r in reasons]
@@ -263,21 +292,110 @@ class Ledger:
 
         ``enforce=False`` counts without checking the limits: the late booking of a request served
         while DynamoDB was unreachable (fail-open), which is then settled as any other. Raises
-        ``LedgerBusy`` when conflicts or throttling outlast the retries."""
+        ``LedgerBusy`` when conflicts or throttling outlast the retries.
+
+        A laned budget line is reserved on one of its lanes, chosen here (``res.budgets`` is
+        updated to say which, so that ``res.hold`` settles the same items)."""
         if not res.budgets and not res.rates:
             return None
+        if any(line.lanes > 1 for line in res.budgets):
+            return self._reserve_laned(res, enforce, tries)
+        return self._reserve_once(res, enforce, tries)
+
+    def _reserve_once(
+        self, res: Reservation, enforce: bool, tries: int, first_try: int = 0
+    ) -> Refusal | None:
         items = [self._put_resv(res)]
         items += [self._reserve_budget(res, line, enforce) for line in res.budgets]
         items += [self._reserve_rate(res, line, enforce) for line in res.rates]
         kind = "admit" if enforce else "admit-late"
-        failed = self._transact(items, kind, res.request_id, res.usd, res.tokens, tries=tries)
-        if failed is None or 0 in failed:  # done, or done before (a retried admission)
+        failed = self._transact(
+            items, kind, res.request_id, res.usd, res.tokens, tries=tries, first_try=first_try
+        )
+        if failed is None:
+            return None
+        if 0 in failed:  # done before (a retried admission): on the lanes it chose then
+            self._adopt_lanes(res, failed[0])
             return None
         index = min(failed) - 1
         old = load(failed[min(failed)])
         if index < len(res.budgets):
             return Refusal(budget=res.budgets[index], item=old)
         return Refusal(rate=res.rates[index - len(res.budgets)], item=old)
+
+    def _reserve_laned(self, res: Reservation, enforce: bool, tries: int) -> Refusal | None:
+        """One transaction as ``_reserve_once``, on a lane drawn at random for each laned line.
+        A conflict draws again (another lane is most likely free); a full lane spills over to
+        another one; after ``_SPILLS`` full lanes, one read of every lane decides (``_roomiest``):
+        the lane with the most room if it holds the estimate, else the refusal, which then names
+        the whole budget's use. Near the end of a budget, then, a request may be refused while
+        the lanes together still hold more than its estimate, never less (docs/limits.md)."""
+        full: dict[int, set[int]] = {}
+        conflicts = spills = reads = attempt = 0
+        while True:
+            res.budgets = tuple(
+                self._draw_lane(line, full.get(i, set())) for i, line in enumerate(res.budgets)
+            )
+            try:
+                refusal = self._reserve_once(res, enforce, 1, first_try=attempt)
+            except LedgerBusy as exc:
+                conflicts += 1
+                if exc.throttled or conflicts >= tries:
+                    raise
+                self._sleep(random.uniform(0.001, 0.005))
+                attempt += 1
+                continue
+            attempt += 1
+            if refusal is None or refusal.budget is None or refusal.budget.lanes <= 1:
+                return refusal
+            line = refusal.budget
+            index = res.budgets.index(line)
+            full.setdefault(index, set()).add(line.lane)
+            spills += 1
+            if spills < _SPILLS and len(full[index]) < line.lanes:
+                continue
+            lane, used = self._roomiest(line, res.usd)
+            reads += 1
+            if lane is None or reads > 2:
+                return Refusal(budget=line, item={"used": used})
+            full[index] = set(range(line.lanes)) - {lane}
+
+    def _draw_lane(self, line: BudgetLine, full: set[int]) -> BudgetLine:
+        if line.lanes <= 1:
+            return line
+        free = [lane for lane in range(line.lanes) if lane not in full]
+        return dataclasses.replace(line, lane=random.choice(free) if free else line.lane)
+
+    def _roomiest(self, line: BudgetLine, usd: Decimal) -> tuple[int | None, Decimal]:
+        """Read every lane (one BatchGetItem): the lane with the most room if that room holds
+        ``usd`` (else None), and the budget's use, its lanes summed."""
+        found = self.read(line.keys)
+        used = {
+            lane: Decimal(found.get(_pair(line.lane_key(lane)), {}).get("used", 0))
+            for lane in range(line.lanes)
+        }
+        best = min(used, key=lambda lane: used[lane])
+        return (best if line.share - used[best] >= usd else None), sum(used.values(), Decimal(0))
+
+    def _adopt_lanes(self, res: Reservation, stored: dict[str, Any]) -> None:
+        """A reservation made before (its answer lost): take the lanes it was made on."""
+        if not stored or not any(line.lanes > 1 for line in res.budgets):
+            return
+        keys = {pk: sk for pk, sk in Hold.from_item(stored).budget_keys}
+        lines = []
+        for line in res.budgets:
+            lane = next((n for n in range(line.lanes) if line.lane_key(n)["pk"]["S"] in keys), line.lane)
+            lines.append(dataclasses.replace(line, lane=lane))
+        res.budgets = tuple(lines)
+
+    def used(self, line: BudgetLine) -> dict[str, Decimal]:
+        """A budget's use, its lanes summed: spent, reserved, used and requests."""
+        found = self.read(line.keys)
+        total = {name: Decimal(0) for name in ("spent", "reserved", "used", "requests")}
+        for key in line.keys:
+            for name in total:
+                total[name] += Decimal(found.get(_pair(key), {}).get(name, 0))
+        return total
 
     def _put_resv(self, res: Reservation) -> dict[str, Any]:
         values = {
@@ -299,11 +417,12 @@ class Ledger:
                 "TableName": self.table.name,
                 "Item": {**resv_key(res.request_id), **dump(values)},
                 "ConditionExpression": "attribute_not_exists(pk)",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
 
     def _reserve_budget(self, res: Reservation, line: BudgetLine, enforce: bool = True) -> dict[str, Any]:
-        values = {":e": num(res.usd), ":one": num(1), ":limit": num(line.limit)}
+        values = {":e": num(res.usd), ":one": num(1), ":limit": num(line.share)}
         update: dict[str, Any] = {
             "TableName": self.table.name,
             "Key": line.key,
@@ -311,8 +430,13 @@ class Ledger:
             "ExpressionAttributeValues": values,
         }
         if enforce:
-            values[":room"] = num(headroom(line.limit, res.usd))
-            update["ConditionExpression"] = "attribute_not_exists(used) OR used <= :room"
+            room = headroom(line.share, res.usd)
+            values[":room"] = num(room)
+            # An item not yet written admits any estimate it can hold, and none it cannot (a lane
+            # smaller than the estimate: a missing attribute compares false).
+            update["ConditionExpression"] = (
+                "attribute_not_exists(used) OR used <= :room" if room >= 0 else "used <= :room"
+            )
             update["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         return {"Update": update}
 

@@ -21,6 +21,7 @@ from switchboard.core.money import MTOK, Price
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "LEDGER_QUANTUM",
+    "MAX_LANES",
     "RATE_WINDOW_S",
     "admits",
     "estimate_usd",
@@ -39,6 +40,8 @@ LEDGER_QUANTUM = Decimal("1e-9")
 DEFAULT_OUTPUT_TOKENS = 4096
 # Rate limits count in fixed calendar minutes (see docs/limits.md for the burst behaviour).
 RATE_WINDOW_S = 60
+# A budget's lanes (docs/limits.md, "At scale"): a 402 in lanes reads every lane, 100 per call.
+MAX_LANES = 1000
 
 
 def output_bound(requested: int | None, price: Price | None, choices: int = 1) -> int:

@@ -92,6 +92,9 @@ class Charge:
     reserve: Reservation | None = None
     recorded: bool = False  # the cost is on the reservation: the sweeper will charge it
     tries: int = 0
+    # The reservation ``hold`` comes from, when its admission may still have been choosing lanes
+    # (``release``): the hold is taken from it once that call has ended.
+    source: Reservation | None = None
 
     @property
     def request_id(self) -> str:
@@ -172,10 +175,14 @@ class Settler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def release(self, hold: Hold, after: asyncio.Future[Any]) -> None:
-        """Refund ``hold`` once ``after`` (an admission whose answer the request stopped waiting
-        for) ends: whatever it wrote is given back, and nothing when it wrote nothing."""
-        self.defer(Charge(hold, Decimal(0), 0), after=after, settles=False)
+    def release(self, res: Hold | Reservation, after: asyncio.Future[Any]) -> None:
+        """Refund a reservation once ``after`` (an admission whose answer the request stopped
+        waiting for) ends: whatever it wrote is given back, and nothing when it wrote nothing. A
+        ``Reservation``'s hold is read when the call has ended, on the lanes it chose last."""
+        if isinstance(res, Hold):
+            self.defer(Charge(res, Decimal(0), 0), after=after, settles=False)
+        else:
+            self.defer(Charge(res.hold, Decimal(0), 0, source=res), after=after, settles=False)
 
     @property
     def pending(self) -> int:
@@ -218,6 +225,8 @@ class Settler:
             except Exception as exc:
                 if settles:
                     error = exc
+            if charge.source is not None:
+                charge.hold = charge.source.hold
         if error is None:  # not tried yet
             try:
                 await asyncio.to_thread(self._settle_call, charge, 1)
@@ -250,6 +259,7 @@ class Settler:
         """One settlement (after the late reservation of a fail-open request). Runs in a thread."""
         if charge.reserve is not None:
             self.ledger.reserve(charge.reserve, enforce=False, tries=tries)
+            charge.hold = charge.reserve.hold  # on the lanes it was written on
             charge.reserve = None  # written (or written before: the Put is conditional)
         charge.tries += 1
         return self.ledger.settle(

@@ -36,8 +36,10 @@ __all__ = [
 
 GSI = "gsi1"
 # Reservations are indexed for the sweeper under a few GSI partitions, so that one hot index
-# partition does not throttle admissions.
-RESV_SHARDS = 8
+# partition does not throttle admissions: each reservation is written to the index twice (put,
+# delete), and a partition takes about 1,000 writes a second, so 32 shards hold 5,000 requests a
+# second with room (8 capped it near 4,000). Shards 0-7 of the first release are among these.
+RESV_SHARDS = 32
 
 Key = dict[str, dict[str, str]]
 
@@ -54,8 +56,11 @@ def limit_item_key(scope: str, ident: str) -> Key:
     return _key(f"limit#{scope}#{ident}", "limit")
 
 
-def budget_key(scope: str, ident: str, period_id: str) -> Key:
-    return _key(f"budget#{scope}#{ident}", period_id)
+def budget_key(scope: str, ident: str, period_id: str, lane: int | None = None) -> Key:
+    """A budget's ledger item; with ``lane``, one of its lanes (its own partition key, so that
+    each lane has its own 1,000 write units a second: docs/limits.md, "At scale")."""
+    suffix = "" if lane is None else f"#L{lane}"
+    return _key(f"budget#{scope}#{ident}{suffix}", period_id)
 
 
 def rate_key(scope: str, ident: str, window: int) -> Key:

@@ -1,4 +1,5 @@
-"""Routing: the document operators edit, the store that loads it, the planner that reads it."""
+"""Routing: the document operators edit, the store that loads it, the planner that reads it, and
+the price book that prices its targets (the document's ``prices`` over the built-in table)."""
 
 from switchboard.routing.document import RoutingDocument, Target, load_document
 from switchboard.routing.planner import Plan, PlannedTarget, plan

@@ -10,6 +10,10 @@ old is served while one read refreshes it in the background (stale-while-revalid
 starts ``max_age_s + timeout_s`` after an edit sees it; while SSM fails or does not answer, the last
 good copy keeps serving. With no document yet, concurrent requests share one read, each waiting at
 most ``timeout_s`` and its own deadline, and get a 503 with ``Retry-After`` if it fails.
+
+Where the parameter is read from: ``from_ssm`` reads it (joined from its parts when split,
+``switchboard.routing.parts``) through the fleet's copy in DynamoDB when given a table, so the
+fleet's SSM calls do not grow with its instances (``switchboard.routing.copy``), or directly.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from switchboard.core.errors import ServiceUnavailable
 from switchboard.infra.refresh import Refreshing, Unavailable
+from switchboard.routing import parts
+from switchboard.routing.copy import FleetCopy
 from switchboard.routing.document import ProviderRegistry, RoutingDocument, load_document
 
 __all__ = ["LoadedRouting", "RoutingStore", "RoutingUnavailable"]
@@ -71,14 +78,25 @@ class RoutingStore:
         self.rejected = 0
 
     @classmethod
-    def from_ssm(cls, name: str, max_age_s: float, ssm_client: Any, **kwargs: Any) -> RoutingStore:
-        """The document in SSM parameter ``name`` (String or SecureString). The store's own
-        ``max_age_s`` is the cache: Powertools Parameters would add a second one, and boto3's import."""
-
-        def fetch() -> str:
-            return str(ssm_client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
-
-        return cls(fetch, max_age_s, **kwargs)
+    def from_ssm(
+        cls,
+        name: str,
+        max_age_s: float,
+        ssm_client: Any,
+        *,
+        table: tuple[Any, str] | None = None,
+        **kwargs: Any,
+    ) -> RoutingStore:
+        """The document in SSM parameter ``name`` (String or SecureString, whole or in parts).
+        ``table``: (DynamoDB client, table name) for the fleet's copy, which at most one instance
+        refreshes from SSM per ``max_age_s``. The store's own ``max_age_s`` is the cache:
+        Powertools Parameters would add a second one, and boto3's import."""
+        if table is not None:
+            ddb, table_name = table
+            budget = kwargs.get("timeout_s", 1.0) / 2  # the rest of the read's wait: SSM, if need be
+            copy = FleetCopy(ddb, table_name, name, ssm_client, max_age_s, budget_s=budget)
+            return cls(copy.fetch, max_age_s, **kwargs)
+        return cls(partial(parts.read, ssm_client, name), max_age_s, **kwargs)
 
     @property
     def refreshing(self) -> Any:

@@ -14,20 +14,16 @@ answer carries ``usage.cost`` and the ``x-switchboard-cost-usd`` header.
 
 from __future__ import annotations
 
-import time
-
 from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
 
 from switchboard.billing import metering
+from switchboard.billing.metering import Meter
 from switchboard.core.errors import InvalidRequest
 from switchboard.core.schemas import ChatCompletionRequest, EmbeddingRequest, Usage
-from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure
-from switchboard.http.request import attribution, enter, permit
-from switchboard.routing.planner import plan
+from switchboard.exchange import Exchange
+from switchboard.http.pipeline import Answer, Context, Endpoint
 
-__all__ = ["create_embeddings"]
+__all__ = ["EMBEDDINGS", "Embeddings"]
 
 
 def _stand_in(body: EmbeddingRequest) -> ChatCompletionRequest:
@@ -54,39 +50,39 @@ def _parse(raw: bytes) -> EmbeddingRequest:
         ) from None
 
 
-async def create_embeddings(request: Request, headers: dict[str, str]) -> Response:
-    started = time.monotonic()
-    gateway, deadline, principal, body, routing = await enter(request, headers, _parse)
-    permit(principal, body.model)
-    route = plan(routing.document, body.model, mode="embeddings", visible=principal.allowed_models)
-    dimensions = route.targets[0].dimensions if route.targets else None
-    if body.dimensions is not None and body.dimensions != dimensions:
-        raise InvalidRequest(
-            f"The model '{body.model}' returns {dimensions}-dimensional vectors; "
-            f"'dimensions' must be {dimensions} or absent.",
-            param="dimensions",
-            code="unsupported_value",
-        )
-    ex = Exchange(
-        headers["x-request-id"],
-        principal,
-        _stand_in(body),
-        routing.revision,
-        route,
-        started=started,
-        headers=headers,
-        deadline=deadline,
-    )
-    ex.kind = "embeddings"
-    hooks = gateway.hooks
-    await admit(hooks, ex)
-    async with settled_on_failure(hooks, ex):
-        done = await gateway.engine.embed(body, route, deadline)
-    ex.target, ex.attempts, ex.status, ex.outcome = done.target, done.attempts, 200, "ok"
-    tokens = done.response.usage.prompt_tokens
-    usage = Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
-    metering.charge_usage(ex, usage, 0, gateway.prices.lookup(routing.document, done.target))
-    attribution(headers, done.target.provider_name, done.target.model, done.attempts)
-    await settle_all(hooks, ex)
-    content = metering.body_with_cost(done.raw, done.response, ex)
-    return Response(content, 200, headers, "application/json")
+class Embeddings(Endpoint[EmbeddingRequest]):
+    """OpenAI embeddings: a route of ``mode: embeddings``, no routing rules, input tokens billed."""
+
+    name = "embeddings"
+    mode = "embeddings"
+    rules = False
+
+    def parse(self, raw: bytes) -> EmbeddingRequest:
+        return _parse(raw)
+
+    def prepare(self, ctx: Context[EmbeddingRequest]) -> ChatCompletionRequest:
+        """A 400 for ``dimensions`` other than the route's; the input as chat, for the estimates."""
+        body = ctx.body
+        dimensions = ctx.plan.targets[0].dimensions if ctx.plan.targets else None
+        if body.dimensions is not None and body.dimensions != dimensions:
+            raise InvalidRequest(
+                f"The model '{body.model}' returns {dimensions}-dimensional vectors; "
+                f"'dimensions' must be {dimensions} or absent.",
+                param="dimensions",
+                code="unsupported_value",
+            )
+        return _stand_in(body)
+
+    async def call(self, ctx: Context[EmbeddingRequest]) -> Answer:
+        done = await ctx.gateway.engine.embed(ctx.body, ctx.plan, ctx.deadline)
+        tokens = done.response.usage.prompt_tokens
+        meter = Meter()
+        meter.usage = Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
+
+        def render(ex: Exchange) -> bytes:
+            return metering.body_with_cost(done.raw, done.response, ex)
+
+        return Answer(done.target, done.attempts, meter=meter, render=render)
+
+
+EMBEDDINGS = Embeddings()  # routed in http.app: handler(EMBEDDINGS)

@@ -20,22 +20,19 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard.billing import metering
-from switchboard.billing.pricing import PriceMatch
+from switchboard.billing.metering import Meter
 from switchboard.core import jsonbody
 from switchboard.core.errors import AttemptFailed, ErrorClass, GatewayError, InvalidRequest
 from switchboard.core.redaction import scrub
-from switchboard.core.schemas import ChatCompletionRequest, Usage
+from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.core.sse import SSEEvent
-from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
-from switchboard.http import heartbeat
-from switchboard.http.asgi import EventStream
 from switchboard.http.endpoints.anthropic_format import (
     EventTranslator,
     MessagesRequest,
@@ -44,17 +41,22 @@ from switchboard.http.endpoints.anthropic_format import (
     from_openai,
     to_openai,
 )
-from switchboard.http.request import attribution, chat_plan, enter, error_headers
-from switchboard.routing.overrides import take
-from switchboard.routing.planner import Plan, PlannedTarget
-from switchboard.routing.store import LoadedRouting
+from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
+from switchboard.http.request import error_headers
+from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine, HeldStream, check_modalities
 from switchboard.upstream.providers.anthropic import Anthropic, Relay, anthropic_usage
 from switchboard.upstream.providers.base import StreamChunk
-from switchboard.wiring import Gateway
 
-__all__ = ["anthropic_error", "count_tokens", "create_message"]
+__all__ = [
+    "COUNT_TOKENS",
+    "MESSAGES",
+    "CountTokens",
+    "Messages",
+    "anthropic_error",
+    "estimate_input_tokens",
+]
 
 _JSON = "application/json"
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -84,12 +86,26 @@ def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
     return Response(json.dumps(body), exc.status, error_headers(exc, headers), _JSON)
 
 
-def _parse(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
+@dataclass(slots=True)
+class _Body:
+    """A /v1/messages request: the body as sent, its checked form, and its OpenAI chat form by
+    ``stream`` (converted once: its dropped parameters are logged once)."""
+
+    raw: dict[str, Any]
+    parsed: MessagesRequest
+    converted: dict[bool, ChatCompletionRequest] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.parsed.model
+
+
+def _parse(raw: bytes) -> _Body:
     body = jsonbody.loads(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
-        return body, MessagesRequest.model_validate(body)
+        return _Body(body, MessagesRequest.model_validate(body))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -109,12 +125,12 @@ def native_body(body: dict[str, Any], target: PlannedTarget, client: dict[str, s
 class _Session:
     """One /v1/messages request: how each target of its plan is called."""
 
-    def __init__(self, engine: Engine, body: dict[str, Any], parsed: MessagesRequest, client: dict[str, str]):
+    def __init__(self, engine: Engine, request: _Body, client: dict[str, str]):
         self.engine = engine
-        self.body = body
-        self.parsed = parsed
+        self.body = request.raw
+        self.parsed = request.parsed
         self.client = client
-        self._converted: dict[bool, ChatCompletionRequest] = {}
+        self._converted = request.converted
 
     def _openai(self, target: PlannedTarget, stream: bool) -> ChatCompletionRequest:
         if stream not in self._converted:
@@ -193,13 +209,13 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-def _estimate_chat(session: _Session) -> ChatCompletionRequest:
+def _estimate_chat(request: _Body) -> ChatCompletionRequest:
     """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), kept for a
     converted attempt (so its dropped parameters are logged once). A request that has no chat
     form (an Anthropic-only block) is estimated from its JSON instead."""
-    parsed, body = session.parsed, session.body
+    parsed, body = request.parsed, request.raw
     try:
-        chat = session._converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
+        chat = request.converted[bool(parsed.stream)] = to_openai(parsed, stream=bool(parsed.stream))
         return chat
     except Unconvertible:
         text = json.dumps({"system": body.get("system"), "messages": body.get("messages")})
@@ -226,17 +242,15 @@ def _output_chars(blocks: Any) -> int:
     return chars
 
 
-class _Meter:
-    """The usage of an Anthropic-format answer, JSON or SSE events, read as it passes."""
+class _Usage:
+    """Reads an Anthropic-format answer's usage and output (JSON or SSE events) into billing's
+    meter as it passes."""
 
-    __slots__ = ("chars", "completed", "failed", "match", "usage")
+    __slots__ = ("meter", "usage")
 
-    def __init__(self, match: PriceMatch | None) -> None:
-        self.match = match
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
         self.usage: dict[str, Any] = {}
-        self.chars = 0
-        self.completed = False
-        self.failed = False
 
     def message(self, content: bytes) -> None:
         try:
@@ -245,7 +259,7 @@ class _Meter:
             return
         if isinstance(message, dict):
             self._usage(message.get("usage"))
-            self.chars += _output_chars(message.get("content"))
+            self.meter.chars += _output_chars(message.get("content"))
 
     def event(self, event: SSEEvent) -> None:
         if event.event not in ("message_start", "message_delta", "content_block_delta"):
@@ -261,35 +275,25 @@ class _Meter:
         elif event.event == "message_delta":
             self._usage(data.get("usage"))
         else:
-            self.chars += _output_chars(data.get("delta"))
+            self.meter.chars += _output_chars(data.get("delta"))
 
     def _usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
             self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
-
-    def reported(self) -> Usage | None:
-        """The usage the answer gave; None when it gave none, or only zeros (a converted answer
-        from an upstream that reported no usage), so that it is estimated, never billed as free."""
-        return anthropic_usage(self.usage) if any(self.usage.values()) else None
-
-    def finish(self, ex: Exchange) -> None:
-        """The stream's usage (reported, else estimated), cost and outcome on ``ex``."""
-        metering.record(ex, self.reported(), self.chars, self.match)
-        if self.completed:
-            ex.outcome = "ok"
-        else:
-            ex.outcome = "interrupted"
-            ex.error_code = "stream_interrupted" if self.failed else "client_disconnected"
+            # None when the answer gave only zeros (a converted answer from an upstream that
+            # reported no usage), so that it is estimated, never billed as free.
+            self.meter.usage = anthropic_usage(self.usage) if any(self.usage.values()) else None
 
 
-async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[bytes]:
+async def _events(held: HeldStream[SSEEvent], meter: Meter) -> AsyncIterator[bytes]:
+    reader = _Usage(meter)
     try:
         async for event in held.items():
-            meter.event(event)
+            reader.event(event)
             yield b"event: " + (event.event or "message").encode() + b"\ndata: " + event.data + b"\n\n"
         meter.completed = True
     except AttemptFailed as failure:
-        meter.failed = True
+        meter.interrupted = True
         status = {ErrorClass.RATE_LIMIT: 429, ErrorClass.SERVER: 529}.get(failure.error_class, 500)
         message = (
             f"The upstream stream from {held.target.provider_name} failed after output began "
@@ -299,86 +303,46 @@ async def _events(held: HeldStream[SSEEvent], meter: _Meter) -> AsyncIterator[by
         yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
-async def _stream(
-    gateway: Gateway, routing: LoadedRouting, route: Plan, session: _Session, ex: Exchange, deadline: float
-) -> Response:
-    """A streamed message, under the heartbeats (``http.heartbeat``) as in chat: a total
-    failure after the comments began ends the stream with Anthropic's ``error`` event."""
-    hooks, headers = gateway.hooks, ex.headers
-    headers["cache-control"] = "no-cache"
-    headers["x-accel-buffering"] = "no"
-
-    async def run() -> HeldStream[SSEEvent]:
-        async with settled_on_failure(hooks, ex):
-            return await gateway.engine.run_stream(route, deadline, session.open_stream, _has_output)
-
-    def events(held: HeldStream[SSEEvent]) -> AsyncIterator[bytes]:
-        ex.target, ex.attempts, ex.status = held.target, held.attempts, 200
-        ex.first_token_at = time.monotonic()
-        meter = _Meter(gateway.prices.lookup(routing.document, held.target))
-        attribution(headers, held.target.provider_name, held.target.model, held.attempts)
-        return settled_stream(_events(held, meter), ex, hooks, meter.finish)
-
-    task = heartbeat.start(run())
-    settings = gateway.settings
-    if await heartbeat.within(
-        task, heartbeat.after_s(routing.document.defaults.heartbeat_after_s, settings.heartbeat_after_s)
-    ):
-        return EventStream(events(task.result()), headers)
-
-    async def late() -> AsyncIterator[bytes]:
-        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s, lambda: heartbeat.left(ex)):
-            yield beat
-        try:
-            held = task.result()
-        except GatewayError as exc:  # every target failed (settled in the task): an error event
-            body = {
-                "type": "error",
-                "error": {"type": _error_type(exc.status), "message": scrub(exc.message)},
-            }
-            yield b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
-            return
-        async for part in events(held):
-            yield part
-
-    return EventStream(late(), headers)
+def _client_headers(request: Request) -> dict[str, str]:
+    return {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
 
 
-async def create_message(request: Request, headers: dict[str, str]) -> Response:
-    started = time.monotonic()
-    gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse)
-    wanted = take(body)  # never forwarded upstream, natively or converted
-    if parsed.__pydantic_extra__:
-        take(parsed.__pydantic_extra__)
-    route, rule = await chat_plan(gateway, routing, principal, parsed.model, headers, wanted)
-    client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
-    session = _Session(gateway.engine, body, parsed, client)
-    chat = _estimate_chat(session)
-    ex = Exchange(
-        headers["x-request-id"],
-        principal,
-        chat,
-        routing.revision,
-        route,
-        started=started,
-        headers=headers,
-        deadline=deadline,
-    )
-    ex.kind = "messages"
-    ex.rule = rule
-    hooks = gateway.hooks
-    await admit(hooks, ex)
-    if parsed.stream:
-        return await _stream(gateway, routing, route, session, ex, deadline)
-    async with settled_on_failure(hooks, ex):
-        content, target, attempts = await gateway.engine.run(route, deadline, session.complete)
-    ex.target, ex.attempts, ex.status, ex.outcome = target, attempts, 200, "ok"
-    meter = _Meter(gateway.prices.lookup(routing.document, target))
-    meter.message(content)
-    metering.charge_usage(ex, meter.reported(), meter.chars, meter.match)
-    attribution(headers, target.provider_name, target.model, attempts)
-    await settle_all(hooks, ex)
-    return Response(content, 200, headers, _JSON)
+class Messages(Endpoint[_Body]):
+    """Anthropic's Messages API: relayed to Anthropic targets, converted for the others."""
+
+    name = "messages"
+    heartbeats = True  # a silent stream keeps alive with SSE comments (http.heartbeat)
+
+    def parse(self, raw: bytes) -> _Body:
+        return _parse(raw)
+
+    def error(self, exc: GatewayError, headers: dict[str, str]) -> Response:
+        return anthropic_error(exc, headers)
+
+    def streams(self, body: _Body) -> bool:
+        return bool(body.parsed.stream)
+
+    def stream_error(self, exc: GatewayError) -> bytes:
+        body = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
+        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+    def prepare(self, ctx: Context[_Body]) -> ChatCompletionRequest:
+        return _estimate_chat(ctx.body)
+
+    async def call(self, ctx: Context[_Body]) -> Answer | Streamed:
+        engine = ctx.gateway.engine
+        session = _Session(engine, ctx.body, _client_headers(ctx.request))
+        meter = Meter()
+        if ctx.body.parsed.stream:
+            held = await engine.run_stream(ctx.plan, ctx.deadline, session.open_stream, _has_output)
+            events = _events(held, meter)
+            return Streamed(held.target, held.attempts, events, meter, first_token_at=time.monotonic())
+        content, target, attempts = await engine.run(ctx.plan, ctx.deadline, session.complete)
+        _Usage(meter).message(content)
+        return Answer(target, attempts, content, meter)
+
+
+MESSAGES = Messages()  # routed in http.app: handler(MESSAGES)
 
 
 # --------------------------------------------------------------------------- count_tokens
@@ -399,13 +363,14 @@ _IMAGE_TOKENS = 1600
 _BYTES_PER_TOKEN = 4
 
 
-def _parse_count(raw: bytes) -> tuple[dict[str, Any], MessagesRequest]:
-    """The body and its checked form; ``max_tokens`` is create's, so a count needs none."""
+def _parse_count(raw: bytes) -> _Body:
+    """The body (without create's fields) and its checked form; ``max_tokens`` is create's, so a
+    count needs none."""
     body = jsonbody.loads(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    _, parsed = _parse(json.dumps({"max_tokens": 1, **body}).encode())
-    return {k: v for k, v in body.items() if k not in _CREATE_ONLY}, parsed
+    parsed = _parse(json.dumps({"max_tokens": 1, **body}).encode()).parsed
+    return _Body({k: v for k, v in body.items() if k not in _CREATE_ONLY}, parsed)
 
 
 def _without_media(value: Any, images: list[int]) -> Any:
@@ -429,25 +394,36 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     return math.ceil(len(text.encode()) / _BYTES_PER_TOKEN) + _IMAGE_TOKENS * len(images)
 
 
-async def count_tokens(request: Request, headers: dict[str, str]) -> Response:
+class CountTokens(Endpoint[_Body]):
     """``POST /v1/messages/count_tokens``: Anthropic's count for an Anthropic target (the plan's
     retries and fallback apply), else an estimate, marked ``x-switchboard-estimated: true``.
 
     The key must be valid and may use the model; nothing is reserved, charged or rate limited.
     """
-    gateway, deadline, principal, (body, parsed), routing = await enter(request, headers, _parse_count)
-    route, _ = await chat_plan(gateway, routing, principal, parsed.model, headers)
 
-    async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
-        provider = providers.get(target.provider.kind)
-        if isinstance(provider, Anthropic):
-            relay = Relay(target, await gateway.engine.credential(target), gateway.engine.http, client)
-            return await provider.count_tokens(relay, native_body(body, target, client)), False
-        return json.dumps({"input_tokens": estimate_input_tokens(body)}).encode(), True
+    name = "count_tokens"
+    billed = False
 
-    client = {name: request.headers[name] for name in _CLIENT_HEADERS if name in request.headers}
-    (content, estimated), target, attempts = await gateway.engine.run(route, deadline, attempt)
-    attribution(headers, target.provider_name, target.model, attempts)
-    if estimated:
-        headers["x-switchboard-estimated"] = "true"
-    return Response(content, 200, headers, _JSON)
+    def parse(self, raw: bytes) -> _Body:
+        return _parse_count(raw)
+
+    def error(self, exc: GatewayError, headers: dict[str, str]) -> Response:
+        return anthropic_error(exc, headers)
+
+    async def call(self, ctx: Context[_Body]) -> Answer:
+        engine, body, client = ctx.gateway.engine, ctx.body.raw, _client_headers(ctx.request)
+
+        async def attempt(target: PlannedTarget) -> tuple[bytes, bool]:
+            provider = providers.get(target.provider.kind)
+            if isinstance(provider, Anthropic):
+                relay = Relay(target, await engine.credential(target), engine.http, client)
+                return await provider.count_tokens(relay, native_body(body, target, client)), False
+            return json.dumps({"input_tokens": estimate_input_tokens(body)}).encode(), True
+
+        (content, estimated), target, attempts = await engine.run(ctx.plan, ctx.deadline, attempt)
+        if estimated:
+            ctx.headers["x-switchboard-estimated"] = "true"
+        return Answer(target, attempts, content)
+
+
+COUNT_TOKENS = CountTokens()  # routed in http.app: handler(COUNT_TOKENS)

@@ -35,7 +35,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchboard.billing import metering
-from switchboard.billing.pricing import PriceMatch
 from switchboard.core import jsonbody
 from switchboard.core.errors import (
     AttemptFailed,
@@ -73,6 +72,7 @@ from switchboard.http.request import (
 from switchboard.infra import aws
 from switchboard.routing.overrides import take
 from switchboard.routing.planner import PlannedTarget
+from switchboard.routing.pricing import PriceMatch
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine, HeldStream
 from switchboard.upstream.providers.base import classify_http_error

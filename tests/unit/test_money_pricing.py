@@ -6,11 +6,11 @@ import logging
 from decimal import Decimal
 
 import pytest
-from switchboard.billing.pricing import PriceBook, builtin_prices, model_variants
 from switchboard.core.money import Price, cost_usd
 from switchboard.core.schemas import Usage
 from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import plan
+from switchboard.routing.pricing import PriceBook, builtin_prices, model_variants
 
 
 def usage(prompt: int, completion: int, cached: int = 0, writes: int = 0) -> Usage:
