@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -322,7 +323,10 @@ class Breaker:
         with single_metric(
             name="BreakerState", unit=MetricUnit.NoUnit, value=value, namespace="Switchboard"
         ) as metric:
-            metric.add_dimension(name="service", value="switchboard")
+            # The stack's service name, as the cost events' (dashboards filter on it).
+            metric.add_dimension(
+                name="service", value=os.environ.get("POWERTOOLS_SERVICE_NAME") or "switchboard"
+            )
             metric.add_dimension(name="target", value=label)
 
 
