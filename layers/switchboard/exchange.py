@@ -122,7 +122,10 @@ async def settled_on_failure(hooks: list[Hook], ex: Exchange) -> AsyncIterator[N
         await settle_all(hooks, ex)
         raise
     except BaseException:
-        ex.outcome, ex.status = "error", 500
+        if ex.error_code == "client_disconnected":  # a stream committed early (heartbeats), then left
+            ex.outcome = "interrupted"
+        else:
+            ex.outcome, ex.status = "error", 500
         await asyncio.shield(settle_all(hooks, ex))
         raise
 

@@ -19,6 +19,7 @@ from switchboard.core.principal import Authenticator
 from switchboard.core.settings import Settings
 from switchboard.exchange import Hook
 from switchboard.infra import aws, tracing
+from switchboard.routing.breaker import Breaker
 from switchboard.routing.pricing import PriceBook
 from switchboard.routing.router import Router
 from switchboard.routing.rules import BudgetUse
@@ -142,6 +143,7 @@ class Gateway:
     budget_use: BudgetUse | None = None  # what routing rules read (the limits hook)
     spend: SpendLedger | None = None  # flushed at shutdown
     router: Router = field(default_factory=Router)  # strategies, conditions, explain
+    breaker: Breaker | None = None  # the shared circuit breaker (routing.breaker)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, http: httpx.AsyncClient | None = None) -> Gateway:
@@ -174,6 +176,14 @@ class Gateway:
         hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing
         if spend is not None:
             hooks.append(spend)
+        ddb_breaker = aws.runtime_client("dynamodb", settings.region)
+        breaker = Breaker(
+            settings.table,
+            lambda: ddb_breaker,
+            report_s=settings.breaker_report_s,
+            cache_s=settings.breaker_cache_s,
+        )
+        hooks.append(breaker)  # counts every attempt; does nothing while the document has no breaker
         hooks.append(CostEvents())
         ddb_client = aws.runtime_client("dynamodb", settings.region)
         speeds = SpeedBoard(SpeedStore(settings.table, lambda: ddb_client), timeout_s=settings.aws_timeout_s)
@@ -190,6 +200,7 @@ class Gateway:
             budget_use=limits,
             spend=spend,
             router=router,
+            breaker=breaker,
         )
 
     async def flush(self) -> None:

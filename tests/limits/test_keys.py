@@ -428,3 +428,22 @@ def test_concurrent_lookups_share_one_read_and_survive_a_cancelled_one(keys: Key
 
     assert asyncio.run(scenario()) == [record.id] * 5
     assert len(reads) == 1  # the cancelled request's read is not cancelled: it serves the five
+
+
+def test_cli_sets_and_clears_a_keys_routing_overrides(
+    cli_env: Table, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "keys", "create", "--name", "o", "--json")
+    created = json.loads(out)
+    assert code == 0 and created["overrides"] == []  # denied by default
+    key_id = created["id"]
+    code, out, _ = cli(capsys, "keys", "update", key_id, "--overrides", "models,provider.sort", "--json")
+    assert code == 0 and json.loads(out)["overrides"] == ["models", "provider.sort"]
+    code, out, _ = cli(capsys, "keys", "update", key_id, "--overrides", "*", "--json")
+    assert json.loads(out)["overrides"] == ["models", "provider"]
+    code, out, _ = cli(capsys, "keys", "show", key_id)
+    assert "overrides models,provider" in out
+    code, out, _ = cli(capsys, "keys", "update", key_id, "--overrides", "none", "--json")
+    assert json.loads(out)["overrides"] == []
+    code, _, err = cli(capsys, "keys", "update", key_id, "--overrides", "provider.speed")
+    assert code == 1 and "unknown provider.speed" in err

@@ -13,8 +13,9 @@ from switchboard.devtools.cfn import load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
-# Emitted outside the cost event: routing edits (wiring.py) and ledger failures (billing/spendledger.py).
-EMITTED = set(METRICS) | {"RoutingDocumentRejected", "SpendLedgerWriteFailures"}
+# Emitted outside the cost event: routing edits (wiring.py), ledger failures (billing/spendledger.py)
+# and the circuit breaker's state (routing/breaker.py).
+EMITTED = set(METRICS) | {"RoutingDocumentRejected", "SpendLedgerWriteFailures", "BreakerState"}
 
 
 def of_type(kind: str) -> dict[str, dict[str, Any]]:
@@ -68,7 +69,7 @@ def test_dashboard_is_valid_json_and_reads_emitted_metrics() -> None:
     } <= names
     assert names <= EMITTED, names - EMITTED
     titles = " ".join(w["properties"].get("title", "") for w in widgets)
-    for topic in ("Cost per hour", "outcome", "fallback", "p99", "first token", "Throttles"):
+    for topic in ("Cost per hour", "outcome", "fallback", "p99", "first token", "Throttles", "breaker"):
         assert topic in titles
 
 

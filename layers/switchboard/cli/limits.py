@@ -150,7 +150,7 @@ def _key_text(key: dict[str, Any]) -> str:
     lines = [
         f"{key['id']}  {key['name']}  [{key['status']}]  {key['prefix']}...",
         f"  team {key['team'] or '-'}, user {key['user'] or '-'}, tags {','.join(key['tags']) or '-'}",
-        f"  models {models}; {_limits_text(key)}",
+        f"  models {models}; overrides {','.join(key.get('overrides') or []) or '-'}; {_limits_text(key)}",
         f"  created {key['created_at']}"
         + (f", expires {key['expires_at']}" if key["expires_at"] else "")
         + (f", revoked {key['revoked_at']}" if key["revoked_at"] else ""),
@@ -227,6 +227,22 @@ def _use_text(use: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ keys
 
 
+def _overrides(names: list[str] | None) -> list[str] | None:
+    """``--overrides``: ``*`` is every field, ``none`` (or empty) none; others must be known."""
+    from switchboard.routing.overrides import FIELDS
+
+    if names is None:
+        return None
+    if names == ["*"]:
+        return ["models", "provider"]
+    if names in ([], ["none"]):
+        return []
+    unknown = sorted(set(names) - FIELDS)
+    if unknown:
+        raise _Failure(f"--overrides: unknown {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
+    return names
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     limits = _limits_from(args)
     if args.expires is not None and args.expires <= time.time():
@@ -238,6 +254,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         user=args.user,
         tags=args.tags or (),
         models=models,
+        overrides=_overrides(args.overrides) or (),
         limits=limits,
         expires_at=args.expires,
     )
@@ -267,15 +284,24 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _access_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``keys update`` changes of the key's tags, models and overrides."""
+    changes: dict[str, Any] = {}
+    if args.tags is not None:
+        changes["tags"] = args.tags
+    if args.models is not None:
+        changes["models"] = None if args.models == ["*"] else args.models
+    if args.overrides is not None:
+        changes["overrides"] = _overrides(args.overrides)
+    return changes
+
+
 def cmd_keys_update(args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     for name in ("name", "team", "user"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name) or None
-    if args.tags is not None:
-        changes["tags"] = args.tags
-    if args.models is not None:
-        changes["models"] = None if args.models == ["*"] else args.models
+    changes.update(_access_changes(args))
     if args.no_budget and args.budget_usd is not None:
         raise _Failure("--budget-usd and --no-budget contradict each other")
     if args.budget_usd is not None or args.no_budget:
@@ -449,6 +475,13 @@ def _key_flags(parser: argparse.ArgumentParser, create: bool) -> None:
     parser.add_argument("--user", help="user (user budgets apply)" + ("" if create else "; '' clears it"))
     parser.add_argument("--tags", type=_csv, metavar="a,b", help="comma-separated tags")
     parser.add_argument("--models", type=_csv, metavar="a,b|*", help="allowed model aliases (default: *)")
+    parser.add_argument(
+        "--overrides",
+        type=_csv,
+        metavar="a,b|*|none",
+        help="per-request routing overrides the key may use: models, provider, provider.<field> "
+        "(default: none)",
+    )
     parser.add_argument("--expires", type=_when, metavar="ISO", help="expiry time, UTC unless it says")
     _limit_flags(parser)
 

@@ -15,7 +15,7 @@ __all__ = ["AttemptRecord", "header_safe"]
 @dataclass(slots=True)
 class AttemptRecord:
     target: str
-    outcome: str  # "ok" or an ErrorClass value
+    outcome: str  # "ok", "cancelled" (a hedge's loser) or an ErrorClass value
     status: int | None
     latency_ms: float
     waited_ms: float = 0.0  # backoff slept before this attempt (neither upstream nor gateway work)

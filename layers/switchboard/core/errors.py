@@ -27,6 +27,7 @@ whether the same target is worth another try and whether the plan may fall back:
     rate_limit     yes (Retry-After) yes
     server         yes              yes
     timeout        once             yes
+    slow           no               always (the latency trigger: no first token in time)
     context_window no               to a larger context
     content_policy no               only if configured
     client         no               no
@@ -66,6 +67,7 @@ class ErrorClass(enum.StrEnum):
     RATE_LIMIT = "rate_limit"
     SERVER = "server"
     TIMEOUT = "timeout"
+    SLOW = "slow"  # the route's latency trigger: no first output within ``latency_trigger_s``
     CONTEXT_WINDOW = "context_window"
     CONTENT_POLICY = "content_policy"
     CLIENT = "client"

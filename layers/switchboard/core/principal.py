@@ -106,6 +106,7 @@ class Principal:
     user: str | None = None
     tags: tuple[str, ...] = ()
     limits: Limits | None = None  # the key's own budget and rates (DynamoDB key store)
+    overrides: frozenset[str] = frozenset()  # per-request routing overrides it may use (routing.overrides)
 
 
 class Authenticator(Protocol):

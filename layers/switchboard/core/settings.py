@@ -38,6 +38,10 @@ _ENV = {
     "tracing": "SWITCHBOARD_TRACING",
     "limits_fail_open": "SWITCHBOARD_LIMITS_FAIL_OPEN",
     "admit_timeout_s": "SWITCHBOARD_ADMIT_TIMEOUT_S",
+    "heartbeat_after_s": "SWITCHBOARD_HEARTBEAT_AFTER_S",
+    "heartbeat_every_s": "SWITCHBOARD_HEARTBEAT_EVERY_S",
+    "breaker_report_s": "SWITCHBOARD_BREAKER_REPORT_S",
+    "breaker_cache_s": "SWITCHBOARD_BREAKER_CACHE_S",
     "region": "AWS_REGION",
 }
 
@@ -81,6 +85,15 @@ class Settings:
     # The longest an admission waits for DynamoDB (the request's deadline may cut it shorter)
     # before it answers 503 limits_unavailable (or serves, with fail-open).
     admit_timeout_s: float = 3.0
+    # A stream with no output after this long commits its 200 and sends an SSE comment every
+    # heartbeat_every_s (http.heartbeat): API Gateway drops a stream silent for 5 minutes.
+    # The routing document's defaults.heartbeat_after_s, when set, wins.
+    heartbeat_after_s: float = 30.0
+    heartbeat_every_s: float = 15.0
+    # The circuit breaker (routing.breaker): each target's counts are reported to DynamoDB at most
+    # once per breaker_report_s; its shared state is re-read at most once per breaker_cache_s.
+    breaker_report_s: float = 5.0
+    breaker_cache_s: float = 2.0
     region: str = "us-east-1"
 
     def __post_init__(self) -> None:

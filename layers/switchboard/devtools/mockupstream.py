@@ -50,7 +50,9 @@ Directives: the ``model`` string is split on ``+``; unknown parts are ignored, s
     ``garbage-valid-json`` 200 with ``{"foo": 1}``
     ``reset``             the request is read, then the socket is reset without any response
     ``slow-<s>``          sleep before the response headers (every response, errors included)
-    ``stall-<s>``         streaming: sleep between the 200 headers and the first event
+    ``stall-<s>``         streaming: sleep between the 200 headers and the first event; a client
+                          that closes the connection meanwhile is noticed at once, and the model
+                          string is appended to ``MockUpstream.closed``
     ``break-<k>``         streaming: close the connection after k content chunks, without the final
                           chunk, ``[DONE]`` or the chunked terminator (k=0: right after the role chunk)
     ``chunks-<n>``        the reply is exactly n words (the echo's words, cycled or cut), so a
@@ -83,6 +85,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextvars
 import hashlib
 import ipaddress
 import itertools
@@ -125,6 +128,25 @@ _HEALTH_BODY = b'{"ok":true}'
 _GARBAGE_BODY = b'{"not": "a completion"'
 _GARBAGE_VALID_BODY = b'{"foo": 1}'
 _REASONING = "Thinking it over."
+
+
+_READER: contextvars.ContextVar[asyncio.StreamReader] = contextvars.ContextVar("mock_reader")
+
+
+async def _client_left_within(seconds: float) -> bool:
+    """Sleep ``seconds``, or less if the client closes the connection: whether it did. (A byte the
+    client sends meanwhile ends the wait too and is lost: no test pipelines into a stall.)"""
+    reader = _READER.get(None)
+    if reader is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        data = await asyncio.wait_for(reader.read(1), seconds)
+    except TimeoutError:
+        return False
+    except (ConnectionError, OSError):
+        return True
+    return data == b""
 
 
 # --------------------------------------------------------------------------- the script
@@ -508,6 +530,8 @@ class MockUpstream:
         self.requests: list[JSONDict] = []
         #: TCP connections accepted so far; lets tests see keep-alive reuse.
         self.connections = 0
+        #: The model strings of streams whose client hung up during their stall (a cancelled call).
+        self.closed: list[str] = []
         self._flaky: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -546,6 +570,10 @@ class MockUpstream:
         self.requests.clear()
         self._flaky.clear()
 
+    def heal(self, model: str) -> None:
+        """A ``flaky-<n>`` model string succeeds from now on, as an upstream that recovered."""
+        self._flaky[model] = 1 << 62
+
     async def __aenter__(self) -> MockUpstream:
         await self.start()
         return self
@@ -563,6 +591,7 @@ class MockUpstream:
         if task is not None:
             self._tasks.add(task)
         self.connections += 1
+        _READER.set(reader)  # this connection's task only: a stall watches it for the client leaving
         try:
             while not self._closing:
                 try:
@@ -762,8 +791,9 @@ class MockUpstream:
         headers.append(("Cache-Control", "no-cache"))
         writer.write(_head(200, "text/event-stream", request.keep_alive, headers, None))
         await writer.drain()
-        if script.stall:
-            await asyncio.sleep(script.stall)
+        if script.stall and await _client_left_within(script.stall):
+            self.closed.append(model)
+            return False
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         base: JSONDict = {

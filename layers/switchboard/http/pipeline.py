@@ -26,6 +26,7 @@ when the defaults do not fit. ``handler(endpoint)`` is what ``http.app`` routes 
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,9 +42,12 @@ from switchboard.core.attempts import AttemptRecord
 from switchboard.core.errors import GatewayError
 from switchboard.core.principal import Principal
 from switchboard.core.schemas import ChatCompletionRequest
+from switchboard.core.sse import encode_json
 from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
+from switchboard.http import heartbeat
 from switchboard.http.asgi import EventStream
 from switchboard.http.request import attribution, chat_plan, endpoint, enter, error_response, permit
+from switchboard.routing.overrides import Overrides, take
 from switchboard.routing.planner import Plan, PlannedTarget, plan
 from switchboard.routing.pricing import PriceMatch
 from switchboard.routing.store import LoadedRouting
@@ -54,6 +58,8 @@ __all__ = ["Answer", "Context", "Endpoint", "Streamed", "handler", "serve", "ser
 B = TypeVar("B")
 
 _JSON = "application/json"
+
+log = logging.getLogger("switchboard.api")
 
 
 @dataclass(slots=True)
@@ -120,6 +126,9 @@ class Endpoint(Generic[B]):
     mode: ClassVar[str] = "chat"  # the route mode it plans for ("chat" or "embeddings")
     rules: ClassVar[bool] = True  # the routing rules may reroute the alias asked for
     billed: ClassVar[bool] = True  # admitted, metered, settled (False: no hooks, no cost event)
+    # A stream may commit before its first output and keep alive with SSE comments (http.heartbeat);
+    # the endpoint then gives ``streams`` and ``stream_error`` in its wire format.
+    heartbeats: ClassVar[bool] = False
 
     def parse(self, raw: bytes) -> B:
         """The request body checked against the endpoint's schema (raise ``InvalidRequest``)."""
@@ -132,6 +141,25 @@ class Endpoint(Generic[B]):
     def error(self, exc: GatewayError, headers: dict[str, str]) -> Response:
         """A failure in the endpoint's error shape (OpenAI's by default)."""
         return error_response(exc, headers)
+
+    def overrides(self, body: B) -> Overrides:
+        """The request's routing overrides (``routing.overrides``: ``models``, ``provider``),
+        removed from every form of the body (its fields, a raw dict beside a parsed model) so no
+        upstream ever receives them."""
+        found = Overrides()
+        for part in (getattr(body, "raw", None), getattr(body, "parsed", None), body):
+            extra = part if isinstance(part, dict) else getattr(part, "__pydantic_extra__", None)
+            got = take(extra)
+            found = found if got.empty else got
+        return found
+
+    def streams(self, body: B) -> bool:
+        """Whether the request asks for a stream (``body.stream`` by default)."""
+        return bool(getattr(body, "stream", False))
+
+    def stream_error(self, exc: GatewayError) -> bytes:
+        """A failure as the last event of a stream already committed (heartbeats): OpenAI's shape."""
+        return encode_json(exc.body())
 
     def alias(self, body: B) -> str:
         """The model alias the client asked for (``body.model`` by default)."""
@@ -201,13 +229,19 @@ async def serve(spec: Endpoint[B], request: Request, headers: dict[str, str]) ->
     ctx.exchange = ex
     hooks = gateway.hooks
     await admit(hooks, ex)
+    if spec.heartbeats and spec.streams(body):
+        return await _heartbeats(spec, ctx, ex)
     async with settled_on_failure(hooks, ex):
         answer = await spec.call(ctx)
-    ex.target, ex.attempts, ex.status = answer.target, answer.attempts, 200
-    if answer.target is not None:
-        answer.meter.match = ctx.price(answer.target)
+    return await _answered(ctx, ex, answer)
+
+
+async def _answered(ctx: Context[Any], ex: Exchange, answer: Answer | Streamed) -> Response:
+    """After the call: meter, settle (a buffered answer) and respond."""
+    _record(ctx, ex, answer)
     if isinstance(answer, Streamed):
         return _stream(ctx, ex, answer)
+    hooks, headers = ctx.gateway.hooks, ctx.headers
     ex.outcome = "ok"
     metering.charge_usage(ex, answer.meter.usage, answer.meter.chars, answer.meter.match)
     _respond_headers(ctx, answer)
@@ -228,8 +262,11 @@ async def _route(
 ) -> tuple[Plan, str | None]:
     alias = spec.alias(body)
     if spec.rules:
+        wanted = spec.overrides(body)  # taken out of the body before anything reads it
         chat = spec.routing_chat(body)
-        return await chat_plan(gateway, routing, principal, alias, headers, chat, spec.routed_as or spec.name)
+        return await chat_plan(
+            gateway, routing, principal, alias, headers, chat, spec.routed_as or spec.name, wanted
+        )
     permit(principal, alias)
     return plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models), None
 
@@ -250,8 +287,57 @@ def _respond(ctx: Context[Any], answer: Answer | Streamed) -> Response:
     return Response(answer.content, 200, ctx.headers, answer.media_type)
 
 
+def _record(ctx: Context[Any], ex: Exchange, answer: Answer | Streamed) -> None:
+    ex.target, ex.attempts, ex.status = answer.target, answer.attempts, 200
+    if answer.target is not None:
+        answer.meter.match = ctx.price(answer.target)
+
+
+async def _heartbeats(spec: Endpoint[Any], ctx: Context[Any], ex: Exchange) -> Response:
+    """A stream under heartbeats (``http.heartbeat``): the call runs as a task; answered within
+    ``heartbeat_after_s``, the response is as always (attribution headers included), else it
+    commits with keep-alive comments, and ends with the stream or the endpoint's error event."""
+    hooks, settings = ctx.gateway.hooks, ctx.gateway.settings
+
+    async def run() -> Answer | Streamed:
+        async with settled_on_failure(hooks, ex):
+            return await spec.call(ctx)
+
+    task = heartbeat.start(run())
+    after = heartbeat.after_s(ctx.routing.document.defaults.heartbeat_after_s, settings.heartbeat_after_s)
+    if await heartbeat.within(task, after):
+        return await _answered(ctx, ex, task.result())
+    ctx.headers["cache-control"] = "no-cache"
+    ctx.headers["x-accel-buffering"] = "no"
+
+    async def late() -> AsyncIterator[bytes]:
+        async for beat in heartbeat.keep_alive(task, settings.heartbeat_every_s, lambda: heartbeat.left(ex)):
+            yield beat
+        try:
+            answer = task.result()
+        except GatewayError as exc:  # every target failed (settled in the task): an error event
+            yield spec.stream_error(exc)
+            return
+        except Exception:
+            log.exception("stream plan failed after the heartbeats began (request %s)", ex.request_id)
+            yield spec.stream_error(
+                GatewayError(f"Internal gateway error. Quote request id {ex.request_id}.")
+            )
+            return
+        assert isinstance(answer, Streamed)  # a streaming request's call answers a stream
+        _record(ctx, ex, answer)
+        async for part in _stream_events(ctx, ex, answer):
+            yield part
+
+    return EventStream(late(), ctx.headers)
+
+
 def _stream(ctx: Context[Any], ex: Exchange, stream: Streamed) -> Response:
     """The event stream; settled once the last byte is out, the upstream broke, or the client left."""
+    return EventStream(_stream_events(ctx, ex, stream), ctx.headers)
+
+
+def _stream_events(ctx: Context[Any], ex: Exchange, stream: Streamed) -> AsyncIterator[bytes]:
     ex.first_token_at = stream.first_token_at
     _respond_headers(ctx, stream)
     meter = stream.meter
@@ -265,4 +351,4 @@ def _stream(ctx: Context[Any], ex: Exchange, stream: Streamed) -> Response:
             ex.outcome = "interrupted"
             ex.error_code = "stream_interrupted" if meter.interrupted else "client_disconnected"
 
-    return EventStream(settled_stream(stream.events, ex, ctx.gateway.hooks, finish), ctx.headers)
+    return settled_stream(stream.events, ex, ctx.gateway.hooks, finish)

@@ -76,6 +76,7 @@ class KeyRecord:
     user: str | None = None
     tags: tuple[str, ...] = ()
     models: frozenset[str] | None = None  # None: every alias
+    overrides: frozenset[str] = frozenset()  # routing overrides allowed (routing.overrides.FIELDS)
     limits: Limits = field(default_factory=Limits)
     expires_at: int | None = None
     revoked_at: int | None = None
@@ -101,6 +102,7 @@ class KeyRecord:
             "user": self.user,
             "tags": list(self.tags) or None,
             "models": sorted(self.models) if self.models is not None else None,
+            "overrides": sorted(self.overrides) or None,
             "budget_usd": limits.budget_usd,
             "period": limits.period.value if limits.budget_usd is not None else None,
             "rpm": limits.rpm,
@@ -130,6 +132,7 @@ class KeyRecord:
             user=v.get("user"),
             tags=tuple(v.get("tags") or ()),
             models=frozenset(models) if models is not None else None,
+            overrides=frozenset(v.get("overrides") or ()),
             limits=Limits(
                 budget_usd=v.get("budget_usd"),
                 period=Period(v.get("period", "month")),
@@ -154,6 +157,7 @@ class KeyRecord:
             "user": self.user,
             "tags": list(self.tags),
             "models": sorted(self.models) if self.models is not None else "*",
+            "overrides": sorted(self.overrides),
             "budget_usd": str(limits.budget_usd) if limits.budget_usd is not None else None,
             "period": limits.period.value if limits.budget_usd is not None else None,
             "rpm": limits.rpm,
@@ -173,6 +177,7 @@ class KeyRecord:
             user=self.user,
             tags=self.tags,
             limits=None if self.limits.empty else self.limits,
+            overrides=self.overrides,
         )
 
 
@@ -232,6 +237,7 @@ class KeyStore:
         user: str | None = None,
         tags: Iterable[str] = (),
         models: Iterable[str] | None = None,
+        overrides: Iterable[str] = (),
         limits: Limits | None = None,
         expires_at: int | None = None,
         secret: str | None = None,
@@ -251,6 +257,7 @@ class KeyStore:
             user=user,
             tags=tuple(tags),
             models=frozenset(models) if models is not None else None,
+            overrides=frozenset(overrides),
             limits=limits or Limits(),
             expires_at=expires_at,
         )
@@ -284,6 +291,7 @@ class KeyStore:
         user: str | None = _UNSET,
         tags: Iterable[str] | None = None,
         models: Iterable[str] | None = _UNSET,
+        overrides: Iterable[str] | None = None,
         budget_usd: Decimal | None = _UNSET,
         period: Period | None = None,
         rpm: int | None = _UNSET,
@@ -308,6 +316,7 @@ class KeyStore:
             user=current.user if user is _UNSET else user,
             tags=current.tags if tags is None else tuple(tags),
             models=current.models if models is _UNSET else (None if models is None else frozenset(models)),
+            overrides=current.overrides if overrides is None else frozenset(overrides),
             limits=limits,
             expires_at=current.expires_at if expires_at is _UNSET else expires_at,
             updated_at=max(int(self._clock()), current.updated_at + 1),

@@ -471,7 +471,9 @@ def decide(
     kept = tuple(v.target for v in verdicts if v.kept)
     if not kept:
         raise _nothing_kept(served, verdicts)
-    plan = Plan(served, kept, route.retry or doc.defaults.retry, route.fallback_on, route.mode)
+    plan = Plan(
+        served, kept, route.retry or doc.defaults.retry, route.fallback_on, route.mode, route.hedge_after_ms
+    )
     return Decision(alias, served, route.strategy, plan, verdicts, fired, facts, orderer.explored)
 
 

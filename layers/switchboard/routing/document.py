@@ -29,6 +29,7 @@ from switchboard.core.errors import ErrorClass
 from switchboard.core.money import Price
 
 __all__ = [
+    "BreakerPolicy",
     "Cors",
     "Hours",
     "ModelRoute",
@@ -117,6 +118,16 @@ class Timeouts(_Strict):
     connect_s: float = Field(default=5.0, gt=0, le=60)
     first_token_s: float = Field(default=30.0, gt=0, le=900)
     total_s: float = Field(default=300.0, gt=0, le=900)
+    latency_trigger_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=900,
+        description=(
+            "the latency trigger: no first output (a stream's first content, a whole buffered answer) "
+            "within this many seconds abandons the attempt for the next target, class 'slow', never "
+            "retried; not applied to the plan's last target. Separate from the hard first_token_s"
+        ),
+    )
 
 
 class RetryPolicy(_Strict):
@@ -288,6 +299,15 @@ class ModelRoute(_Strict):
         default=None,
         description="input modalities every target accepts; a request with others gets a 400",
     )
+    hedge_after_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=900_000,
+        description=(
+            "hedging (off when absent): after this many ms without a first output, the next target is "
+            "started as well; the first to answer wins and the other is cancelled"
+        ),
+    )
 
     @field_validator("fallback_on")
     @classmethod
@@ -335,6 +355,15 @@ class ModelRoute(_Strict):
 class Defaults(_Strict):
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
+    heartbeat_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=900,
+        description=(
+            "a stream with no output this long commits its 200 and sends SSE keep-alive comments "
+            "while failover goes on (default: the gateway's setting, 30 s)"
+        ),
+    )
 
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -420,6 +449,33 @@ class Rule(_Strict):
         return bool(self.skip) and (self.models is None or alias in self.models)
 
 
+class BreakerPolicy(_Strict):
+    """The shared circuit breaker (``routing.breaker``), per target. See docs/routing.md."""
+
+    window_s: float = Field(default=60.0, gt=0, le=3600, description="length of one error-rate window")
+    min_requests: int = Field(default=20, ge=1, description="requests in a window before it can open")
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="failed share of a window that opens it")
+    open_s: float = Field(
+        default=30.0, gt=0, le=3600, description="how long an open breaker sends no traffic"
+    )
+    ramp_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="half-open: the share let through rises to all over this long",
+    )
+    probe_share: float = Field(
+        default=0.1, gt=0, le=1, description="half-open: the share let through at first"
+    )
+    half_open_min_requests: int = Field(
+        default=3, ge=1, description="half-open: requests before the error rate can open it again"
+    )
+    count: frozenset[ErrorClass] = Field(
+        default=frozenset({ErrorClass.SERVER, ErrorClass.TIMEOUT}),
+        description="attempt classes counted as failures (ok attempts count as successes; others not at all)",
+    )
+
+
 # An origin as a browser sends it: scheme, host, optional port; no path, no trailing slash.
 _ORIGIN = r"^(\*|https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?)$"
 
@@ -450,6 +506,9 @@ class RoutingDocument(_Strict):
         default_factory=list, description="conditional reroutes and skips (docs/rules.md)"
     )
     cors: Cors | None = Field(default=None, description="browser access; absent: CORS off")
+    breaker: BreakerPolicy | None = Field(
+        default=None, description="the shared circuit breaker per target; absent: off (docs/routing.md)"
+    )
     responses_ttl_days: int = Field(
         default=30, ge=1, le=3650, description="days a stored /v1/responses answer is kept (store: true)"
     )

@@ -40,6 +40,7 @@ class Plan:
     retry: RetryPolicy
     fallback_on: frozenset[ErrorClass]
     mode: str = "chat"
+    hedge_after_ms: int | None = None  # the route's hedging (engine): None is off
 
 
 def check_alias(doc: RoutingDocument, alias: str, mode: str | None, visible: frozenset[str] | None) -> None:

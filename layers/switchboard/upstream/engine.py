@@ -372,17 +372,13 @@ class Engine:
         last: AttemptFailed | None = None
         context_floor: int | None = None
         waited_ms = 0.0
-        for target in plan.targets:
-            if last is not None:
-                if last.error_class not in plan.fallback_on:
-                    break
-                if (
-                    last.error_class is ErrorClass.CONTEXT_WINDOW
-                    and context_floor is not None
-                    and target.context_window is not None
-                    and target.context_window <= context_floor
-                ):
-                    continue  # no larger than the window that already overflowed
+        raced_to = -1  # the index of the last target already tried as a hedge
+        for index, target in enumerate(plan.targets):
+            go = index > raced_to and _worth_trying(plan, last, target, context_floor)
+            if go is None:
+                break
+            if not go:
+                continue
             tries = 0
             while True:
                 remaining = deadline - time.monotonic()
@@ -392,7 +388,7 @@ class Engine:
                     )
                 started = time.monotonic()
                 try:
-                    result = await attempt(target, remaining)
+                    result = await _once(plan, index, tries, attempt, remaining, deadline, records)
                 except AttemptFailed as exc:
                     failure = exc
                 except GatewayError:
@@ -400,6 +396,12 @@ class Engine:
                 except Exception as exc:
                     failure = transport_failure(exc, target)
                 else:
+                    if isinstance(result, _Raced):  # a hedge ran: the pair is done, either way
+                        raced_to = index + 1
+                        if result.won is not None:
+                            return result.won[0], result.won[1], records
+                        last = result.failure
+                        break
                     elapsed = (time.monotonic() - started) * 1000
                     records.append(AttemptRecord(target.label, "ok", 200, elapsed, waited_ms))
                     return result, target, records
@@ -489,7 +491,7 @@ class Engine:
         message = (
             f"All {len(records)} attempts for model '{plan.alias}' failed: {summary or 'deadline reached'}"
         )
-        if last is not None and last.error_class is ErrorClass.TIMEOUT:
+        if last is not None and last.error_class in (ErrorClass.TIMEOUT, ErrorClass.SLOW):
             return AllTargetsFailed(message, status=504, headers=headers)
         if last is not None and last.error_class is ErrorClass.RATE_LIMIT:
             finals = {r.target: r for r in records}.values()  # each target's last word
@@ -504,6 +506,153 @@ class Engine:
                 return limited
             return AllTargetsFailed(message, status=503, headers=headers)
         return AllTargetsFailed(message, status=502, headers=headers)
+
+
+def _worth_trying(
+    plan: Plan, last: AttemptFailed | None, target: PlannedTarget, context_floor: int | None
+) -> bool | None:
+    """Whether to try ``target`` after ``last``: None stops the plan (a class that does not fall
+    back), False skips it (no larger than a context window that already overflowed)."""
+    if last is None:
+        return True
+    if last.error_class not in plan.fallback_on and last.error_class is not ErrorClass.SLOW:
+        return None
+    return not (
+        last.error_class is ErrorClass.CONTEXT_WINDOW
+        and context_floor is not None
+        and target.context_window is not None
+        and target.context_window <= context_floor
+    )
+
+
+@dataclass(slots=True)
+class _Raced(Generic[T]):
+    """A hedge's end: the winner's result and target, or the pair's last failure."""
+
+    won: tuple[T, PlannedTarget] | None
+    failure: AttemptFailed | None
+
+
+async def _once(
+    plan: Plan,
+    index: int,
+    tries: int,
+    attempt: Callable[[PlannedTarget, float], Awaitable[T]],
+    remaining: float,
+    deadline: float,
+    records: list[AttemptRecord],
+) -> T | _Raced[T]:
+    """One try of ``plan.targets[index]``: under its latency trigger (never on the plan's last
+    target, which waits its hard timeouts), hedged with the next target when the route says so."""
+    target = plan.targets[index]
+    trigger = target.timeouts.latency_trigger_s if index < len(plan.targets) - 1 else None
+    partner = _hedge_partner(plan, index, tries)
+    if partner is None:
+        return await _triggered(attempt, target, remaining, trigger)
+    started = time.monotonic()
+    first = asyncio.ensure_future(_triggered(attempt, target, remaining, trigger))
+    if await _finished_within(first, partner[0]):
+        return first.result()  # answered (or failed) before the hedge began: a plain attempt
+    raced = await _race(attempt, (target, first, started), partner, deadline, records)
+    return _Raced(None, raced) if isinstance(raced, AttemptFailed) else _Raced(raced, None)
+
+
+def _hedge_partner(plan: Plan, index: int, tries: int) -> tuple[float, PlannedTarget, float | None] | None:
+    """The hedge for the first try of ``plan.targets[index]``: the delay before it (seconds), the
+    next target, and that target's latency trigger; None when the route does not hedge here."""
+    if plan.hedge_after_ms is None or tries or index + 1 >= len(plan.targets):
+        return None
+    following = plan.targets[index + 1]
+    trigger = following.timeouts.latency_trigger_s if index + 2 < len(plan.targets) else None
+    return plan.hedge_after_ms / 1000, following, trigger
+
+
+async def _finished_within(task: asyncio.Future[T], seconds: float) -> bool:
+    """Whether ``task`` is done within ``seconds``; cancelled with the caller."""
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    return bool(done)
+
+
+async def _race(
+    attempt: Callable[[PlannedTarget, float], Awaitable[T]],
+    first: tuple[PlannedTarget, asyncio.Future[T], float],
+    partner: tuple[float, PlannedTarget, float | None],
+    deadline: float,
+    records: list[AttemptRecord],
+) -> tuple[T, PlannedTarget] | AttemptFailed:
+    """Hedging: ``first`` has had no answer for the hedge delay, so the next target starts too.
+    The first to answer wins and the other is cancelled (its connection closed: no more tokens are
+    made for nobody), recorded as ``cancelled``. If one fails, the other may still win; if both
+    fail, the later failure is returned. Every attempt goes in ``records``."""
+    _, second_target, trigger = partner
+    second = asyncio.ensure_future(_triggered(attempt, second_target, deadline - time.monotonic(), trigger))
+    running: dict[asyncio.Future[T], tuple[PlannedTarget, float]] = {
+        first[1]: (first[0], first[2]),
+        second: (second_target, time.monotonic()),
+    }
+    failure: AttemptFailed | None = None
+    try:
+        while running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                target, started = running.pop(task)
+                elapsed = (time.monotonic() - started) * 1000
+                exc = task.exception()
+                if exc is None:
+                    await _cancel_all(running, records)
+                    records.append(AttemptRecord(target.label, "ok", 200, elapsed))
+                    return task.result(), target
+                if isinstance(exc, GatewayError):
+                    raise exc
+                failure = exc if isinstance(exc, AttemptFailed) else transport_failure(exc, target)
+                records.append(
+                    AttemptRecord(
+                        target.label, failure.error_class, failure.status, elapsed, 0.0, _resets_at(failure)
+                    )
+                )
+    finally:
+        for task in running:
+            task.cancel()  # the caller was cancelled, or a refusal: nothing of the race outlives it
+    assert failure is not None
+    return failure
+
+
+async def _cancel_all(
+    running: dict[asyncio.Future[T], tuple[PlannedTarget, float]], records: list[AttemptRecord]
+) -> None:
+    """Cancel the losers of a race and wait for their cleanup (their connections closed)."""
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    for target, started in running.values():
+        records.append(AttemptRecord(target.label, "cancelled", None, (time.monotonic() - started) * 1000))
+    running.clear()
+
+
+async def _triggered(
+    attempt: Callable[[PlannedTarget, float], Awaitable[T]],
+    target: PlannedTarget,
+    remaining: float,
+    trigger: float | None,
+) -> T:
+    """``attempt`` under the latency trigger: no result (a stream's first output, a whole buffered
+    answer) within ``trigger`` seconds abandons it as ``slow`` (the attempt's own cleanup closes
+    the upstream connection)."""
+    if trigger is None or trigger >= remaining:
+        return await attempt(target, remaining)
+    try:
+        async with asyncio.timeout(trigger) as scope:
+            return await attempt(target, remaining)
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise AttemptFailed(
+            ErrorClass.SLOW, f"{target.provider_name}: no first output within {trigger:g} s (latency trigger)"
+        ) from None
 
 
 def _resets_at(failure: AttemptFailed) -> float | None:

@@ -37,6 +37,7 @@ class Chat(Endpoint[ChatCompletionRequest]):
     """OpenAI chat completions: the body is the engine's own request, the answer its own."""
 
     name = "chat"
+    heartbeats = True  # a silent stream keeps alive with SSE comments (http.heartbeat)
 
     def parse(self, raw: bytes) -> ChatCompletionRequest:
         return parse_chat(raw)

@@ -328,6 +328,7 @@ class Messages(Endpoint[_Body]):
     """Anthropic's Messages API: relayed to Anthropic targets, converted for the others."""
 
     name = "messages"
+    heartbeats = True  # a silent stream keeps alive with SSE comments (http.heartbeat)
 
     def parse(self, raw: bytes) -> _Body:
         return _parse(raw)
@@ -338,6 +339,13 @@ class Messages(Endpoint[_Body]):
     def routing_chat(self, body: _Body) -> ChatCompletionRequest:
         """The chat form with the whole ``metadata`` (rules and sticky read it all)."""
         return with_metadata(_estimate_chat(body, None), body.raw.get("metadata"))
+
+    def streams(self, body: _Body) -> bool:
+        return bool(body.parsed.stream)
+
+    def stream_error(self, exc: GatewayError) -> bytes:
+        body = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
+        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
     def prepare(self, ctx: Context[_Body]) -> ChatCompletionRequest:
         return _estimate_chat(ctx.body, ctx.plan.targets[0] if ctx.plan.targets else None)

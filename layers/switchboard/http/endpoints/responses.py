@@ -75,6 +75,7 @@ from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.http.request import authenticate, gateway_of, request_deadline
 from switchboard.infra import aws
 from switchboard.routing.decide import with_metadata
+from switchboard.routing.overrides import Overrides, take
 from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine, HeldStream
@@ -496,6 +497,13 @@ class Responses(Endpoint[_Request]):
 
     def alias(self, body: _Request) -> str:
         return body.parsed.model
+
+    def overrides(self, body: _Request) -> Overrides:
+        """``models`` and ``provider`` taken out of the body as sent (what a pass-through target
+        receives) and out of the checked request's extra fields (what conversion reads)."""
+        sent = take(body.body)
+        extra = take(body.parsed.__pydantic_extra__)
+        return extra if sent.empty else sent
 
     def routing_chat(self, body: _Request) -> ChatCompletionRequest | None:
         """This turn's input as chat, with the request's whole ``metadata``, for the routing
