@@ -221,13 +221,17 @@ def _has_output(event: SSEEvent) -> bool:
     return event.event in _OUTPUT
 
 
-def _estimate_chat(request: _Body, first: PlannedTarget | None) -> ChatCompletionRequest:
+def _estimate_chat(
+    request: _Body, first: PlannedTarget | None, *, reasoning: bool | None = None
+) -> ChatCompletionRequest:
     """The request as OpenAI chat, for the hooks' estimates (the Exchange's ``chat``), converted
     as for the plan's ``first`` target and kept for its attempt (so what it drops is logged once,
     and thinking mapped to ``reasoning_effort`` is not logged as dropped). A request that has no
     chat form (an Anthropic-only block) is estimated from its JSON instead."""
     parsed, body = request.parsed, request.raw
-    key = (bool(parsed.stream), first is not None and _reasons(first))
+    if reasoning is None:
+        reasoning = first is not None and _reasons(first)
+    key = (bool(parsed.stream), reasoning)
     cached = request.converted.get(key)
     if cached is not None:  # converted already (for routing, or for this target)
         return cached
@@ -337,8 +341,10 @@ class Messages(Endpoint[_Body]):
         return anthropic_error(exc, headers)
 
     def routing_chat(self, body: _Body) -> ChatCompletionRequest:
-        """The chat form with the whole ``metadata`` (rules and sticky read it all)."""
-        return with_metadata(_estimate_chat(body, None), body.raw.get("metadata"))
+        """The chat form with the whole ``metadata`` (rules and sticky read it all). Converted as
+        for a target that reasons, so thinking is carried (as ``reasoning_effort``), not logged as
+        dropped before any target is known; a target's own conversion is made for it."""
+        return with_metadata(_estimate_chat(body, None, reasoning=True), body.raw.get("metadata"))
 
     def streams(self, body: _Body) -> bool:
         return bool(body.parsed.stream)
