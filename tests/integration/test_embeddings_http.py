@@ -91,6 +91,24 @@ def test_dimensions_other_than_the_routes_are_a_400(gateway_factory, mock, nativ
     assert "must be 8" in str(caught.value)
 
 
+@pytest.mark.parametrize("field", [{"models": ["embed"]}, {"provider": {"order": ["mock"]}}])
+def test_routing_overrides_are_refused_and_never_forwarded(gateway_factory, mock, native, field) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15: OpenRouter's ``models`` and ``provider`` mean nothing on embeddings (no routing
+    rules there): a 400 naming the field, and the upstream never sees them."""
+    gw = start(gateway_factory, mock, native, {"embed": embed_route(("mock", "text-embed"))})
+    before = len(mock.requests)
+    response = httpx.post(
+        gw.v1 + "/embeddings",
+        headers=gw.headers(),
+        timeout=30,
+        json={"model": "embed", "input": "x", **field},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (next(iter(field)), "unsupported_parameter")
+    assert len(mock.requests) == before
+
+
 def test_modes_do_not_cross(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
     gw = start(
         gateway_factory,

@@ -39,7 +39,7 @@ from starlette.responses import Response
 from switchboard.billing import metering
 from switchboard.billing.metering import Meter
 from switchboard.core.attempts import AttemptRecord
-from switchboard.core.errors import GatewayError
+from switchboard.core.errors import GatewayError, InvalidRequest
 from switchboard.core.principal import Principal
 from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.core.sse import encode_json
@@ -268,6 +268,14 @@ async def _route(
             gateway, routing, principal, alias, headers, chat, spec.routed_as or spec.name, wanted
         )
     permit(principal, alias)
+    wanted = spec.overrides(body)  # no routing rules here, so no overrides: refused, never forwarded
+    if not wanted.empty:
+        raise InvalidRequest(
+            f"The routing overrides 'models' and 'provider' are not supported on the {spec.name} "
+            "endpoint: name one alias in 'model'.",
+            param="models" if wanted.models else "provider",
+            code="unsupported_parameter",
+        )
     return plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models), None
 
 
