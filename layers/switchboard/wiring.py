@@ -92,7 +92,7 @@ def price_lookup(prices: PriceBook) -> Callable[[RoutingDocument, PlannedTarget]
 
 
 def _limits(
-    settings: Settings, routing: RoutingStore, prices: PriceBook, books: SpendLedger | None
+    settings: Settings, ddb: Any, routing: RoutingStore, prices: PriceBook, books: SpendLedger | None
 ) -> tuple[Authenticator, LimitsHook]:
     """Keys, budgets and rate limits over the DynamoDB table (the SSM single key is retired).
 
@@ -105,7 +105,7 @@ def _limits(
     from switchboard.limits.ledger import Ledger
     from switchboard.limits.table import Table
 
-    table = Table.from_settings(settings.table, settings.region, runtime=True)
+    table = Table(ddb, settings.table)
     health = Health(retry_s=1.0)  # the table's: a read of it that fails or hangs marks both caches
     auth = DynamoKeyAuthenticator(
         KeyStore(table),
@@ -151,12 +151,14 @@ class Gateway:
         settings = settings or Settings.from_env()
         tracing.configure(settings.tracing)  # before any client exists: it patches botocore and httpx
         ssm = aws.runtime_client("ssm", settings.region)
+        # the table's one client (runtime_client is cached per service), for every user of the table
+        ddb = aws.runtime_client("dynamodb", settings.region)
         copy = settings.routing_copy.lower() not in {"off", "false", "0", "no"}
         routing = RoutingStore.from_ssm(
             settings.routing_param,
             settings.routing_max_age_s,
             ssm,
-            table=(aws.runtime_client("dynamodb", settings.region), settings.table) if copy else None,
+            table=(ddb, settings.table) if copy else None,
             timeout_s=settings.aws_timeout_s,
             on_rejected=_count_rejection,
             providers=providers.REGISTRY,
@@ -170,23 +172,20 @@ class Gateway:
         prices = PriceBook()
         spend = None
         if settings.spend_ledger.lower() not in {"off", "false", "0", "no"}:
-            ddb = aws.runtime_client("dynamodb", settings.region)
             spend = SpendLedger(settings.table, lambda: ddb, flush_s=settings.spend_flush_s)
-        auth, limits = _limits(settings, routing, prices, spend)
+        auth, limits = _limits(settings, ddb, routing, prices, spend)
         hooks: list[Hook] = [limits]  # first: a refusal costs the others nothing
         if spend is not None:
             hooks.append(spend)
-        ddb_breaker = aws.runtime_client("dynamodb", settings.region)
         breaker = Breaker(
             settings.table,
-            lambda: ddb_breaker,
+            lambda: ddb,
             report_s=settings.breaker_report_s,
             cache_s=settings.breaker_cache_s,
         )
         hooks.append(breaker)  # counts every attempt; does nothing while the document has no breaker
         hooks.append(CostEvents())
-        ddb_client = aws.runtime_client("dynamodb", settings.region)
-        speeds = SpeedBoard(SpeedStore(settings.table, lambda: ddb_client), timeout_s=settings.aws_timeout_s)
+        speeds = SpeedBoard(SpeedStore(settings.table, lambda: ddb), timeout_s=settings.aws_timeout_s)
         hooks.append(speeds)  # feeds ``fastest``: one observation per answered request
         router = Router(price_lookup(prices), speeds)
         engine = Engine(http or make_http_client(), secrets)
