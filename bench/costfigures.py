@@ -46,13 +46,11 @@ from bench.run import (
     LIMITS_KEY,
     MOCK_PRICE,
     RESULTS,
-    ROUTING_PARAM,
     Recorder,
     gateway_env,
     log,
-    seed_limits_key,
     serve_first,
-    wait_any_http,
+    start_fixed,
 )
 
 __all__ = ["CpuQuota", "main"]
@@ -207,40 +205,12 @@ def calls_per_request(
 @contextlib.contextmanager
 def stack(log_dir: Path) -> Iterator[tuple[dict[str, str], int]]:
     """moto (with its request recorder) and the mock, seeded; yields (gateway env, moto port)."""
-    moto_port, mock_port = procs.free_port(), procs.free_port()
-    recording = log_dir / "moto-recording.jsonl"
-    moto_main = (
-        "import sys; from switchboard.devtools.motopatch import patch_moto_dynamodb; "
-        "patch_moto_dynamodb(); from moto.server import main; main(sys.argv[1:])"
-    )
-    moto = procs.start(
-        "moto",
-        [sys.executable, "-c", moto_main, "-H", "127.0.0.1", "-p", str(moto_port)],
-        env={"MOTO_RECORDER_FILEPATH": str(recording)},
-        log_dir=log_dir,
-        port=moto_port,
-    )
-    mock = procs.start(
-        "mock",
-        [sys.executable, "-m", "switchboard.devtools.mockupstream", "--port", str(mock_port)],
-        log_dir=log_dir,
-        port=mock_port,
-    )
+    fixed = start_fixed(log_dir, routing_document)
     try:
-        procs.wait_until_serving(mock, "GET", "/health", timeout_s=30)
-        wait_any_http(moto, 60)
-        from switchboard.devtools.devstack import aws_env, seed_aws
-        from switchboard.core.settings import Settings
-
-        aws = aws_env(f"http://127.0.0.1:{moto_port}")
-        os.environ.update(aws)
-        settings = Settings.from_env({}, routing_param=ROUTING_PARAM)
-        seed_aws(settings, routing_document(f"http://127.0.0.1:{mock_port}/v1"), API_KEY, {})
-        seed_limits_key(settings)
-        yield gateway_env(aws), moto_port
+        yield gateway_env(fixed.aws), fixed.moto_port
     finally:
-        mock.stop()
-        moto.stop()
+        fixed.mock.stop()
+        fixed.moto.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -396,39 +397,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
 
     try:
         # --- the fixed parts: moto (its own process: once limits land, every request hits it) and the mock
-        moto_port, mock_port = procs.free_port(), procs.free_port()
-        recording = log_dir / "moto-recording.jsonl"
-        # moto with devtools/motopatch applied (atomic transactions, plain decimals), as make dev has it
-        moto_main = (
-            "import sys; from switchboard.devtools.motopatch import patch_moto_dynamodb; "
-            "patch_moto_dynamodb(); from moto.server import main; main(sys.argv[1:])"
-        )
-        moto = procs.start(
-            "moto",
-            [sys.executable, "-c", moto_main, "-H", "127.0.0.1", "-p", str(moto_port)],
-            env={"MOTO_RECORDER_FILEPATH": str(recording)},
-            log_dir=log_dir,
-            port=moto_port,
-        )
-        running.append(moto)
-        mock = procs.start(
-            "mock",
-            [sys.executable, "-m", "switchboard.devtools.mockupstream", "--port", str(mock_port)],
-            log_dir=log_dir,
-            port=mock_port,
-        )
-        running.append(mock)
-        procs.wait_until_serving(mock, "GET", "/health", timeout_s=30)
-        wait_any_http(moto, 60)
-        mock_url = f"http://127.0.0.1:{mock_port}/v1"
-        from switchboard.core.settings import Settings
-        from switchboard.devtools.devstack import aws_env, seed_aws
-
-        aws = aws_env(f"http://127.0.0.1:{moto_port}")
-        os.environ.update(aws)
-        settings = Settings.from_env({}, routing_param=ROUTING_PARAM)
-        seed_aws(settings, routing_document(mock_url), API_KEY, {})
-        limits_key_id = seed_limits_key(settings)
+        fixed = start_fixed(log_dir)
+        moto, mock, moto_port, recording = fixed.moto, fixed.mock, fixed.moto_port, fixed.recording
+        aws, settings = fixed.aws, fixed.settings
+        running += [moto, mock]
+        mock_url, mock_port, limits_key_id = fixed.mock_url, fixed.mock_port, fixed.limits_key_id
         log(f"moto on :{moto_port}, mock on :{mock_port}, seeded (limits key {limits_key_id})")
 
         # --- LiteLLM, optional
@@ -645,6 +618,69 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the suite's scri
     (args.out / f"{stamp}.json").write_text(json.dumps(machine_readable(data), indent=1, default=str))
     log(f"written {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
+
+
+@dataclass
+class Fixed:
+    """The bench's fixed parts, started and seeded: moto (with its request recorder) and the mock."""
+
+    moto: procs.Proc
+    mock: procs.Proc
+    moto_port: int
+    mock_port: int
+    recording: Path
+    aws: dict[str, str]  # the gateway's AWS environment (also put into this process's)
+    settings: Any  # switchboard.core.settings.Settings over that environment
+    limits_key_id: str
+
+    @property
+    def mock_url(self) -> str:
+        return f"http://127.0.0.1:{self.mock_port}/v1"
+
+
+def start_fixed(log_dir: Path, document: Callable[[str], str] | None = None) -> Fixed:
+    """Start moto (with devtools/motopatch applied: atomic transactions, plain decimals, as make dev
+    has it) and the mock, wait for both, and seed the routing document (``document(mock_url)``, the
+    bench's own by default), the keys and the limits key. What started is stopped again when a
+    later step fails."""
+    moto_port, mock_port = procs.free_port(), procs.free_port()
+    recording = log_dir / "moto-recording.jsonl"
+    moto_main = (
+        "import sys; from switchboard.devtools.motopatch import patch_moto_dynamodb; "
+        "patch_moto_dynamodb(); from moto.server import main; main(sys.argv[1:])"
+    )
+    started: list[procs.Proc] = []
+    try:
+        moto = procs.start(
+            "moto",
+            [sys.executable, "-c", moto_main, "-H", "127.0.0.1", "-p", str(moto_port)],
+            env={"MOTO_RECORDER_FILEPATH": str(recording)},
+            log_dir=log_dir,
+            port=moto_port,
+        )
+        started.append(moto)
+        mock = procs.start(
+            "mock",
+            [sys.executable, "-m", "switchboard.devtools.mockupstream", "--port", str(mock_port)],
+            log_dir=log_dir,
+            port=mock_port,
+        )
+        started.append(mock)
+        procs.wait_until_serving(mock, "GET", "/health", timeout_s=30)
+        wait_any_http(moto, 60)
+        from switchboard.core.settings import Settings
+        from switchboard.devtools.devstack import aws_env, seed_aws
+
+        aws = aws_env(f"http://127.0.0.1:{moto_port}")
+        os.environ.update(aws)
+        settings = Settings.from_env({}, routing_param=ROUTING_PARAM)
+        seed_aws(settings, (document or routing_document)(f"http://127.0.0.1:{mock_port}/v1"), API_KEY, {})
+        limits_key_id = seed_limits_key(settings)
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+    return Fixed(moto, mock, moto_port, mock_port, recording, aws, settings, limits_key_id)
 
 
 def wait_any_http(proc: procs.Proc, timeout_s: float) -> None:
