@@ -44,7 +44,7 @@ from switchboard.http.pipeline import Answer, Context, Endpoint, Streamed
 from switchboard.routing.planner import Plan, PlannedTarget
 from switchboard.upstream import providers
 from switchboard.upstream.engine import HeldStream
-from switchboard.upstream.providers.base import Call, classify_http_error
+from switchboard.upstream.providers.base import Call, classify_http_error, error_body
 from switchboard.upstream.providers.openai import OpenAICompatible
 
 __all__ = ["COMPLETIONS", "SERVING_KINDS", "CompletionRequest", "Completions", "serving_plan"]
@@ -52,7 +52,6 @@ __all__ = ["COMPLETIONS", "SERVING_KINDS", "CompletionRequest", "Completions", "
 # The provider kinds whose upstreams have a text-completion endpoint.
 SERVING_KINDS = frozenset({"openai", "azure"})
 _DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
-_MAX_ERROR_BODY = 64 * 1024
 
 
 class CompletionRequest(BaseModel):
@@ -332,12 +331,8 @@ class Completions(Endpoint[_Body]):
             sent = upstream.request(target, await engine.credential(target), stream=True)
             response = await engine.http.send(sent, stream=True)
             if response.status_code != 200:
-                content = b""
                 try:
-                    async for part in response.aiter_bytes():
-                        content += part
-                        if len(content) > _MAX_ERROR_BODY:
-                            break
+                    content = await error_body(response)
                 finally:
                     await response.aclose()
                 raise _failed(target, response.status_code, content, response.headers)

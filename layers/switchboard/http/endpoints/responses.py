@@ -79,7 +79,7 @@ from switchboard.routing.overrides import Overrides, take
 from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream import providers
 from switchboard.upstream.engine import Engine, HeldStream
-from switchboard.upstream.providers.base import classify_http_error
+from switchboard.upstream.providers.base import classify_http_error, error_body
 from switchboard.upstream.providers.openai import OpenAICompatible
 from switchboard.wiring import Gateway
 
@@ -111,7 +111,6 @@ _OUTPUT = frozenset(
 )
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 _STRIPPED = frozenset({"message", "function_call", "function_call_output"})
-_MAX_ERROR_BODY = 64 * 1024
 # A chat field a converted target refuses, as the client named it (``responses_format.to_chat``).
 _PARAMS = {
     "messages": "input",
@@ -289,11 +288,7 @@ class _Session:
         label = target.provider_name
         try:
             if response.status_code != 200:
-                content = b""
-                async for part in response.aiter_bytes():
-                    content += part
-                    if len(content) > _MAX_ERROR_BODY:
-                        break
+                content = await error_body(response)
                 raise classify_http_error(response.status_code, content, response.headers, label)
             async for item in iter_events(response.aiter_bytes()):
                 if not item.data or item.data == b"[DONE]":

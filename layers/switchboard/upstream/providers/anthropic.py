@@ -69,12 +69,12 @@ from switchboard.core.sse import SSEEvent, iter_events
 from switchboard.routing.document import ProviderConfig
 from switchboard.routing.planner import PlannedTarget
 from switchboard.upstream.providers.base import (
-    MAX_ERROR_BODY,
     Call,
     HttpProvider,
     StreamChunk,
     UpstreamRequest,
     classify_http_error,
+    error_body,
     tool_call_parts,
     unsupported,
 )
@@ -624,13 +624,8 @@ class Anthropic(HttpProvider):
         label = relay.target.provider_name
         response = await relay.http.send(self._relay_request(relay, body, stream=True), stream=True)
         try:
-            # aiter_bytes, not aiter_raw: httpx asks for gzip, so the body may come compressed.
             if response.status_code != 200:
-                content = b""
-                async for part in response.aiter_bytes():
-                    content += part
-                    if len(content) > MAX_ERROR_BODY:
-                        break
+                content = await error_body(response)
                 raise classify_http_error(response.status_code, content, response.headers, label)
             async for event in iter_events(response.aiter_bytes()):
                 if not event.data:

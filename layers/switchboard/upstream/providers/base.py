@@ -36,6 +36,7 @@ __all__ = [
     "Provider",
     "StreamChunk",
     "UpstreamRequest",
+    "error_body",
     "parse_retry_after",
     "tool_call_parts",
     "unsupported",
@@ -43,6 +44,18 @@ __all__ = [
 
 # An upstream error body is read for its message only; a larger one is cut here.
 MAX_ERROR_BODY = 64 * 1024
+
+
+async def error_body(response: httpx.Response) -> bytes:
+    """A streamed answer's error body, read up to ``MAX_ERROR_BODY`` (an error page may be large,
+    and only its start says what went wrong). ``aiter_bytes``, not ``aiter_raw``: httpx asks for
+    gzip, so the body may come compressed."""
+    content = b""
+    async for part in response.aiter_bytes():
+        content += part
+        if len(content) > MAX_ERROR_BODY:
+            break
+    return content
 
 
 @dataclass(slots=True)
@@ -262,13 +275,8 @@ class HttpProvider:
     async def stream(self, call: Call) -> AsyncIterator[StreamChunk]:
         response = await call.http.send(self._send(call, stream=True), stream=True)
         try:
-            # aiter_bytes, not aiter_raw: httpx asks for gzip, so the body may come compressed.
             if response.status_code != 200:
-                content = b""
-                async for part in response.aiter_bytes():
-                    content += part
-                    if len(content) > MAX_ERROR_BODY:
-                        break
+                content = await error_body(response)
                 raise self.classify(response.status_code, content, response.headers, call)
             state: dict[str, Any] = {}
             async for event in iter_events(response.aiter_bytes()):
