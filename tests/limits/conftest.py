@@ -132,7 +132,9 @@ def post(gw, key: str, model: str = "metered", **body: Any) -> httpx.Response:  
 
 
 def fire(gw, key: str, n: int, model: str = "metered", **body: Any) -> list[httpx.Response]:  # type: ignore[no-untyped-def]
-    """``n`` requests at once, from ``n`` concurrent connections."""
+    """``n`` requests at once, from ``n`` concurrent connections; returns once every settlement
+    is in the table (an answer leaves before its settlement when moto, which serialises every
+    call, takes longer than the inline bound: the rest is settled in the background)."""
 
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
@@ -143,7 +145,12 @@ def fire(gw, key: str, n: int, model: str = "metered", **body: Any) -> list[http
                 *(client.post(gw.v1 + "/chat/completions", json=payload, headers=headers) for _ in range(n))
             )
 
-    return asyncio.run(run())
+    answers = asyncio.run(run())
+    for hook in gw.gateway.hooks:
+        settler = getattr(hook, "settler", None)
+        if settler is not None:
+            wait_for(lambda settler=settler: settler.pending == 0, timeout=60)
+    return answers
 
 
 def ledger(table: Table, scope: str, ident: str) -> dict[str, Any]:
