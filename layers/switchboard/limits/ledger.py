@@ -25,15 +25,16 @@ import hashlib
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from switchboard.core.principal import Period, Scope
-from switchboard.limits.model import LEDGER_QUANTUM, RATE_WINDOW_S, headroom, settle_amounts
+from switchboard.limits.model import LEDGER_QUANTUM, RATE_WINDOW_S, admits, headroom, settle_amounts
 from switchboard.limits.table import (
     GSI,
     RESV_SHARDS,
@@ -51,6 +52,7 @@ from switchboard.limits.table import (
 __all__ = [
     "BudgetLine",
     "Hold",
+    "LaneMemory",
     "Ledger",
     "LedgerBusy",
     "RateLine",
@@ -69,6 +71,7 @@ _CONFLICT_TRIES = 6
 # A laned budget whose chosen lane is full spills over to another lane, at most this many times,
 # before one read of every lane decides (docs/limits.md, "At scale").
 _SPILLS = 3
+_MEMORY_ITEMS = 50_000  # lanes a LaneMemory keeps at most (a few MB)
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
 # Transaction cancellation reasons that mean "try again": contention, not a failed condition.
@@ -146,10 +149,23 @@ class BudgetLine:
             return self.limit
         return (self.limit / self.lanes).quantize(LEDGER_QUANTUM, rounding=ROUND_FLOOR)
 
+    def fits(self, values: dict[str, Any], res: Reservation) -> bool:
+        """Whether an item with ``values`` (one lane's, as read) admits ``res``: its condition."""
+        return admits(Decimal(values.get("used", 0)), res.usd, self.share)
+
+    @staticmethod
+    def summed(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """A refusal's item for the whole budget: its lanes' use added up."""
+        return {"used": sum((Decimal(v.get("used", 0)) for v in values), Decimal(0))}
+
 
 @dataclass(frozen=True, slots=True)
 class RateLine:
-    """One rate limit that applies to a request, in the current fixed window."""
+    """One rate limit that applies to a request, in the current fixed window.
+
+    A shared rate limit in ``lanes`` (more than 1) is that many items per window, each holding
+    an integer share of the rpm and the tpm (rounded down, so the lanes together never admit more
+    than the limit); ``lane`` is the one this request counts on (docs/limits.md, "At scale")."""
 
     scope: Scope
     ident: str
@@ -157,10 +173,41 @@ class RateLine:
     rpm: int | None
     tpm: int | None
     window: int
+    lanes: int = 1
+    lane: int = 0
 
     @property
     def key(self) -> Key:
-        return rate_key(self.scope.value, self.ident, self.window)
+        return self.lane_key(self.lane)
+
+    def lane_key(self, lane: int) -> Key:
+        return rate_key(self.scope.value, self.ident, self.window, lane if self.lanes > 1 else None)
+
+    @property
+    def keys(self) -> list[Key]:
+        return [self.lane_key(lane) for lane in range(self.lanes)]
+
+    @property
+    def rpm_share(self) -> int | None:
+        """Requests one item admits in a window: the rpm, or a lane's whole share of it."""
+        return None if self.rpm is None else self.rpm // max(1, self.lanes)
+
+    @property
+    def tpm_share(self) -> int | None:
+        return None if self.tpm is None else self.tpm // max(1, self.lanes)
+
+    def fits(self, values: dict[str, Any], res: Reservation) -> bool:
+        """Whether a window item with ``values`` admits ``res``: its condition."""
+        req, tok = int(values.get("req", 0)), int(values.get("tok", 0))
+        rpm, tpm = self.rpm_share, self.tpm_share
+        return (rpm is None or req < rpm) and (tpm is None or tok <= tpm - res.tokens)
+
+    @staticmethod
+    def summed(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "req": sum(int(v.get("req", 0)) for v in values),
+            "tok": sum(int(v.get("tok", 0)) for v in values),
+        }
 
     def resets_in(self, now_s: float) -> float:
         return max(0.0, (self.window + 1) * RATE_WINDOW_S - now_s)
@@ -200,6 +247,11 @@ class Reservation:
     expires_at: int  # epoch seconds after which the sweeper may refund it
     key_id: str = ""
     alias: str = ""
+
+    @property
+    def laned(self) -> bool:
+        """Whether any of its lines is in lanes."""
+        return any(b.lanes > 1 for b in self.budgets) or any(r.lanes > 1 for r in self.rates)
 
     @property
     def hold(self) -> Hold:
@@ -270,6 +322,66 @@ def _cancel_codes(exc: Exception) -> list[str]:
     return [str(r.get("Code") or "None") for r in reasons]
 
 
+Laned = BudgetLine | RateLine
+
+
+_L = TypeVar("_L", BudgetLine, RateLine)
+
+
+def _drawn(line: _L, full: set[int]) -> _L:
+    if line.lanes <= 1:
+        return line
+    free = [lane for lane in range(line.lanes) if lane not in full]
+    return dataclasses.replace(line, lane=random.choice(free) if free else line.lane)
+
+
+def _adopted(line: _L, pks: set[str]) -> _L:
+    if line.lanes <= 1:
+        return line
+    lane = next((n for n in range(line.lanes) if line.lane_key(n)["pk"]["S"] in pks), line.lane)
+    return dataclasses.replace(line, lane=lane)
+
+
+class LaneMemory:
+    """What this process last saw of each lane (the item a refusal or a read returned), for
+    ``memory_s`` seconds: admissions do not draw a lane known to be full for them, and when
+    every lane is, read them all at once instead of spilling lane by lane. It only steers the
+    draw: every admission is still decided by the lane's condition, or by a read of every lane,
+    so a stale memory costs a round trip at most, never a wrong answer (docs/limits.md)."""
+
+    def __init__(self, memory_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.memory_s = memory_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def saw(self, key: Key, values: dict[str, Any]) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) >= _MEMORY_ITEMS:
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.memory_s}
+                if len(self._seen) >= _MEMORY_ITEMS:
+                    self._seen.clear()
+            self._seen[_pair(key)] = (now, values)
+
+    def _fresh(self, key: Key, now: float) -> dict[str, Any] | None:
+        seen = self._seen.get(_pair(key))
+        return seen[1] if seen is not None and now - seen[0] < self.memory_s else None
+
+    def full(self, line: Laned, res: Reservation) -> set[int]:
+        """The lanes of ``line`` last seen (recently) without room for ``res``."""
+        now = self._clock()
+        with self._lock:
+            known = {lane: self._fresh(line.lane_key(lane), now) for lane in range(line.lanes)}
+        return {lane for lane, seen in known.items() if seen is not None and not line.fits(seen, res)}
+
+    def values(self, line: Laned) -> list[dict[str, Any]]:
+        """The lanes' last seen values ({} when not seen recently)."""
+        now = self._clock()
+        with self._lock:
+            return [self._fresh(line.lane_key(lane), now) or {} for lane in range(line.lanes)]
+
+
 class Ledger:
     """Reservation and settlement over the table. Synchronous; the hook runs it in a thread."""
 
@@ -278,10 +390,12 @@ class Ledger:
         table: Table,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        memory: LaneMemory | None = None,
     ) -> None:
         self.table = table
         self._clock = clock
         self._sleep = sleep
+        self.memory = memory or LaneMemory(clock=clock)
 
     # ------------------------------------------------------------------------- admission
 
@@ -294,11 +408,12 @@ class Ledger:
         while DynamoDB was unreachable (fail-open), which is then settled as any other. Raises
         ``LedgerBusy`` when conflicts or throttling outlast the retries.
 
-        A laned budget line is reserved on one of its lanes, chosen here (``res.budgets`` is
-        updated to say which, so that ``res.hold`` settles the same items)."""
+        A laned line (a budget or a rate limit in lanes) is reserved on one of its lanes, chosen
+        here (``res.budgets`` and ``res.rates`` are updated to say which, so that ``res.hold``
+        settles the same items)."""
         if not res.budgets and not res.rates:
             return None
-        if any(line.lanes > 1 for line in res.budgets):
+        if res.laned:
             return self._reserve_laned(res, enforce, tries)
         return self._reserve_once(res, enforce, tries)
 
@@ -324,18 +439,30 @@ class Ledger:
         return Refusal(rate=res.rates[index - len(res.budgets)], item=old)
 
     def _reserve_laned(self, res: Reservation, enforce: bool, tries: int) -> Refusal | None:
-        """One transaction as ``_reserve_once``, on a lane drawn at random for each laned line.
-        A conflict draws again (another lane is most likely free); a full lane spills over to
-        another one; after ``_SPILLS`` full lanes, one read of every lane decides (``_roomiest``):
-        the lane with the most room if it holds the estimate, else the refusal, which then names
-        the whole budget's use. Near the end of a budget, then, a request may be refused while
-        the lanes together still hold more than its estimate, never less (docs/limits.md)."""
-        full: dict[int, set[int]] = {}
+        """One transaction as ``_reserve_once``, on a lane drawn at random for each laned line,
+        among the lanes this process does not know to be full (``LaneMemory``). A conflict draws
+        again (another lane is most likely free); a full lane spills over to another one; after
+        ``_SPILLS`` full lanes, or at once when every lane is known full, one read of every lane
+        decides (``_room``): a lane with room for the request, drawn among them, else the
+        refusal, which then names the whole line's use (its lanes summed). Near the end of a
+        budget or a window, then, a request may be refused while the lanes together still hold
+        more than it needs, never less (docs/limits.md, "At scale")."""
+        lines: list[Laned] = [*res.budgets, *res.rates]
+        full = {
+            at: (self.memory.full(line, res) if enforce else set())
+            for at, line in enumerate(lines)
+            if line.lanes > 1
+        }
         conflicts = spills = reads = attempt = 0
         while True:
-            res.budgets = tuple(
-                self._draw_lane(line, full.get(i, set())) for i, line in enumerate(res.budgets)
-            )
+            for at in full:
+                line = self._line_at(res, at)
+                if len(full[at]) >= line.lanes:  # every lane known full: read them first
+                    reads += 1
+                    refusal = self._decide(res, at, full)
+                    if refusal is not None:
+                        return refusal
+            self._draw(res, full)
             try:
                 refusal = self._reserve_once(res, enforce, 1, first_try=attempt)
             except LedgerBusy as exc:
@@ -346,47 +473,66 @@ class Ledger:
                 attempt += 1
                 continue
             attempt += 1
-            if refusal is None or refusal.budget is None or refusal.budget.lanes <= 1:
+            failed: Laned | None = refusal.budget or refusal.rate if refusal is not None else None
+            if refusal is None or failed is None or failed.lanes <= 1:
                 return refusal
-            line = refusal.budget
-            index = res.budgets.index(line)
-            full.setdefault(index, set()).add(line.lane)
+            at = self._position(res, failed)
+            self.memory.saw(failed.key, refusal.item)
+            full[at].add(failed.lane)
             spills += 1
-            if spills < _SPILLS and len(full[index]) < line.lanes:
+            if spills < _SPILLS and len(full[at]) < failed.lanes:
                 continue
-            lane, used = self._roomiest(line, res.usd)
             reads += 1
-            if lane is None or reads > 2:
-                return Refusal(budget=line, item={"used": used})
-            full[index] = set(range(line.lanes)) - {lane}
+            if reads > 2:  # read twice already, and lost the race both times
+                return self._refusal(failed, self.memory.values(failed))
+            refusal = self._decide(res, at, full)
+            if refusal is not None:
+                return refusal
 
-    def _draw_lane(self, line: BudgetLine, full: set[int]) -> BudgetLine:
-        if line.lanes <= 1:
-            return line
-        free = [lane for lane in range(line.lanes) if lane not in full]
-        return dataclasses.replace(line, lane=random.choice(free) if free else line.lane)
+    @staticmethod
+    def _line_at(res: Reservation, at: int) -> Laned:
+        return res.budgets[at] if at < len(res.budgets) else res.rates[at - len(res.budgets)]
 
-    def _roomiest(self, line: BudgetLine, usd: Decimal) -> tuple[int | None, Decimal]:
-        """Read every lane (one BatchGetItem): the lane with the most room if that room holds
-        ``usd`` (else None), and the budget's use, its lanes summed."""
+    @staticmethod
+    def _position(res: Reservation, line: Laned) -> int:
+        if isinstance(line, BudgetLine):
+            return res.budgets.index(line)
+        return len(res.budgets) + res.rates.index(line)
+
+    def _draw(self, res: Reservation, full: dict[int, set[int]]) -> None:
+        """A lane for each laned line, at random among those not known to be full."""
+        res.budgets = tuple(_drawn(line, full.get(at, set())) for at, line in enumerate(res.budgets))
+        offset = len(res.budgets)
+        res.rates = tuple(_drawn(line, full.get(offset + at, set())) for at, line in enumerate(res.rates))
+
+    def _decide(self, res: Reservation, at: int, full: dict[int, set[int]]) -> Refusal | None:
+        """Read every lane of the line at ``at`` (one ``BatchGetItem`` per 100): the refusal if
+        none has room for ``res``, else None with ``full`` set to the lanes without room."""
+        line = self._line_at(res, at)
         found = self.read(line.keys)
-        used = {
-            lane: Decimal(found.get(_pair(line.lane_key(lane)), {}).get("used", 0))
-            for lane in range(line.lanes)
-        }
-        best = min(used, key=lambda lane: used[lane])
-        return (best if line.share - used[best] >= usd else None), sum(used.values(), Decimal(0))
+        values = [found.get(_pair(line.lane_key(lane)), {}) for lane in range(line.lanes)]
+        for lane, seen in enumerate(values):
+            self.memory.saw(line.lane_key(lane), seen)
+        room = {lane for lane, seen in enumerate(values) if line.fits(seen, res)}
+        if not room:
+            return self._refusal(line, values)
+        full[at] = set(range(line.lanes)) - room
+        return None
+
+    @staticmethod
+    def _refusal(line: Laned, values: Sequence[dict[str, Any]]) -> Refusal:
+        if isinstance(line, BudgetLine):
+            return Refusal(budget=line, item=BudgetLine.summed(values))
+        return Refusal(rate=line, item=RateLine.summed(values))
 
     def _adopt_lanes(self, res: Reservation, stored: dict[str, Any]) -> None:
         """A reservation made before (its answer lost): take the lanes it was made on."""
-        if not stored or not any(line.lanes > 1 for line in res.budgets):
+        if not stored or not res.laned:
             return
-        keys = {pk: sk for pk, sk in Hold.from_item(stored).budget_keys}
-        lines = []
-        for line in res.budgets:
-            lane = next((n for n in range(line.lanes) if line.lane_key(n)["pk"]["S"] in keys), line.lane)
-            lines.append(dataclasses.replace(line, lane=lane))
-        res.budgets = tuple(lines)
+        hold = Hold.from_item(stored)
+        pks = {pk for pk, _ in (*hold.budget_keys, *hold.rate_keys)}
+        res.budgets = tuple(_adopted(line, pks) for line in res.budgets)
+        res.rates = tuple(_adopted(line, pks) for line in res.rates)
 
     def used(self, line: BudgetLine) -> dict[str, Decimal]:
         """A budget's use, its lanes summed: spent, reserved, used and requests."""
@@ -448,12 +594,18 @@ class Ledger:
             ":ttl": num((line.window + 1) * RATE_WINDOW_S + _RATE_ITEM_TTL_S),
             ":rid": {"S": res.request_id},
         }
-        if line.rpm is not None and enforce:
-            conditions.append("(attribute_not_exists(req) OR req < :rpm)")
-            values[":rpm"] = num(line.rpm)
-        if line.tpm is not None and enforce:
-            conditions.append("(attribute_not_exists(tok) OR tok <= :troom)")
-            values[":troom"] = num(line.tpm - res.tokens)
+        rpm, tpm = line.rpm_share, line.tpm_share  # the whole limit, or a lane's share of it
+        # An item not yet written admits what a window can hold, and nothing it cannot (a lane's
+        # share of 0 requests, or fewer tokens than the request: a missing attribute compares false).
+        if rpm is not None and enforce:
+            conditions.append("(attribute_not_exists(req) OR req < :rpm)" if rpm > 0 else "req < :rpm")
+            values[":rpm"] = num(rpm)
+        if tpm is not None and enforce:
+            troom = tpm - res.tokens
+            conditions.append(
+                "(attribute_not_exists(tok) OR tok <= :troom)" if troom >= 0 else "tok <= :troom"
+            )
+            values[":troom"] = num(troom)
         update: dict[str, Any] = {
             "TableName": self.table.name,
             "Key": line.key,
