@@ -54,7 +54,7 @@ from typing import Any
 from switchboard.core.principal import Period, Scope
 from switchboard.devtools.ddbmodel import ModelClient, ModelDynamoDB, Sim
 from switchboard.limits.ledger import BudgetLine, LaneMemory, Ledger, LedgerBusy, RateLine, Reservation
-from switchboard.limits.model import MAX_LANES, ledger_usd, rate_window
+from switchboard.limits.model import MAX_LANES, MIN_LANE_RPM, ledger_usd, rate_window
 from switchboard.limits.settlement import Backoff, failure_kind
 from switchboard.limits.table import Table, dump, load
 
@@ -79,6 +79,7 @@ class Design:
     description: str
     lines: Callable[[Decimal, str, float, int], tuple[list[BudgetLine], list[RateLine]]]
     memory_s: float = 0.0  # how long each instance's Ledger remembers the lanes it saw full
+    kind: str = "budget"  # what is shared: the team's "budget", or its "rate" limit (rpm, tpm)
 
 
 def _today(limit: Decimal, key_id: str, now: float, offered: int) -> tuple[list[BudgetLine], list[RateLine]]:
@@ -120,6 +121,38 @@ def laned(lane_rps: float = LANE_RPS, name: str = "after", memory_s: float = MEM
     )
 
 
+def _team_rate(offered: int, lanes: int, window: int) -> RateLine:
+    """A team rpm that the offered load fills in a minute (120,000 at 2,000 rps), and a tpm that
+    never binds; in ``lanes``."""
+    rpm = offered * 60
+    return RateLine(Scope.TEAM, "ml", "team 'ml'", rpm, rpm * 2000, window, lanes=lanes)
+
+
+def rated(lane_rps: float | None, name: str, memory_s: float = MEMORY_S) -> Design:
+    """A shared team rpm/tpm (beside the key's own budget and rpm): one item per minute window
+    (``lane_rps`` None), or in lanes, one per ``lane_rps`` of the offered load, at most one per
+    ``MIN_LANE_RPM`` of the rpm."""
+
+    def lines(
+        limit: Decimal, key_id: str, now: float, offered: int
+    ) -> tuple[list[BudgetLine], list[RateLine]]:
+        budgets, rates = _today(limit, key_id, now, offered)
+        lanes = 1 if lane_rps is None else min(lanes_for(offered, lane_rps), offered * 60 // MIN_LANE_RPM)
+        return budgets[:1], [*rates, _team_rate(offered, lanes, rates[0].window)]
+
+    layout = (
+        "one item per minute window"
+        if lane_rps is None
+        else f"in lanes (one per {lane_rps:g} rps, at most {MAX_LANES}), one drawn at random"
+    )
+    return Design(name, f"a team rpm of 60 x the offered load, {layout}", lines, memory_s, kind="rate")
+
+
+RATE_DESIGNS: dict[str, Design] = {
+    "before": rated(None, "before", memory_s=0.0),
+    "after": rated(LANE_RPS, "after"),
+}
+
 DESIGNS: dict[str, Design] = {
     "before": Design(
         "before",
@@ -160,6 +193,9 @@ class Result:
     limit: Decimal = Decimal(0)
     metered: Decimal = Decimal(0)  # sum of the settled requests' metered costs
     prefilled: Decimal = Decimal(0)  # spent before the run, earlier in the period
+    kind: str = "budget"
+    rpm: int = 0  # the team's rpm (rate mode)
+    window_req: int = 0  # the most requests any team rate window counted, its lanes summed
     ledger_spent: Decimal = Decimal(0)
     ledger_reserved: Decimal = Decimal(0)
     open_reservations: int = 0
@@ -192,11 +228,17 @@ class Result:
         )
 
     @property
+    def exceeded(self) -> bool:
+        """Spent beyond the budget, or a rate window counted beyond the rpm."""
+        return self.overspend > 0 or self.window_req > self.rpm > 0
+
+    @property
     def held(self) -> bool:
-        """At least 95 % of the requests that arrived while the budget had room were admitted
-        (arrivals are Poisson: a short run's count is off the offered rate by a few percent)."""
+        """At least 95 % of the requests that arrived while the budget (or the rpm) had room were
+        admitted (arrivals are Poisson: a short run's count is off the offered rate by a few
+        percent), and nothing exceeded."""
         share = self.window_admitted / self.window_arrived if self.window_arrived else 0.0
-        return share >= HELD_SHARE and self.overspend == 0
+        return share >= HELD_SHARE and not self.exceeded
 
     @property
     def trip_shares(self) -> tuple[float, float, float]:
@@ -206,10 +248,15 @@ class Result:
     def line(self) -> str:
         """The issue's line, then the round trips per admission as extra fields: while the budget
         is less than half used, and from then to the first 402 (the last dollars)."""
+        limit = (
+            f"overspend ${self.overspend:.2f}"
+            if self.kind == "budget"
+            else f"rpm window used {self.window_req} of {self.rpm}"
+        )
         return (
             f"offered {self.offered} rps: goodput {self.goodput:.0f} rps, p99 admission "
             f"{self.p99_ms:.1f} ms, conflicts {self.conflicts / self.duration_s:.0f}/s, throttles "
-            f"{self.throttles / self.duration_s:.0f}/s, overspend ${self.overspend:.2f}; "
+            f"{self.throttles / self.duration_s:.0f}/s, {limit}; "
             f"round trips 1/2/3+: {_trips_text(self.trips)} under half used, "
             f"{_trips_text(self.end_trips)} after"
         )
@@ -266,8 +313,11 @@ class _Run:
         streams = min(spent_at, Decimal("1.2"))
         per_rps = ESTIMATE_USD * (streams + Decimal("0.65") * (spent_at - streams))
         self.left = (per_rps * offered).quantize(Decimal("0.01"))
-        self.result = Result(offered, duration_s)
-        self.prefill()
+        self.result = Result(offered, duration_s, kind=design.kind)
+        if design.kind == "budget":
+            self.prefill()
+        else:
+            self.prefill_window()
         self.first_refusal: float | None = None
         self.admitted_at: list[float] = []
         self.one_trip_at: list[float] = []  # admitted in one round trip
@@ -311,6 +361,24 @@ class _Run:
         self.result.prefilled = (share - room) * lanes
         self.result.limit = limit
 
+    def prefill_window(self) -> None:
+        """The team's rate window as the run finds it, near its minute's end: every lane holds its
+        share of the rpm less an equal part of what is left, which the offered load fills at
+        about 85 % of the run (``self.left`` dollars of estimates, in requests)."""
+        line = self.design.lines(Decimal(1000), "key_00000", self.sim.clock(), self.result.offered)[1][1]
+        assert line.rpm is not None and line.rpm_share is not None
+        left = min(line.rpm, int(0.85 * self.duration_s * self.result.offered))
+        room = max(1, left // line.lanes)
+        for lane in range(line.lanes):
+            key = line.lane_key(lane)
+            self.model.items[(key["pk"]["S"], key["sk"]["S"])] = {
+                **key,
+                **dump({"req": line.rpm_share - room, "tok": 0, "ttl": 0}),
+            }
+        self.left = Decimal(room * line.lanes) * ESTIMATE_USD  # requests left, in estimates
+        self.result.rpm = line.rpm
+        self.result.limit = Decimal(1000)
+
     def instance(self) -> Ledger:
         memory = LaneMemory(self.design.memory_s, clock=self.sim.clock)
         return Ledger(self.table, clock=self.sim.clock, sleep=self.sim.wait, memory=memory)
@@ -342,6 +410,8 @@ class _Run:
         # Steady: the budget less than half spent; in a run where it never runs out, once the
         # first streams have settled (settlements hold lanes too).
         steady = (self.used - result.prefilled) * 2 < self.left and started >= self.warm_s
+        if result.kind == "rate":
+            steady = (result.admitted * ESTIMATE_USD) * 2 < self.left and started >= self.warm_s
         result.requests += 1
         sim.count()
         sim.outcomes()
@@ -363,6 +433,8 @@ class _Run:
                 self.first_refusal = min(started, self.first_refusal or started)
             else:
                 result.refused_rate += 1
+                if refusal.rate is not None and refusal.rate.scope is Scope.TEAM:
+                    self.first_refusal = min(started, self.first_refusal or started)
             return True
         result.admitted += 1
         self.used += ESTIMATE_USD
@@ -432,11 +504,16 @@ class _Run:
         result.write_units = self.model.stats.write_units
         for (pk, _), item in self.model.items.items():
             values = load(item)
-            if pk.startswith("budget#team#ml"):
+            if pk.startswith("budget#team#ml" if result.kind == "budget" else "budget#key#"):
                 result.ledger_spent += Decimal(values.get("spent", 0))
                 result.ledger_reserved += Decimal(values.get("reserved", 0))
             if pk.startswith("resv#"):
                 result.open_reservations += 1
+        windows: Counter[str] = Counter()
+        for (pk, sk), item in self.model.items.items():
+            if pk.startswith("rate#team#ml"):
+                windows[sk] += int(load(item).get("req", 0))
+        result.window_req = max(windows.values(), default=0)
 
 
 def _record(ledger: Ledger, res: Reservation, usd: Decimal, tokens: int) -> bool:
@@ -457,8 +534,9 @@ def detail(result: Result) -> str:
     share = result.one_trip / result.window_admitted if result.window_admitted else 0.0
     return (
         f"    {result.requests} requests, {result.admitted} admitted ({share:.1%} of those before the "
-        f"first 402 in one round trip), {result.busy} busy (503), {result.refused_budget} refused "
-        f"(402, from {result.window_s:.2f} s), {result.write_units / max(1, result.requests):.1f} WCU "
+        f"first refusal in one round trip), {result.busy} busy (503), {result.refused_budget} refused "
+        f"402 and {result.refused_rate} 429 (from {result.window_s:.2f} s), "
+        f"{result.write_units / max(1, result.requests):.1f} WCU "
         f"a request, limit ${result.limit} (${result.prefilled} spent before), metered "
         f"${result.metered}, ledger spent "
         f"${result.ledger_spent}, consistent {result.consistent}; calls beyond the first: "
@@ -474,6 +552,7 @@ def run(
     *,
     details: bool = False,
     runs_out: float = 0.85,
+    mode: str = "budget",
 ) -> list[Result]:
     """Every load for every design, one line each; the final line names the highest load held
     by the last design."""
@@ -481,8 +560,11 @@ def run(
     logging.getLogger("switchboard.limits").setLevel(logging.ERROR)  # one line per swept reservation
     results: list[Result] = []
     held: Result | None = None
+    last: Design | None = None
     for entry in designs:
-        design = DESIGNS[entry] if isinstance(entry, str) else entry
+        design = last = (
+            (RATE_DESIGNS if mode == "rate" else DESIGNS)[entry] if isinstance(entry, str) else entry
+        )
         name = design.name
         print(f"{name}: {design.description}", file=out, flush=True)
         for offered in loads:
@@ -494,17 +576,20 @@ def run(
                 print(detail(result), file=out, flush=True)
             if entry is designs[-1] and result.held:
                 held = result
-    if held is not None:
-        print(f"shared budget holds {held.goodput:.0f} rps with overspend ${held.overspend:.0f}", file=out)
+    rate = last is not None and last.kind == "rate"
+    if held is None:
+        print(f"shared {'rpm' if rate else 'budget'} holds no offered load", file=out)
+    elif rate:
+        print(f"shared rpm holds {held.goodput:.0f} rps with no window exceeded", file=out)
     else:
-        print("shared budget holds no offered load", file=out)
+        print(f"shared budget holds {held.goodput:.0f} rps with overspend ${held.overspend:.0f}", file=out)
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m switchboard.devtools.scalesim", description=__doc__)
-    parser.add_argument("mode", nargs="?", default="budget", choices=["budget"])
-    parser.add_argument("--mode", dest="mode_option", choices=["budget"])
+    parser.add_argument("mode", nargs="?", default="budget", choices=["budget", "rate"])
+    parser.add_argument("--mode", dest="mode_option", choices=["budget", "rate"])
     parser.add_argument("--short", action="store_true", help="the bounded form (two loads, 1 s each)")
     parser.add_argument("--design", action="append", choices=sorted(DESIGNS), help="default: all, in order")
     parser.add_argument("--loads", help="comma-separated requests/s")
@@ -533,10 +618,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else list(SHORT_LOADS if args.short else FULL_LOADS)
     )
     duration = args.duration or (1.0 if args.short else 2.0)
-    designs: list[str | Design] = list(args.design or DESIGNS)
+    mode = args.mode_option or args.mode
+    designs: list[str | Design] = list(args.design or (RATE_DESIGNS if mode == "rate" else DESIGNS))
     for rps in args.lane_rps.split(",") if args.lane_rps else ():
-        designs.append(laned(float(rps), name=f"lanes per {float(rps):g} rps", memory_s=args.memory_s))
-    run(designs, loads, duration, details=args.detail, runs_out=100.0 if args.steady else 0.85)
+        name = f"lanes per {float(rps):g} rps"
+        designs.append(
+            rated(float(rps), name, args.memory_s)
+            if mode == "rate"
+            else laned(float(rps), name=name, memory_s=args.memory_s)
+        )
+    run(designs, loads, duration, details=args.detail, runs_out=100.0 if args.steady else 0.85, mode=mode)
     return 0
 
 

@@ -71,7 +71,7 @@ _CONFLICT_TRIES = 6
 # A laned budget whose chosen lane is full spills over to another lane, at most this many times,
 # before one read of every lane decides (docs/limits.md, "At scale").
 _SPILLS = 3
-_MEMORY_ITEMS = 50_000  # lanes a LaneMemory keeps at most (a few MB)
+_MEMORY_LINES = 10_000  # budgets and windows a LaneMemory keeps at most
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
 # Transaction cancellation reasons that mean "try again": contention, not a failed condition.
@@ -345,41 +345,61 @@ def _adopted(line: _L, pks: set[str]) -> _L:
 class LaneMemory:
     """What this process last saw of each lane (the item a refusal or a read returned), for
     ``memory_s`` seconds: admissions do not draw a lane known to be full for them, and when
-    every lane is, read them all at once instead of spilling lane by lane. It only steers the
-    draw: every admission is still decided by the lane's condition, or by a read of every lane,
-    so a stale memory costs a round trip at most, never a wrong answer (docs/limits.md)."""
+    every lane is, read them all at once instead of spilling lane by lane. That only steers the
+    draw: the admission is still decided by the lane's condition, or by a read of every lane.
+    One case decides: when every lane was seen full for the request less than ``sure_s`` ago,
+    the refusal is given from memory (no call). A window's request count only grows, so for
+    rpm that is exact; for a budget or tpm it may refuse what a settlement in that second made
+    room for, never admit what has none (docs/limits.md, "At scale")."""
 
-    def __init__(self, memory_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, memory_s: float = 5.0, clock: Callable[[], float] = time.monotonic, *, sure_s: float = 1.0
+    ) -> None:
         self.memory_s = memory_s
+        self.sure_s = sure_s
         self._clock = clock
-        self._seen: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        # per line (its lane 0's key and its lanes): lane -> (seen at, values)
+        self._seen: dict[tuple[str, str, int], dict[int, tuple[float, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
-    def saw(self, key: Key, values: dict[str, Any]) -> None:
+    @staticmethod
+    def _line(line: Laned) -> tuple[str, str, int]:
+        pk, sk = _pair(line.lane_key(0))
+        return pk, sk, line.lanes
+
+    def saw(self, line: Laned, lane: int, values: dict[str, Any]) -> None:
         now = self._clock()
         with self._lock:
-            if len(self._seen) >= _MEMORY_ITEMS:
-                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.memory_s}
-                if len(self._seen) >= _MEMORY_ITEMS:
+            if len(self._seen) >= _MEMORY_LINES:
+                self._seen = {
+                    k: v for k, v in self._seen.items() if any(now - t < self.memory_s for t, _ in v.values())
+                }
+                if len(self._seen) >= _MEMORY_LINES:
                     self._seen.clear()
-            self._seen[_pair(key)] = (now, values)
+            self._seen.setdefault(self._line(line), {})[lane] = (now, values)
 
-    def _fresh(self, key: Key, now: float) -> dict[str, Any] | None:
-        seen = self._seen.get(_pair(key))
-        return seen[1] if seen is not None and now - seen[0] < self.memory_s else None
+    def _recent(self, line: Laned, within_s: float) -> dict[int, dict[str, Any]]:
+        now = self._clock()
+        with self._lock:
+            seen = dict(self._seen.get(self._line(line), {}))
+        return {lane: values for lane, (at, values) in seen.items() if now - at < within_s}
 
     def full(self, line: Laned, res: Reservation) -> set[int]:
         """The lanes of ``line`` last seen (recently) without room for ``res``."""
-        now = self._clock()
-        with self._lock:
-            known = {lane: self._fresh(line.lane_key(lane), now) for lane in range(line.lanes)}
-        return {lane for lane, seen in known.items() if seen is not None and not line.fits(seen, res)}
+        return {lane for lane, seen in self._recent(line, self.memory_s).items() if not line.fits(seen, res)}
+
+    def sure(self, line: Laned, res: Reservation) -> list[dict[str, Any]] | None:
+        """Every lane's values when each was seen without room for ``res`` in the last
+        ``sure_s`` seconds (the refusal to give), else None."""
+        recent = self._recent(line, self.sure_s)
+        if len(recent) < line.lanes or any(line.fits(seen, res) for seen in recent.values()):
+            return None
+        return [recent[lane] for lane in range(line.lanes)]
 
     def values(self, line: Laned) -> list[dict[str, Any]]:
         """The lanes' last seen values ({} when not seen recently)."""
-        now = self._clock()
-        with self._lock:
-            return [self._fresh(line.lane_key(lane), now) or {} for lane in range(line.lanes)]
+        recent = self._recent(line, self.memory_s)
+        return [recent.get(lane, {}) for lane in range(line.lanes)]
 
 
 class Ledger:
@@ -443,10 +463,11 @@ class Ledger:
         among the lanes this process does not know to be full (``LaneMemory``). A conflict draws
         again (another lane is most likely free); a full lane spills over to another one; after
         ``_SPILLS`` full lanes, or at once when every lane is known full, one read of every lane
-        decides (``_room``): a lane with room for the request, drawn among them, else the
-        refusal, which then names the whole line's use (its lanes summed). Near the end of a
-        budget or a window, then, a request may be refused while the lanes together still hold
-        more than it needs, never less (docs/limits.md, "At scale")."""
+        decides (``_decide``), unless this process saw every lane full within the last second
+        (``LaneMemory.sure``: the refusal, without a call): a lane with room for the request,
+        drawn among them, else the refusal, which then names the whole line's use (its lanes
+        summed). Near the end of a budget or a window, then, a request may be refused while the
+        lanes together still hold more than it needs, never less (docs/limits.md, "At scale")."""
         lines: list[Laned] = [*res.budgets, *res.rates]
         full = {
             at: (self.memory.full(line, res) if enforce else set())
@@ -458,6 +479,9 @@ class Ledger:
             for at in full:
                 line = self._line_at(res, at)
                 if len(full[at]) >= line.lanes:  # every lane known full: read them first
+                    sure = self.memory.sure(line, res) if reads == 0 else None
+                    if sure is not None:  # each seen full within the last second: no call
+                        return self._refusal(line, sure)
                     reads += 1
                     refusal = self._decide(res, at, full)
                     if refusal is not None:
@@ -477,7 +501,7 @@ class Ledger:
             if refusal is None or failed is None or failed.lanes <= 1:
                 return refusal
             at = self._position(res, failed)
-            self.memory.saw(failed.key, refusal.item)
+            self.memory.saw(failed, failed.lane, refusal.item)
             full[at].add(failed.lane)
             spills += 1
             if spills < _SPILLS and len(full[at]) < failed.lanes:
@@ -512,7 +536,7 @@ class Ledger:
         found = self.read(line.keys)
         values = [found.get(_pair(line.lane_key(lane)), {}) for lane in range(line.lanes)]
         for lane, seen in enumerate(values):
-            self.memory.saw(line.lane_key(lane), seen)
+            self.memory.saw(line, lane, seen)
         room = {lane for lane, seen in enumerate(values) if line.fits(seen, res)}
         if not room:
             return self._refusal(line, values)
