@@ -8,7 +8,7 @@ from switchboard.devtools.scalesim import DESIGNS, run_load
 
 
 def test_todays_design_does_not_hold_a_shared_budget_at_2000_rps() -> None:
-    result = run_load(DESIGNS["before"], 2000, 1.0)
+    result = run_load(DESIGNS["before"], 2000, 0.5)
     assert result.goodput < 500  # one hot item: conflicts cap it far below the offered load
     assert result.conflicts > result.requests  # every admission retried, many several times
     assert result.busy > 0  # 503 limits_busy after the six tries

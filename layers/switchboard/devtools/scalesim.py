@@ -34,7 +34,7 @@ happen. After the sweep the ledger must also agree with the requests: spent equa
 their metered costs, nothing reserved, no reservation left (``Result.consistent``).
 
 Modes (the first argument): ``budget`` (this). ``--short`` runs the bounded form the test suite
-runs (two loads, one virtual second each); the full form gives each load two virtual seconds.
+runs (two loads, half a virtual second each); the full form gives each load two virtual seconds.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ __all__ = ["DESIGNS", "Design", "Result", "main", "run_load"]
 
 FULL_LOADS = (100, 250, 500, 1000, 2000, 3000, 5000)
 SHORT_LOADS = (100, 2000)
+SHORT_S = 0.5
 KEYS = 2000
 ESTIMATE_USD = Decimal("0.01")  # each request's reservation (its bound)
 MAX_REQUEST_S = 30.0
@@ -590,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m switchboard.devtools.scalesim", description=__doc__)
     parser.add_argument("mode", nargs="?", default="budget", choices=["budget", "rate"])
     parser.add_argument("--mode", dest="mode_option", choices=["budget", "rate"])
-    parser.add_argument("--short", action="store_true", help="the bounded form (two loads, 1 s each)")
+    parser.add_argument("--short", action="store_true", help="the bounded form (two loads, 0.5 s each)")
     parser.add_argument("--design", action="append", choices=sorted(DESIGNS), help="default: all, in order")
     parser.add_argument("--loads", help="comma-separated requests/s")
     parser.add_argument("--duration", type=float, help="virtual seconds per load")
@@ -617,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.loads
         else list(SHORT_LOADS if args.short else FULL_LOADS)
     )
-    duration = args.duration or (1.0 if args.short else 2.0)
+    duration = args.duration or (SHORT_S if args.short else 2.0)
     mode = args.mode_option or args.mode
     designs: list[str | Design] = list(args.design or (RATE_DESIGNS if mode == "rate" else DESIGNS))
     for rps in args.lane_rps.split(",") if args.lane_rps else ():
