@@ -83,8 +83,12 @@ class Router:
         *,
         visible: frozenset[str] | None = None,
         filters: Sequence[TargetFilter] = (),
+        mode: str | None = "chat",
+        rules: bool = True,
+        allow_empty: bool = False,
     ) -> Decision:
-        """The decision for facts already gathered (the offline CLI builds them itself)."""
+        """The decision for facts already gathered (the offline CLI builds them itself; a
+        request's ``models`` fallbacks reuse its own, without the rules)."""
 
         def price(target: PlannedTarget) -> Price | None:
             return self.prices(document, target)
@@ -98,4 +102,7 @@ class Router:
             rand=self.rand,
             visible=visible,
             filters=[*self.filters, *filters],
+            mode=mode,
+            rules=rules,
+            allow_empty=allow_empty,
         )
