@@ -201,3 +201,46 @@ def test_a_key_without_the_right_gets_the_same_403_from_explain(setup: Any) -> N
     assert explained.value.body == called.value.body
     assert isinstance(called.value.body, dict) and called.value.body["code"] == "override_not_allowed"
     assert called.value.body["param"] == "provider.sort"
+
+
+@pytest.mark.parametrize(
+    ("sort", "seeds", "expected", "figures"),
+    [
+        (
+            "latency",
+            {"mock": (0.5, None), "backup": (0.1, None)},
+            ["backup", "mock", "third"],
+            ["0.1 s to first token", "0.5 s to first token", "no time to first token measured"],
+        ),
+        (
+            "throughput",
+            {"mock": (0.1, 50.0), "backup": (0.9, 200.0), "third": (0.05, None)},
+            ["backup", "mock", "third"],
+            ["200 tokens/s", "50 tokens/s", "no throughput measured"],
+        ),
+    ],
+)
+def test_provider_sort_by_speed_reads_the_fastest_strategys_shared_stats(
+    setup: Any,
+    sort: str,
+    seeds: dict[str, tuple[float, float | None]],
+    expected: list[str],
+    figures: list[str],
+) -> None:
+    """``provider.sort: latency|throughput`` orders by the EWMAs ``fastest`` keeps (seeded here as
+    the shared items would give them); a target with no figure goes after the measured ones, in
+    the plan's order."""
+    gw, tag, client = setup
+    labels = {
+        "mock": f"mock/fail-500+{tag}",
+        "backup": f"backup/fail-502+{tag}",
+        "third": f"third/echo+{tag}",
+    }
+    for name, (ttft, tps) in seeds.items():
+        gw.gateway.router.speeds.seed(labels[name], ttft, tps)
+    body = {"model": "trio", "messages": MSG, "provider": {"sort": sort}}
+    answer, headers = agree(client, body)
+    assert kept(answer) == [labels[name] for name in expected]
+    details = [t["detail"] for t in answer["targets"]]
+    assert all(f"provider.sort {sort}: {figure}" in d for figure, d in zip(figures, details, strict=True))
+    assert headers["x-switchboard-overrides"] == "provider.sort"

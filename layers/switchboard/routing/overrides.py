@@ -228,8 +228,9 @@ def _kept_reason(target: PlannedTarget, prefs: ProviderPreferences, price: Price
     elif prefs.sort is not None:
         value = rank(target, prefs.sort) if rank is not None else None
         unit = "s to first token" if prefs.sort == "latency" else "tokens/s"
+        figure = "time to first token" if prefs.sort == "latency" else "throughput"
         parts.append(
-            f"provider.sort {prefs.sort}: no speed measured, after the measured ones"
+            f"provider.sort {prefs.sort}: no {figure} measured lately, after the measured ones"
             if value is None
             else f"provider.sort {prefs.sort}: {value:.4g} {unit}"
         )

@@ -8,7 +8,8 @@ it):
 2. the routing decision (``Router.decide``: rules, conditions, strategy, context windows);
 3. the per-request overrides (``routing.overrides``): each alias of ``models`` decided with the
    same facts (its strategy and context windows; not the rules, which act on ``model``), then
-   ``provider``'s filters and order (``overrides.apply``, with the router's prices and speeds);
+   ``provider``'s filters and order (``overrides.apply``, with the router's prices, and for
+   ``sort: latency|throughput`` ``Router.rank``: the shared speed stats ``fastest`` uses);
 4. the shared circuit breaker (``Breaker.filter``): targets held back, or, every one open, the one
    that failed least recently.
 
@@ -133,8 +134,14 @@ def _overridden(
         found = router.prices(document, target)
         return None if found is None else (found.input_per_mtok, found.output_per_mtok)
 
-    plan, decisions = routing_overrides.apply(routing_overrides.combine(plans), overrides.provider, price)
-    return plan, verdicts if overrides.provider is None else _judged(verdicts, decisions)
+    prefs = overrides.provider
+    plan, decisions = routing_overrides.apply(routing_overrides.combine(plans), prefs, price, router.rank)
+    if prefs is None:
+        return plan, verdicts
+    verdicts = _judged(verdicts, decisions)
+    if prefs.sort in ("latency", "throughput"):  # the figures it sorted by, for explain
+        verdicts = [replace(v, speed=router.speeds.speed(v.target.label)) if v.kept else v for v in verdicts]
+    return plan, verdicts
 
 
 def _breaker(

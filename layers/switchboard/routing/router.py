@@ -75,6 +75,15 @@ class Router:
             document, chat.model, facts, visible=principal.allowed_models, filters=filters
         )
 
+    def rank(self, target: PlannedTarget, sort: str) -> float | None:
+        """A target's figure for a request's ``provider.sort`` (``routing.overrides``): its time
+        to first token (``latency``) or output tokens per second (``throughput``) from the speed
+        board ``fastest`` reads (shared EWMAs); None when not measured lately."""
+        speed = self.speeds.speed(target.label)
+        if speed is None:
+            return None
+        return speed.ttft_s if sort == "latency" else speed.tokens_per_s
+
     def decide_facts(
         self,
         document: RoutingDocument,
