@@ -27,7 +27,7 @@ from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.infra import logs, refresh, tracing
 from switchboard.routing import overrides as routing_overrides
 from switchboard.routing.planner import Plan
-from switchboard.routing.route import Routed, route
+from switchboard.routing.route import Routed, held_back, route
 from switchboard.routing.store import LoadedRouting
 from switchboard.wiring import Gateway
 
@@ -35,6 +35,7 @@ __all__ = [
     "Handler",
     "attribution",
     "authenticate",
+    "breaker_plan",
     "chat_plan",
     "endpoint",
     "enter",
@@ -226,6 +227,12 @@ async def planned_route(
         overrides=overrides,
         breaker=gateway.breaker,
     )
+
+
+def breaker_plan(gateway: Gateway, routing: LoadedRouting, plan: Plan, headers: dict[str, str]) -> Plan:
+    """A plan made without a routing decision (embeddings) through the circuit breaker, as a chat
+    plan goes (``routing.route.held_back``: the same ``Breaker.filter`` and header)."""
+    return held_back(gateway.breaker, routing.document, plan, headers)
 
 
 def routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:
