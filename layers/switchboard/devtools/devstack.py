@@ -147,11 +147,12 @@ def seed_aws(settings: Settings, routing_text: str, api_key: str, secrets: Mappi
 
 
 def _seed_key(ddb: Any, table: str, api_key: str) -> None:
-    """The dev key in the DynamoDB key store (no limits), so the README's commands work."""
+    """The dev key in the DynamoDB key store (no limits; the per-request routing overrides
+    allowed, so ``models`` and ``provider`` can be tried locally), so the README's commands work."""
     from switchboard.limits.keys import KeyStore
     from switchboard.limits.table import Table
 
-    KeyStore(Table(ddb, table)).ensure(api_key, name="dev")
+    KeyStore(Table(ddb, table)).ensure(api_key, name="dev", overrides=("models", "provider"))
 
 
 def save_state(path: Path, settings: Settings, seeded_routing: str, mock_base_url: str = "") -> int:
