@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import boto3
+import httpx
 import openai
 import pytest
 from switchboard.limits.keys import KeyStore
@@ -113,12 +114,16 @@ def open_breaker(gw: Any, label: str, opened_at: float) -> None:
     )
 
 
-def until_explained(client: openai.OpenAI, body: dict[str, Any], label: str, reason: str) -> dict[str, Any]:
-    """Explain until ``label``'s reason is ``reason`` (the instance reads the state in the background)."""
+def until_explained(
+    client: openai.OpenAI, body: dict[str, Any], label: str, reason: str, detail: str = ""
+) -> dict[str, Any]:
+    """Explain until ``label``'s reason is ``reason`` and its detail says ``detail`` (the instance
+    reads the breaker's state in the background)."""
     deadline = time.monotonic() + WAIT_S
     while True:
         answer = explain(client, body)
-        if reasons(answer).get(label) == reason:
+        entry = next(t for t in answer["targets"] if f"{t['provider']}/{t['model']}" == label)
+        if entry["reason"] == reason and detail in entry["detail"]:
             return answer
         assert time.monotonic() < deadline, answer
         time.sleep(0.02)
@@ -244,3 +249,26 @@ def test_provider_sort_by_speed_reads_the_fastest_strategys_shared_stats(
     details = [t["detail"] for t in answer["targets"]]
     assert all(f"provider.sort {sort}: {figure}" in d for figure, d in zip(figures, details, strict=True))
     assert headers["x-switchboard-overrides"] == "provider.sort"
+
+
+@pytest.mark.parametrize(("draw", "reason"), [(0.99, "breaker_open"), (0.0, "kept")])
+def test_a_half_open_breaker_is_a_draw_explained_as_the_call_draws(
+    setup: Any, draw: float, reason: str
+) -> None:
+    """Half-open, a share of requests may try the target: the draw (the breaker's ``rand``, fixed
+    here) decides for explain as for the call, and explain says which way it went."""
+    gw, tag, client = setup
+    gw.gateway.breaker.rand = lambda: draw
+    label = f"mock/fail-500+{tag}"
+    open_breaker(gw, label, time.time() - POLICY["open_s"] - 60)  # a tenth into the ramp
+    body = {"model": "trio", "messages": MSG}
+    until_explained(client, body, label, reason, "half-open")
+    explained = httpx.post(
+        gw.v1 + "/route/explain", json=body, headers={"authorization": f"Bearer {client.api_key}"}
+    )
+    _, headers = agree(client, body)
+    assert explained.headers.get("x-switchboard-breaker") == headers.get("x-switchboard-breaker")
+    if reason == "kept":
+        assert "x-switchboard-breaker" not in headers
+    else:
+        assert headers["x-switchboard-breaker"] == f"skipped {label} half-open"
