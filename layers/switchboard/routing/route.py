@@ -72,15 +72,16 @@ async def route(
     breaker: Breaker | None = None,
 ) -> Routed:
     """The route of ``chat`` (any chat-shaped request) from ``principal`` (see the module docstring)."""
-    steer = overrides is not None and not overrides.empty
-    if overrides is not None and steer:
+    if overrides is not None and overrides.empty:
+        overrides = None
+    if overrides is not None:
         routing_overrides.check_allowed(overrides, principal.overrides)
     decision = await router.decide(document, principal, chat, endpoint=endpoint, budget=budget)
     headers: dict[str, str] = {}
     if decision.rule_header is not None:
         headers["x-switchboard-rule"] = decision.rule_header
     plan, verdicts = decision.plan, list(decision.verdicts)
-    if overrides is not None and steer:
+    if overrides is not None:
         plan, verdicts = _overridden(router, document, principal, decision, overrides)
         provider = overrides.provider.used() if overrides.provider is not None else []
         headers["x-switchboard-overrides"] = ",".join((["models"] if overrides.models else []) + provider)
