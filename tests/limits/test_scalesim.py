@@ -24,6 +24,7 @@ def test_the_short_form_prints_before_and_after_rows_and_the_held_load(capsys) -
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith("offered ")]
     assert [row.split(" rps:")[0] for row in rows] == ["offered 100", "offered 2000"] * 2
-    assert all("overspend $0.00" in row for row in rows)
+    assert all("overspend $0.00" in row and "disagree" not in row for row in rows)  # ledger = metered
+    assert all("round trips 1/2/3+: " in row for row in rows)
     assert lines[-1].startswith("shared budget holds ") and lines[-1].endswith(" rps with overspend $0")
     assert int(lines[-1].split()[3]) >= 1900  # the 2,000 rps load (Poisson arrivals: within a few %)

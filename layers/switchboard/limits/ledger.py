@@ -71,6 +71,7 @@ _CONFLICT_TRIES = 6
 # A laned budget whose chosen lane is full spills over to another lane, at most this many times,
 # before one read of every lane decides (docs/limits.md, "At scale").
 _SPILLS = 3
+_READ_BATCH = 100  # lanes a BatchGetItem reads at most
 _MEMORY_LINES = 10_000  # budgets and windows a LaneMemory keeps at most
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
@@ -461,13 +462,13 @@ class Ledger:
     def _reserve_laned(self, res: Reservation, enforce: bool, tries: int) -> Refusal | None:
         """One transaction as ``_reserve_once``, on a lane drawn at random for each laned line,
         among the lanes this process does not know to be full (``LaneMemory``). A conflict draws
-        again (another lane is most likely free); a full lane spills over to another one; after
-        ``_SPILLS`` full lanes, or at once when every lane is known full, one read of every lane
-        decides (``_decide``), unless this process saw every lane full within the last second
-        (``LaneMemory.sure``: the refusal, without a call): a lane with room for the request,
-        drawn among them, else the refusal, which then names the whole line's use (its lanes
-        summed). Near the end of a budget or a window, then, a request may be refused while the
-        lanes together still hold more than it needs, never less (docs/limits.md, "At scale")."""
+        again (another lane is most likely free); a full lane spills over to another one. After
+        ``_SPILLS`` full lanes, or at once when every lane is known full, a read of the lanes
+        decides (``_decide``: 100 at a time until some have room): a lane drawn among those with
+        room, else the refusal, which names the whole line's use (its lanes summed). When this
+        process saw every lane full within the last second (``LaneMemory.sure``), the refusal
+        needs no call. Near the end of a budget or a window, then, a request may be refused while
+        the lanes together still hold more than it needs, never less (docs/limits.md)."""
         lines: list[Laned] = [*res.budgets, *res.rates]
         full = {
             at: (self.memory.full(line, res) if enforce else set())
@@ -530,18 +531,26 @@ class Ledger:
         res.rates = tuple(_drawn(line, full.get(offset + at, set())) for at, line in enumerate(res.rates))
 
     def _decide(self, res: Reservation, at: int, full: dict[int, set[int]]) -> Refusal | None:
-        """Read every lane of the line at ``at`` (one ``BatchGetItem`` per 100): the refusal if
-        none has room for ``res``, else None with ``full`` set to the lanes without room."""
+        """Read the lanes of the line at ``at``, 100 at a time (one ``BatchGetItem`` each) in a
+        random order, until some have room for ``res``: None, with ``full`` set so that the next
+        draw is among those. The refusal when no lane has room (then every lane was read)."""
         line = self._line_at(res, at)
-        found = self.read(line.keys)
-        values = [found.get(_pair(line.lane_key(lane)), {}) for lane in range(line.lanes)]
-        for lane, seen in enumerate(values):
-            self.memory.saw(line, lane, seen)
-        room = {lane for lane, seen in enumerate(values) if line.fits(seen, res)}
-        if not room:
-            return self._refusal(line, values)
-        full[at] = set(range(line.lanes)) - room
-        return None
+        order = list(range(line.lanes))
+        random.shuffle(order)
+        values: dict[int, dict[str, Any]] = {}
+        for start in range(0, line.lanes, _READ_BATCH):
+            batch = order[start : start + _READ_BATCH]
+            found = self.read([line.lane_key(lane) for lane in batch])
+            room = set()
+            for lane in batch:
+                seen = values[lane] = found.get(_pair(line.lane_key(lane)), {})
+                self.memory.saw(line, lane, seen)
+                if line.fits(seen, res):
+                    room.add(lane)
+            if room:
+                full[at] = set(range(line.lanes)) - room
+                return None
+        return self._refusal(line, [values[lane] for lane in range(line.lanes)])
 
     @staticmethod
     def _refusal(line: Laned, values: Sequence[dict[str, Any]]) -> Refusal:
