@@ -5,7 +5,9 @@
 
     offered N rps: goodput G rps, p99 admission X ms, conflicts C/s, throttles T/s, overspend $O
 
-first for today's design (the "before" rows), then for the new one, and finally
+and ``; round trips 1/2/3+: ...`` (the round trips per admission, while the budget is less
+than half spent and after), first for today's design (the "before" rows), then for the new one,
+and finally
 ``shared budget holds G rps with overspend $0`` for the highest load held (at least 95 % of
 the requests that arrived while the budget had room admitted, and no overspend).
 
@@ -26,15 +28,23 @@ Definitions, per load N over ``duration_s`` virtual seconds:
   one read of every lane; docs/limits.md gives both);
 * conflicts, throttles: refusals by the model per second (``Stats``), the client's retries counted;
 * overspend: the metered cost of every settled request beyond the budget's limit (what the
-  gateway knows it spent; an instance that died mid-request has no metered cost).
+  gateway knows it spent; an instance that died mid-request has no metered cost);
+* round trips: the calls ``Ledger.reserve`` made per admission (1, 2, 3 or more).
 
-The budget's limit is sized so that a design that keeps up spends it at about 85 % of the run, so
-every load ends with many requests racing for the last dollars: the moment an overspend would
-happen. After the sweep the ledger must also agree with the requests: spent equal to the sum of
-their metered costs, nothing reserved, no reservation left (``Result.consistent``).
+The run finds the budget part-way through its period, each lane holding at least
+``SHARE_ESTIMATES`` estimates, spent down so that a design that keeps up spends what is left at
+about 85 % of the run, so every load ends with many requests racing for the last dollars: the
+moment an overspend would happen. After the sweep the ledger must also agree with the requests:
+spent equal to the earlier spend plus their metered costs, nothing reserved, no reservation left
+(``Result.consistent``). Requests run on Lambda-like instances (one request at a time each), each
+with its own ``Ledger`` and ``LaneMemory``.
 
-Modes (the first argument): ``budget`` (this). ``--short`` runs the bounded form the test suite
-runs (two loads, half a virtual second each); the full form gives each load two virtual seconds.
+Modes (the first argument): ``budget`` (this), and ``rate``: the same for a shared team rpm
+(``rpm window used U of L`` instead of overspend; ``shared rpm holds G rps with no window
+exceeded``). ``--short`` runs the bounded form the test suite runs (two loads, half a virtual
+second each); the full form gives each load two virtual seconds. ``--steady``: a budget that never
+runs out (round trips far from its end); ``--lane-rps 20,10``: the lanes design at other
+densities; ``--memory-s 0``: without the remembered full lanes.
 """
 
 from __future__ import annotations
