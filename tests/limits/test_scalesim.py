@@ -4,7 +4,10 @@ the ledger agrees with the requests to the nano-dollar after the sweep."""
 
 from __future__ import annotations
 
-from switchboard.devtools.scalesim import DESIGNS, run_load
+import pytest
+from switchboard.devtools.scalesim import DESIGNS, LANE_RPS, laned, run_load
+
+from tests.limits.conftest import SLOW
 
 
 def test_todays_design_does_not_hold_a_shared_budget_at_2000_rps() -> None:
@@ -28,3 +31,16 @@ def test_the_short_form_prints_before_and_after_rows_and_the_held_load(capsys) -
     assert all("round trips 1/2/3+: " in row for row in rows)
     assert lines[-1].startswith("shared budget holds ") and lines[-1].endswith(" rps with overspend $0")
     assert int(lines[-1].split()[3]) >= 1900  # the 2,000 rps load (Poisson arrivals: within a few %)
+
+
+@pytest.mark.parametrize("offered", [pytest.param(2000, marks=SLOW)])
+def test_far_from_its_end_a_budget_at_the_default_sizing_admits_most_requests_in_one_round_trip(
+    offered: int,
+) -> None:
+    """docs/limits.md, "Sizing": at 2,000 requests/s, once settlements hold lanes too, one lane
+    per 5 requests/s keeps more than 90 % of admissions to one round trip; one per 20 (the first
+    sizing) about 78 %."""
+    dense = run_load(laned(LANE_RPS), offered, 3.0, runs_out=100.0)
+    sparse = run_load(laned(20, memory_s=0.0), offered, 3.0, runs_out=100.0)
+    assert dense.trip_shares[0] > 0.90 and sparse.trip_shares[0] < 0.85
+    assert dense.overspend == 0 and dense.consistent
