@@ -177,12 +177,18 @@ def test_pass_through_create_and_stream(gw: RunningGateway, mock: Any) -> None:
     assert final.usage.output_tokens > 0
 
 
-def test_built_in_tools_are_refused_for_a_converted_target(gw: RunningGateway) -> None:
+def test_built_in_tools_for_a_converted_target(gw: RunningGateway) -> None:
+    """A hosted built-in offered is dropped (said so in a header); one the client runs is a 400."""
+    raw = client(gw).responses.with_raw_response.create(
+        model="echo", input="x", tools=[{"type": "web_search"}]
+    )
+    assert raw.headers["x-switchboard-dropped-tools"] == "web_search"
+    assert raw.parse().output_text == "echo: x"
     with pytest.raises(openai.BadRequestError) as caught:
-        client(gw).responses.create(model="echo", input="x", tools=[{"type": "web_search"}])
+        client(gw).responses.create(model="echo", input="x", tools=[{"type": "local_shell"}])
     error = caught.value.body
     assert isinstance(error, dict) and error["param"] == "tools[0].type"
-    assert "web_search" in error["message"]
+    assert "local_shell" in error["message"]
 
 
 def test_previous_response_id_across_two_providers(

@@ -14,6 +14,7 @@ from switchboard.http.endpoints.responses_format import (
     EventTranslator,
     ResponsesRequest,
     Unconvertible,
+    dropped_tools,
     from_chat,
     input_items,
     to_chat,
@@ -131,8 +132,18 @@ def test_tools_tool_choice_format_and_reasoning() -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
-        ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
+        ({"tools": [{"type": "computer_use_preview"}]}, "tools[0].type"),
+        ({"tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+        ({"tools": [{"type": "file_search"}], "tool_choice": {"type": "file_search"}}, "tool_choice"),
+        ({"tools": [{"type": "web_search"}], "tool_choice": "required"}, "tool_choice"),
+        (
+            {
+                "tools": [
+                    {"type": "namespace", "name": "n", "description": "d", "tools": [{"type": "custom"}]}
+                ]
+            },
+            "tools[0].tools[0].type",
+        ),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input"),
         ({"background": True}, "background"),
@@ -143,6 +154,108 @@ def test_what_has_no_chat_form_names_its_param(body: dict[str, Any], param: str)
     with pytest.raises(Unconvertible) as caught:
         to_chat(request, input_items(request.input), stream=False)
     assert caught.value.param == param
+
+
+AGENTS = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "description": "Sub-agents.",
+    "tools": [
+        {
+            "type": "function",
+            "name": "spawn_agent",
+            "description": "Spawn.",
+            "parameters": {"type": "object"},
+        },
+        {"type": "function", "name": "close_agent", "parameters": {"type": "object"}},
+    ],
+}
+PLAIN = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
+
+
+def test_offered_hosted_tools_are_dropped_and_named() -> None:
+    """Codex's default tools: web_search is dropped (not an error), the namespace's members become
+    chat functions named ``<namespace>__<name>``."""
+    tools = [PLAIN, AGENTS, {"type": "web_search", "external_web_access": False}, {"type": "mcp"}]
+    body = chat_of(input="x", tools=tools, tool_choice="auto")
+    assert [t["function"]["name"] for t in body["tools"]] == [
+        "exec_command",
+        "multi_agent_v1__spawn_agent",
+        "multi_agent_v1__close_agent",
+    ]
+    assert body["tools"][1]["function"] == {
+        "name": "multi_agent_v1__spawn_agent",
+        "description": "Spawn.",
+        "parameters": {"type": "object"},
+    }
+    assert body["tool_choice"] == "auto"
+    assert dropped_tools(req(input="x", tools=tools)) == ["web_search", "mcp"]
+    only = chat_of(input="x", tools=[{"type": "web_search"}], tool_choice="auto")
+    assert "tools" not in only and "tool_choice" not in only  # chat refuses tool_choice without tools
+
+
+def test_a_namespace_call_goes_both_ways() -> None:
+    """History calls with a ``namespace`` become the chat name; chat calls of it come back with
+    their ``namespace`` and own name, buffered and streamed."""
+    history = [
+        {"type": "message", "role": "user", "content": "spawn"},
+        {
+            "type": "function_call",
+            "call_id": "c1",
+            "namespace": "multi_agent_v1",
+            "name": "spawn_agent",
+            "arguments": "{}",
+        },
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+    ]
+    body = chat_of(input=history, tools=[AGENTS])
+    assert body["messages"][1]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__spawn_agent"
+    request = req(input="x", tools=[PLAIN, AGENTS])
+    call = {
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "multi_agent_v1__close_agent", "arguments": "{}"},
+    }
+    plain = {"id": "call_8", "type": "function", "function": {"name": "exec_command", "arguments": "{}"}}
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call, plain]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        }
+    )
+    out = from_chat(completion, request, response_id="resp_1", created_at=1)["output"]
+    assert [(o.get("namespace"), o["name"], o["call_id"]) for o in out] == [
+        ("multi_agent_v1", "close_agent", "call_9"),
+        (None, "exec_command", "call_8"),
+    ]
+    translator = EventTranslator(request, "resp_1", 1)
+    events = translator.feed(chunk({"role": "assistant", "tool_calls": [{"index": 0, **call}]}, "tool_calls"))
+    events += translator.finish()
+    data = [json.loads(e.data) for e in events]
+    done = next(d for d in data if d["type"] == "response.function_call_arguments.done")
+    assert done["name"] == "close_agent"
+    final = data[-1]["response"]["output"][0]
+    assert final["namespace"] == "multi_agent_v1" and final["name"] == "close_agent"
+
+
+def test_namespaced_names_stay_valid_and_distinct() -> None:
+    """A name too long or clashing with a plain function gets a hashed form, still mapped back."""
+    long_ns = {**AGENTS, "name": "n" * 60}
+    clash = {"type": "function", "name": "multi_agent_v1__spawn_agent", "parameters": {"type": "object"}}
+    body = chat_of(input="x", tools=[clash, AGENTS, long_ns])
+    names = [t["function"]["name"] for t in body["tools"]]
+    assert len(set(names)) == len(names) == 5
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in names)
+    assert names[0] == "multi_agent_v1__spawn_agent" and names[1] != names[0]
 
 
 def test_input_items_get_ids_and_parts() -> None:

@@ -62,6 +62,7 @@ from switchboard.http.endpoints.responses_format import (
     EventTranslator,
     ResponsesRequest,
     Unconvertible,
+    dropped_tools,
     event,
     from_chat,
     input_items,
@@ -84,6 +85,7 @@ from switchboard.upstream.providers.openai import OpenAICompatible
 from switchboard.wiring import Gateway
 
 __all__ = [
+    "DROPPED_TOOLS_HEADER",
     "RESPONSES",
     "Responses",
     "delete_response",
@@ -96,6 +98,7 @@ __all__ = [
 log = logging.getLogger("switchboard.endpoints.responses")
 
 _JSON = "application/json"
+DROPPED_TOOLS_HEADER = "x-switchboard-dropped-tools"
 _OPENAI_HOST = "api.openai.com"
 _OUTPUT = frozenset(
     {
@@ -193,6 +196,8 @@ class _Session:
         self.response_id = new_id("resp_")
         self.created_at = int(time.time())
         self._converted: dict[bool, ChatCompletionRequest] = {}
+        self.dropped = dropped_tools(parsed)  # built-in tools a converted target goes without
+        self._told: set[str] = set()  # the targets the drop was logged for
 
     def chat(self, stream: bool, target: PlannedTarget | None = None) -> ChatCompletionRequest:
         if stream not in self._converted:
@@ -208,7 +213,19 @@ class _Session:
                     upstream_code="unsupported_parameter",
                     upstream_param=exc.param,
                 ) from None
+        if self.dropped and target is not None and target.label not in self._told:
+            self._told.add(target.label)
+            log.info(
+                "dropped built-in tools %s for %s: it is served through chat, which cannot run them",
+                self.dropped,
+                target.label,
+            )
         return self._converted[stream]
+
+    def note_dropped(self, target: PlannedTarget, headers: dict[str, str]) -> None:
+        """``x-switchboard-dropped-tools`` when ``target`` (converted) went without built-in tools."""
+        if self.dropped and not passes_through(target):
+            headers[DROPPED_TOOLS_HEADER] = ",".join(self.dropped)
 
     def _upstream_body(self, target: PlannedTarget, stream: bool) -> bytes:
         body = {**self.body, "model": target.model}
@@ -543,10 +560,12 @@ class Responses(Endpoint[_Request]):
                 ctx.plan, ctx.deadline, session.open_stream, lambda item: item.event in _OUTPUT
             )
             assert ctx.exchange is not None  # billed: admitted before the call
+            session.note_dropped(held.target, ctx.headers)
             meter = Meter()
             events = _events(held, meter, ctx.exchange.chat, keep)
             return Streamed(held.target, held.attempts, events, meter, time.monotonic())
         answer, target, attempts = await engine.run(ctx.plan, ctx.deadline, session.complete)
+        session.note_dropped(target, ctx.headers)
         meter = Meter()
         meter.usage = usage_of(answer.get("usage"))
         meter.chars = _output_chars(answer.get("output"))

@@ -29,9 +29,11 @@ provider declares ``responses: true``) nothing here runs: the body passes throug
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -71,7 +73,27 @@ LOSSY: tuple[tuple[str, str], ...] = (
     ("include", "dropped (logged)"),
     ("metadata", "kept on the stored response, not sent upstream"),
     ("unknown request fields", "dropped (logged); OpenAI-compatible pass-through targets get them"),
-    ("built-in tools (web_search, file_search, ...)", "400 for that target, param `tools`"),
+    (
+        "built-in tools OpenAI runs (web_search, web_search_preview, file_search, code_interpreter, "
+        "image_generation, mcp)",
+        (
+            "dropped when offered (logged; the response has `x-switchboard-dropped-tools: web_search,...`); "
+            "400 for that target when `tool_choice` forces one, or is `required` with no other tool"
+        ),
+    ),
+    (
+        "other built-in tools (computer_use_preview, local_shell, shell, apply_patch, custom, "
+        "tool_search, ...)",
+        "400 for that target, param `tools`",
+    ),
+    (
+        "namespace tools",
+        (
+            "each member function is the chat function `<namespace>__<name>` (hashed when longer than "
+            "64 characters or taken); its calls come back as `function_call` items with `namespace`; the "
+            "namespace's description is not sent"
+        ),
+    ),
     ("tool_choice naming a built-in tool or allowed_tools", "400 for that target, param `tool_choice`"),
     ("input_file parts, file_id images", "400 for that target, param `input`"),
     ("item_reference and built-in tool call items", "400 for that target, param `input`"),
@@ -192,7 +214,7 @@ def _output_text(output: Any) -> str:
     return json.dumps(output)
 
 
-def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _messages(items: list[dict[str, Any]], names: ToolNames) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for item in items:
         kind = item.get("type", "message")
@@ -212,7 +234,10 @@ def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             call = {
                 "id": item.get("call_id"),
                 "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"},
+                "function": {
+                    "name": names.chat(item.get("namespace"), str(item.get("name"))),
+                    "arguments": item.get("arguments") or "{}",
+                },
             }
             last = messages[-1] if messages else None
             if (
@@ -240,23 +265,120 @@ def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return messages
 
 
+# Built-in tools OpenAI runs on its side: a chat target cannot run them, so one merely offered is
+# dropped for that target (logged, and named in ``x-switchboard-dropped-tools``); one that
+# ``tool_choice`` forces is a 400. The other built-ins (computer use, shells, apply_patch, custom
+# and tool_search tools) are the client's to run with call items chat has no form for: a 400.
+HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_2025_08_26",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "file_search",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+    }
+)
+_CHAT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolNames:
+    """The chat function name of each function tool of a request, both ways.
+
+    A plain function keeps its name. A ``namespace`` tool's member ``name`` becomes
+    ``<namespace>__<name>`` (chat has no namespaces), or, when that is no valid chat name (64
+    characters of ``[A-Za-z0-9_-]``) or is taken, a shortened one with a hash of both, so a call
+    maps back to its namespace and name. Pure and deterministic: the request's ``tools`` give the
+    same names on the way in and out.
+    """
+
+    def __init__(self, tools: list[dict[str, Any]] | None) -> None:
+        self._chat: dict[tuple[str | None, str], str] = {}
+        self._item: dict[str, tuple[str | None, str]] = {}
+        plain = {str(t.get("name")) for t in tools or () if t.get("type") == "function"}
+        for tool in tools or ():
+            if tool.get("type") == "function":
+                self._put(None, str(tool.get("name")), str(tool.get("name")))
+        for tool in tools or ():
+            if tool.get("type") != "namespace":
+                continue
+            for member in tool.get("tools") or ():
+                if isinstance(member, dict) and member.get("type") == "function":
+                    namespace, name = str(tool.get("name")), str(member.get("name"))
+                    chat = _namespaced(namespace, name)
+                    if chat in plain or chat in self._item:
+                        chat = _namespaced(namespace, name, hashed=True)
+                    self._put(namespace, name, chat)
+
+    def _put(self, namespace: str | None, name: str, chat: str) -> None:
+        self._chat[(namespace, name)] = chat
+        self._item.setdefault(chat, (namespace, name))
+
+    def chat(self, namespace: str | None, name: str) -> str:
+        """The chat name of ``name`` (in ``namespace``, when it has one)."""
+        known = self._chat.get((namespace, name))
+        if known is not None:
+            return known
+        return name if not namespace else _namespaced(namespace, name)
+
+    def item(self, chat: str) -> tuple[str | None, str]:
+        """The namespace (None for a plain function) and name a chat call's name stands for."""
+        return self._item.get(chat, (None, chat))
+
+
+def _namespaced(namespace: str, name: str, *, hashed: bool = False) -> str:
+    chat = f"{namespace}__{name}"
+    if not hashed and _CHAT_NAME.match(chat):
+        return chat
+    digest = hashlib.sha256(f"{namespace}\0{name}".encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", chat)[:55] + "_" + digest
+
+
+def _function(tool: dict[str, Any], name: str) -> dict[str, Any]:
+    function = {k: tool[k] for k in ("description", "parameters", "strict") if k in tool}
+    return {"type": "function", "function": {"name": name, **function}}
+
+
+def dropped_tools(request: ResponsesRequest) -> list[str]:
+    """The built-in tools a chat target cannot run, offered (not forced): dropped for it."""
+    return [str(t.get("type")) for t in request.tools or () if t.get("type") in HOSTED_TOOLS]
+
+
 def _tools(request: ResponsesRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    names = ToolNames(request.tools)
     if request.tools:
         tools = []
         for index, tool in enumerate(request.tools):
-            if tool.get("type") != "function":
-                raise Unconvertible(f"built-in tools such as {tool.get('type')!r}", f"tools[{index}].type")
-            function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
-            tools.append({"type": "function", "function": function})
-        out["tools"] = tools
+            kind = tool.get("type")
+            if kind == "function":
+                tools.append(_function(tool, names.chat(None, str(tool.get("name")))))
+            elif kind == "namespace":
+                for number, member in enumerate(tool.get("tools") or ()):
+                    if not isinstance(member, dict) or member.get("type") != "function":
+                        kind = member.get("type") if isinstance(member, dict) else None
+                        raise Unconvertible(
+                            f"{kind!r} tools in a namespace", f"tools[{index}].tools[{number}].type"
+                        )
+                    chat = names.chat(str(tool.get("name")), str(member.get("name")))
+                    tools.append(_function(member, chat))
+            elif kind not in HOSTED_TOOLS:
+                raise Unconvertible(f"built-in tools such as {kind!r}", f"tools[{index}].type")
+        if tools:
+            out["tools"] = tools
     choice = request.tool_choice
     if isinstance(choice, str):
-        out["tool_choice"] = choice
+        if choice == "required" and "tools" not in out:
+            raise Unconvertible("tool_choice 'required' with only built-in tools", "tool_choice")
+        if "tools" in out or not request.tools:
+            out["tool_choice"] = choice
     elif isinstance(choice, dict):
         if choice.get("type") != "function":
             raise Unconvertible(f"tool_choice of type {choice.get('type')!r}", "tool_choice")
-        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        name = names.chat(choice.get("namespace"), str(choice.get("name")))
+        out["tool_choice"] = {"type": "function", "function": {"name": name}}
     return out
 
 
@@ -310,7 +432,7 @@ def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: b
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
-    messages += _messages(items)
+    messages += _messages(items, ToolNames(request.tools))
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
@@ -463,15 +585,17 @@ def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
+def _call_item(
+    item_id: str, call_id: str, chat_name: str, arguments: str, status: str, names: ToolNames
+) -> dict[str, Any]:
+    """A ``function_call`` item for a chat tool call; a namespace member's call carries its
+    ``namespace`` and its own name."""
+    namespace, name = names.item(chat_name)
+    item: dict[str, Any] = {"id": item_id, "type": "function_call", "call_id": call_id}
+    if namespace is not None:
+        item["namespace"] = namespace
+    item.update(name=name, arguments=arguments, status=status)
+    return item
 
 
 def from_chat(
@@ -487,13 +611,13 @@ def from_chat(
     refusal = (message.model_extra or {}).get("refusal")
     if message.content or refusal:
         output.append(_message_item(new_id("msg_"), message.content or "", "completed", refusal))
+    names = ToolNames(request.tools)
     for call in message.tool_calls or ():
         function = call.get("function") or {}
         call_id = str(call.get("id") or new_id("call_"))
         name = str(function.get("name") or "")
-        output.append(
-            _call_item(new_id("fc_"), call_id, name, function.get("arguments") or "{}", "completed")
-        )
+        arguments = function.get("arguments") or "{}"
+        output.append(_call_item(new_id("fc_"), call_id, name, arguments, "completed", names))
     incomplete = _FINISH_INCOMPLETE.get(choice.finish_reason or "")
     return response_object(
         request,
@@ -529,6 +653,7 @@ class EventTranslator:
         self.output: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None  # the item being streamed
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
+        self.names = ToolNames(request.tools)
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
 
@@ -690,7 +815,8 @@ class EventTranslator:
             function = call.get("function") or {}
             if number not in self.calls:
                 call_id = str(call.get("id") or new_id("call_"))
-                item = _call_item(new_id("fc_"), call_id, str(function.get("name") or ""), "", "in_progress")
+                name = str(function.get("name") or "")
+                item = _call_item(new_id("fc_"), call_id, name, "", "in_progress", self.names)
                 events += self._add(item)
                 self.calls[number] = len(self.output) - 1
             item = self.output[self.calls[number]]
