@@ -18,7 +18,9 @@ Each target of the plan is served in its own way:
 
 So a fallback chain may mix the two. Retries, fallback and the streaming commit are the engine's:
 until the first output event nothing reaches the client and a failure moves on invisibly; after it
-a failure ends the stream with ``response.failed``, never a silent cut.
+a failure ends the stream with ``response.failed``, never a silent cut. A stream silent for
+``heartbeat_after_s`` commits with keep-alive comments (``http.heartbeat``, as chat does); a total
+failure after them is an ``error`` event and ``response.failed`` (``Responses.stream_error``).
 
 Stored responses (``store``, default true) are in ``responses_store``: each belongs to the key that
 created it; ``previous_response_id`` rebuilds the conversation from there, whichever provider served
@@ -67,6 +69,7 @@ from switchboard.http.endpoints.responses_format import (
     from_chat,
     input_items,
     new_id,
+    response_object,
     response_usage,
     to_chat,
     usage_of,
@@ -503,9 +506,42 @@ class Responses(Endpoint[_Request]):
     stored (``store``), and a stored conversation continued (``previous_response_id``)."""
 
     name = "responses"
+    heartbeats = True  # a silent stream keeps alive with SSE comments (http.heartbeat)
 
     def parse(self, raw: bytes) -> _Request:
         return _Request(*_parse(raw))
+
+    def streams(self, body: _Request) -> bool:
+        return bool(body.parsed.stream)
+
+    def stream_error(self, exc: GatewayError, body: _Request) -> bytes:
+        """Every target failed after the keep-alive comments began, before any output: the
+        Responses stream's ``error`` event, then ``response.failed`` with the failed response (the
+        event Codex reads; it ignores ``error``). Nothing was stored or created before."""
+        error = exc.body()["error"]
+        made = event(
+            "error", 0, code=error["code"] or error["type"], message=error["message"], param=error["param"]
+        )
+        session = body.session
+        response_id, created_at = (
+            (session.response_id, session.created_at)
+            if session is not None
+            else (new_id("resp_"), int(time.time()))
+        )
+        code = "rate_limit_exceeded" if exc.status == 429 else "server_error"
+        failed = response_object(
+            body.parsed,
+            response_id=response_id,
+            created_at=created_at,
+            model=body.parsed.model,
+            status="failed",
+            output=[],
+            usage=None,
+            error={"code": code, "message": error["message"]},
+        )
+        return _sse("error", made.data) + _sse(
+            "response.failed", event("response.failed", 1, response=failed).data
+        )
 
     def alias(self, body: _Request) -> str:
         return body.parsed.model
