@@ -156,6 +156,83 @@ def test_converted_stream_of_a_tool_call(gw: RunningGateway) -> None:
     assert json.loads(final.output[0].arguments) == {"city": "Paris"}
 
 
+def interleaved_calls() -> list[dict[str, Any]]:
+    """A chat stream whose two parallel calls' argument chunks alternate (index 0, 1, 0, 1)."""
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "compat"}
+
+    def chunk(*calls: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        delta = {"tool_calls": list(calls)} if calls else {}
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def call(index: int, arguments: str, **first: Any) -> dict[str, Any]:
+        function = {"arguments": arguments, **({"name": first["name"]} if first else {})}
+        return {
+            "index": index,
+            **({"id": first["id"], "type": "function"} if first else {}),
+            "function": function,
+        }
+
+    return [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]},
+        chunk(call(0, '{"ci', id="call_p", name="get_weather")),
+        chunk(call(1, '{"ci', id="call_r", name="get_weather")),
+        chunk(call(0, 'ty":"Par')),
+        chunk(call(1, 'ty":"Ro')),
+        chunk(call(0, 'is"}')),
+        chunk(call(1, 'me"}')),
+        chunk(finish="tool_calls"),
+        {**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32}},
+    ]
+
+
+def test_interleaved_parallel_calls_stream_each_calls_deltas(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    """An OpenAI-compatible chat upstream interleaving two calls' argument chunks: every call gets
+    its own ``function_call_arguments.delta`` events (its item id and output index), the ``.done``
+    events and items are whole, every event is valid by the spec, and the SDK assembles both."""
+    from tests.contract.test_openapi_contract import SPEC_PATH, violations
+
+    if not SPEC_PATH.is_file():
+        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH}")
+    doc = routing_doc(mock.base_url, {"par": to(("compat", "compat"))})
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    native.script("compat", Reply(chunks=interleaved_calls()))
+    body = {"model": "par", "input": "weather in Paris and Rome?", "tools": [WEATHER], "stream": True}
+    response = httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    for event in events:
+        assert not violations("ResponseStreamEvent", event), event
+    items = {
+        e["item"]["call_id"]: (e["item"]["id"], e["output_index"])
+        for e in events
+        if e["type"] == "response.output_item.added"
+    }
+    arguments: dict[tuple[str, int], list[str]] = {}
+    for e in events:
+        if e["type"] == "response.function_call_arguments.delta":
+            arguments.setdefault((e["item_id"], e["output_index"]), []).append(e["delta"])
+    assert arguments == {
+        items["call_p"]: ['{"ci', 'ty":"Par', 'is"}'],
+        items["call_r"]: ['{"ci', 'ty":"Ro', 'me"}'],
+    }
+    done = {
+        e["item_id"]: e["arguments"] for e in events if e["type"] == "response.function_call_arguments.done"
+    }
+    assert done == {items["call_p"][0]: '{"city":"Paris"}', items["call_r"][0]: '{"city":"Rome"}'}
+    final = events[-1]["response"]
+    assert [json.loads(o["arguments"]) for o in final["output"]] == [{"city": "Paris"}, {"city": "Rome"}]
+    with client(gw).responses.stream(model="par", input="again", tools=[WEATHER]) as stream:
+        for _event in stream:
+            pass
+        answer = stream.get_final_response()
+    assert [(o.call_id, o.arguments) for o in answer.output] == [  # type: ignore[union-attr]
+        ("call_p", '{"city":"Paris"}'),
+        ("call_r", '{"city":"Rome"}'),
+    ]
+
+
 def test_pass_through_create_and_stream(gw: RunningGateway, mock: Any) -> None:
     sdk = client(gw)
     raw = sdk.responses.with_raw_response.create(

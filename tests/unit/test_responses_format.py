@@ -415,3 +415,41 @@ def test_reasoning_text_becomes_a_reasoning_item() -> None:
     )
     response = from_chat(completion, req(input="x"), response_id="resp_1", created_at=7)
     assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
+
+
+def test_interleaved_parallel_calls_each_get_their_deltas() -> None:
+    """Chat chunks of two calls interleaved (index 0, 1, 0, 1): each call's argument deltas carry
+    its own item id and output index, and each ``.done`` has its whole arguments."""
+    translator = EventTranslator(req(input="x"), "resp_1", 1)
+    events = translator.feed(chunk({"content": "Both."}))
+    for delta in (
+        {"tool_calls": [{"index": 0, "id": "call_a", "function": {"name": "f", "arguments": '{"ci'}}]},
+        {"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "g", "arguments": '{"to'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": 'ty":"Paris"}'}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": 'wn":"Rome"}'}}]},
+    ):
+        events += translator.feed(chunk(delta))
+    events += translator.feed(chunk({}, "tool_calls"))
+    events += translator.finish()
+    data = [json.loads(e.data) for e in events]
+    added = {
+        d["item"]["call_id"]: (d["item"]["id"], d["output_index"])
+        for d in data
+        if d["type"] == "response.output_item.added" and d["item"]["type"] == "function_call"
+    }
+    assert added["call_a"][1] == 1 and added["call_b"][1] == 2
+    deltas: dict[tuple[str, int], str] = {}
+    for d in data:
+        if d["type"] == "response.function_call_arguments.delta":
+            key = (d["item_id"], d["output_index"])
+            deltas[key] = deltas.get(key, "") + d["delta"]
+    assert deltas == {added["call_a"]: '{"city":"Paris"}', added["call_b"]: '{"town":"Rome"}'}
+    done = {
+        d["item_id"]: d["arguments"] for d in data if d["type"] == "response.function_call_arguments.done"
+    }
+    assert done == {added["call_a"][0]: '{"city":"Paris"}', added["call_b"][0]: '{"town":"Rome"}'}
+    closed = [d["output_index"] for d in data if d["type"] == "response.output_item.done"]
+    assert closed == [0, 1, 2]
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    final = data[-1]["response"]["output"]
+    assert [o.get("arguments") for o in final] == [None, '{"city":"Paris"}', '{"town":"Rome"}']

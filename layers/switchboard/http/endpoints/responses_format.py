@@ -24,7 +24,9 @@ provider declares ``responses: true``) nothing here runs: the body passes throug
               ``response.content_part.done``, (tool call) ``response.function_call_arguments.delta``
               ..., ``response.function_call_arguments.done``, ``response.output_item.done``; then
               ``response.completed`` (or ``response.incomplete``) with the whole response and its
-              usage. Every event has a ``sequence_number`` from 0.
+              usage. Every event has a ``sequence_number`` from 0. Tool calls stay open until the
+              chunks end (an upstream may interleave parallel calls' argument chunks: each delta
+              names its own item), so their ``.done`` events come last, in output order.
 """
 
 from __future__ import annotations
@@ -651,7 +653,10 @@ class EventTranslator:
         self.model = request.model
         self.started = False
         self.output: list[dict[str, Any]] = []
-        self.open: dict[str, Any] | None = None  # the item being streamed
+        self.open: dict[str, Any] | None = None  # the text or reasoning item being streamed
+        # Tool calls stay open until the stream ends: a chat upstream may interleave the argument
+        # chunks of parallel calls (index 0, 1, 0, 1, ...), so none is complete before then.
+        self.open_calls: list[dict[str, Any]] = []
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
         self.names = ToolNames(request.tools)
         self.finish_reason: str | None = None
@@ -675,10 +680,14 @@ class EventTranslator:
         )
 
     def _close(self) -> list[SSEEvent]:
+        """The done events of the open text or reasoning item."""
         item = self.open
         if item is None:
             return []
         self.open = None
+        return self._done(item)
+
+    def _done(self, item: dict[str, Any]) -> list[SSEEvent]:
         index = self.output.index(item)
         events: list[SSEEvent] = []
         item["status"] = "completed"
@@ -729,7 +738,10 @@ class EventTranslator:
     def _add(self, item: dict[str, Any]) -> list[SSEEvent]:
         events = self._close()
         self.output.append(item)
-        self.open = item
+        if item["type"] == "function_call":
+            self.open_calls.append(item)
+        else:
+            self.open = item
         shown = {**item, "content": []} if item["type"] in ("message", "reasoning") else dict(item)
         events.append(
             self._event("response.output_item.added", output_index=len(self.output) - 1, item=shown)
@@ -821,9 +833,6 @@ class EventTranslator:
                 self.calls[number] = len(self.output) - 1
             item = self.output[self.calls[number]]
             if function.get("arguments"):
-                if self.open is not item:  # interleaved calls: reopen is not possible, append quietly
-                    item["arguments"] += function["arguments"]
-                    continue
                 item["arguments"] += function["arguments"]
                 events.append(
                     self._event(
@@ -836,7 +845,9 @@ class EventTranslator:
         return events
 
     def finish(self) -> list[SSEEvent]:
-        events = self._close()
+        still = sorted([*self.open_calls, *([self.open] if self.open else [])], key=self.output.index)
+        self.open, self.open_calls = None, []
+        events = [made for item in still for made in self._done(item)]  # in output order
         incomplete = _FINISH_INCOMPLETE.get(self.finish_reason or "")
         final = self.snapshot(
             "incomplete" if incomplete else "completed",
