@@ -233,6 +233,59 @@ def test_interleaved_parallel_calls_stream_each_calls_deltas(
     ]
 
 
+HISTORY_WITH_REASONING = [
+    {"type": "message", "role": "user", "content": "weather in Paris?"},
+    {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Call the tool."}]},
+    {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+    {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+]
+
+
+def test_reasoning_items_reach_a_target_that_reasons_and_no_other(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    """A compat upstream serving gpt-oss gets the reasoning item's summary as the assistant
+    message's ``reasoning_content``; the chat-only mock (``echo``, no reasoning model) and an
+    Anthropic target get none of it."""
+    models = {"echo": MODELS["echo"], "claude": MODELS["claude"], "oss": to(("compat", "gpt-oss-20b"))}
+    doc = routing_doc(mock.base_url, models)
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    doc["providers"]["anthropic"] = {"kind": "anthropic", "base_url": native.url, "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-oss-20b",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Sunny."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22},
+    }
+    native.script("gpt-oss-20b", Reply(json=completion))
+    answer = fixture("anthropic", "chat_tools")["anthropic_response"]
+    native.script("claude-real", Reply(json={**answer, "content": [{"type": "text", "text": "Sunny."}]}))
+    sdk = client(gw)
+    assert (
+        sdk.responses.create(model="oss", input=HISTORY_WITH_REASONING, tools=[WEATHER]).output_text
+        == "Sunny."
+    )
+    [assistant] = [m for m in native.requests[-1]["json"]["messages"] if m["role"] == "assistant"]
+    assert assistant["reasoning_content"] == "Call the tool."
+    assert assistant["tool_calls"][0]["id"] == "call_1"
+    sdk.responses.create(model="echo", input=HISTORY_WITH_REASONING, tools=[WEATHER])
+    assert not any("reasoning_content" in m for m in mock.requests[-1]["json"]["messages"])
+    sdk.responses.create(model="claude", input=HISTORY_WITH_REASONING, tools=[WEATHER])
+    sent = native.requests[-1]["json"]
+    assert not any(
+        block.get("type") == "thinking"
+        for message in sent["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+    )
+    assert "Call the tool." not in json.dumps(sent)
+
+
 def test_pass_through_create_and_stream(gw: RunningGateway, mock: Any) -> None:
     sdk = client(gw)
     raw = sdk.responses.with_raw_response.create(

@@ -453,3 +453,44 @@ def test_interleaved_parallel_calls_each_get_their_deltas() -> None:
     assert [d["sequence_number"] for d in data] == list(range(len(data)))
     final = data[-1]["response"]["output"]
     assert [o.get("arguments") for o in final] == [None, '{"city":"Paris"}', '{"town":"Rome"}']
+
+
+REASONED = [
+    {"type": "message", "role": "user", "content": "weather?"},
+    {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Need the tool."}]},
+    {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+    {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    {
+        "type": "reasoning",
+        "id": "rs_2",
+        "summary": [{"type": "summary_text", "text": "short"}],
+        "content": [{"type": "reasoning_text", "text": "It is sunny, say so."}],
+    },
+    {"type": "message", "role": "assistant", "content": "Sunny."},
+    {"type": "reasoning", "id": "rs_3", "summary": [], "encrypted_content": "gAAA"},
+    {"type": "message", "role": "user", "content": "thanks"},
+]
+
+
+def test_reasoning_items_go_to_a_target_that_reasons(caplog: pytest.LogCaptureFixture) -> None:
+    """Each reasoning item's text (``content``, else ``summary``) rides on the assistant message
+    after it as ``reasoning_content``; an opaque one (``encrypted_content`` only) is dropped, logged."""
+    request = req(input=REASONED)
+    with caplog.at_level("INFO", logger="switchboard.endpoints.responses"):
+        body = to_chat(request, input_items(request.input), stream=False, reasoning=True).model_dump(
+            exclude_unset=True
+        )
+    assistants = [m for m in body["messages"] if m["role"] == "assistant"]
+    assert [m.get("reasoning_content") for m in assistants] == ["Need the tool.", "It is sunny, say so."]
+    assert assistants[0]["tool_calls"][0]["id"] == "c1" and assistants[1]["content"] == "Sunny."
+    assert "dropped 1 reasoning input item(s)" in caplog.text
+
+
+def test_reasoning_items_are_dropped_for_a_target_that_does_not_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request = req(input=REASONED)
+    with caplog.at_level("INFO", logger="switchboard.endpoints.responses"):
+        body = to_chat(request, input_items(request.input), stream=False).model_dump(exclude_unset=True)
+    assert not any("reasoning_content" in m for m in body["messages"])
+    assert "dropped 3 reasoning input item(s): the target does not reason" in caplog.text

@@ -60,6 +60,7 @@ from switchboard.core.redaction import scrub
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.core.sse import SSEEvent, iter_events
 from switchboard.exchange import Exchange
+from switchboard.http.endpoints.anthropic_format import can_reason
 from switchboard.http.endpoints.responses_format import (
     EventTranslator,
     ResponsesRequest,
@@ -94,6 +95,7 @@ __all__ = [
     "delete_response",
     "list_input_items",
     "passes_through",
+    "reasons",
     "responses_store",
     "retrieve_response",
 ]
@@ -172,6 +174,15 @@ def responses_store(gateway: Gateway) -> ResponseStore:
     return store
 
 
+def reasons(target: PlannedTarget) -> bool:
+    """Whether a converted ``target`` takes reasoning items back, as ``reasoning_content`` on the
+    assistant message: an OpenAI-compatible upstream other than OpenAI's own (whose chat has no such
+    field) serving a reasoning model (``anthropic_format.can_reason``: o-series, gpt-5, gpt-oss)."""
+    provider = target.provider
+    host = urllib.parse.urlsplit(provider.base_url or "").hostname
+    return provider.kind == "openai" and host != _OPENAI_HOST and can_reason(target.model)
+
+
 def _history_item(item: dict[str, Any]) -> dict[str, Any]:
     """A stored item as input for a Responses upstream: the gateway's ids and statuses left out
     (the upstream never saw them); reasoning items and the rest as they are."""
@@ -198,14 +209,17 @@ class _Session:
         self.items = history + own
         self.response_id = new_id("resp_")
         self.created_at = int(time.time())
-        self._converted: dict[bool, ChatCompletionRequest] = {}
+        self._converted: dict[tuple[bool, bool], ChatCompletionRequest] = {}  # (stream, reasons)
         self.dropped = dropped_tools(parsed)  # built-in tools a converted target goes without
         self._told: set[str] = set()  # the targets the drop was logged for
 
     def chat(self, stream: bool, target: PlannedTarget | None = None) -> ChatCompletionRequest:
-        if stream not in self._converted:
+        """The request as chat for ``target`` (its reasoning items carried when it reasons), or
+        for the estimates (no target)."""
+        key = (stream, target is not None and reasons(target))
+        if key not in self._converted:
             try:
-                self._converted[stream] = to_chat(self.parsed, self.items, stream=stream)
+                self._converted[key] = to_chat(self.parsed, self.items, stream=stream, reasoning=key[1])
             except Unconvertible as exc:
                 where = target.label if target is not None else "this target"
                 raise AttemptFailed(
@@ -223,7 +237,7 @@ class _Session:
                 self.dropped,
                 target.label,
             )
-        return self._converted[stream]
+        return self._converted[key]
 
     def note_dropped(self, target: PlannedTarget, headers: dict[str, str]) -> None:
         """``x-switchboard-dropped-tools`` when ``target`` (converted) went without built-in tools."""

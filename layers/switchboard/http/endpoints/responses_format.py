@@ -7,11 +7,14 @@ provider declares ``responses: true``) nothing here runs: the body passes throug
               or items) -> chat messages: message items (``input_text``/``output_text`` ->
               text, ``input_image`` -> ``image_url``), ``function_call`` items -> the assistant
               message's ``tool_calls`` (consecutive calls join one message), ``function_call_output``
-              -> tool messages; function tools and ``tool_choice`` -> chat's; ``text.format`` ->
-              ``response_format``; ``max_output_tokens`` -> ``max_tokens``; ``reasoning.effort`` ->
-              ``reasoning_effort``; ``temperature``, ``top_p``, ``parallel_tool_calls``, ``user``
-              as they are. What has no chat form is in ``LOSSY`` (dropped and logged, or a 400
-              for that target), the table ``docs/providers.md`` shows.
+              -> tool messages; reasoning items -> ``reasoning_content`` on the assistant message
+              after them, for a target that reasons (else dropped); function tools (a
+              ``namespace`` tool's as ``<namespace>__<name>``) and ``tool_choice`` -> chat's;
+              ``text.format`` -> ``response_format``; ``max_output_tokens`` -> ``max_tokens``;
+              ``reasoning.effort`` -> ``reasoning_effort``; ``temperature``, ``top_p``,
+              ``parallel_tool_calls``, ``user`` as they are. What has no chat form is in ``LOSSY``
+              (dropped and logged, or a 400 for that target), the table ``docs/providers.md``
+              shows.
     response  reasoning text (``reasoning_content``) -> a ``reasoning`` item first; the message's
               text -> one ``message`` output item (``output_text``; a refusal ->
               ``refusal``); each tool call -> a ``function_call`` item (its ``call_id`` is the
@@ -53,6 +56,7 @@ __all__ = [
     "from_chat",
     "input_items",
     "new_id",
+    "reasoning_of",
     "response_object",
     "response_usage",
     "to_chat",
@@ -64,7 +68,16 @@ log = logging.getLogger("switchboard.endpoints.responses")
 # Each point where a converted request or answer loses something: (what, what the gateway does).
 # docs/providers.md shows this table as it is (tests/unit/test_responses_format.py keeps them equal).
 LOSSY: tuple[tuple[str, str], ...] = (
-    ("reasoning items in input", "dropped (logged): chat has no place for them"),
+    (
+        "reasoning items in input",
+        (
+            "carried as `reasoning_content` on the assistant message they precede (the item's "
+            "`content` text, else its `summary` text) when the target is `kind: openai`, not "
+            "api.openai.com, and its model reasons (o…, gpt-5…, gpt-oss…); dropped (logged) for every "
+            "other target, Anthropic's included (a thinking block needs Anthropic's signature, which "
+            "no converted turn has), and when the item has only `encrypted_content`"
+        ),
+    ),
     (
         "reasoning.summary",
         (
@@ -216,8 +229,36 @@ def _output_text(output: Any) -> str:
     return json.dumps(output)
 
 
-def _messages(items: list[dict[str, Any]], names: ToolNames) -> list[dict[str, Any]]:
+def reasoning_of(item: dict[str, Any]) -> str:
+    """A reasoning item's text: its ``content`` (``reasoning_text`` parts), else its ``summary``
+    (``summary_text`` parts, a blank line apart); "" when it has neither (``encrypted_content``
+    only: opaque, for OpenAI alone)."""
+    for field, kind, joiner in (("content", "reasoning_text", ""), ("summary", "summary_text", "\n\n")):
+        parts = item.get(field)
+        texts = [
+            str(p.get("text") or "")
+            for p in parts or ()
+            if isinstance(p, dict) and p.get("type") == kind and p.get("text")
+        ]
+        if texts:
+            return joiner.join(texts)
+    return ""
+
+
+def _messages(items: list[dict[str, Any]], names: ToolNames, reasoning: bool) -> list[dict[str, Any]]:
+    """Chat messages for ``items``. With ``reasoning`` (a target that reasons), a reasoning item's
+    text goes on the assistant message that follows it as ``reasoning_content``; else it is
+    dropped (logged)."""
     messages: list[dict[str, Any]] = []
+    thought: list[str] = []  # reasoning text waiting for its assistant message
+    dropped = 0
+
+    def assistant(message: dict[str, Any]) -> dict[str, Any]:
+        if thought:
+            message["reasoning_content"] = message.get("reasoning_content", "") + "".join(thought)
+            thought.clear()
+        return message
+
     for item in items:
         kind = item.get("type", "message")
         if kind == "message":
@@ -229,8 +270,10 @@ def _messages(items: list[dict[str, Any]], names: ToolNames) -> list[dict[str, A
                 text = (
                     content if isinstance(content, str) else "".join(str(p.get("text", "")) for p in content)
                 )
-                messages.append({"role": "assistant", "content": text})
+                messages.append(assistant({"role": "assistant", "content": text}))
             else:
+                dropped += len(thought)
+                thought.clear()
                 messages.append({"role": "system" if role == "developer" else role, "content": content})
         elif kind == "function_call":
             call = {
@@ -242,17 +285,14 @@ def _messages(items: list[dict[str, Any]], names: ToolNames) -> list[dict[str, A
                 },
             }
             last = messages[-1] if messages else None
-            if (
-                last is not None
-                and last["role"] == "assistant"
-                and (last.get("tool_calls") or not last["content"])
-            ):
+            if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
-            elif last is not None and last["role"] == "assistant":
-                last["tool_calls"] = [call]
+                assistant(last)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                messages.append(assistant({"role": "assistant", "content": None, "tool_calls": [call]}))
         elif kind == "function_call_output":
+            dropped += len(thought)
+            thought.clear()
             messages.append(
                 {
                     "role": "tool",
@@ -261,9 +301,17 @@ def _messages(items: list[dict[str, Any]], names: ToolNames) -> list[dict[str, A
                 }
             )
         elif kind == "reasoning":
-            log.info("dropped a reasoning item with no chat form")
+            text = reasoning_of(item) if reasoning else ""
+            if text:
+                thought.append(text)
+            else:
+                dropped += 1
         else:
             raise Unconvertible(f"input items of type {kind!r}", "input")
+    dropped += len(thought)
+    if dropped:
+        why = "none of its text precedes an assistant turn" if reasoning else "the target does not reason"
+        log.info("dropped %d reasoning input item(s): %s", dropped, why)
     return messages
 
 
@@ -424,9 +472,12 @@ def input_items(value: str | list[dict[str, Any]] | None) -> list[dict[str, Any]
     return items
 
 
-def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: bool) -> ChatCompletionRequest:
+def to_chat(
+    request: ResponsesRequest, items: list[dict[str, Any]], *, stream: bool, reasoning: bool = False
+) -> ChatCompletionRequest:
     """The chat request for a Responses one whose whole input (history included) is ``items``
-    (pure); raises ``Unconvertible``."""
+    (pure); raises ``Unconvertible``. ``reasoning``: the target reasons, so reasoning items are
+    carried as ``reasoning_content`` (else dropped)."""
     extra = request.model_extra or {}
     for name in _REFUSED:
         if extra.get(name):
@@ -434,7 +485,7 @@ def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: b
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
-    messages += _messages(items, ToolNames(request.tools))
+    messages += _messages(items, ToolNames(request.tools), reasoning)
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
