@@ -50,12 +50,13 @@ AGENTS_SDK = [
 
 
 def start(gateway_factory: Any, mock: Any, passthrough: bool) -> RunningGateway:
-    """``demo`` (echo) and ``demo-tools`` (calls its first tool, then answers text) on the mock as a
-    chat upstream, or, with ``passthrough``, as a Responses upstream."""
+    """``demo`` and ``gpt-6.2-sol`` (echo), ``demo-tools`` (calls its first tool, then answers
+    text) on the mock as a chat upstream, or, with ``passthrough``, as a Responses upstream."""
     provider = "mock-responses" if passthrough else "mock"
     models = {
         "demo": {"targets": [{"provider": provider, "model": "echo"}]},
         "demo-tools": {"targets": [{"provider": provider, "model": "tools"}]},
+        "gpt-6.2-sol": {"targets": [{"provider": provider, "model": "echo"}]},  # a name Codex knows
     }
     doc = routing_doc(mock.base_url, models)
     doc["providers"]["mock-responses"] = {**doc["providers"]["mock"], "responses": True}
@@ -203,6 +204,61 @@ def test_a_namespace_call_reaches_codex_with_its_namespace(gateway_factory, mock
     assert added["item"]["namespace"] == "multi_agent_v1"
     sent = native.requests[-1]["json"]
     assert "multi_agent_v1__spawn_agent" in [t["function"]["name"] for t in sent["tools"]]
+
+
+def test_codex_with_a_model_it_knows_through_a_chat_target(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    """For a model name it knows, Codex sends its tools in an ``additional_tools`` input item
+    (namespaces of functions and the custom tool ``exec``): they become the chat tools."""
+    gw = start(gateway_factory, mock, passthrough=False)
+    response, events = replay(gw, "codex_known_model_request")
+    assert response.status_code == 200, events
+    assert output_text(check_stream(events)) == "echo: say hi"
+    tools = {t["function"]["name"]: t["function"] for t in mock.requests[-1]["json"]["tools"]}
+    assert {"functions__exec", "functions__wait", "collaboration__spawn_agent", "clock__sleep"} <= set(tools)
+    assert tools["functions__exec"]["parameters"]["required"] == ["input"]
+    assert "lark grammar" in tools["functions__exec"]["description"]
+
+
+def test_a_custom_tool_call_reaches_codex_and_its_output_comes_back(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    """The chat target calls ``functions__exec`` with ``{"input": <JS>}``: Codex gets a
+    ``custom_tool_call`` (namespace ``functions``, name ``exec``, the JS as ``input``), with the
+    custom tool's input events, all valid by the spec; the next turn's ``custom_tool_call`` and
+    ``custom_tool_call_output`` go back as the chat tool call and its tool message."""
+    doc = routing_doc(
+        mock.base_url, {"gpt-6.2-sol": {"targets": [{"provider": "compat", "model": "compat"}]}}
+    )
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    script = 'text("hi from exec: " + (6*7))'
+    native.script(
+        "compat", Reply(chunks=namespace_call_chunks("functions__exec", json.dumps({"input": script})))
+    )
+    response, events = replay(gw, "codex_known_model_request")
+    assert response.status_code == 200, events
+    final = check_stream(events)
+    [call] = final["output"]
+    assert call["type"] == "custom_tool_call"
+    assert (call["namespace"], call["name"], call["input"]) == ("functions", "exec", script)
+    kinds = [e["type"] for e in events]
+    assert kinds.index("response.custom_tool_call_input.delta") < kinds.index(
+        "response.custom_tool_call_input.done"
+    )
+    assert next(e for e in events if e["type"] == "response.custom_tool_call_input.done")["input"] == script
+    # the next turn, as Codex sends it: the call and its output appended
+    _meta, raw = recorded("codex_known_model_request")
+    body = json.loads(raw)
+    body["input"] += [
+        {k: call[k] for k in ("type", "call_id", "namespace", "name", "input")},
+        {"type": "custom_tool_call_output", "call_id": call["call_id"], "output": "hi from exec: 42"},
+    ]
+    native.script("compat", Reply(chunks=namespace_call_chunks("functions__exec", "{}")[-1:]))
+    httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
+    sent = native.requests[-1]["json"]["messages"]
+    assert sent[-2]["tool_calls"][0]["function"] == {
+        "name": "functions__exec",
+        "arguments": json.dumps({"input": script}),
+    }
+    assert sent[-1] == {"role": "tool", "tool_call_id": call["call_id"], "content": "hi from exec: 42"}
 
 
 def test_a_forced_built_in_tool_is_a_clear_400_for_a_chat_target(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,9 @@ from switchboard.http.endpoints.responses_format import (
     LOSSY,
     EventTranslator,
     ResponsesRequest,
+    ToolNames,
     Unconvertible,
+    all_tools,
     dropped_tools,
     from_chat,
     input_items,
@@ -139,7 +141,7 @@ def test_tools_tool_choice_format_and_reasoning() -> None:
         (
             {
                 "tools": [
-                    {"type": "namespace", "name": "n", "description": "d", "tools": [{"type": "custom"}]}
+                    {"type": "namespace", "name": "n", "description": "d", "tools": [{"type": "local_shell"}]}
                 ]
             },
             "tools[0].tools[0].type",
@@ -494,3 +496,51 @@ def test_reasoning_items_are_dropped_for_a_target_that_does_not_reason(
         body = to_chat(request, input_items(request.input), stream=False).model_dump(exclude_unset=True)
     assert not any("reasoning_content" in m for m in body["messages"])
     assert "dropped 3 reasoning input item(s): the target does not reason" in caplog.text
+
+
+def test_a_custom_tool_is_a_chat_function_of_its_input() -> None:
+    """A custom (free-form) tool, here one of an ``additional_tools`` item: a chat function with
+    one string argument; its call comes back as a ``custom_tool_call`` with the input unwrapped."""
+    patch = {"type": "custom", "name": "apply_patch", "description": "Patch files."}
+    items = [
+        {"type": "additional_tools", "role": "developer", "tools": [patch]},
+        {"type": "message", "role": "user", "content": "fix it"},
+        {"type": "custom_tool_call", "call_id": "c0", "name": "apply_patch", "input": "*** Begin"},
+        {"type": "custom_tool_call_output", "call_id": "c0", "output": "ok"},
+    ]
+    request = req(input=items)
+    body = to_chat(request, input_items(request.input), stream=False).model_dump(exclude_unset=True)
+    [tool] = body["tools"]
+    assert tool["function"]["name"] == "apply_patch"
+    assert tool["function"]["parameters"]["properties"]["input"]["type"] == "string"
+    assert body["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"input": "*** Begin"}'
+    assert body["messages"][2] == {"role": "tool", "tool_call_id": "c0", "content": "ok"}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "apply_patch", "arguments": '{"input":"*** End"}'},
+    }
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        }
+    )
+    names = ToolNames(all_tools(request, input_items(request.input)))
+    [item] = from_chat(completion, request, response_id="resp_1", created_at=1, names=names)["output"]
+    assert {k: item[k] for k in ("type", "call_id", "name", "input")} == {
+        "type": "custom_tool_call",
+        "call_id": "c1",
+        "name": "apply_patch",
+        "input": "*** End",
+    }
+    assert "namespace" not in item and "arguments" not in item

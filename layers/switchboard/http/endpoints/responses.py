@@ -64,7 +64,9 @@ from switchboard.http.endpoints.anthropic_format import can_reason
 from switchboard.http.endpoints.responses_format import (
     EventTranslator,
     ResponsesRequest,
+    ToolNames,
     Unconvertible,
+    all_tools,
     dropped_tools,
     event,
     from_chat,
@@ -118,7 +120,9 @@ _OUTPUT = frozenset(
     }
 )
 _FINAL = frozenset({"response.completed", "response.incomplete"})
-_STRIPPED = frozenset({"message", "function_call", "function_call_output"})
+_STRIPPED = frozenset(
+    {"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
+)
 # A chat field a converted target refuses, as the client named it (``responses_format.to_chat``).
 _PARAMS = {
     "messages": "input",
@@ -210,7 +214,8 @@ class _Session:
         self.response_id = new_id("resp_")
         self.created_at = int(time.time())
         self._converted: dict[tuple[bool, bool], ChatCompletionRequest] = {}  # (stream, reasons)
-        self.dropped = dropped_tools(parsed)  # built-in tools a converted target goes without
+        self.dropped = dropped_tools(parsed, self.items)  # built-in tools a converted target goes without
+        self.names = ToolNames(all_tools(parsed, self.items))  # chat names of the tools, both ways
         self._told: set[str] = set()  # the targets the drop was logged for
 
     def chat(self, stream: bool, target: PlannedTarget | None = None) -> ChatCompletionRequest:
@@ -303,7 +308,11 @@ class _Session:
             raise _renamed(exc) from None
         try:
             return from_chat(
-                completion, self.parsed, response_id=self.response_id, created_at=self.created_at
+                completion,
+                self.parsed,
+                response_id=self.response_id,
+                created_at=self.created_at,
+                names=self.names,
             )
         except IndexError:
             raise AttemptFailed(
@@ -346,7 +355,7 @@ class _Session:
             await response.aclose()
 
     async def _translated(self, chunks: AsyncIterator[Any]) -> AsyncIterator[SSEEvent]:
-        translator = EventTranslator(self.parsed, self.response_id, self.created_at)
+        translator = EventTranslator(self.parsed, self.response_id, self.created_at, self.names)
         try:
             async for item in chunks:
                 for made in translator.feed(item.chunk):
@@ -398,7 +407,7 @@ def _output_chars(value: Any) -> int:
     for item in value if isinstance(value, list) else [value]:
         if not isinstance(item, dict):
             continue
-        for name in ("text", "arguments", "refusal", "delta"):
+        for name in ("text", "arguments", "input", "refusal", "delta"):
             if isinstance(item.get(name), str):
                 chars += len(item[name])
         if isinstance(item.get("content"), list):

@@ -48,10 +48,15 @@ from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk, ChatCo
 from switchboard.core.sse import SSEEvent
 
 __all__ = [
+    "HOSTED_TOOLS",
     "LOSSY",
     "EventTranslator",
     "ResponsesRequest",
+    "ToolNames",
     "Unconvertible",
+    "all_tools",
+    "custom_input",
+    "dropped_tools",
     "event",
     "from_chat",
     "input_items",
@@ -97,8 +102,7 @@ LOSSY: tuple[tuple[str, str], ...] = (
         ),
     ),
     (
-        "other built-in tools (computer_use_preview, local_shell, shell, apply_patch, custom, "
-        "tool_search, ...)",
+        "other built-in tools (computer_use_preview, local_shell, shell, apply_patch, tool_search, ...)",
         "400 for that target, param `tools`",
     ),
     (
@@ -109,6 +113,16 @@ LOSSY: tuple[tuple[str, str], ...] = (
             "namespace's description is not sent"
         ),
     ),
+    (
+        "custom (free-form) tools",
+        (
+            "a chat function taking one string argument, `input` (a grammar is told in its "
+            "description, not enforced); its calls come back as `custom_tool_call` items with that "
+            "input, streamed as one `response.custom_tool_call_input.delta` and `.done` once the call "
+            "is whole"
+        ),
+    ),
+    ("additional_tools input items", "their tools join the request's `tools`, converted the same way"),
     ("tool_choice naming a built-in tool or allowed_tools", "400 for that target, param `tool_choice`"),
     ("input_file parts, file_id images", "400 for that target, param `input`"),
     ("item_reference and built-in tool call items", "400 for that target, param `input`"),
@@ -275,13 +289,18 @@ def _messages(items: list[dict[str, Any]], names: ToolNames, reasoning: bool) ->
                 dropped += len(thought)
                 thought.clear()
                 messages.append({"role": "system" if role == "developer" else role, "content": content})
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = (
+                item.get("arguments") or "{}"
+                if kind == "function_call"
+                else json.dumps({"input": str(item.get("input") or "")}, ensure_ascii=False)
+            )
             call = {
                 "id": item.get("call_id"),
                 "type": "function",
                 "function": {
                     "name": names.chat(item.get("namespace"), str(item.get("name"))),
-                    "arguments": item.get("arguments") or "{}",
+                    "arguments": arguments,
                 },
             }
             last = messages[-1] if messages else None
@@ -290,7 +309,9 @@ def _messages(items: list[dict[str, Any]], names: ToolNames, reasoning: bool) ->
                 assistant(last)
             else:
                 messages.append(assistant({"role": "assistant", "content": None, "tool_calls": [call]}))
-        elif kind == "function_call_output":
+        elif kind == "additional_tools":
+            continue  # its tools are the request's too (all_tools)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             dropped += len(thought)
             thought.clear()
             messages.append(
@@ -334,37 +355,40 @@ HOSTED_TOOLS = frozenset(
 _CHAT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class ToolNames:
-    """The chat function name of each function tool of a request, both ways.
+_CALLABLE = ("function", "custom")  # the tools a chat function can stand for
 
-    A plain function keeps its name. A ``namespace`` tool's member ``name`` becomes
+
+class ToolNames:
+    """The chat function name of each function and custom tool of a request, both ways.
+
+    A plain tool keeps its name. A ``namespace`` tool's member ``name`` becomes
     ``<namespace>__<name>`` (chat has no namespaces), or, when that is no valid chat name (64
     characters of ``[A-Za-z0-9_-]``) or is taken, a shortened one with a hash of both, so a call
-    maps back to its namespace and name. Pure and deterministic: the request's ``tools`` give the
-    same names on the way in and out.
+    maps back to its namespace, name and kind (``function`` or ``custom``). Pure and
+    deterministic: the request's tools (``all_tools``) give the same names on the way in and out.
     """
 
     def __init__(self, tools: list[dict[str, Any]] | None) -> None:
         self._chat: dict[tuple[str | None, str], str] = {}
-        self._item: dict[str, tuple[str | None, str]] = {}
-        plain = {str(t.get("name")) for t in tools or () if t.get("type") == "function"}
+        self._item: dict[str, tuple[str | None, str, str]] = {}
+        plain = {str(t.get("name")) for t in tools or () if t.get("type") in _CALLABLE}
         for tool in tools or ():
-            if tool.get("type") == "function":
-                self._put(None, str(tool.get("name")), str(tool.get("name")))
+            if tool.get("type") in _CALLABLE:
+                self._put(None, str(tool.get("name")), str(tool.get("name")), str(tool["type"]))
         for tool in tools or ():
             if tool.get("type") != "namespace":
                 continue
             for member in tool.get("tools") or ():
-                if isinstance(member, dict) and member.get("type") == "function":
+                if isinstance(member, dict) and member.get("type") in _CALLABLE:
                     namespace, name = str(tool.get("name")), str(member.get("name"))
                     chat = _namespaced(namespace, name)
                     if chat in plain or chat in self._item:
                         chat = _namespaced(namespace, name, hashed=True)
-                    self._put(namespace, name, chat)
+                    self._put(namespace, name, chat, str(member["type"]))
 
-    def _put(self, namespace: str | None, name: str, chat: str) -> None:
+    def _put(self, namespace: str | None, name: str, chat: str, kind: str) -> None:
         self._chat[(namespace, name)] = chat
-        self._item.setdefault(chat, (namespace, name))
+        self._item.setdefault(chat, (namespace, name, kind))
 
     def chat(self, namespace: str | None, name: str) -> str:
         """The chat name of ``name`` (in ``namespace``, when it has one)."""
@@ -373,9 +397,10 @@ class ToolNames:
             return known
         return name if not namespace else _namespaced(namespace, name)
 
-    def item(self, chat: str) -> tuple[str | None, str]:
-        """The namespace (None for a plain function) and name a chat call's name stands for."""
-        return self._item.get(chat, (None, chat))
+    def item(self, chat: str) -> tuple[str | None, str, str]:
+        """The namespace (None for a plain tool), name and kind (``function`` or ``custom``) a chat
+        call's name stands for."""
+        return self._item.get(chat, (None, chat, "function"))
 
 
 def _namespaced(namespace: str, name: str, *, hashed: bool = False) -> str:
@@ -386,46 +411,87 @@ def _namespaced(namespace: str, name: str, *, hashed: bool = False) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", chat)[:55] + "_" + digest
 
 
+def all_tools(request: ResponsesRequest, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The request's ``tools`` and those of its ``additional_tools`` input items (Codex sends its
+    tools there for the models it knows), in order."""
+    tools = list(request.tools or ())
+    for item in items:
+        if item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
+            tools += [tool for tool in item["tools"] if isinstance(tool, dict)]
+    return tools
+
+
 def _function(tool: dict[str, Any], name: str) -> dict[str, Any]:
+    """A function or custom tool as a chat function: a custom tool takes its free-form text as the
+    one string argument ``input`` (its grammar, if any, is told in the description)."""
+    if tool.get("type") == "custom":
+        description = str(tool.get("description") or "")
+        fmt = tool.get("format")
+        if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+            description += f"\n\nThe input follows this {fmt.get('syntax')} grammar:\n{fmt.get('definition')}"
+        schema = {"type": "string", "description": "The tool's input, as free-form text."}
+        parameters = {"type": "object", "properties": {"input": schema}, "required": ["input"]}
+        return {
+            "type": "function",
+            "function": {"name": name, "description": description.strip(), "parameters": parameters},
+        }
     function = {k: tool[k] for k in ("description", "parameters", "strict") if k in tool}
     return {"type": "function", "function": {"name": name, **function}}
 
 
-def dropped_tools(request: ResponsesRequest) -> list[str]:
+def dropped_tools(request: ResponsesRequest, items: list[dict[str, Any]] | None = None) -> list[str]:
     """The built-in tools a chat target cannot run, offered (not forced): dropped for it."""
-    return [str(t.get("type")) for t in request.tools or () if t.get("type") in HOSTED_TOOLS]
+    tools = all_tools(request, items or [])
+    found = [str(t.get("type")) for t in tools if t.get("type") in HOSTED_TOOLS]
+    found += [
+        str(member.get("type"))
+        for tool in tools
+        if tool.get("type") == "namespace"
+        for member in tool.get("tools") or ()
+        if isinstance(member, dict) and member.get("type") in HOSTED_TOOLS
+    ]
+    return found
 
 
-def _tools(request: ResponsesRequest) -> dict[str, Any]:
+def _chat_tools(tools: list[dict[str, Any]], names: ToolNames, extra: int) -> list[dict[str, Any]]:
+    """The chat functions for ``tools``; the first ``extra`` are the request's ``tools`` (their
+    errors name ``tools[i]``), the rest an ``additional_tools`` item's (named ``input``)."""
+    out = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]" if index < extra else "input"
+        kind = tool.get("type")
+        if kind in _CALLABLE:
+            out.append(_function(tool, names.chat(None, str(tool.get("name")))))
+        elif kind == "namespace":
+            for number, member in enumerate(tool.get("tools") or ()):
+                member_kind = member.get("type") if isinstance(member, dict) else None
+                if isinstance(member, dict) and member_kind in _CALLABLE:
+                    out.append(_function(member, names.chat(str(tool.get("name")), str(member.get("name")))))
+                elif member_kind not in HOSTED_TOOLS:
+                    param = f"{where}.tools[{number}].type" if index < extra else where
+                    raise Unconvertible(f"{member_kind!r} tools in a namespace", param)
+        elif kind not in HOSTED_TOOLS:
+            raise Unconvertible(
+                f"built-in tools such as {kind!r}", f"{where}.type" if index < extra else where
+            )
+    return out
+
+
+def _tools(request: ResponsesRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    names = ToolNames(request.tools)
-    if request.tools:
-        tools = []
-        for index, tool in enumerate(request.tools):
-            kind = tool.get("type")
-            if kind == "function":
-                tools.append(_function(tool, names.chat(None, str(tool.get("name")))))
-            elif kind == "namespace":
-                for number, member in enumerate(tool.get("tools") or ()):
-                    if not isinstance(member, dict) or member.get("type") != "function":
-                        kind = member.get("type") if isinstance(member, dict) else None
-                        raise Unconvertible(
-                            f"{kind!r} tools in a namespace", f"tools[{index}].tools[{number}].type"
-                        )
-                    chat = names.chat(str(tool.get("name")), str(member.get("name")))
-                    tools.append(_function(member, chat))
-            elif kind not in HOSTED_TOOLS:
-                raise Unconvertible(f"built-in tools such as {kind!r}", f"tools[{index}].type")
-        if tools:
-            out["tools"] = tools
+    tools = all_tools(request, items)
+    names = ToolNames(tools)
+    chat_tools = _chat_tools(tools, names, len(request.tools or ()))
+    if chat_tools:
+        out["tools"] = chat_tools
     choice = request.tool_choice
     if isinstance(choice, str):
         if choice == "required" and "tools" not in out:
             raise Unconvertible("tool_choice 'required' with only built-in tools", "tool_choice")
-        if "tools" in out or not request.tools:
+        if "tools" in out or not tools:
             out["tool_choice"] = choice
     elif isinstance(choice, dict):
-        if choice.get("type") != "function":
+        if choice.get("type") not in _CALLABLE:
             raise Unconvertible(f"tool_choice of type {choice.get('type')!r}", "tool_choice")
         name = names.chat(choice.get("namespace"), str(choice.get("name")))
         out["tool_choice"] = {"type": "function", "function": {"name": name}}
@@ -485,7 +551,7 @@ def to_chat(
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
-    messages += _messages(items, ToolNames(request.tools), reasoning)
+    messages += _messages(items, ToolNames(all_tools(request, items)), reasoning)
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
@@ -500,7 +566,7 @@ def to_chat(
     effort = (request.reasoning or {}).get("effort")
     if effort:
         body["reasoning_effort"] = effort
-    body.update(_tools(request))
+    body.update(_tools(request, items))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -641,20 +707,46 @@ def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
 def _call_item(
     item_id: str, call_id: str, chat_name: str, arguments: str, status: str, names: ToolNames
 ) -> dict[str, Any]:
-    """A ``function_call`` item for a chat tool call; a namespace member's call carries its
+    """The output item for a chat tool call: a ``function_call``, or a ``custom_tool_call`` whose
+    ``input`` is the call's ``input`` argument; a namespace member's call carries its
     ``namespace`` and its own name."""
-    namespace, name = names.item(chat_name)
-    item: dict[str, Any] = {"id": item_id, "type": "function_call", "call_id": call_id}
+    namespace, name, kind = names.item(chat_name)
+    custom = kind == "custom"
+    item: dict[str, Any] = {"id": item_id, "type": "custom_tool_call" if custom else "function_call"}
+    item["call_id"] = call_id
     if namespace is not None:
         item["namespace"] = namespace
-    item.update(name=name, arguments=arguments, status=status)
+    item["name"] = name
+    if custom:
+        item["input"] = custom_input(arguments)
+    else:
+        item["arguments"] = arguments
+    item["status"] = status
     return item
 
 
+def custom_input(arguments: str) -> str:
+    """A custom tool's input from its chat call's arguments (``{"input": "..."}``); the arguments
+    as they are when the model did not keep to that shape."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get("input"), str) and len(parsed) == 1:
+        return str(parsed["input"])
+    return arguments
+
+
 def from_chat(
-    completion: ChatCompletion, request: ResponsesRequest, *, response_id: str, created_at: int
+    completion: ChatCompletion,
+    request: ResponsesRequest,
+    *,
+    response_id: str,
+    created_at: int,
+    names: ToolNames | None = None,
 ) -> dict[str, Any]:
-    """The Responses answer for a chat completion (pure); raises ``IndexError`` without choices."""
+    """The Responses answer for a chat completion (pure); raises ``IndexError`` without choices.
+    ``names``: the request's tool names (``ToolNames(all_tools(...))``; its ``tools`` by default)."""
     choice = completion.choices[0]
     message = choice.message
     output: list[dict[str, Any]] = []
@@ -664,7 +756,7 @@ def from_chat(
     refusal = (message.model_extra or {}).get("refusal")
     if message.content or refusal:
         output.append(_message_item(new_id("msg_"), message.content or "", "completed", refusal))
-    names = ToolNames(request.tools)
+    names = names or ToolNames(request.tools)
     for call in message.tool_calls or ():
         function = call.get("function") or {}
         call_id = str(call.get("id") or new_id("call_"))
@@ -696,7 +788,9 @@ class EventTranslator:
     ``output`` holds the output items as they stand (for a ``response.failed`` after a break).
     """
 
-    def __init__(self, request: ResponsesRequest, response_id: str, created_at: int) -> None:
+    def __init__(
+        self, request: ResponsesRequest, response_id: str, created_at: int, names: ToolNames | None = None
+    ) -> None:
         self.request = request
         self.response_id = response_id
         self.created_at = created_at
@@ -709,7 +803,8 @@ class EventTranslator:
         # chunks of parallel calls (index 0, 1, 0, 1, ...), so none is complete before then.
         self.open_calls: list[dict[str, Any]] = []
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
-        self.names = ToolNames(request.tools)
+        self.names = names or ToolNames(request.tools)
+        self.raw: dict[str, str] = {}  # a custom tool call's item id -> its chat arguments so far
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
 
@@ -773,6 +868,19 @@ class EventTranslator:
                     part=part,
                 )
             )
+        elif item["type"] == "custom_tool_call":
+            # Its input is known once the chat arguments ({"input": ...}) are whole: one delta of
+            # all of it, then done.
+            item["input"] = custom_input(self.raw.pop(item["id"], ""))
+            for kind, field in (("delta", "delta"), ("done", "input")):
+                events.append(
+                    self._event(
+                        f"response.custom_tool_call_input.{kind}",
+                        item_id=item["id"],
+                        output_index=index,
+                        **{field: item["input"]},
+                    )
+                )
         else:
             events.append(
                 self._event(
@@ -789,7 +897,7 @@ class EventTranslator:
     def _add(self, item: dict[str, Any]) -> list[SSEEvent]:
         events = self._close()
         self.output.append(item)
-        if item["type"] == "function_call":
+        if item["type"] in ("function_call", "custom_tool_call"):
             self.open_calls.append(item)
         else:
             self.open = item
@@ -883,7 +991,9 @@ class EventTranslator:
                 events += self._add(item)
                 self.calls[number] = len(self.output) - 1
             item = self.output[self.calls[number]]
-            if function.get("arguments"):
+            if function.get("arguments") and item["type"] == "custom_tool_call":
+                self.raw[item["id"]] = self.raw.get(item["id"], "") + function["arguments"]
+            elif function.get("arguments"):
                 item["arguments"] += function["arguments"]
                 events.append(
                     self._event(
