@@ -111,6 +111,7 @@ _OUTPUT = frozenset(
     {
         "response.output_text.delta",
         "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
         "response.refusal.delta",
         "response.reasoning_summary_text.delta",
         "response.reasoning_text.delta",
