@@ -147,6 +147,8 @@ def test_tools_tool_choice_format_and_reasoning() -> None:
             "tools[0].tools[0].type",
         ),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input"),
+        ({"tools": [{"type": "namespace", "name": "n", "description": "d", "tools": 5}]}, "tools[0].tools"),
+        ({"input": [{"type": "additional_tools", "tools": [{"type": "namespace", "tools": 5}]}]}, "input"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input"),
         ({"background": True}, "background"),
     ],

@@ -251,7 +251,7 @@ def reasoning_of(item: dict[str, Any]) -> str:
         parts = item.get(field)
         texts = [
             str(p.get("text") or "")
-            for p in parts or ()
+            for p in (parts if isinstance(parts, list) else ())
             if isinstance(p, dict) and p.get("type") == kind and p.get("text")
         ]
         if texts:
@@ -378,8 +378,8 @@ class ToolNames:
         for tool in tools or ():
             if tool.get("type") != "namespace":
                 continue
-            for member in tool.get("tools") or ():
-                if isinstance(member, dict) and member.get("type") in _CALLABLE:
+            for member in _members(tool):
+                if member.get("type") in _CALLABLE:
                     namespace, name = str(tool.get("name")), str(member.get("name"))
                     chat = _namespaced(namespace, name)
                     if chat in plain or chat in self._item:
@@ -401,6 +401,12 @@ class ToolNames:
         """The namespace (None for a plain tool), name and kind (``function`` or ``custom``) a chat
         call's name stands for."""
         return self._item.get(chat, (None, chat, "function"))
+
+
+def _members(tool: dict[str, Any]) -> list[dict[str, Any]]:
+    """A namespace tool's member tools (the objects among them; none when ``tools`` is no list)."""
+    members = tool.get("tools")
+    return [member for member in members if isinstance(member, dict)] if isinstance(members, list) else []
 
 
 def _namespaced(namespace: str, name: str, *, hashed: bool = False) -> str:
@@ -447,8 +453,8 @@ def dropped_tools(request: ResponsesRequest, items: list[dict[str, Any]] | None 
         str(member.get("type"))
         for tool in tools
         if tool.get("type") == "namespace"
-        for member in tool.get("tools") or ()
-        if isinstance(member, dict) and member.get("type") in HOSTED_TOOLS
+        for member in _members(tool)
+        if member.get("type") in HOSTED_TOOLS
     ]
     return found
 
@@ -463,7 +469,11 @@ def _chat_tools(tools: list[dict[str, Any]], names: ToolNames, extra: int) -> li
         if kind in _CALLABLE:
             out.append(_function(tool, names.chat(None, str(tool.get("name")))))
         elif kind == "namespace":
-            for number, member in enumerate(tool.get("tools") or ()):
+            if not isinstance(tool.get("tools"), list):
+                raise Unconvertible(
+                    "namespace tools without a list of tools", f"{where}.tools" if index < extra else where
+                )
+            for number, member in enumerate(tool["tools"]):
                 member_kind = member.get("type") if isinstance(member, dict) else None
                 if isinstance(member, dict) and member_kind in _CALLABLE:
                     out.append(_function(member, names.chat(str(tool.get("name")), str(member.get("name")))))
