@@ -46,7 +46,15 @@ from switchboard.core.sse import encode_json
 from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.http import heartbeat
 from switchboard.http.asgi import EventStream
-from switchboard.http.request import attribution, chat_plan, endpoint, enter, error_response, permit
+from switchboard.http.request import (
+    attribution,
+    breaker_plan,
+    chat_plan,
+    endpoint,
+    enter,
+    error_response,
+    permit,
+)
 from switchboard.routing.overrides import Overrides, take
 from switchboard.routing.planner import Plan, PlannedTarget, plan
 from switchboard.routing.pricing import PriceMatch
@@ -277,7 +285,8 @@ async def _route(
             param="models" if wanted.models else "provider",
             code="unsupported_parameter",
         )
-    return plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models), None
+    planned = plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models)
+    return breaker_plan(gateway, routing, planned, headers), None  # skips open targets, as chat
 
 
 def _respond_headers(ctx: Context[Any], answer: Answer | Streamed) -> None:
