@@ -165,8 +165,9 @@ class Endpoint(Generic[B]):
         """Whether the request asks for a stream (``body.stream`` by default)."""
         return bool(getattr(body, "stream", False))
 
-    def stream_error(self, exc: GatewayError) -> bytes:
-        """A failure as the last event of a stream already committed (heartbeats): OpenAI's shape."""
+    def stream_error(self, exc: GatewayError, body: B) -> bytes:
+        """A failure as the last event of a stream already committed (heartbeats) for the request
+        ``body``: OpenAI's shape."""
         return encode_json(exc.body())
 
     def alias(self, body: B) -> str:
@@ -333,12 +334,12 @@ async def _heartbeats(spec: Endpoint[Any], ctx: Context[Any], ex: Exchange) -> R
         try:
             answer = task.result()
         except GatewayError as exc:  # every target failed (settled in the task): an error event
-            yield spec.stream_error(exc)
+            yield spec.stream_error(exc, ctx.body)
             return
         except Exception:
             log.exception("stream plan failed after the heartbeats began (request %s)", ex.request_id)
             yield spec.stream_error(
-                GatewayError(f"Internal gateway error. Quote request id {ex.request_id}.")
+                GatewayError(f"Internal gateway error. Quote request id {ex.request_id}."), ctx.body
             )
             return
         assert isinstance(answer, Streamed)  # a streaming request's call answers a stream
