@@ -389,6 +389,10 @@ class LaneMemory:
         """The lanes of ``line`` last seen (recently) without room for ``res``."""
         return {lane for lane, seen in self._recent(line, self.memory_s).items() if not line.fits(seen, res)}
 
+    def roomy(self, line: Laned, res: Reservation) -> set[int]:
+        """The lanes of ``line`` last seen (recently) with room for ``res``."""
+        return {lane for lane, seen in self._recent(line, self.memory_s).items() if line.fits(seen, res)}
+
     def sure(self, line: Laned, res: Reservation) -> list[dict[str, Any]] | None:
         """Every lane's values when each was seen without room for ``res`` in the last
         ``sure_s`` seconds (the refusal to give), else None."""
@@ -471,7 +475,7 @@ class Ledger:
         the lanes together still hold more than it needs, never less (docs/limits.md)."""
         lines: list[Laned] = [*res.budgets, *res.rates]
         full = {
-            at: (self.memory.full(line, res) if enforce else set())
+            at: self._known_full(line, res) if enforce else set()
             for at, line in enumerate(lines)
             if line.lanes > 1
         }
@@ -513,6 +517,13 @@ class Ledger:
             refusal = self._decide(res, at, full)
             if refusal is not None:
                 return refusal
+
+    def _known_full(self, line: Laned, res: Reservation) -> set[int]:
+        """The lanes not to draw: those this process saw full; and when it saw some with room,
+        every other (a read showed room there, so that is where to go first)."""
+        full = self.memory.full(line, res)
+        roomy = self.memory.roomy(line, res) - full
+        return set(range(line.lanes)) - roomy if roomy else full
 
     @staticmethod
     def _line_at(res: Reservation, at: int) -> Laned:
