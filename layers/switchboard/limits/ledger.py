@@ -345,8 +345,9 @@ def _adopted(line: _L, pks: set[str]) -> _L:
 
 class LaneMemory:
     """What this process last saw of each lane (the item a refusal or a read returned), for
-    ``memory_s`` seconds: admissions do not draw a lane known to be full for them, and when
-    every lane is, read them all at once instead of spilling lane by lane. That only steers the
+    ``memory_s`` seconds: admissions do not draw a lane known to be full for them (and draw
+    first among lanes seen with room), and when every lane is full, read at once instead of
+    spilling lane by lane. That only steers the
     draw: the admission is still decided by the lane's condition, or by a read of every lane.
     One case decides: when every lane was seen full for the request less than ``sure_s`` ago,
     the refusal is given from memory (no call). A window's request count only grows, so for
