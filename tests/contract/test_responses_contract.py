@@ -133,7 +133,7 @@ def test_stored_bodies(gw: RunningGateway) -> None:
         (
             "POST",
             "/responses",
-            {"model": "mock-echo", "input": "x", "tools": [{"type": "web_search"}]},
+            {"model": "mock-echo", "input": "x", "tools": [{"type": "local_shell"}]},
             400,
             "tools[0].type",
         ),

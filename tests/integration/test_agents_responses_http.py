@@ -4,8 +4,9 @@
   config for chat-only targets, the Agents SDK's four) are replayed byte for byte, with their
   headers, to an OpenAI-compatible chat target (the request converted through chat) and to a
   Responses upstream (passed through). Every answer, JSON or event, must validate against OpenAI's
-  Responses schemas. Codex's default request carries built-in tools: a chat target refuses it with
-  a clear 400.
+  Responses schemas. Codex's default request carries the built-in ``web_search`` (dropped for a
+  chat target, and said so in ``x-switchboard-dropped-tools``) and a ``namespace`` tool (its
+  functions become chat tools, and their calls come back with their ``namespace``).
 * The Agents SDK (Python) runs a tool-using agent through the gateway, buffered and streamed: the
   model (the mock's ``tools`` script) calls ``get_weather``, the SDK runs it and sends its output
   back, and the agent completes with text.
@@ -24,8 +25,10 @@ from switchboard.http.app import create_app
 
 from tests.conftest import API_KEY, RunningGateway, routing_doc
 from tests.contract.test_openapi_contract import SPEC_PATH, violations
+from tests.native_upstream import Reply
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "agents"
+KEY_REF = {"ssm": "/switchboard/secrets/mock"}
 # What the HTTP client sets for itself, or what the recording redacted.
 _NOT_REPLAYED = frozenset({"host", "content-length", "authorization", "connection", "accept-encoding"})
 
@@ -47,12 +50,13 @@ AGENTS_SDK = [
 
 
 def start(gateway_factory: Any, mock: Any, passthrough: bool) -> RunningGateway:
-    """``demo`` (echo) and ``demo-tools`` (calls its first tool, then answers text) on the mock as a
-    chat upstream, or, with ``passthrough``, as a Responses upstream."""
+    """``demo`` and ``gpt-6.2-sol`` (echo), ``demo-tools`` (calls its first tool, then answers
+    text) on the mock as a chat upstream, or, with ``passthrough``, as a Responses upstream."""
     provider = "mock-responses" if passthrough else "mock"
     models = {
         "demo": {"targets": [{"provider": provider, "model": "echo"}]},
         "demo-tools": {"targets": [{"provider": provider, "model": "tools"}]},
+        "gpt-6.2-sol": {"targets": [{"provider": provider, "model": "echo"}]},  # a name Codex knows
     }
     doc = routing_doc(mock.base_url, models)
     doc["providers"]["mock-responses"] = {**doc["providers"]["mock"], "responses": True}
@@ -142,16 +146,151 @@ def test_a_recorded_codex_turn_passes_through_whole(gateway_factory, mock) -> No
 
 
 @pytest.mark.parametrize("name", CODEX)
-def test_codexs_built_in_tools_are_a_clear_400_for_a_chat_target(gateway_factory, mock, name: str) -> None:  # type: ignore[no-untyped-def]
-    """Built-in tools cannot be served through chat: refused before any upstream call, in OpenAI's
-    error shape, naming the tool (docs/agents.md gives Codex's config for such aliases)."""
+def test_a_recorded_default_codex_turn_through_a_chat_target(gateway_factory, mock, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Codex's default config (``web_search`` offered, the ``multi_agent_v1`` namespace) served by a
+    chat target: the built-in is dropped and said so, the namespace's functions become chat tools."""
+    gw = start(gateway_factory, mock, passthrough=False)
+    response, events = replay(gw, name)
+    assert response.status_code == 200, events
+    assert response.headers["x-switchboard-dropped-tools"] == "web_search"
+    final = check_stream(events)
+    assert output_text(final).startswith("echo: ")
+    sent = mock.requests[-1]
+    assert sent["path"] == "/v1/chat/completions"
+    names = [t["function"]["name"] for t in sent["json"]["tools"]]
+    assert names[:4] == ["exec_command", "write_stdin", "request_user_input", "view_image"]
+    assert {"multi_agent_v1__spawn_agent", "multi_agent_v1__wait_agent", "get_goal"} <= set(names)
+    assert all(t["type"] == "function" for t in sent["json"]["tools"])
+    assert sent["json"]["tool_choice"] == "auto"
+
+
+def namespace_call_chunks(name: str, arguments: str) -> list[dict[str, Any]]:
+    """A chat stream calling ``name`` (its arguments in two chunks), with usage."""
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "compat"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    call = {"index": 0, "id": "call_ns1", "type": "function", "function": {"name": name, "arguments": ""}}
+    half = len(arguments) // 2
+    return [
+        chunk({"role": "assistant", "tool_calls": [call]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}),
+        chunk({}, "tool_calls"),
+        {**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}},
+    ]
+
+
+def test_a_namespace_call_reaches_codex_with_its_namespace(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    """The chat target calls ``multi_agent_v1__spawn_agent``: Codex gets a ``function_call`` item
+    with ``namespace: multi_agent_v1`` and ``name: spawn_agent``, valid by the spec's schemas, in
+    the added and done events and in the completed response."""
+    doc = routing_doc(mock.base_url, {"demo": {"targets": [{"provider": "compat", "model": "compat"}]}})
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    native.script(
+        "compat", Reply(chunks=namespace_call_chunks("multi_agent_v1__spawn_agent", '{"message":"hi"}'))
+    )
+    response, events = replay(gw, "codex_exec_request")
+    assert response.status_code == 200, events
+    final = check_stream(events)
+    [call] = calls(final)
+    assert (call["namespace"], call["name"], call["call_id"]) == ("multi_agent_v1", "spawn_agent", "call_ns1")
+    assert json.loads(call["arguments"]) == {"message": "hi"}
+    done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+    assert done["name"] == "spawn_agent" and done["arguments"] == '{"message":"hi"}'
+    added = next(e for e in events if e["type"] == "response.output_item.added")
+    assert added["item"]["namespace"] == "multi_agent_v1"
+    sent = native.requests[-1]["json"]
+    assert "multi_agent_v1__spawn_agent" in [t["function"]["name"] for t in sent["tools"]]
+
+
+def test_codex_with_a_model_it_knows_through_a_chat_target(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    """For a model name it knows, Codex sends its tools in an ``additional_tools`` input item
+    (namespaces of functions and the custom tool ``exec``): they become the chat tools."""
+    gw = start(gateway_factory, mock, passthrough=False)
+    response, events = replay(gw, "codex_known_model_request")
+    assert response.status_code == 200, events
+    assert output_text(check_stream(events)) == "echo: say hi"
+    tools = {t["function"]["name"]: t["function"] for t in mock.requests[-1]["json"]["tools"]}
+    assert {"functions__exec", "functions__wait", "collaboration__spawn_agent", "clock__sleep"} <= set(tools)
+    assert tools["functions__exec"]["parameters"]["required"] == ["input"]
+    assert "lark grammar" in tools["functions__exec"]["description"]
+
+
+def test_a_custom_tool_call_reaches_codex_and_its_output_comes_back(gateway_factory, mock, native) -> None:  # type: ignore[no-untyped-def]
+    """The chat target calls ``functions__exec`` with ``{"input": <JS>}``: Codex gets a
+    ``custom_tool_call`` (namespace ``functions``, name ``exec``, the JS as ``input``), with the
+    custom tool's input events, all valid by the spec; the next turn's ``custom_tool_call`` and
+    ``custom_tool_call_output`` go back as the chat tool call and its tool message."""
+    doc = routing_doc(
+        mock.base_url, {"gpt-6.2-sol": {"targets": [{"provider": "compat", "model": "compat"}]}}
+    )
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    script = 'text("hi from exec: " + (6*7))'
+    native.script(
+        "compat", Reply(chunks=namespace_call_chunks("functions__exec", json.dumps({"input": script})))
+    )
+    response, events = replay(gw, "codex_known_model_request")
+    assert response.status_code == 200, events
+    final = check_stream(events)
+    [call] = final["output"]
+    assert call["type"] == "custom_tool_call"
+    assert (call["namespace"], call["name"], call["input"]) == ("functions", "exec", script)
+    kinds = [e["type"] for e in events]
+    assert kinds.index("response.custom_tool_call_input.delta") < kinds.index(
+        "response.custom_tool_call_input.done"
+    )
+    assert next(e for e in events if e["type"] == "response.custom_tool_call_input.done")["input"] == script
+    # the next turn, as Codex sends it: the call and its output appended
+    _meta, raw = recorded("codex_known_model_request")
+    body = json.loads(raw)
+    body["input"] += [
+        {k: call[k] for k in ("type", "call_id", "namespace", "name", "input")},
+        {"type": "custom_tool_call_output", "call_id": call["call_id"], "output": "hi from exec: 42"},
+    ]
+    native.script("compat", Reply(chunks=namespace_call_chunks("functions__exec", "{}")[-1:]))
+    httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
+    sent = native.requests[-1]["json"]["messages"]
+    assert sent[-2]["tool_calls"][0]["function"] == {
+        "name": "functions__exec",
+        "arguments": json.dumps({"input": script}),
+    }
+    assert sent[-1] == {"role": "tool", "tool_call_id": call["call_id"], "content": "hi from exec: 42"}
+
+
+def test_a_forced_built_in_tool_is_a_clear_400_for_a_chat_target(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    """Offered, ``web_search`` is dropped; forced by ``tool_choice``, it is refused before any call."""
     gw = start(gateway_factory, mock, passthrough=False)
     before = len(mock.requests)
-    response, body = replay(gw, name)
+    body = {
+        "model": "demo",
+        "input": "search",
+        "tools": [{"type": "web_search_preview"}],
+        "tool_choice": {"type": "web_search_preview"},
+    }
+    response = httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
     assert response.status_code == 400
-    conforms("ErrorResponse", body)
-    assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"].startswith("tools[")
+    conforms("ErrorResponse", response.json())
+    assert response.json()["error"]["param"] == "tool_choice"
     assert len(mock.requests) == before
+    del body["tool_choice"]
+    response = httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-switchboard-dropped-tools"] == "web_search_preview"
+    conforms("Response", response.json())
+    assert "tools" not in mock.requests[-1]["json"]
+
+
+def test_built_in_tools_pass_through_untouched(gateway_factory, mock) -> None:  # type: ignore[no-untyped-def]
+    gw = start(gateway_factory, mock, passthrough=True)
+    body = {"model": "demo", "input": "search", "tools": [{"type": "web_search"}]}
+    response = httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
+    assert response.status_code == 200, response.text
+    assert "x-switchboard-dropped-tools" not in response.headers
+    assert mock.requests[-1]["json"]["tools"] == [{"type": "web_search"}]
 
 
 @pytest.mark.parametrize("passthrough", [False, True], ids=["converted", "passthrough"])

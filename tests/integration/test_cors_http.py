@@ -125,3 +125,23 @@ def test_valid_origins_load() -> None:
         json.dumps(routing_doc("http://127.0.0.1:9/v1", MODELS, cors={"allow_origins": origins}))
     )
     assert doc.cors is not None and doc.cors.allow_origins == origins
+
+
+def test_every_header_the_gateway_answers_with_is_exposed() -> None:
+    """A header added to the gateway's answers and not to ``EXPOSED`` is invisible to a browser app
+    (``x-switchboard-cost-usd`` and the routing headers were, until this test)."""
+    import pathlib
+    import re
+
+    import switchboard
+    from switchboard.http.cors import EXPOSED
+
+    request_only = {"x-switchboard-timeout"}
+    root = pathlib.Path(switchboard.__file__).parent
+    found = {
+        name
+        for path in root.rglob("*.py")
+        for name in re.findall(r'"(x-switchboard-[a-z-]+)"', path.read_text())
+    } - request_only
+    exposed = {name.strip() for name in EXPOSED.decode().split(",")}
+    assert len(found) >= 10 and found <= exposed, sorted(found - exposed)

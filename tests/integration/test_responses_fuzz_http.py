@@ -32,11 +32,34 @@ part = st.fixed_dictionaries(
     {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file", "refusal", "?"])},
     optional={"text": st.text(max_size=10) | scalars, "image_url": st.text(max_size=10) | scalars},
 )
+member = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "custom", "web_search", "?"]) | scalars},
+    optional={"name": st.text(max_size=6) | scalars, "format": any_json, "description": scalars},
+)
+tool = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "custom", "namespace", "web_search", "?"]) | scalars},
+    optional={
+        "name": st.text(max_size=6) | scalars,
+        "parameters": any_json,
+        "tools": st.lists(member, max_size=2) | any_json,
+        "format": any_json,
+    },
+)
 item = st.fixed_dictionaries(
     {},
     optional={
         "type": st.sampled_from(
-            ["message", "function_call", "function_call_output", "reasoning", "web_search_call", "?"]
+            [
+                "message",
+                "function_call",
+                "function_call_output",
+                "custom_tool_call",
+                "custom_tool_call_output",
+                "additional_tools",
+                "reasoning",
+                "web_search_call",
+                "?",
+            ]
         )
         | scalars,
         "role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]) | scalars,
@@ -45,11 +68,11 @@ item = st.fixed_dictionaries(
         "name": st.text(max_size=6) | scalars,
         "arguments": st.text(max_size=10) | scalars | any_json,
         "output": st.text(max_size=10) | st.lists(part, max_size=2) | scalars,
+        "namespace": st.text(max_size=6) | scalars,
+        "input": st.text(max_size=10) | scalars,
+        "tools": st.lists(tool, max_size=2) | any_json,
+        "summary": st.lists(part | any_json, max_size=2) | scalars,
     },
-)
-tool = st.fixed_dictionaries(
-    {"type": st.sampled_from(["function", "web_search", "?"]) | scalars},
-    optional={"name": st.text(max_size=6) | scalars, "parameters": any_json},
 )
 bodies = st.fixed_dictionaries(
     {"model": st.sampled_from(["echo", "pass", "nope"]) | scalars},

@@ -156,6 +156,136 @@ def test_converted_stream_of_a_tool_call(gw: RunningGateway) -> None:
     assert json.loads(final.output[0].arguments) == {"city": "Paris"}
 
 
+def interleaved_calls() -> list[dict[str, Any]]:
+    """A chat stream whose two parallel calls' argument chunks alternate (index 0, 1, 0, 1)."""
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "compat"}
+
+    def chunk(*calls: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        delta = {"tool_calls": list(calls)} if calls else {}
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def call(index: int, arguments: str, **first: Any) -> dict[str, Any]:
+        function = {"arguments": arguments, **({"name": first["name"]} if first else {})}
+        return {
+            "index": index,
+            **({"id": first["id"], "type": "function"} if first else {}),
+            "function": function,
+        }
+
+    return [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]},
+        chunk(call(0, '{"ci', id="call_p", name="get_weather")),
+        chunk(call(1, '{"ci', id="call_r", name="get_weather")),
+        chunk(call(0, 'ty":"Par')),
+        chunk(call(1, 'ty":"Ro')),
+        chunk(call(0, 'is"}')),
+        chunk(call(1, 'me"}')),
+        chunk(finish="tool_calls"),
+        {**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32}},
+    ]
+
+
+def test_interleaved_parallel_calls_stream_each_calls_deltas(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    """An OpenAI-compatible chat upstream interleaving two calls' argument chunks: every call gets
+    its own ``function_call_arguments.delta`` events (its item id and output index), the ``.done``
+    events and items are whole, every event is valid by the spec, and the SDK assembles both."""
+    from tests.contract.test_openapi_contract import SPEC_PATH, violations
+
+    if not SPEC_PATH.is_file():
+        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH}")
+    doc = routing_doc(mock.base_url, {"par": to(("compat", "compat"))})
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    native.script("compat", Reply(chunks=interleaved_calls()))
+    body = {"model": "par", "input": "weather in Paris and Rome?", "tools": [WEATHER], "stream": True}
+    response = httpx.post(gw.v1 + "/responses", json=body, headers=gw.headers(), timeout=30)
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    for event in events:
+        assert not violations("ResponseStreamEvent", event), event
+    items = {
+        e["item"]["call_id"]: (e["item"]["id"], e["output_index"])
+        for e in events
+        if e["type"] == "response.output_item.added"
+    }
+    arguments: dict[tuple[str, int], list[str]] = {}
+    for e in events:
+        if e["type"] == "response.function_call_arguments.delta":
+            arguments.setdefault((e["item_id"], e["output_index"]), []).append(e["delta"])
+    assert arguments == {
+        items["call_p"]: ['{"ci', 'ty":"Par', 'is"}'],
+        items["call_r"]: ['{"ci', 'ty":"Ro', 'me"}'],
+    }
+    done = {
+        e["item_id"]: e["arguments"] for e in events if e["type"] == "response.function_call_arguments.done"
+    }
+    assert done == {items["call_p"][0]: '{"city":"Paris"}', items["call_r"][0]: '{"city":"Rome"}'}
+    final = events[-1]["response"]
+    assert [json.loads(o["arguments"]) for o in final["output"]] == [{"city": "Paris"}, {"city": "Rome"}]
+    with client(gw).responses.stream(model="par", input="again", tools=[WEATHER]) as stream:
+        for _event in stream:
+            pass
+        answer = stream.get_final_response()
+    assert [(o.call_id, o.arguments) for o in answer.output] == [  # type: ignore[union-attr]
+        ("call_p", '{"city":"Paris"}'),
+        ("call_r", '{"city":"Rome"}'),
+    ]
+
+
+HISTORY_WITH_REASONING = [
+    {"type": "message", "role": "user", "content": "weather in Paris?"},
+    {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Call the tool."}]},
+    {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+    {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+]
+
+
+def test_reasoning_items_reach_a_target_that_reasons_and_no_other(
+    gateway_factory: Any, mock: Any, native: ScriptedUpstream
+) -> None:
+    """A compat upstream serving gpt-oss gets the reasoning item's summary as the assistant
+    message's ``reasoning_content``; the chat-only mock (``echo``, no reasoning model) and an
+    Anthropic target get none of it."""
+    models = {"echo": MODELS["echo"], "claude": MODELS["claude"], "oss": to(("compat", "gpt-oss-20b"))}
+    doc = routing_doc(mock.base_url, models)
+    doc["providers"]["compat"] = {"kind": "openai", "base_url": native.url + "/v1", "api_key": KEY_REF}
+    doc["providers"]["anthropic"] = {"kind": "anthropic", "base_url": native.url, "api_key": KEY_REF}
+    gw = gateway_factory(doc=doc)
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-oss-20b",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Sunny."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22},
+    }
+    native.script("gpt-oss-20b", Reply(json=completion))
+    answer = fixture("anthropic", "chat_tools")["anthropic_response"]
+    native.script("claude-real", Reply(json={**answer, "content": [{"type": "text", "text": "Sunny."}]}))
+    sdk = client(gw)
+    assert (
+        sdk.responses.create(model="oss", input=HISTORY_WITH_REASONING, tools=[WEATHER]).output_text
+        == "Sunny."
+    )
+    [assistant] = [m for m in native.requests[-1]["json"]["messages"] if m["role"] == "assistant"]
+    assert assistant["reasoning_content"] == "Call the tool."
+    assert assistant["tool_calls"][0]["id"] == "call_1"
+    sdk.responses.create(model="echo", input=HISTORY_WITH_REASONING, tools=[WEATHER])
+    assert not any("reasoning_content" in m for m in mock.requests[-1]["json"]["messages"])
+    sdk.responses.create(model="claude", input=HISTORY_WITH_REASONING, tools=[WEATHER])
+    sent = native.requests[-1]["json"]
+    assert not any(
+        block.get("type") == "thinking"
+        for message in sent["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+    )
+    assert "Call the tool." not in json.dumps(sent)
+
+
 def test_pass_through_create_and_stream(gw: RunningGateway, mock: Any) -> None:
     sdk = client(gw)
     raw = sdk.responses.with_raw_response.create(
@@ -177,12 +307,18 @@ def test_pass_through_create_and_stream(gw: RunningGateway, mock: Any) -> None:
     assert final.usage.output_tokens > 0
 
 
-def test_built_in_tools_are_refused_for_a_converted_target(gw: RunningGateway) -> None:
+def test_built_in_tools_for_a_converted_target(gw: RunningGateway) -> None:
+    """A hosted built-in offered is dropped (said so in a header); one the client runs is a 400."""
+    raw = client(gw).responses.with_raw_response.create(
+        model="echo", input="x", tools=[{"type": "web_search"}]
+    )
+    assert raw.headers["x-switchboard-dropped-tools"] == "web_search"
+    assert raw.parse().output_text == "echo: x"
     with pytest.raises(openai.BadRequestError) as caught:
-        client(gw).responses.create(model="echo", input="x", tools=[{"type": "web_search"}])
+        client(gw).responses.create(model="echo", input="x", tools=[{"type": "local_shell"}])
     error = caught.value.body
     assert isinstance(error, dict) and error["param"] == "tools[0].type"
-    assert "web_search" in error["message"]
+    assert "local_shell" in error["message"]
 
 
 def test_previous_response_id_across_two_providers(

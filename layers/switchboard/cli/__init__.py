@@ -253,8 +253,10 @@ Switchboard dev stack
 print(c.chat.completions.create(model='demo-fallback', messages=[{{'role': 'user', 'content': 'hi'}}]))"
 
 Models: gpt-4o-mini, mock-echo, demo-fallback, demo-slow-stream, demo-weighted, demo-tools;
-embeddings: text-embedding-3-small. /v1/messages serves the Anthropic SDK too. Ctrl-C stops
-everything (and keeps the state; make dev-reset starts clean). In another shell:
+routing demos: demo-cheapest, demo-fastest, demo-nested, demo-ab, demo-latency, demo-hedge,
+demo-breaker (POST /v1/route/explain says why). Embeddings: text-embedding-3-small.
+The Anthropic SDK works too, on /v1/messages. Ctrl-C stops everything (and keeps the state;
+make dev-reset starts clean). In another shell:
   {cli} spend --dev --by model
   {cli} keys list --dev
   {cli} routing show --dev

@@ -139,8 +139,15 @@ def stack_tables() -> dict[str, tuple[dict[str, Any], str | None]]:
     return copy.deepcopy(_parsed_tables())
 
 
-def seed_aws(settings: Settings, routing_text: str, api_key: str, secrets: Mapping[str, str]) -> None:
-    """Create the template's tables and the SSM parameters the gateway reads. Idempotent."""
+def seed_aws(
+    settings: Settings,
+    routing_text: str,
+    api_key: str,
+    secrets: Mapping[str, str],
+    overrides: tuple[str, ...] = (),
+) -> None:
+    """Create the template's tables, the key ``api_key`` (allowed the routing ``overrides``) and
+    the SSM parameters the gateway reads. Idempotent."""
     import boto3
 
     ddb = boto3.client("dynamodb", region_name=settings.region)
@@ -154,19 +161,20 @@ def seed_aws(settings: Settings, routing_text: str, api_key: str, secrets: Mappi
                 TableName=settings.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
             )
         existing.add(settings.table)
-    _seed_key(ddb, settings.table, api_key)
+    _seed_key(ddb, settings.table, api_key, overrides)
     ssm = boto3.client("ssm", region_name=settings.region)
     ssm.put_parameter(Name=settings.routing_param, Value=routing_text, Type="String", Overwrite=True)
     for name, value in {MOCK_SECRET_PARAM: "mock-provider-key", **secrets}.items():
         ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
 
 
-def _seed_key(ddb: Any, table: str, api_key: str) -> None:
-    """The dev key in the DynamoDB key store (no limits), so the README's commands work."""
+def _seed_key(ddb: Any, table: str, api_key: str, overrides: tuple[str, ...]) -> None:
+    """The dev key in the DynamoDB key store (no limits; the routing ``overrides`` it may use), so
+    the README's commands work."""
     from switchboard.limits.keys import KeyStore
     from switchboard.limits.table import Table
 
-    KeyStore(Table(ddb, table)).ensure(api_key, name="dev")
+    KeyStore(Table(ddb, table)).ensure(api_key, name="dev", overrides=overrides)
 
 
 def save_state(path: Path, settings: Settings, seeded_routing: str, mock_base_url: str = "") -> int:
@@ -307,7 +315,8 @@ class DevStack:
             self.settings = settings = Settings.from_env(source)
             routing, secrets = build_routing(self.routing_file.read_text(), self.mock.base_url, source)
             self._seeded = routing
-            seed_aws(settings, routing, self.api_key, secrets)
+            # The dev key may try the per-request overrides (``models``, ``provider``) locally.
+            seed_aws(settings, routing, self.api_key, secrets, overrides=("models", "provider"))
             if self.state_file is not None:
                 keep = {MOCK_SECRET_PARAM, *secrets}
                 if self.routing_wins:

@@ -26,9 +26,13 @@ from switchboard.routing.document import Cors
 __all__ = ["EXPOSED", "CorsFront"]
 
 METHODS = b"GET, POST, OPTIONS"
+# Every header the gateway answers with (a test finds them in the package and checks they are
+# here): a browser app reads the cost, the trail and the routing decision as a server does.
 EXPOSED = (
     b"x-request-id, x-switchboard-provider, x-switchboard-model, x-switchboard-attempts, "
-    b"x-switchboard-trail, x-switchboard-routing-version"
+    b"x-switchboard-trail, x-switchboard-routing-version, x-switchboard-cost-usd, "
+    b"x-switchboard-budget, x-switchboard-estimated, x-switchboard-rule, x-switchboard-overrides, "
+    b"x-switchboard-breaker, x-switchboard-dropped-tools, x-switchboard-stored, retry-after"
 )
 _DEFAULT_ALLOWED_HEADERS = b"authorization, content-type"
 

@@ -46,7 +46,15 @@ from switchboard.core.sse import encode_json
 from switchboard.exchange import Exchange, admit, settle_all, settled_on_failure, settled_stream
 from switchboard.http import heartbeat
 from switchboard.http.asgi import EventStream
-from switchboard.http.request import attribution, chat_plan, endpoint, enter, error_response, permit
+from switchboard.http.request import (
+    attribution,
+    breaker_plan,
+    chat_plan,
+    endpoint,
+    enter,
+    error_response,
+    permit,
+)
 from switchboard.routing.overrides import Overrides, take
 from switchboard.routing.planner import Plan, PlannedTarget, plan
 from switchboard.routing.pricing import PriceMatch
@@ -157,8 +165,9 @@ class Endpoint(Generic[B]):
         """Whether the request asks for a stream (``body.stream`` by default)."""
         return bool(getattr(body, "stream", False))
 
-    def stream_error(self, exc: GatewayError) -> bytes:
-        """A failure as the last event of a stream already committed (heartbeats): OpenAI's shape."""
+    def stream_error(self, exc: GatewayError, body: B) -> bytes:
+        """A failure as the last event of a stream already committed (heartbeats) for the request
+        ``body``: OpenAI's shape."""
         return encode_json(exc.body())
 
     def alias(self, body: B) -> str:
@@ -276,7 +285,8 @@ async def _route(
             param="models" if wanted.models else "provider",
             code="unsupported_parameter",
         )
-    return plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models), None
+    planned = plan(routing.document, alias, mode=spec.mode, visible=principal.allowed_models)
+    return breaker_plan(gateway, routing, planned, headers), None  # skips open targets, as chat
 
 
 def _respond_headers(ctx: Context[Any], answer: Answer | Streamed) -> None:
@@ -324,12 +334,12 @@ async def _heartbeats(spec: Endpoint[Any], ctx: Context[Any], ex: Exchange) -> R
         try:
             answer = task.result()
         except GatewayError as exc:  # every target failed (settled in the task): an error event
-            yield spec.stream_error(exc)
+            yield spec.stream_error(exc, ctx.body)
             return
         except Exception:
             log.exception("stream plan failed after the heartbeats began (request %s)", ex.request_id)
             yield spec.stream_error(
-                GatewayError(f"Internal gateway error. Quote request id {ex.request_id}.")
+                GatewayError(f"Internal gateway error. Quote request id {ex.request_id}."), ctx.body
             )
             return
         assert isinstance(answer, Streamed)  # a streaming request's call answers a stream

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
@@ -26,9 +25,9 @@ from switchboard.core.principal import Principal, bearer_token
 from switchboard.core.redaction import scrub
 from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.infra import logs, refresh, tracing
-from switchboard.routing import breaker
 from switchboard.routing import overrides as routing_overrides
-from switchboard.routing.planner import Plan, PlannedTarget
+from switchboard.routing.planner import Plan
+from switchboard.routing.route import Routed, held_back, route
 from switchboard.routing.store import LoadedRouting
 from switchboard.wiring import Gateway
 
@@ -36,6 +35,7 @@ __all__ = [
     "Handler",
     "attribution",
     "authenticate",
+    "breaker_plan",
     "chat_plan",
     "endpoint",
     "enter",
@@ -44,6 +44,7 @@ __all__ = [
     "gateway_of",
     "json_response",
     "permit",
+    "planned_route",
     "read_body",
     "request_deadline",
     "request_id",
@@ -193,53 +194,45 @@ async def chat_plan(
     overrides: routing_overrides.Overrides | None = None,
 ) -> tuple[Plan, str | None]:
     """The plan for a chat-type request (chat completions, Anthropic messages, responses) and the
-    routing rule that rerouted it (None: none did): the key's check on the alias asked for (and
-    on the request's own overrides, ``routing.overrides``), then the routing decision
-    (``Router.decide``: rules, conditions, strategy, the one explain uses; a rule that rerouted is
-    named in ``headers``), then the overrides, then the circuit breaker (``routing.breaker``;
-    targets it holds back are named in ``x-switchboard-breaker``). ``chat`` is the request in chat
-    form (its tokens, user and metadata); without it only the alias is known (count_tokens)."""
-    permit(principal, alias)
-    if overrides is not None and not overrides.empty:
-        routing_overrides.check_allowed(overrides, principal.overrides)
-    if chat is None:
-        chat = ChatCompletionRequest.model_validate({"model": alias, "messages": [{"role": "user"}]})
-    decision = await gateway.router.decide(
-        routing.document, principal, chat, endpoint=endpoint, budget=gateway.budget_use
-    )
-    rule = decision.rule_header
-    if rule is not None:
-        headers["x-switchboard-rule"] = rule
-    route = decision.plan
-    if overrides is not None and not overrides.empty:
-        route = _overridden(gateway, routing, principal, route, overrides, headers)
-    if gateway.breaker is not None:
-        route, _decisions, held = gateway.breaker.filter(route, routing.document.breaker)
-        if held is not None:
-            headers[breaker.HEADER] = header_safe(held)
-    return route, rule
+    routing rule that rerouted it (None: none did): the key's check on the alias asked for, then
+    ``routing.route.route``, the one function explain runs too (the key's right to the request's
+    overrides, the routing decision, the overrides, the circuit breaker; the headers saying what
+    acted go in ``headers``). ``chat`` is the request in chat form (its tokens, user and metadata);
+    without it only the alias is known (count_tokens)."""
+    routed = await planned_route(gateway, routing, principal, alias, chat, endpoint, overrides)
+    headers.update(routed.headers)
+    return routed.plan, routed.rule
 
 
-def _overridden(
+async def planned_route(
     gateway: Gateway,
     routing: LoadedRouting,
     principal: Principal,
-    route: Plan,
-    overrides: routing_overrides.Overrides,
-    headers: dict[str, str],
-) -> Plan:
-    """The plan after the request's ``models`` and ``provider`` (``routing.overrides``)."""
-    doc = routing.document
-
-    def price(target: PlannedTarget) -> tuple[Decimal, Decimal] | None:
-        match = gateway.prices.lookup(doc, target)
-        return None if match is None else (match.price.input_per_mtok, match.price.output_per_mtok)
-
-    route, _decisions = routing_overrides.planned(doc, route, overrides, principal.allowed_models, price)
-    headers["x-switchboard-overrides"] = ",".join(
-        (["models"] if overrides.models else []) + (overrides.provider.used() if overrides.provider else [])
+    alias: str,
+    chat: ChatCompletionRequest | None = None,
+    endpoint: str = "chat",
+    overrides: routing_overrides.Overrides | None = None,
+) -> Routed:
+    """``chat_plan``'s route with its decision (what ``POST /v1/route/explain`` prints)."""
+    permit(principal, alias)
+    if chat is None:
+        chat = ChatCompletionRequest.model_validate({"model": alias, "messages": [{"role": "user"}]})
+    return await route(
+        gateway.router,
+        routing.document,
+        principal,
+        chat,
+        endpoint=endpoint,
+        budget=gateway.budget_use,
+        overrides=overrides,
+        breaker=gateway.breaker,
     )
-    return route
+
+
+def breaker_plan(gateway: Gateway, routing: LoadedRouting, plan: Plan, headers: dict[str, str]) -> Plan:
+    """A plan made without a routing decision (embeddings) through the circuit breaker, as a chat
+    plan goes (``routing.route.held_back``: the same ``Breaker.filter`` and header)."""
+    return held_back(gateway.breaker, routing.document, plan, headers)
 
 
 def routing_headers(headers: dict[str, str], routing: LoadedRouting) -> None:

@@ -268,19 +268,20 @@ class KeyStore:
         )
         return secret, record
 
-    def ensure(self, secret: str, name: str) -> KeyRecord:
-        """A key for a known secret (the dev stack's), created if missing. Idempotent."""
+    def ensure(self, secret: str, name: str, overrides: Iterable[str] = ()) -> KeyRecord:
+        """A key for a known secret (the dev stack's), created if missing (with the routing
+        ``overrides`` it may use). Idempotent."""
         digest = key_digest(secret)
         existing = self.by_digest(digest)
         if existing is not None and existing.revoked_at is None:
             return existing
         client = self.table.client
         try:
-            return self.create(name, secret=secret, key_id="key_" + digest[:16])[1]
+            return self.create(name, secret=secret, key_id="key_" + digest[:16], overrides=overrides)[1]
         except client.exceptions.ConditionalCheckFailedException:
             # A revoked item with this digest: bring the known secret back to life.
             client.delete_item(TableName=self.table.name, Key=key_item_key(digest))
-            return self.create(name, secret=secret, key_id="key_" + digest[:16])[1]
+            return self.create(name, secret=secret, key_id="key_" + digest[:16], overrides=overrides)[1]
 
     def update(
         self,

@@ -147,7 +147,9 @@ class Breaker:
             else:
                 held.append((target, status))
                 detail = "" if status.name == "open" else f", {status.share:.0%} let through"
-                decisions.append(Decision(target.label, False, f"breaker: {status.name}{detail}"))
+                decisions.append(
+                    Decision(target.label, False, f"breaker: {status.name}{detail}", "breaker_open")
+                )
         if not held:
             return plan, decisions, None
         if not kept:

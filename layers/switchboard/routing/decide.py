@@ -447,9 +447,11 @@ def decide(
     visible: frozenset[str] | None = None,
     filters: Sequence[TargetFilter] = (),
     rules: bool = True,
+    allow_empty: bool = False,
 ) -> Decision:
     """The decision for a request for ``alias`` (see the module docstring). Raises
-    ``ModelNotFound`` for an unknown alias, and a 400 when every target is skipped."""
+    ``ModelNotFound`` for an unknown alias, and a 400 when every target is skipped (unless
+    ``allow_empty``: a fallback alias of ``models`` may have nothing left, the plan goes on)."""
     check_alias(doc, alias, mode, visible)
     served, fired, skipped = (
         _apply_rules(doc.rules, alias, facts) if rules and mode != "embeddings" else (alias, [], {})
@@ -469,7 +471,7 @@ def decide(
             seen.add(target.label)
         verdicts.append(verdict)
     kept = tuple(v.target for v in verdicts if v.kept)
-    if not kept:
+    if not kept and not allow_empty:
         raise _nothing_kept(served, verdicts)
     plan = Plan(
         served, kept, route.retry or doc.defaults.retry, route.fallback_on, route.mode, route.hedge_after_ms

@@ -7,10 +7,10 @@ allow-list names the field (``models``, ``provider``, or one ``provider.<field>`
 ever reaches an upstream: ``take`` removes them from the request before anything else reads it.
 
 ``apply`` is pure: a plan, the overrides and a price source in; the new plan and one ``Decision``
-per target (kept or skipped, with the reason) out, so the explain endpoint can show the same
-reasons the real call used. ``sort: latency|throughput`` orders by a ``rank`` the caller gives
-(the fastest-stats module, when present); without one the document's order stands. See
-docs/routing.md, "Per-request overrides".
+per target (kept or skipped, with the reason) out. ``routing.route`` runs it for both a call and
+the explain endpoint, so explain shows the reasons the real call used. ``sort: latency|throughput``
+orders by a ``rank`` the caller gives (``Router.rank``: the fastest strategy's shared speed
+stats); without one the plan's order stands. See docs/routing.md, "Per-request overrides".
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from switchboard.core.errors import InvalidRequest, PermissionDenied
-from switchboard.routing import planner
-from switchboard.routing.document import RoutingDocument
 from switchboard.routing.planner import Plan, PlannedTarget
 
 __all__ = [
@@ -36,7 +34,6 @@ __all__ = [
     "apply",
     "check_allowed",
     "combine",
-    "planned",
     "take",
 ]
 
@@ -98,6 +95,7 @@ class Decision:
     target: str
     kept: bool
     reason: str
+    code: str = ""  # skipped: "override", "price_cap" or "breaker_open" (``decide.Reason``)
 
 
 def take(extra: MutableMapping[str, Any] | None) -> Overrides:
@@ -174,19 +172,20 @@ def apply(
     decisions: list[Decision] = []
     kept: list[PlannedTarget] = []
     for target in plan.targets:
-        reason = _skip_reason(target, prefs, price)
-        if reason is None:
+        skip = _skip_reason(target, prefs, price)
+        if skip is None:
             kept.append(target)
         else:
-            decisions.append(Decision(target.label, False, f"override: {reason}"))
+            decisions.append(Decision(target.label, False, f"override: {skip[1]}", skip[0]))
     kept = _ordered(kept, prefs, price, rank)
     if prefs.allow_fallbacks is False:
         primary = [t for t in kept if t.provider_name in prefs.order] if prefs.order else kept[:1]
         for target in kept:
             if target not in primary:
-                decisions.append(Decision(target.label, False, "override: provider.allow_fallbacks is false"))
+                why = "override: provider.allow_fallbacks is false"
+                decisions.append(Decision(target.label, False, why, "override"))
         kept = primary
-    decisions = [Decision(t.label, True, "override: kept") for t in kept] + decisions
+    decisions = [Decision(t.label, True, _kept_reason(t, prefs, price, rank)) for t in kept] + decisions
     if not kept:
         detail = "; ".join(f"{d.target}: {d.reason}" for d in decisions)
         raise InvalidRequest(
@@ -197,22 +196,47 @@ def apply(
     return replace(plan, targets=tuple(kept)), decisions
 
 
-def _skip_reason(target: PlannedTarget, prefs: ProviderPreferences, price: Price) -> str | None:
+def _skip_reason(target: PlannedTarget, prefs: ProviderPreferences, price: Price) -> tuple[str, str] | None:
+    """(code, sentence) when ``provider`` drops ``target``; None when it stays."""
     name = target.provider_name
     if prefs.only is not None and name not in prefs.only:
-        return f"provider {name!r} is not in provider.only"
+        return "override", f"provider {name!r} is not in provider.only"
     if prefs.ignore is not None and name in prefs.ignore:
-        return f"provider {name!r} is in provider.ignore"
+        return "override", f"provider {name!r} is in provider.ignore"
     cap = prefs.max_price
     if cap is not None and (cap.prompt is not None or cap.completion is not None):
         known = price(target)
         if known is None:
-            return "no known price under provider.max_price"
+            return "price_cap", "no known price under provider.max_price"
         if cap.prompt is not None and known[0] > cap.prompt:
-            return f"input price {known[0]} over provider.max_price.prompt {cap.prompt}"
+            return "price_cap", f"input price {known[0]} over provider.max_price.prompt {cap.prompt}"
         if cap.completion is not None and known[1] > cap.completion:
-            return f"output price {known[1]} over provider.max_price.completion {cap.completion}"
+            return "price_cap", f"output price {known[1]} over provider.max_price.completion {cap.completion}"
     return None
+
+
+def _kept_reason(target: PlannedTarget, prefs: ProviderPreferences, price: Price, rank: Rank | None) -> str:
+    """What ``provider`` did to a target it kept: its ``sort`` figure, its place in ``order``."""
+    parts: list[str] = []
+    if prefs.sort == "price":
+        known = price(target)
+        parts.append(
+            "provider.sort price: no known price, after the priced ones"
+            if known is None
+            else f"provider.sort price: {known[0]} + {known[1]} USD per Mtok"
+        )
+    elif prefs.sort is not None:
+        value = rank(target, prefs.sort) if rank is not None else None
+        unit = "s to first token" if prefs.sort == "latency" else "tokens/s"
+        figure = "time to first token" if prefs.sort == "latency" else "throughput"
+        parts.append(
+            f"provider.sort {prefs.sort}: no {figure} measured lately, after the measured ones"
+            if value is None
+            else f"provider.sort {prefs.sort}: {value:.4g} {unit}"
+        )
+    if prefs.order and target.provider_name in prefs.order:
+        parts.append(f"provider.order #{prefs.order.index(target.provider_name) + 1}")
+    return "override: " + ("; ".join(parts) or "kept")
 
 
 def _ordered(
@@ -235,21 +259,3 @@ def _ordered(
         position = {name: index for index, name in enumerate(prefs.order)}
         targets = sorted(targets, key=lambda t: position.get(t.provider_name, len(position)))
     return targets
-
-
-def planned(
-    doc: RoutingDocument,
-    first: Plan,
-    overrides: Overrides,
-    visible: frozenset[str] | None,
-    price: Price,
-    rank: Rank | None = None,
-) -> tuple[Plan, list[Decision]]:
-    """``first`` (the request's ``model``, after the routing rules) followed by each alias of
-    ``models`` the key may use, then ``provider``'s filters and order."""
-    plans = [first]
-    for alias in overrides.models:
-        if visible is not None and alias not in visible:
-            raise PermissionDenied(f"This key may not use the model '{alias}'.", param="models")
-        plans.append(planner.plan(doc, alias, mode=first.mode, visible=visible))
-    return apply(combine(plans), overrides.provider, price, rank)

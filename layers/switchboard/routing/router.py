@@ -75,6 +75,15 @@ class Router:
             document, chat.model, facts, visible=principal.allowed_models, filters=filters
         )
 
+    def rank(self, target: PlannedTarget, sort: str) -> float | None:
+        """A target's figure for a request's ``provider.sort`` (``routing.overrides``): its time
+        to first token (``latency``) or output tokens per second (``throughput``) from the speed
+        board ``fastest`` reads (shared EWMAs); None when not measured lately."""
+        speed = self.speeds.speed(target.label)
+        if speed is None:
+            return None
+        return speed.ttft_s if sort == "latency" else speed.tokens_per_s
+
     def decide_facts(
         self,
         document: RoutingDocument,
@@ -83,8 +92,12 @@ class Router:
         *,
         visible: frozenset[str] | None = None,
         filters: Sequence[TargetFilter] = (),
+        mode: str | None = "chat",
+        rules: bool = True,
+        allow_empty: bool = False,
     ) -> Decision:
-        """The decision for facts already gathered (the offline CLI builds them itself)."""
+        """The decision for facts already gathered (the offline CLI builds them itself; a
+        request's ``models`` fallbacks reuse its own, without the rules)."""
 
         def price(target: PlannedTarget) -> Price | None:
             return self.prices(document, target)
@@ -98,4 +111,7 @@ class Router:
             rand=self.rand,
             visible=visible,
             filters=[*self.filters, *filters],
+            mode=mode,
+            rules=rules,
+            allow_empty=allow_empty,
         )

@@ -2,11 +2,14 @@
 
 The body is that of a chat completion, an Anthropic message or a response (``?endpoint=chat``,
 ``messages`` or ``responses``; without it, a body with ``input`` is a response and one with a
-top-level ``system`` an Anthropic message). The answer comes from ``Router.decide``, the function
-the chat and messages handlers call, so it names the alias, the rules that fired, every target in
-the strategy's order with the reason it was kept or skipped, and the estimated cost range; plus
-the admission decision (rate limits and budgets) read from the ledger without reserving anything.
-No upstream is called. Authenticated, and limited to the key's models, like the other endpoints.
+top-level ``system`` an Anthropic message). The answer comes from ``routing.route.route``, the
+function every chat-type call plans with (through ``http.request.planned_route``): the routing
+decision, the request's own overrides (``models``, ``provider``; a key without the right gets the
+call's 403) and the shared circuit breaker. So it names the alias, the rules that fired, every
+target in the order the call tries it with the reason it was kept or skipped, and the estimated
+cost range; plus the admission decision (rate limits and budgets) read from the ledger without
+reserving anything, and the call's routing headers. No upstream is called. Authenticated, and
+limited to the key's models, like the other endpoints.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from switchboard.core import jsonbody
 from switchboard.core.errors import InvalidRequest
 from switchboard.core.schemas import ChatCompletionRequest
 from switchboard.exchange import Exchange
-from switchboard.http.request import enter, json_response, permit
-from switchboard.routing.decide import Decision, with_metadata
+from switchboard.http.request import enter, json_response, planned_route
+from switchboard.routing.decide import with_metadata
 from switchboard.routing.explain import explanation
+from switchboard.routing.overrides import Overrides, take
 from switchboard.wiring import Gateway
 
 __all__ = ["explain", "responses_chat"]
@@ -86,17 +90,18 @@ def _messages_chat(raw: bytes) -> ChatCompletionRequest:
 
 
 def _reader(asked: str | None) -> Any:
-    def read(raw: bytes) -> tuple[str, ChatCompletionRequest]:
+    def read(raw: bytes) -> tuple[str, ChatCompletionRequest, Overrides]:
         body = jsonbody.loads(raw)
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
         shape = _shape(body, asked)
+        overrides = take(body)  # out of the body, as the endpoints take them before routing
         try:
             if shape == "messages":
-                return shape, _messages_chat(raw)
+                return shape, _messages_chat(json.dumps(body).encode()), overrides
             if shape == "responses":
-                return shape, responses_chat(body)
-            return shape, ChatCompletionRequest.model_validate(body)
+                return shape, responses_chat(body), overrides
+            return shape, ChatCompletionRequest.model_validate(body), overrides
         except ValidationError as exc:
             raise _invalid(exc) from None
 
@@ -113,22 +118,20 @@ async def _admission(gateway: Gateway, ex: Exchange) -> dict[str, Any]:
 
 
 async def explain(request: Request, headers: dict[str, str]) -> Response:
-    gateway, deadline, principal, (shape, chat), routing = await enter(
+    gateway, deadline, principal, (shape, chat, overrides), routing = await enter(
         request, headers, _reader(request.query_params.get("endpoint"))
     )
-    permit(principal, chat.model)
-    decision: Decision = await gateway.router.decide(
-        routing.document, principal, chat, endpoint=shape, budget=gateway.budget_use
-    )
+    routed = await planned_route(gateway, routing, principal, chat.model, chat, shape, overrides)
+    headers.update(routed.headers)  # what the call's response would say: rule, overrides, breaker
     ex = Exchange(
         "explain_" + os.urandom(8).hex(),
         principal,
         chat,
         routing.revision,
-        decision.plan,
+        routed.plan,
         headers={},
         deadline=deadline,
     )
     ex.kind = "messages" if shape == "messages" else "chat"
     admission = await _admission(gateway, ex)
-    return json_response(explanation(decision, routing.revision, admission), headers=headers)
+    return json_response(explanation(routed.decision, routing.revision, admission), headers=headers)

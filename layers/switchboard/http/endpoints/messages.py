@@ -349,9 +349,9 @@ class Messages(Endpoint[_Body]):
     def streams(self, body: _Body) -> bool:
         return bool(body.parsed.stream)
 
-    def stream_error(self, exc: GatewayError) -> bytes:
-        body = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
-        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+    def stream_error(self, exc: GatewayError, body: _Body) -> bytes:
+        error = {"type": "error", "error": {"type": _error_type(exc.status), "message": scrub(exc.message)}}
+        return b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
 
     def prepare(self, ctx: Context[_Body]) -> ChatCompletionRequest:
         return _estimate_chat(ctx.body, ctx.plan.targets[0] if ctx.plan.targets else None)

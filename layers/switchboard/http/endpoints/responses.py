@@ -18,7 +18,9 @@ Each target of the plan is served in its own way:
 
 So a fallback chain may mix the two. Retries, fallback and the streaming commit are the engine's:
 until the first output event nothing reaches the client and a failure moves on invisibly; after it
-a failure ends the stream with ``response.failed``, never a silent cut.
+a failure ends the stream with ``response.failed``, never a silent cut. A stream silent for
+``heartbeat_after_s`` commits with keep-alive comments (``http.heartbeat``, as chat does); a total
+failure after them is an ``error`` event and ``response.failed`` (``Responses.stream_error``).
 
 Stored responses (``store``, default true) are in ``responses_store``: each belongs to the key that
 created it; ``previous_response_id`` rebuilds the conversation from there, whichever provider served
@@ -58,14 +60,19 @@ from switchboard.core.redaction import scrub
 from switchboard.core.schemas import ChatCompletionRequest, Usage
 from switchboard.core.sse import SSEEvent, iter_events
 from switchboard.exchange import Exchange
+from switchboard.http.endpoints.anthropic_format import can_reason
 from switchboard.http.endpoints.responses_format import (
     EventTranslator,
     ResponsesRequest,
+    ToolNames,
     Unconvertible,
+    all_tools,
+    dropped_tools,
     event,
     from_chat,
     input_items,
     new_id,
+    response_object,
     response_usage,
     to_chat,
     usage_of,
@@ -84,11 +91,13 @@ from switchboard.upstream.providers.openai import OpenAICompatible
 from switchboard.wiring import Gateway
 
 __all__ = [
+    "DROPPED_TOOLS_HEADER",
     "RESPONSES",
     "Responses",
     "delete_response",
     "list_input_items",
     "passes_through",
+    "reasons",
     "responses_store",
     "retrieve_response",
 ]
@@ -96,11 +105,13 @@ __all__ = [
 log = logging.getLogger("switchboard.endpoints.responses")
 
 _JSON = "application/json"
+DROPPED_TOOLS_HEADER = "x-switchboard-dropped-tools"
 _OPENAI_HOST = "api.openai.com"
 _OUTPUT = frozenset(
     {
         "response.output_text.delta",
         "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
         "response.refusal.delta",
         "response.reasoning_summary_text.delta",
         "response.reasoning_text.delta",
@@ -110,7 +121,9 @@ _OUTPUT = frozenset(
     }
 )
 _FINAL = frozenset({"response.completed", "response.incomplete"})
-_STRIPPED = frozenset({"message", "function_call", "function_call_output"})
+_STRIPPED = frozenset(
+    {"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
+)
 # A chat field a converted target refuses, as the client named it (``responses_format.to_chat``).
 _PARAMS = {
     "messages": "input",
@@ -166,6 +179,15 @@ def responses_store(gateway: Gateway) -> ResponseStore:
     return store
 
 
+def reasons(target: PlannedTarget) -> bool:
+    """Whether a converted ``target`` takes reasoning items back, as ``reasoning_content`` on the
+    assistant message: an OpenAI-compatible upstream other than OpenAI's own (whose chat has no such
+    field) serving a reasoning model (``anthropic_format.can_reason``: o-series, gpt-5, gpt-oss)."""
+    provider = target.provider
+    host = urllib.parse.urlsplit(provider.base_url or "").hostname
+    return provider.kind == "openai" and host != _OPENAI_HOST and can_reason(target.model)
+
+
 def _history_item(item: dict[str, Any]) -> dict[str, Any]:
     """A stored item as input for a Responses upstream: the gateway's ids and statuses left out
     (the upstream never saw them); reasoning items and the rest as they are."""
@@ -192,12 +214,18 @@ class _Session:
         self.items = history + own
         self.response_id = new_id("resp_")
         self.created_at = int(time.time())
-        self._converted: dict[bool, ChatCompletionRequest] = {}
+        self._converted: dict[tuple[bool, bool], ChatCompletionRequest] = {}  # (stream, reasons)
+        self.dropped = dropped_tools(parsed, self.items)  # built-in tools a converted target goes without
+        self.names = ToolNames(all_tools(parsed, self.items))  # chat names of the tools, both ways
+        self._told: set[str] = set()  # the targets the drop was logged for
 
     def chat(self, stream: bool, target: PlannedTarget | None = None) -> ChatCompletionRequest:
-        if stream not in self._converted:
+        """The request as chat for ``target`` (its reasoning items carried when it reasons), or
+        for the estimates (no target)."""
+        key = (stream, target is not None and reasons(target))
+        if key not in self._converted:
             try:
-                self._converted[stream] = to_chat(self.parsed, self.items, stream=stream)
+                self._converted[key] = to_chat(self.parsed, self.items, stream=stream, reasoning=key[1])
             except Unconvertible as exc:
                 where = target.label if target is not None else "this target"
                 raise AttemptFailed(
@@ -208,7 +236,19 @@ class _Session:
                     upstream_code="unsupported_parameter",
                     upstream_param=exc.param,
                 ) from None
-        return self._converted[stream]
+        if self.dropped and target is not None and target.label not in self._told:
+            self._told.add(target.label)
+            log.info(
+                "dropped built-in tools %s for %s: it is served through chat, which cannot run them",
+                self.dropped,
+                target.label,
+            )
+        return self._converted[key]
+
+    def note_dropped(self, target: PlannedTarget, headers: dict[str, str]) -> None:
+        """``x-switchboard-dropped-tools`` when ``target`` (converted) went without built-in tools."""
+        if self.dropped and not passes_through(target):
+            headers[DROPPED_TOOLS_HEADER] = ",".join(self.dropped)
 
     def _upstream_body(self, target: PlannedTarget, stream: bool) -> bytes:
         body = {**self.body, "model": target.model}
@@ -269,7 +309,11 @@ class _Session:
             raise _renamed(exc) from None
         try:
             return from_chat(
-                completion, self.parsed, response_id=self.response_id, created_at=self.created_at
+                completion,
+                self.parsed,
+                response_id=self.response_id,
+                created_at=self.created_at,
+                names=self.names,
             )
         except IndexError:
             raise AttemptFailed(
@@ -312,7 +356,7 @@ class _Session:
             await response.aclose()
 
     async def _translated(self, chunks: AsyncIterator[Any]) -> AsyncIterator[SSEEvent]:
-        translator = EventTranslator(self.parsed, self.response_id, self.created_at)
+        translator = EventTranslator(self.parsed, self.response_id, self.created_at, self.names)
         try:
             async for item in chunks:
                 for made in translator.feed(item.chunk):
@@ -364,7 +408,7 @@ def _output_chars(value: Any) -> int:
     for item in value if isinstance(value, list) else [value]:
         if not isinstance(item, dict):
             continue
-        for name in ("text", "arguments", "refusal", "delta"):
+        for name in ("text", "arguments", "input", "refusal", "delta"):
             if isinstance(item.get(name), str):
                 chars += len(item[name])
         if isinstance(item.get("content"), list):
@@ -486,9 +530,42 @@ class Responses(Endpoint[_Request]):
     stored (``store``), and a stored conversation continued (``previous_response_id``)."""
 
     name = "responses"
+    heartbeats = True  # a silent stream keeps alive with SSE comments (http.heartbeat)
 
     def parse(self, raw: bytes) -> _Request:
         return _Request(*_parse(raw))
+
+    def streams(self, body: _Request) -> bool:
+        return bool(body.parsed.stream)
+
+    def stream_error(self, exc: GatewayError, body: _Request) -> bytes:
+        """Every target failed after the keep-alive comments began, before any output: the
+        Responses stream's ``error`` event, then ``response.failed`` with the failed response (the
+        event Codex reads; it ignores ``error``). Nothing was stored or created before."""
+        error = exc.body()["error"]
+        made = event(
+            "error", 0, code=error["code"] or error["type"], message=error["message"], param=error["param"]
+        )
+        session = body.session
+        response_id, created_at = (
+            (session.response_id, session.created_at)
+            if session is not None
+            else (new_id("resp_"), int(time.time()))
+        )
+        code = "rate_limit_exceeded" if exc.status == 429 else "server_error"
+        failed = response_object(
+            body.parsed,
+            response_id=response_id,
+            created_at=created_at,
+            model=body.parsed.model,
+            status="failed",
+            output=[],
+            usage=None,
+            error={"code": code, "message": error["message"]},
+        )
+        return _sse("error", made.data) + _sse(
+            "response.failed", event("response.failed", 1, response=failed).data
+        )
 
     def alias(self, body: _Request) -> str:
         return body.parsed.model
@@ -543,10 +620,12 @@ class Responses(Endpoint[_Request]):
                 ctx.plan, ctx.deadline, session.open_stream, lambda item: item.event in _OUTPUT
             )
             assert ctx.exchange is not None  # billed: admitted before the call
+            session.note_dropped(held.target, ctx.headers)
             meter = Meter()
             events = _events(held, meter, ctx.exchange.chat, keep)
             return Streamed(held.target, held.attempts, events, meter, time.monotonic())
         answer, target, attempts = await engine.run(ctx.plan, ctx.deadline, session.complete)
+        session.note_dropped(target, ctx.headers)
         meter = Meter()
         meter.usage = usage_of(answer.get("usage"))
         meter.chars = _output_chars(answer.get("output"))

@@ -7,11 +7,14 @@ provider declares ``responses: true``) nothing here runs: the body passes throug
               or items) -> chat messages: message items (``input_text``/``output_text`` ->
               text, ``input_image`` -> ``image_url``), ``function_call`` items -> the assistant
               message's ``tool_calls`` (consecutive calls join one message), ``function_call_output``
-              -> tool messages; function tools and ``tool_choice`` -> chat's; ``text.format`` ->
-              ``response_format``; ``max_output_tokens`` -> ``max_tokens``; ``reasoning.effort`` ->
-              ``reasoning_effort``; ``temperature``, ``top_p``, ``parallel_tool_calls``, ``user``
-              as they are. What has no chat form is in ``LOSSY`` (dropped and logged, or a 400
-              for that target), the table ``docs/providers.md`` shows.
+              -> tool messages; reasoning items -> ``reasoning_content`` on the assistant message
+              after them, for a target that reasons (else dropped); function tools (a
+              ``namespace`` tool's as ``<namespace>__<name>``) and ``tool_choice`` -> chat's;
+              ``text.format`` -> ``response_format``; ``max_output_tokens`` -> ``max_tokens``;
+              ``reasoning.effort`` -> ``reasoning_effort``; ``temperature``, ``top_p``,
+              ``parallel_tool_calls``, ``user`` as they are. What has no chat form is in ``LOSSY``
+              (dropped and logged, or a 400 for that target), the table ``docs/providers.md``
+              shows.
     response  reasoning text (``reasoning_content``) -> a ``reasoning`` item first; the message's
               text -> one ``message`` output item (``output_text``; a refusal ->
               ``refusal``); each tool call -> a ``function_call`` item (its ``call_id`` is the
@@ -24,14 +27,18 @@ provider declares ``responses: true``) nothing here runs: the body passes throug
               ``response.content_part.done``, (tool call) ``response.function_call_arguments.delta``
               ..., ``response.function_call_arguments.done``, ``response.output_item.done``; then
               ``response.completed`` (or ``response.incomplete``) with the whole response and its
-              usage. Every event has a ``sequence_number`` from 0.
+              usage. Every event has a ``sequence_number`` from 0. Tool calls stay open until the
+              chunks end (an upstream may interleave parallel calls' argument chunks: each delta
+              names its own item), so their ``.done`` events come last, in output order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -41,14 +48,20 @@ from switchboard.core.schemas import ChatCompletion, ChatCompletionChunk, ChatCo
 from switchboard.core.sse import SSEEvent
 
 __all__ = [
+    "HOSTED_TOOLS",
     "LOSSY",
     "EventTranslator",
     "ResponsesRequest",
+    "ToolNames",
     "Unconvertible",
+    "all_tools",
+    "custom_input",
+    "dropped_tools",
     "event",
     "from_chat",
     "input_items",
     "new_id",
+    "reasoning_of",
     "response_object",
     "response_usage",
     "to_chat",
@@ -60,7 +73,16 @@ log = logging.getLogger("switchboard.endpoints.responses")
 # Each point where a converted request or answer loses something: (what, what the gateway does).
 # docs/providers.md shows this table as it is (tests/unit/test_responses_format.py keeps them equal).
 LOSSY: tuple[tuple[str, str], ...] = (
-    ("reasoning items in input", "dropped (logged): chat has no place for them"),
+    (
+        "reasoning items in input",
+        (
+            "carried as `reasoning_content` on the assistant message they precede (the item's "
+            "`content` text, else its `summary` text) when the target is `kind: openai`, not "
+            "api.openai.com, and its model reasons (o…, gpt-5…, gpt-oss…); dropped (logged) for every "
+            "other target, Anthropic's included (a thinking block needs Anthropic's signature, which "
+            "no converted turn has), and when the item has only `encrypted_content`"
+        ),
+    ),
     (
         "reasoning.summary",
         (
@@ -71,7 +93,36 @@ LOSSY: tuple[tuple[str, str], ...] = (
     ("include", "dropped (logged)"),
     ("metadata", "kept on the stored response, not sent upstream"),
     ("unknown request fields", "dropped (logged); OpenAI-compatible pass-through targets get them"),
-    ("built-in tools (web_search, file_search, ...)", "400 for that target, param `tools`"),
+    (
+        "built-in tools OpenAI runs (web_search, web_search_preview, file_search, code_interpreter, "
+        "image_generation, mcp)",
+        (
+            "dropped when offered (logged; the response has `x-switchboard-dropped-tools: web_search,...`); "
+            "400 for that target when `tool_choice` forces one, or is `required` with no other tool"
+        ),
+    ),
+    (
+        "other built-in tools (computer_use_preview, local_shell, shell, apply_patch, tool_search, ...)",
+        "400 for that target, param `tools`",
+    ),
+    (
+        "namespace tools",
+        (
+            "each member function is the chat function `<namespace>__<name>` (hashed when longer than "
+            "64 characters or taken); its calls come back as `function_call` items with `namespace`; the "
+            "namespace's description is not sent"
+        ),
+    ),
+    (
+        "custom (free-form) tools",
+        (
+            "a chat function taking one string argument, `input` (a grammar is told in its "
+            "description, not enforced); its calls come back as `custom_tool_call` items with that "
+            "input, streamed as one `response.custom_tool_call_input.delta` and `.done` once the call "
+            "is whole"
+        ),
+    ),
+    ("additional_tools input items", "their tools join the request's `tools`, converted the same way"),
     ("tool_choice naming a built-in tool or allowed_tools", "400 for that target, param `tool_choice`"),
     ("input_file parts, file_id images", "400 for that target, param `input`"),
     ("item_reference and built-in tool call items", "400 for that target, param `input`"),
@@ -192,8 +243,36 @@ def _output_text(output: Any) -> str:
     return json.dumps(output)
 
 
-def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def reasoning_of(item: dict[str, Any]) -> str:
+    """A reasoning item's text: its ``content`` (``reasoning_text`` parts), else its ``summary``
+    (``summary_text`` parts, a blank line apart); "" when it has neither (``encrypted_content``
+    only: opaque, for OpenAI alone)."""
+    for field, kind, joiner in (("content", "reasoning_text", ""), ("summary", "summary_text", "\n\n")):
+        parts = item.get(field)
+        texts = [
+            str(p.get("text") or "")
+            for p in (parts if isinstance(parts, list) else ())
+            if isinstance(p, dict) and p.get("type") == kind and p.get("text")
+        ]
+        if texts:
+            return joiner.join(texts)
+    return ""
+
+
+def _messages(items: list[dict[str, Any]], names: ToolNames, reasoning: bool) -> list[dict[str, Any]]:
+    """Chat messages for ``items``. With ``reasoning`` (a target that reasons), a reasoning item's
+    text goes on the assistant message that follows it as ``reasoning_content``; else it is
+    dropped (logged)."""
     messages: list[dict[str, Any]] = []
+    thought: list[str] = []  # reasoning text waiting for its assistant message
+    dropped = 0
+
+    def assistant(message: dict[str, Any]) -> dict[str, Any]:
+        if thought:
+            message["reasoning_content"] = message.get("reasoning_content", "") + "".join(thought)
+            thought.clear()
+        return message
+
     for item in items:
         kind = item.get("type", "message")
         if kind == "message":
@@ -205,27 +284,36 @@ def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 text = (
                     content if isinstance(content, str) else "".join(str(p.get("text", "")) for p in content)
                 )
-                messages.append({"role": "assistant", "content": text})
+                messages.append(assistant({"role": "assistant", "content": text}))
             else:
+                dropped += len(thought)
+                thought.clear()
                 messages.append({"role": "system" if role == "developer" else role, "content": content})
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = (
+                item.get("arguments") or "{}"
+                if kind == "function_call"
+                else json.dumps({"input": str(item.get("input") or "")}, ensure_ascii=False)
+            )
             call = {
                 "id": item.get("call_id"),
                 "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"},
+                "function": {
+                    "name": names.chat(item.get("namespace"), str(item.get("name"))),
+                    "arguments": arguments,
+                },
             }
             last = messages[-1] if messages else None
-            if (
-                last is not None
-                and last["role"] == "assistant"
-                and (last.get("tool_calls") or not last["content"])
-            ):
+            if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
-            elif last is not None and last["role"] == "assistant":
-                last["tool_calls"] = [call]
+                assistant(last)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+                messages.append(assistant({"role": "assistant", "content": None, "tool_calls": [call]}))
+        elif kind == "additional_tools":
+            continue  # its tools are the request's too (all_tools)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            dropped += len(thought)
+            thought.clear()
             messages.append(
                 {
                     "role": "tool",
@@ -234,29 +322,189 @@ def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
         elif kind == "reasoning":
-            log.info("dropped a reasoning item with no chat form")
+            text = reasoning_of(item) if reasoning else ""
+            if text:
+                thought.append(text)
+            else:
+                dropped += 1
         else:
             raise Unconvertible(f"input items of type {kind!r}", "input")
+    dropped += len(thought)
+    if dropped:
+        why = "none of its text precedes an assistant turn" if reasoning else "the target does not reason"
+        log.info("dropped %d reasoning input item(s): %s", dropped, why)
     return messages
 
 
-def _tools(request: ResponsesRequest) -> dict[str, Any]:
+# Built-in tools OpenAI runs on its side: a chat target cannot run them, so one merely offered is
+# dropped for that target (logged, and named in ``x-switchboard-dropped-tools``); one that
+# ``tool_choice`` forces is a 400. The other built-ins (computer use, shells, apply_patch, custom
+# and tool_search tools) are the client's to run with call items chat has no form for: a 400.
+HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_2025_08_26",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "file_search",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+    }
+)
+_CHAT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+_CALLABLE = ("function", "custom")  # the tools a chat function can stand for
+
+
+class ToolNames:
+    """The chat function name of each function and custom tool of a request, both ways.
+
+    A plain tool keeps its name. A ``namespace`` tool's member ``name`` becomes
+    ``<namespace>__<name>`` (chat has no namespaces), or, when that is no valid chat name (64
+    characters of ``[A-Za-z0-9_-]``) or is taken, a shortened one with a hash of both, so a call
+    maps back to its namespace, name and kind (``function`` or ``custom``). Pure and
+    deterministic: the request's tools (``all_tools``) give the same names on the way in and out.
+    """
+
+    def __init__(self, tools: list[dict[str, Any]] | None) -> None:
+        self._chat: dict[tuple[str | None, str], str] = {}
+        self._item: dict[str, tuple[str | None, str, str]] = {}
+        plain = {str(t.get("name")) for t in tools or () if t.get("type") in _CALLABLE}
+        for tool in tools or ():
+            if tool.get("type") in _CALLABLE:
+                self._put(None, str(tool.get("name")), str(tool.get("name")), str(tool["type"]))
+        for tool in tools or ():
+            if tool.get("type") != "namespace":
+                continue
+            for member in _members(tool):
+                if member.get("type") in _CALLABLE:
+                    namespace, name = str(tool.get("name")), str(member.get("name"))
+                    chat = _namespaced(namespace, name)
+                    if chat in plain or chat in self._item:
+                        chat = _namespaced(namespace, name, hashed=True)
+                    self._put(namespace, name, chat, str(member["type"]))
+
+    def _put(self, namespace: str | None, name: str, chat: str, kind: str) -> None:
+        self._chat[(namespace, name)] = chat
+        self._item.setdefault(chat, (namespace, name, kind))
+
+    def chat(self, namespace: str | None, name: str) -> str:
+        """The chat name of ``name`` (in ``namespace``, when it has one)."""
+        known = self._chat.get((namespace, name))
+        if known is not None:
+            return known
+        return name if not namespace else _namespaced(namespace, name)
+
+    def item(self, chat: str) -> tuple[str | None, str, str]:
+        """The namespace (None for a plain tool), name and kind (``function`` or ``custom``) a chat
+        call's name stands for."""
+        return self._item.get(chat, (None, chat, "function"))
+
+
+def _members(tool: dict[str, Any]) -> list[dict[str, Any]]:
+    """A namespace tool's member tools (the objects among them; none when ``tools`` is no list)."""
+    members = tool.get("tools")
+    return [member for member in members if isinstance(member, dict)] if isinstance(members, list) else []
+
+
+def _namespaced(namespace: str, name: str, *, hashed: bool = False) -> str:
+    chat = f"{namespace}__{name}"
+    if not hashed and _CHAT_NAME.match(chat):
+        return chat
+    digest = hashlib.sha256(f"{namespace}\0{name}".encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", chat)[:55] + "_" + digest
+
+
+def all_tools(request: ResponsesRequest, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The request's ``tools`` and those of its ``additional_tools`` input items (Codex sends its
+    tools there for the models it knows), in order."""
+    tools = list(request.tools or ())
+    for item in items:
+        if item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
+            tools += [tool for tool in item["tools"] if isinstance(tool, dict)]
+    return tools
+
+
+def _function(tool: dict[str, Any], name: str) -> dict[str, Any]:
+    """A function or custom tool as a chat function: a custom tool takes its free-form text as the
+    one string argument ``input`` (its grammar, if any, is told in the description)."""
+    if tool.get("type") == "custom":
+        description = str(tool.get("description") or "")
+        fmt = tool.get("format")
+        if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+            description += f"\n\nThe input follows this {fmt.get('syntax')} grammar:\n{fmt.get('definition')}"
+        schema = {"type": "string", "description": "The tool's input, as free-form text."}
+        parameters = {"type": "object", "properties": {"input": schema}, "required": ["input"]}
+        return {
+            "type": "function",
+            "function": {"name": name, "description": description.strip(), "parameters": parameters},
+        }
+    function = {k: tool[k] for k in ("description", "parameters", "strict") if k in tool}
+    return {"type": "function", "function": {"name": name, **function}}
+
+
+def dropped_tools(request: ResponsesRequest, items: list[dict[str, Any]] | None = None) -> list[str]:
+    """The built-in tools a chat target cannot run, offered (not forced): dropped for it."""
+    tools = all_tools(request, items or [])
+    found = [str(t.get("type")) for t in tools if t.get("type") in HOSTED_TOOLS]
+    found += [
+        str(member.get("type"))
+        for tool in tools
+        if tool.get("type") == "namespace"
+        for member in _members(tool)
+        if member.get("type") in HOSTED_TOOLS
+    ]
+    return found
+
+
+def _chat_tools(tools: list[dict[str, Any]], names: ToolNames, extra: int) -> list[dict[str, Any]]:
+    """The chat functions for ``tools``; the first ``extra`` are the request's ``tools`` (their
+    errors name ``tools[i]``), the rest an ``additional_tools`` item's (named ``input``)."""
+    out = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]" if index < extra else "input"
+        kind = tool.get("type")
+        if kind in _CALLABLE:
+            out.append(_function(tool, names.chat(None, str(tool.get("name")))))
+        elif kind == "namespace":
+            if not isinstance(tool.get("tools"), list):
+                raise Unconvertible(
+                    "namespace tools without a list of tools", f"{where}.tools" if index < extra else where
+                )
+            for number, member in enumerate(tool["tools"]):
+                member_kind = member.get("type") if isinstance(member, dict) else None
+                if isinstance(member, dict) and member_kind in _CALLABLE:
+                    out.append(_function(member, names.chat(str(tool.get("name")), str(member.get("name")))))
+                elif member_kind not in HOSTED_TOOLS:
+                    param = f"{where}.tools[{number}].type" if index < extra else where
+                    raise Unconvertible(f"{member_kind!r} tools in a namespace", param)
+        elif kind not in HOSTED_TOOLS:
+            raise Unconvertible(
+                f"built-in tools such as {kind!r}", f"{where}.type" if index < extra else where
+            )
+    return out
+
+
+def _tools(request: ResponsesRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if request.tools:
-        tools = []
-        for index, tool in enumerate(request.tools):
-            if tool.get("type") != "function":
-                raise Unconvertible(f"built-in tools such as {tool.get('type')!r}", f"tools[{index}].type")
-            function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
-            tools.append({"type": "function", "function": function})
-        out["tools"] = tools
+    tools = all_tools(request, items)
+    names = ToolNames(tools)
+    chat_tools = _chat_tools(tools, names, len(request.tools or ()))
+    if chat_tools:
+        out["tools"] = chat_tools
     choice = request.tool_choice
     if isinstance(choice, str):
-        out["tool_choice"] = choice
+        if choice == "required" and "tools" not in out:
+            raise Unconvertible("tool_choice 'required' with only built-in tools", "tool_choice")
+        if "tools" in out or not tools:
+            out["tool_choice"] = choice
     elif isinstance(choice, dict):
-        if choice.get("type") != "function":
+        if choice.get("type") not in _CALLABLE:
             raise Unconvertible(f"tool_choice of type {choice.get('type')!r}", "tool_choice")
-        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        name = names.chat(choice.get("namespace"), str(choice.get("name")))
+        out["tool_choice"] = {"type": "function", "function": {"name": name}}
     return out
 
 
@@ -300,9 +548,12 @@ def input_items(value: str | list[dict[str, Any]] | None) -> list[dict[str, Any]
     return items
 
 
-def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: bool) -> ChatCompletionRequest:
+def to_chat(
+    request: ResponsesRequest, items: list[dict[str, Any]], *, stream: bool, reasoning: bool = False
+) -> ChatCompletionRequest:
     """The chat request for a Responses one whose whole input (history included) is ``items``
-    (pure); raises ``Unconvertible``."""
+    (pure); raises ``Unconvertible``. ``reasoning``: the target reasons, so reasoning items are
+    carried as ``reasoning_content`` (else dropped)."""
     extra = request.model_extra or {}
     for name in _REFUSED:
         if extra.get(name):
@@ -310,7 +561,7 @@ def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: b
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
-    messages += _messages(items)
+    messages += _messages(items, ToolNames(all_tools(request, items)), reasoning)
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
@@ -325,7 +576,7 @@ def to_chat(request: ResponsesRequest, items: list[dict[str, Any]], *, stream: b
     effort = (request.reasoning or {}).get("effort")
     if effort:
         body["reasoning_effort"] = effort
-    body.update(_tools(request))
+    body.update(_tools(request, items))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -463,21 +714,49 @@ def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
+def _call_item(
+    item_id: str, call_id: str, chat_name: str, arguments: str, status: str, names: ToolNames
+) -> dict[str, Any]:
+    """The output item for a chat tool call: a ``function_call``, or a ``custom_tool_call`` whose
+    ``input`` is the call's ``input`` argument; a namespace member's call carries its
+    ``namespace`` and its own name."""
+    namespace, name, kind = names.item(chat_name)
+    custom = kind == "custom"
+    item: dict[str, Any] = {"id": item_id, "type": "custom_tool_call" if custom else "function_call"}
+    item["call_id"] = call_id
+    if namespace is not None:
+        item["namespace"] = namespace
+    item["name"] = name
+    if custom:
+        item["input"] = custom_input(arguments)
+    else:
+        item["arguments"] = arguments
+    item["status"] = status
+    return item
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool's input from its chat call's arguments (``{"input": "..."}``); the arguments
+    as they are when the model did not keep to that shape."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get("input"), str) and len(parsed) == 1:
+        return str(parsed["input"])
+    return arguments
 
 
 def from_chat(
-    completion: ChatCompletion, request: ResponsesRequest, *, response_id: str, created_at: int
+    completion: ChatCompletion,
+    request: ResponsesRequest,
+    *,
+    response_id: str,
+    created_at: int,
+    names: ToolNames | None = None,
 ) -> dict[str, Any]:
-    """The Responses answer for a chat completion (pure); raises ``IndexError`` without choices."""
+    """The Responses answer for a chat completion (pure); raises ``IndexError`` without choices.
+    ``names``: the request's tool names (``ToolNames(all_tools(...))``; its ``tools`` by default)."""
     choice = completion.choices[0]
     message = choice.message
     output: list[dict[str, Any]] = []
@@ -487,13 +766,13 @@ def from_chat(
     refusal = (message.model_extra or {}).get("refusal")
     if message.content or refusal:
         output.append(_message_item(new_id("msg_"), message.content or "", "completed", refusal))
+    names = names or ToolNames(request.tools)
     for call in message.tool_calls or ():
         function = call.get("function") or {}
         call_id = str(call.get("id") or new_id("call_"))
         name = str(function.get("name") or "")
-        output.append(
-            _call_item(new_id("fc_"), call_id, name, function.get("arguments") or "{}", "completed")
-        )
+        arguments = function.get("arguments") or "{}"
+        output.append(_call_item(new_id("fc_"), call_id, name, arguments, "completed", names))
     incomplete = _FINISH_INCOMPLETE.get(choice.finish_reason or "")
     return response_object(
         request,
@@ -519,7 +798,9 @@ class EventTranslator:
     ``output`` holds the output items as they stand (for a ``response.failed`` after a break).
     """
 
-    def __init__(self, request: ResponsesRequest, response_id: str, created_at: int) -> None:
+    def __init__(
+        self, request: ResponsesRequest, response_id: str, created_at: int, names: ToolNames | None = None
+    ) -> None:
         self.request = request
         self.response_id = response_id
         self.created_at = created_at
@@ -527,8 +808,13 @@ class EventTranslator:
         self.model = request.model
         self.started = False
         self.output: list[dict[str, Any]] = []
-        self.open: dict[str, Any] | None = None  # the item being streamed
+        self.open: dict[str, Any] | None = None  # the text or reasoning item being streamed
+        # Tool calls stay open until the stream ends: a chat upstream may interleave the argument
+        # chunks of parallel calls (index 0, 1, 0, 1, ...), so none is complete before then.
+        self.open_calls: list[dict[str, Any]] = []
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
+        self.names = names or ToolNames(request.tools)
+        self.raw: dict[str, str] = {}  # a custom tool call's item id -> its chat arguments so far
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
 
@@ -550,10 +836,14 @@ class EventTranslator:
         )
 
     def _close(self) -> list[SSEEvent]:
+        """The done events of the open text or reasoning item."""
         item = self.open
         if item is None:
             return []
         self.open = None
+        return self._done(item)
+
+    def _done(self, item: dict[str, Any]) -> list[SSEEvent]:
         index = self.output.index(item)
         events: list[SSEEvent] = []
         item["status"] = "completed"
@@ -588,6 +878,19 @@ class EventTranslator:
                     part=part,
                 )
             )
+        elif item["type"] == "custom_tool_call":
+            # Its input is known once the chat arguments ({"input": ...}) are whole: one delta of
+            # all of it, then done.
+            item["input"] = custom_input(self.raw.pop(item["id"], ""))
+            for kind, field in (("delta", "delta"), ("done", "input")):
+                events.append(
+                    self._event(
+                        f"response.custom_tool_call_input.{kind}",
+                        item_id=item["id"],
+                        output_index=index,
+                        **{field: item["input"]},
+                    )
+                )
         else:
             events.append(
                 self._event(
@@ -604,7 +907,10 @@ class EventTranslator:
     def _add(self, item: dict[str, Any]) -> list[SSEEvent]:
         events = self._close()
         self.output.append(item)
-        self.open = item
+        if item["type"] in ("function_call", "custom_tool_call"):
+            self.open_calls.append(item)
+        else:
+            self.open = item
         shown = {**item, "content": []} if item["type"] in ("message", "reasoning") else dict(item)
         events.append(
             self._event("response.output_item.added", output_index=len(self.output) - 1, item=shown)
@@ -690,14 +996,14 @@ class EventTranslator:
             function = call.get("function") or {}
             if number not in self.calls:
                 call_id = str(call.get("id") or new_id("call_"))
-                item = _call_item(new_id("fc_"), call_id, str(function.get("name") or ""), "", "in_progress")
+                name = str(function.get("name") or "")
+                item = _call_item(new_id("fc_"), call_id, name, "", "in_progress", self.names)
                 events += self._add(item)
                 self.calls[number] = len(self.output) - 1
             item = self.output[self.calls[number]]
-            if function.get("arguments"):
-                if self.open is not item:  # interleaved calls: reopen is not possible, append quietly
-                    item["arguments"] += function["arguments"]
-                    continue
+            if function.get("arguments") and item["type"] == "custom_tool_call":
+                self.raw[item["id"]] = self.raw.get(item["id"], "") + function["arguments"]
+            elif function.get("arguments"):
                 item["arguments"] += function["arguments"]
                 events.append(
                     self._event(
@@ -710,7 +1016,9 @@ class EventTranslator:
         return events
 
     def finish(self) -> list[SSEEvent]:
-        events = self._close()
+        still = sorted([*self.open_calls, *([self.open] if self.open else [])], key=self.output.index)
+        self.open, self.open_calls = None, []
+        events = [made for item in still for made in self._done(item)]  # in output order
         incomplete = _FINISH_INCOMPLETE.get(self.finish_reason or "")
         final = self.snapshot(
             "incomplete" if incomplete else "completed",
