@@ -12,6 +12,12 @@ PY313 ?= $(shell for p in python3.13 /root/.pyenv/versions/3.13*/bin/python3.13 
 	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 export PY313
 
+# Python writes its bytecode caches (__pycache__, git-ignored) for what make runs, even where the
+# environment sets PYTHONDONTWRITEBYTECODE (these machines do): without them every pytest worker
+# and every process a test starts compiles its imports from source again (and pytest rewrites
+# every test module's asserts again), which was about a fifth of make test's CPU.
+unexport PYTHONDONTWRITEBYTECODE
+
 VENV := .venv
 VBIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

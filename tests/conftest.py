@@ -7,6 +7,7 @@ tests never see each other's routing documents or keys.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import threading
@@ -15,7 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import boto3
+import openai
 import pytest
 import uvicorn
 from switchboard.core.settings import Settings
@@ -27,6 +30,44 @@ from switchboard.wiring import Gateway
 from tests.native_upstream import ScriptedUpstream
 
 API_KEY = "sk-test-client-key"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (every test module, the SDKs, moto's models) is kept for the run:
+    frozen, the collector skips it, so the garbage collections during the tests (and the one at
+    each module's end, below) look only at what the tests made."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _garbage_collected_at_module_end() -> Iterator[None]:
+    """A socket or file a test left to the garbage collector is reported (ResourceWarning, an
+    error here) at the end of the module that left it, not in whatever test a later collection
+    happens to run in."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _sdk_clients_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The OpenAI and Anthropic SDK clients a test makes are closed when it ends. Left open, their
+    connections are closed by the garbage collector, in an order of its own: the socket can go
+    first and warn ``unclosed socket`` in a later test (a failure, with warnings as errors)."""
+    made: list[Any] = []
+    for cls in (openai.OpenAI, anthropic.Anthropic):
+        monkeypatch.setattr(cls, "__init__", _recording(cls.__init__, made))
+    yield
+    for client in made:
+        client.close()
+
+
+def _recording(init: Callable[..., None], made: list[Any]) -> Callable[..., None]:
+    def recorded(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    return recorded
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ The checks read the source with ``ast``; nothing is imported.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,16 @@ def _walk(node: ast.AST, top: bool) -> Iterator[tuple[ast.AST, bool]]:
             yield from _walk(child, top)
 
 
+@functools.cache
+def tree_of(module: str) -> ast.Module:
+    """The parsed source of ``module``, read once per run."""
+    path = MODULES[module]
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
 def imports_of(module: str) -> Iterator[Import]:
     path = MODULES[module]
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = tree_of(module)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node, top in _walk(tree, True):
         if isinstance(node, ast.Import):
@@ -126,7 +134,10 @@ def imports_of(module: str) -> Iterator[Import]:
                     yield Import(module, f"{base}.{name}", node.lineno, top)
 
 
-ALL_IMPORTS = [imp for module in MODULES for imp in imports_of(module)]
+@functools.cache
+def all_imports() -> tuple[Import, ...]:
+    """Every import of the package; read when a test asks (not at collection, in every worker)."""
+    return tuple(imp for module in MODULES for imp in imports_of(module))
 
 
 def layer_violation(imp: Import) -> str | None:
@@ -156,7 +167,7 @@ def test_every_module_is_in_a_layer() -> None:
 
 def test_imports_point_down() -> None:
     found = []
-    for imp in ALL_IMPORTS:
+    for imp in all_imports():
         why = layer_violation(imp)
         if why and (imp.importer, imp.imported) not in ALLOWED:
             found.append(
@@ -166,7 +177,7 @@ def test_imports_point_down() -> None:
 
 
 def test_the_allow_list_is_still_needed() -> None:
-    used = {(imp.importer, imp.imported) for imp in ALL_IMPORTS if layer_violation(imp)}
+    used = {(imp.importer, imp.imported) for imp in all_imports() if layer_violation(imp)}
     assert not set(ALLOWED) - used, f"exceptions no longer needed: {sorted(set(ALLOWED) - used)}"
 
 
@@ -195,7 +206,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def _import_time_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
-    for imp in ALL_IMPORTS:
+    for imp in all_imports():
         if imp.top and imp.imported in MODULES and imp.imported != imp.importer:
             graph.setdefault(imp.importer, set()).add(imp.imported)
             # Importing a submodule runs its packages' __init__ first.
@@ -217,7 +228,7 @@ def test_no_import_cycle_at_module_level() -> None:
 
 def test_no_import_cycle_between_layers() -> None:
     graph: dict[str, set[str]] = {}
-    for imp in ALL_IMPORTS:
+    for imp in all_imports():
         src, dst = layer_of(imp.importer), layer_of(imp.imported)
         if src and dst and src != dst and src not in OUTSIDE and (imp.importer, imp.imported) not in ALLOWED:
             graph.setdefault(src, set()).add(dst)
@@ -231,13 +242,15 @@ def _private(name: str) -> bool:
 
 def test_no_module_uses_another_modules_private_names() -> None:
     found = []
-    for module, path in MODULES.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+    by_line: dict[tuple[str, int], list[Import]] = {}
+    for imp in all_imports():
+        by_line.setdefault((imp.importer, imp.line), []).append(imp)
+    for module in MODULES:
+        tree = tree_of(module)
         aliases: dict[str, str] = {}  # local name -> switchboard module it is bound to
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                imp_from = [i for i in imports_of(module) if i.line == node.lineno]
-                for imp in imp_from:
+                for imp in by_line.get((module, node.lineno), ()):
                     found += [f"{module}:{node.lineno} {imp.imported}.{n}" for n in imp.names if _private(n)]
                 for alias in node.names:
                     full = f"{node.module}.{alias.name}"

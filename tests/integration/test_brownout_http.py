@@ -47,13 +47,18 @@ def proxied(gateway_factory, aws: str, monkeypatch: pytest.MonkeyPatch) -> Itera
     credentials = awsjson.Credentials.from_env(os.environ)
     assert credentials is not None
 
+    made: list[awsjson.Client] = []
+
     def client(service: str, region: str) -> awsjson.Client:
-        return awsjson.Client(awsjson.SERVICES[service], region, credentials, proxies[service].url)
+        made.append(awsjson.Client(awsjson.SERVICES[service], region, credentials, proxies[service].url))
+        return made[-1]
 
     monkeypatch.setattr(aws_clients, "runtime_client", client)
     yield Proxied(proxies["ssm"], proxies["dynamodb"], gateway_factory)
     for proxy in proxies.values():  # first: a call still hanging in a worker thread fails now
         proxy.close()
+    for made_client in made:  # their connections, not left to the garbage collector
+        made_client.close()
 
 
 def chat(

@@ -13,8 +13,7 @@ import boto3
 import httpx
 import pytest
 from switchboard.core.principal import Limits
-from switchboard.devtools.cfn import load_template, table_definitions
-from switchboard.devtools.devstack import TEMPLATE
+from switchboard.devtools.devstack import stack_tables
 from switchboard.limits.keys import KeyStore
 from switchboard.limits.table import Table
 
@@ -31,7 +30,7 @@ def make_table(name: str | None = None) -> Table:
     """A new table built from template.yaml's definition (so it cannot drift from the stack)."""
     name = name or "sb-" + uuid.uuid4().hex[:12]
     client = boto3.client("dynamodb", region_name="us-east-1")
-    [(kwargs, ttl)] = table_definitions(load_template(TEMPLATE)).values()
+    [(kwargs, ttl)] = stack_tables().values()
     client.create_table(TableName=name, **kwargs)
     if ttl:
         client.update_time_to_live(

@@ -18,6 +18,7 @@ from switchboard.limits.table import Table
 
 from tests.integration.test_costs_http import Recorder
 from tests.limits.conftest import MODELS, ledger, reservations, wait_for
+from tests.limits.test_rates_http import freeze
 from tests.limits.test_side_endpoints_http import emf_events
 
 
@@ -87,6 +88,7 @@ def test_a_failed_completion_refunds_its_reservation(side, table: Table) -> None
 
 def test_rate_limits_and_allowed_models_apply(side, table: Table) -> None:  # type: ignore[no-untyped-def]
     gw, key, _recorder = side
+    freeze(gw)  # one minute's window: the two requests could straddle a minute's end
     secret, _key_id = key(rpm=1)
     assert complete(gw, secret).status_code == 200
     limited = complete(gw, secret)

@@ -119,15 +119,6 @@ def test_a_lane_smaller_than_the_estimate_refuses_without_writing(table: Table) 
     assert lanes(table) == {} and reservations(table) == []
 
 
-@pytest.mark.parametrize("offered", [1000])  # 2,000: the short form of make scale-sim (test_scalesim.py)
-def test_over_the_model_a_laned_budget_holds_its_load_with_no_overspend(offered: int) -> None:
-    result = run_load(DESIGNS["after"], offered, 0.5)
-    assert result.held and result.overspend == 0
-    assert result.conflicts > 0  # the model did refuse transactions: the retries drew other lanes
-    assert result.refused_budget > 0  # the budget ran out while requests raced for it
-    assert result.consistent, (result.ledger_spent, result.metered, result.ledger_reserved)
-
-
 def test_over_the_model_throttling_loses_no_cost_and_overspends_nothing() -> None:
     """Partitions that take 25 write units a second (a lane gets about 20, in bursts): admissions and
     settlements are throttled (the client retries, then the ledger gives up: 503, or a settlement

@@ -16,6 +16,7 @@ from switchboard.limits.table import Table
 
 from tests.integration.test_costs_http import Recorder
 from tests.limits.conftest import CENT_PRICE, MODELS, ledger, reservations, wait_for
+from tests.limits.test_rates_http import freeze
 from tests.limits.test_side_endpoints_http import emf_events
 
 PASS_MODELS = {**MODELS, "passed": {"targets": [{"provider": "oai", "model": "echo"}]}}
@@ -84,6 +85,7 @@ def test_a_streamed_response_settles_once_with_its_usage_and_cost(side, table: T
 
 def test_rpm_applies_to_responses(side) -> None:  # type: ignore[no-untyped-def]
     gw, key, _ = side
+    freeze(gw)  # one minute's window: the two requests could straddle a minute's end
     secret, _ = key(rpm=1)
     assert create(gw, secret).status_code == 200
     limited = create(gw, secret)

@@ -78,3 +78,14 @@ def test_tracing_is_a_parameter_off_by_default() -> None:
     env = RESOURCES["GatewayFunction"]["Properties"]["Environment"]["Variables"]
     assert env["SWITCHBOARD_TRACING"] == {"Fn::If": ["TracingEnabled", "on", "off"]}
     assert TEMPLATE["Conditions"]["HasAlarmEmail"] and RESOURCES["AlarmTopic"]["Condition"] == "HasAlarmEmail"
+
+
+def test_the_dev_stack_builds_the_templates_tables_and_hands_each_caller_its_own_copy() -> None:
+    from switchboard.devtools.cfn import table_definitions
+    from switchboard.devtools.devstack import stack_tables
+
+    tables = stack_tables()
+    assert tables == table_definitions(TEMPLATE) and tables
+    for kwargs, _ in tables.values():
+        kwargs["KeySchema"].clear()  # a caller's change stays its own (the parse is cached)
+    assert stack_tables() == table_definitions(TEMPLATE)

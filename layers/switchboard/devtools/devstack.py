@@ -12,7 +12,9 @@ at shutdown (``save_state``) and loaded at the next start (``restore_state``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
+import functools
 import json
 import os
 import socket
@@ -34,6 +36,7 @@ __all__ = [
     "restore_state",
     "save_state",
     "seed_aws",
+    "stack_tables",
     "start_moto",
 ]
 
@@ -124,6 +127,18 @@ def build_routing(text: str, mock_base_url: str, env: Mapping[str, str]) -> tupl
     return json.dumps(doc, indent=2), secrets
 
 
+@functools.cache
+def _parsed_tables() -> dict[str, tuple[dict[str, Any], str | None]]:
+    return table_definitions(load_template(TEMPLATE))
+
+
+def stack_tables() -> dict[str, tuple[dict[str, Any], str | None]]:
+    """template.yaml's tables (logical id -> (``create_table`` kwargs, TTL attribute or None)),
+    parsed once per process: the YAML parse is most of a seed's CPU, and the tests seed a stack
+    for most of their gateways. A copy each call, so a caller may change what it is given."""
+    return copy.deepcopy(_parsed_tables())
+
+
 def seed_aws(
     settings: Settings,
     routing_text: str,
@@ -137,7 +152,7 @@ def seed_aws(
 
     ddb = boto3.client("dynamodb", region_name=settings.region)
     existing = set(ddb.list_tables()["TableNames"])
-    for kwargs, ttl in table_definitions(load_template(TEMPLATE)).values():
+    for kwargs, ttl in stack_tables().values():
         if settings.table in existing:
             continue
         ddb.create_table(TableName=settings.table, **kwargs)
