@@ -38,7 +38,7 @@ def test_over_the_model_a_laned_budget_holds_2000_rps_with_no_overspend() -> Non
     assert result.conflicts > 0  # the model did refuse transactions: the retries drew other lanes
     assert result.refused_budget > 0  # the budget ran out while requests raced for it
     assert result.consistent, (result.ledger_spent, result.metered, result.ledger_reserved)
-    assert result.trip_shares[0] > 0.9  # before the budget is half spent: one round trip
+    assert result.trip_shares[0] > 0.85  # before the budget is half spent: mostly one round trip
 
 
 def test_the_short_form_prints_before_and_after_rows_and_the_held_load(
