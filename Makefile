@@ -102,8 +102,9 @@ test-limits-slow: venv
 
 # The scale simulation (docs/limits.md, "At scale"): the limits code against a model of DynamoDB's
 # limits (per-item throughput, transaction conflicts, throttling, latency) on a virtual clock,
-# one shared team budget at 100..5,000 requests/s, today's design then the new one. A few minutes
-# at most; tests/limits/test_scalesim.py runs the short form (--short) in make test. Then the SSM
+# one shared team budget at 100..5,000 requests/s, today's design then the new one; then the same
+# for one shared team rpm (scalesim rate). A few minutes at most; tests/limits/test_scalesim.py runs
+# the short form (--short) in make test, tests/limits/test_rate_lanes.py the rate's. Then the SSM
 # mode (scale-sim-ssm): SSM calls per second against the number of warm instances, today's polling
 # vs the fleet's copy of the routing document (switchboard.devtools.ssmsim; docs/routing.md),
 # seconds on a virtual clock.
@@ -112,6 +113,7 @@ SSM_SIM_ARGS ?=
 
 scale-sim: venv
 	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
+	$(VBIN)/python -m switchboard.devtools.scalesim rate $(SCALE_SIM_ARGS)
 	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
 
 .PHONY: scale-sim-ssm

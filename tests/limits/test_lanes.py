@@ -120,11 +120,11 @@ def test_a_lane_smaller_than_the_estimate_refuses_without_writing(table: Table) 
 
 
 def test_over_the_model_throttling_loses_no_cost_and_overspends_nothing() -> None:
-    """Partitions that take 40 write units a second (a lane gets about 80): admissions and
+    """Partitions that take 25 write units a second (a lane gets about 20, in bursts): admissions and
     settlements are throttled (the client retries, then the ledger gives up: 503, or a settlement
     retried in the background and recorded for the sweeper), and still every metered cost is
     charged exactly once and the budget is never exceeded."""
-    result = run_load(DESIGNS["after"], 600, 1.0, wcu_per_s=40.0)
+    result = run_load(DESIGNS["after"], 600, 1.0, wcu_per_s=25.0)
     assert result.throttles > 50
     assert result.overspend == 0
     assert result.consistent, (result.ledger_spent, result.metered, result.ledger_reserved, result.stranded)

@@ -8,7 +8,8 @@
     switchboard keys update ID [the create flags] [--no-budget] [--no-rpm] [--no-tpm] [--no-expiry]
     switchboard keys revoke ID [--json]
     switchboard keys rotate ID [--grace-s S] [--json]      a new secret; the old one lasts S seconds
-    switchboard budgets set SCOPE:ID [--budget-usd X --period P] [--rpm N] [--tpm N] [--lanes N]
+    switchboard budgets set SCOPE:ID [--budget-usd X --period P] [--rpm N] [--tpm N]
+                            [--lanes N | --lanes auto --peak-rps R]
                                                            SCOPE is team, user or model (an alias)
     switchboard budgets show SCOPE:ID [--json]             limits and use (SCOPE may be key)
     switchboard budgets list [--json]
@@ -33,7 +34,7 @@ from typing import Any
 
 from switchboard.core.principal import Limits, Period, Scope
 from switchboard.core.settings import Settings
-from switchboard.limits.model import MAX_LANES, rate_window
+from switchboard.limits.model import LANE_RPS, MAX_LANES, MIN_LANE_RPM, lanes_for, rate_window
 
 __all__ = ["register"]
 
@@ -51,7 +52,13 @@ def _money(text: str) -> Decimal:
     return value
 
 
+_AUTO = 0  # --lanes auto: from --peak-rps
+_TPM_LANE_WARN = 128_000  # a lane's tpm share below this refuses large requests (request_too_large)
+
+
 def _lanes(text: str) -> int:
+    if text == "auto":
+        return _AUTO
     try:
         value = int(text)
     except ValueError:
@@ -178,12 +185,12 @@ def _plain(value: Any) -> str:
 def _use(scope: Scope, ident: str, limits: Limits) -> dict[str, Any]:
     """The current period's budget use and the current minute's rate use of one scope."""
     from switchboard.limits.hook import scope_lines
-    from switchboard.limits.ledger import Ledger
+    from switchboard.limits.ledger import Ledger, RateLine
 
     now = time.time()
     budgets, rates = scope_lines([(scope, ident, ident, limits)], now)
     ledger = Ledger(_table())
-    found = ledger.read([line.key for line in rates])
+    found = ledger.read([key for line in rates for key in line.keys])  # every lane
     use: dict[str, Any] = {}
     for line in budgets:
         values = ledger.used(line)  # its lanes summed
@@ -197,11 +204,11 @@ def _use(scope: Scope, ident: str, limits: Limits) -> dict[str, Any]:
             "resets_at": line.resets_at.isoformat().replace("+00:00", "Z") if line.resets_at else None,
         }
     for rate in rates:
-        values = found.get((rate.key["pk"]["S"], rate.key["sk"]["S"]), {})
+        values = RateLine.summed([found.get((k["pk"]["S"], k["sk"]["S"]), {}) for k in rate.keys])
         _, left = rate_window(now)
         use["rate"] = {
-            "requests_this_minute": int(values.get("req", 0)),
-            "tokens_this_minute": int(values.get("tok", 0)),
+            "requests_this_minute": int(values["req"]),
+            "tokens_this_minute": int(values["tok"]),
             "resets_in_s": round(left, 1),
         }
     return use
@@ -366,20 +373,58 @@ def cmd_budgets_set(args: argparse.Namespace) -> int:
         raise _Failure("give --budget-usd, --rpm or --tpm (or use 'budgets clear')")
     limits = _limits_from(args)
     before = _limit_store().get(scope, ident)
-    lanes = args.lanes if args.lanes is not None else before.lanes if before is not None else 1
-    if lanes > 1 and limits.budget_usd is None:
-        raise _Failure("--lanes splits a budget: give --budget-usd too")
+    lanes = _chosen_lanes(args, limits, before)
     limits = dataclasses.replace(limits, lanes=lanes)
-    if before is not None and before.budget_usd is not None and before.lanes != lanes:
+    if before is not None and not before.empty and before.lanes != lanes:
         print(
             f"warning: {scope.value}:{ident} goes from {before.lanes} to {lanes} lanes; this period's "
-            "use in the old layout is not seen by the new one (docs/limits.md, 'At scale')",
+            "(and this minute's) use in the old layout is not seen by the new one (docs/limits.md, "
+            "'At scale')",
             file=sys.stderr,
         )
     _limit_store().put(scope, ident, limits)
     data = {"scope": scope.value, "id": ident, **_limits_json(limits)}
     _emit(args, data, f"{scope.value}:{ident}: {_limits_text(data)} (in force within the cache age)")
     return 0
+
+
+def _chosen_lanes(args: argparse.Namespace, limits: Limits, before: Limits | None) -> int:
+    """The lanes ``budgets set`` writes: ``--lanes N``, or ``auto`` from ``--peak-rps`` (one per
+    ``LANE_RPS``), else the ones already set. A lane's share of an rpm must be at least
+    ``MIN_LANE_RPM`` requests (``auto`` lowers the lanes to that); a small tpm share is warned of."""
+    if args.peak_rps is not None and args.lanes != _AUTO:
+        raise _Failure("--peak-rps goes with --lanes auto")
+    if args.lanes == _AUTO:
+        if args.peak_rps is None or args.peak_rps <= 0:
+            raise _Failure("--lanes auto needs --peak-rps R (the load's peak, requests/s)")
+        lanes = lanes_for(args.peak_rps)
+        if limits.rpm is not None:
+            lanes = max(1, min(lanes, limits.rpm // MIN_LANE_RPM))
+        print(
+            f"{lanes} lanes: one per {LANE_RPS} requests/s of a {args.peak_rps:g} requests/s peak"
+            + (f", at most one per {MIN_LANE_RPM} of the rpm" if limits.rpm is not None else ""),
+            file=sys.stderr,
+        )
+    else:
+        lanes = args.lanes if args.lanes is not None else before.lanes if before is not None else 1
+    if lanes > 1 and limits.rpm is not None and limits.rpm // lanes < MIN_LANE_RPM:
+        raise _Failure(
+            f"{lanes} lanes would give each lane {limits.rpm // lanes} of the {limits.rpm} rpm; a lane "
+            f"needs at least {MIN_LANE_RPM}: use at most {max(1, limits.rpm // MIN_LANE_RPM)} lanes"
+        )
+    if lanes > 1 and limits.rpm is not None and limits.rpm % lanes:
+        print(
+            f"note: {lanes} lanes of {limits.rpm // lanes} requests admit {limits.rpm // lanes * lanes} "
+            f"of the {limits.rpm} rpm (each lane's share is rounded down)",
+            file=sys.stderr,
+        )
+    if lanes > 1 and limits.tpm is not None and limits.tpm // lanes < _TPM_LANE_WARN:
+        print(
+            f"warning: each of the {lanes} lanes holds {limits.tpm // lanes} of the {limits.tpm} tpm; "
+            "a request that may use more tokens than that is refused (429 request_too_large)",
+            file=sys.stderr,
+        )
+    return lanes
 
 
 def _limits_json(limits: Limits) -> dict[str, Any]:
@@ -527,8 +572,12 @@ def register(commands: Any) -> None:
     setter.add_argument(
         "--lanes",
         type=_lanes,
-        metavar="N",
-        help="split the budget into N items for load above ~20 requests/s (docs/limits.md, 'At scale')",
+        metavar="N|auto",
+        help=f"split the budget and the rpm/tpm into N items, one per {LANE_RPS} requests/s of peak "
+        "load; auto: from --peak-rps (docs/limits.md, 'At scale')",
+    )
+    setter.add_argument(
+        "--peak-rps", type=float, metavar="R", help="with --lanes auto: the peak load in requests/s"
     )
     setter.set_defaults(func=_run(cmd_budgets_set))
     show = budgets.add_parser("show", help="limits and current use of SCOPE:ID (key:key_... too)")

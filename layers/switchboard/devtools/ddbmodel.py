@@ -127,6 +127,20 @@ class Sim:
     def counted(self) -> None:
         self._local.calls = getattr(self._local, "calls", 0) + 1
 
+    def outcomes(self) -> Counter[str]:
+        """How the calling task's calls ended since its last ``outcomes()``: ``ok``, ``conflict``,
+        ``condition``, ``throttled``, ``error``, each also by operation (``BatchGetItem:ok``)."""
+        seen: Counter[str] = getattr(self._local, "outcomes", None) or Counter()
+        self._local.outcomes = Counter()
+        return seen
+
+    def outcome(self, operation: str, kind: str) -> None:
+        seen: Counter[str] | None = getattr(self._local, "outcomes", None)
+        if seen is None:
+            seen = self._local.outcomes = Counter()
+        seen[kind] += 1
+        seen[f"{operation}:{kind}"] += 1
+
     def close(self) -> None:
         """End the idle worker threads."""
         for task in self._idle:
@@ -676,6 +690,20 @@ def _arrive(answer: list[Any], handle: Callable[[float], dict[str, Any]], servic
         answer.append(exc)
 
 
+def _outcome(result: Any) -> str:
+    """What a call's answer was, for ``Sim.outcomes``."""
+    if not isinstance(result, _ModelError):
+        return "ok"
+    codes = {r.get("Code") for r in result.fields.get("CancellationReasons", [])} | {result.code}
+    if codes & {"TransactionConflict", "TransactionConflictException"}:
+        return "conflict"
+    if codes & {"ThrottlingError", *_THROTTLING}:
+        return "throttled"
+    if codes & {"ConditionalCheckFailed", "ConditionalCheckFailedException"}:
+        return "condition"
+    return "error"
+
+
 def _key_of(item: dict[str, Any]) -> tuple[str, str]:
     return (str(item["pk"]["S"]), str(item["sk"]["S"]))
 
@@ -721,6 +749,7 @@ class ModelClient:
             self.sim.at(self.sim.now + hop, functools.partial(_arrive, answer, handle, service))
             self.sim.wait(hop + service + hop)
             result = answer[0]
+            self.sim.outcome(operation, _outcome(result))
             if not isinstance(result, _ModelError):
                 return dict(result)
             if result.code in _THROTTLING or any(

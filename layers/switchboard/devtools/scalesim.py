@@ -5,7 +5,9 @@
 
     offered N rps: goodput G rps, p99 admission X ms, conflicts C/s, throttles T/s, overspend $O
 
-first for today's design (the "before" rows), then for the new one, and finally
+and ``; round trips 1/2/3+: ...`` (the round trips per admission, while the budget is less
+than half spent and after), first for today's design (the "before" rows), then for the new one,
+and finally
 ``shared budget holds G rps with overspend $0`` for the highest load held (at least 95 % of
 the requests that arrived while the budget had room admitted, and no overspend).
 
@@ -26,15 +28,23 @@ Definitions, per load N over ``duration_s`` virtual seconds:
   one read of every lane; docs/limits.md gives both);
 * conflicts, throttles: refusals by the model per second (``Stats``), the client's retries counted;
 * overspend: the metered cost of every settled request beyond the budget's limit (what the
-  gateway knows it spent; an instance that died mid-request has no metered cost).
+  gateway knows it spent; an instance that died mid-request has no metered cost);
+* round trips: the calls ``Ledger.reserve`` made per admission (1, 2, 3 or more).
 
-The budget's limit is sized so that a design that keeps up spends it at about 85 % of the run, so
-every load ends with many requests racing for the last dollars: the moment an overspend would
-happen. After the sweep the ledger must also agree with the requests: spent equal to the sum of
-their metered costs, nothing reserved, no reservation left (``Result.consistent``).
+The run finds the budget part-way through its period, each lane holding at least
+``SHARE_ESTIMATES`` estimates, spent down so that a design that keeps up spends what is left at
+about 85 % of the run, so every load ends with many requests racing for the last dollars: the
+moment an overspend would happen. After the sweep the ledger must also agree with the requests:
+spent equal to the earlier spend plus their metered costs, nothing reserved, no reservation left
+(``Result.consistent``). Requests run on Lambda-like instances (one request at a time each), each
+with its own ``Ledger`` and ``LaneMemory``.
 
-Modes (the first argument): ``budget`` (this). ``--short`` runs the bounded form the test suite
-runs (two loads, one virtual second each); the full form gives each load two virtual seconds.
+Modes (the first argument): ``budget`` (this), and ``rate``: the same for a shared team rpm
+(``rpm window used U of L`` instead of overspend; ``shared rpm holds G rps with no window
+exceeded``). ``--short`` runs the bounded form the test suite runs (two loads, half a virtual
+second each); the full form gives each load two virtual seconds. ``--steady``: a budget that never
+runs out (round trips far from its end); ``--lane-rps 20,10``: the lanes design at other
+densities; ``--memory-s 0``: without the remembered full lanes.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import logging
 import math
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -52,21 +63,23 @@ from typing import Any
 
 from switchboard.core.principal import Period, Scope
 from switchboard.devtools.ddbmodel import ModelClient, ModelDynamoDB, Sim
-from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Reservation
-from switchboard.limits.model import ledger_usd, rate_window
+from switchboard.limits.ledger import BudgetLine, LaneMemory, Ledger, LedgerBusy, RateLine, Reservation
+from switchboard.limits.model import MAX_LANES, MIN_LANE_RPM, ledger_usd, rate_window
 from switchboard.limits.settlement import Backoff, failure_kind
-from switchboard.limits.table import Table, load
+from switchboard.limits.table import Table, dump, load
 
 __all__ = ["DESIGNS", "Design", "Result", "main", "run_load"]
 
 FULL_LOADS = (100, 250, 500, 1000, 2000, 3000, 5000)
 SHORT_LOADS = (100, 2000)
+SHORT_S = 0.5
 KEYS = 2000
 ESTIMATE_USD = Decimal("0.01")  # each request's reservation (its bound)
 MAX_REQUEST_S = 30.0
 FAIL_UPSTREAM = 0.02
 ORPHAN = 0.002
 HELD_SHARE = 0.95
+SHARE_ESTIMATES = 100  # a lane's share, in estimates, at the least (docs/limits.md, "Sizing")
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class Design:
     name: str
     description: str
     lines: Callable[[Decimal, str, float, int], tuple[list[BudgetLine], list[RateLine]]]
+    memory_s: float = 0.0  # how long each instance's Ledger remembers the lanes it saw full
+    kind: str = "budget"  # what is shared: the team's "budget", or its "rate" limit (rpm, tpm)
 
 
 def _today(limit: Decimal, key_id: str, now: float, offered: int) -> tuple[list[BudgetLine], list[RateLine]]:
@@ -87,20 +102,67 @@ def _today(limit: Decimal, key_id: str, now: float, offered: int) -> tuple[list[
     return [key, team], [rate]
 
 
-LANE_RPS = 20  # the rule docs/limits.md gives operators: a lane per 40 requests/s of peak load
-MAX_LANES = 256
+LANE_RPS = 5  # the rule docs/limits.md gives operators: a lane per 5 requests/s of peak load
+MEMORY_S = 5.0  # LaneMemory's default
 
 
-def lanes_for(offered: int) -> int:
-    return max(1, min(MAX_LANES, math.ceil(offered / LANE_RPS)))
+def lanes_for(offered: int, lane_rps: float = LANE_RPS) -> int:
+    return max(1, min(MAX_LANES, math.ceil(offered / lane_rps)))
 
 
-def _laned(limit: Decimal, key_id: str, now: float, offered: int) -> tuple[list[BudgetLine], list[RateLine]]:
+def laned(lane_rps: float = LANE_RPS, name: str = "after", memory_s: float = MEMORY_S) -> Design:
     """The new design: the same transaction, with the team budget split into lanes (items of
-    their own partition key, each holding an equal share of the limit), sized for the load."""
-    budgets, rates = _today(limit, key_id, now, offered)
-    return [budgets[0], dataclasses.replace(budgets[1], lanes=lanes_for(offered))], rates
+    their own partition key, each holding an equal share of the limit), one per ``lane_rps`` of
+    the offered load; each instance remembers the lanes it saw full for ``memory_s``."""
 
+    def lines(
+        limit: Decimal, key_id: str, now: float, offered: int
+    ) -> tuple[list[BudgetLine], list[RateLine]]:
+        budgets, rates = _today(limit, key_id, now, offered)
+        return [budgets[0], dataclasses.replace(budgets[1], lanes=lanes_for(offered, lane_rps))], rates
+
+    memory = f", lanes seen full skipped for {memory_s:g} s" if memory_s else ""
+    return Design(
+        name,
+        f"the team budget in lanes (one per {lane_rps:g} rps, at most {MAX_LANES}{memory}): one "
+        "transaction over the reservation, the key's budget and rpm, and one lane drawn at random "
+        "(another on a conflict or a full lane)",
+        lines,
+        memory_s,
+    )
+
+
+def _team_rate(offered: int, lanes: int, window: int) -> RateLine:
+    """A team rpm that the offered load fills in a minute (120,000 at 2,000 rps), and a tpm that
+    never binds; in ``lanes``."""
+    rpm = offered * 60
+    return RateLine(Scope.TEAM, "ml", "team 'ml'", rpm, rpm * 2000, window, lanes=lanes)
+
+
+def rated(lane_rps: float | None, name: str, memory_s: float = MEMORY_S) -> Design:
+    """A shared team rpm/tpm (beside the key's own budget and rpm): one item per minute window
+    (``lane_rps`` None), or in lanes, one per ``lane_rps`` of the offered load, at most one per
+    ``MIN_LANE_RPM`` of the rpm."""
+
+    def lines(
+        limit: Decimal, key_id: str, now: float, offered: int
+    ) -> tuple[list[BudgetLine], list[RateLine]]:
+        budgets, rates = _today(limit, key_id, now, offered)
+        lanes = 1 if lane_rps is None else min(lanes_for(offered, lane_rps), offered * 60 // MIN_LANE_RPM)
+        return budgets[:1], [*rates, _team_rate(offered, lanes, rates[0].window)]
+
+    layout = (
+        "one item per minute window"
+        if lane_rps is None
+        else f"in lanes (one per {lane_rps:g} rps, at most {MAX_LANES}), one drawn at random"
+    )
+    return Design(name, f"a team rpm of 60 x the offered load, {layout}", lines, memory_s, kind="rate")
+
+
+RATE_DESIGNS: dict[str, Design] = {
+    "before": rated(None, "before", memory_s=0.0),
+    "after": rated(LANE_RPS, "after"),
+}
 
 DESIGNS: dict[str, Design] = {
     "before": Design(
@@ -109,13 +171,7 @@ DESIGNS: dict[str, Design] = {
         "one team budget item, at admission and at settlement",
         _today,
     ),
-    "after": Design(
-        "after",
-        f"the team budget in lanes (one per {LANE_RPS} rps, at most {MAX_LANES}): one transaction over "
-        "the reservation, the key's budget and rpm, and one lane drawn at random (another on a "
-        "conflict or a full lane)",
-        _laned,
-    ),
+    "after": laned(),
 }
 
 
@@ -128,6 +184,15 @@ class Result:
     window_admitted: int = 0
     window_arrived: int = 0
     one_trip: int = 0  # admitted (in the window) with one DynamoDB round trip
+    # Round trips to DynamoDB per admission (the calls ``Ledger.reserve`` made, the client's own
+    # retries counted), over the requests that arrived while the budget had room: 1, 2, 3 or more.
+    # ``trips`` counts the requests that arrived while the budget was less than half used (the
+    # steady state: lanes far from full); ``end_trips`` those from then to the first 402.
+    trips: list[int] = field(default_factory=lambda: [0, 0, 0])
+    end_trips: list[int] = field(default_factory=lambda: [0, 0, 0])
+    # What the calls beyond each admission's first were for (same requests): a conflict, a full
+    # lane (a failed condition), the read of every lane, throttling.
+    extra: Counter[str] = field(default_factory=Counter)
     window_s: float = 0.0
     refused_budget: int = 0
     refused_rate: int = 0
@@ -138,6 +203,10 @@ class Result:
     throttles: int = 0
     limit: Decimal = Decimal(0)
     metered: Decimal = Decimal(0)  # sum of the settled requests' metered costs
+    prefilled: Decimal = Decimal(0)  # spent before the run, earlier in the period
+    kind: str = "budget"
+    rpm: int = 0  # the team's rpm (rate mode)
+    window_req: int = 0  # the most requests any team rate window counted, its lanes summed
     ledger_spent: Decimal = Decimal(0)
     ledger_reserved: Decimal = Decimal(0)
     open_reservations: int = 0
@@ -157,66 +226,116 @@ class Result:
 
     @property
     def overspend(self) -> Decimal:
-        return max(Decimal(0), self.metered - self.limit)
+        return max(Decimal(0), self.prefilled + self.metered - self.limit)
 
     @property
     def consistent(self) -> bool:
         """The ledger agrees with the requests after the sweep."""
         return (
-            self.ledger_spent == self.metered
+            self.ledger_spent == self.prefilled + self.metered
             and self.ledger_reserved == 0
             and self.open_reservations == 0
             and self.stranded == 0
         )
 
     @property
+    def exceeded(self) -> bool:
+        """Spent beyond the budget, or a rate window counted beyond the rpm."""
+        return self.overspend > 0 or self.window_req > self.rpm > 0
+
+    @property
     def held(self) -> bool:
-        """At least 95 % of the requests that arrived while the budget had room were admitted
-        (arrivals are Poisson: a short run's count is off the offered rate by a few percent)."""
+        """At least 95 % of the requests that arrived while the budget (or the rpm) had room were
+        admitted (arrivals are Poisson: a short run's count is off the offered rate by a few
+        percent), and nothing exceeded."""
         share = self.window_admitted / self.window_arrived if self.window_arrived else 0.0
-        return share >= HELD_SHARE and self.overspend == 0
+        return share >= HELD_SHARE and not self.exceeded
+
+    @property
+    def trip_shares(self) -> tuple[float, float, float]:
+        """The shares of admissions that took 1, 2, and 3 or more round trips (steady state)."""
+        return _shares(self.trips)
 
     def line(self) -> str:
+        """The issue's line, then the round trips per admission as extra fields: while the budget
+        is less than half used, and from then to the first 402 (the last dollars)."""
+        limit = (
+            f"overspend ${self.overspend:.2f}"
+            if self.kind == "budget"
+            else f"rpm window used {self.window_req} of {self.rpm}"
+        )
         return (
             f"offered {self.offered} rps: goodput {self.goodput:.0f} rps, p99 admission "
             f"{self.p99_ms:.1f} ms, conflicts {self.conflicts / self.duration_s:.0f}/s, throttles "
-            f"{self.throttles / self.duration_s:.0f}/s, overspend ${self.overspend:.2f}"
+            f"{self.throttles / self.duration_s:.0f}/s, {limit}; "
+            f"round trips 1/2/3+: {_trips_text(self.trips)} under half used, "
+            f"{_trips_text(self.end_trips)} after"
         )
 
 
-def run_load(design: Design, offered: int, duration_s: float, seed: int = 1, **model: Any) -> Result:
-    """One load on a fresh model: ``offered`` requests/s for ``duration_s`` virtual seconds.
+def _shares(counts: Sequence[int]) -> tuple[float, float, float]:
+    total = sum(counts) or 1
+    one, two, more = (n / total for n in counts)
+    return one, two, more
+
+
+def _trips_text(counts: Sequence[int]) -> str:
+    return "/".join(f"{share:.1%}" for share in _shares(counts))
+
+
+def run_load(
+    design: Design, offered: int, duration_s: float, seed: int = 1, *, runs_out: float = 0.85, **model: Any
+) -> Result:
+    """One load on a fresh model: ``offered`` requests/s for ``duration_s`` virtual seconds; the
+    budget runs out at about ``runs_out`` of the run (a large value: never, the steady state).
     ``model``: options of ``ModelDynamoDB`` (a smaller ``wcu_per_s`` throttles sooner)."""
-    return _Run(design, offered, duration_s, seed, model).result
+    return _Run(design, offered, duration_s, seed, model, runs_out).result
 
 
 class _Run:
     """One load: the arrivals, each request's admission and settlement, the sweep, the tally."""
 
     def __init__(
-        self, design: Design, offered: int, duration_s: float, seed: int, model: dict[str, Any]
+        self,
+        design: Design,
+        offered: int,
+        duration_s: float,
+        seed: int,
+        model: dict[str, Any],
+        runs_out: float = 0.85,
     ) -> None:
         random.seed(seed)  # the Ledger's and Backoff's jitter
         self.design = design
         self.sim = Sim(seed)
         self.model = ModelDynamoDB(self.sim, seed=seed + 1, **model)
-        self.ledger = Ledger(
-            Table(ModelClient(self.model), "switchboard"), clock=self.sim.clock, sleep=self.sim.wait
-        )
+        self.table = Table(ModelClient(self.model), "switchboard")
+        self.ledger = self.instance()  # the sweeper's
+        # Instances as Lambda runs them: one request at a time each, a warm idle one reused first,
+        # a new one when none is idle; each has its own Ledger (and LaneMemory).
+        self.idle: list[Ledger] = []
+        self.instances = 0
         self.rng = random.Random(seed + 2)
         self.duration_s = duration_s
         # Spent at about 85 % of the run by a design that keeps up: by then the requests hold the
         # reservations of about a second's streams (1.2 s on average) and have spent 0.65 of
         # their estimate for the rest.
-        spent_at = Decimal(str(0.85 * duration_s))
+        spent_at = Decimal(str(runs_out * duration_s))
+        self.warm_s = 2.0 if runs_out > 1 else 0.0
         streams = min(spent_at, Decimal("1.2"))
         per_rps = ESTIMATE_USD * (streams + Decimal("0.65") * (spent_at - streams))
-        limit = (per_rps * offered).quantize(Decimal("0.01"))
-        self.result = Result(offered, duration_s, limit=limit)
+        self.left = (per_rps * offered).quantize(Decimal("0.01"))
+        self.result = Result(offered, duration_s, kind=design.kind)
+        if design.kind == "budget":
+            self.prefill()
+        else:
+            self.prefill_window()
         self.first_refusal: float | None = None
         self.admitted_at: list[float] = []
         self.one_trip_at: list[float] = []  # admitted in one round trip
         self.admissions: list[tuple[float, float]] = []  # (arrival, time to the ledger's answer)
+        # (arrival, budget less than half used then, round trips the admission took, how its calls ended)
+        self.trips: list[tuple[float, bool, int, Counter[str]]] = []
+        self.used = self.result.prefilled  # the team budget's use: what its lanes' ``used`` add up to
         self.backoff = Backoff()
         when, number = 0.0, 0
         while True:
@@ -231,7 +350,61 @@ class _Run:
         self.sim.close()
         self.tally()
 
+    def prefill(self) -> None:
+        """The team budget as the run finds it, part-way through its period: each lane holds at
+        least ``SHARE_ESTIMATES`` estimates (docs/limits.md's minimum share), partly spent by
+        earlier requests, the same amount on every lane, so that what is left (``self.left``)
+        runs out at about 85 % of the run. (A real history leaves the lanes unevenly full, by about
+        the square root of the requests each took; that only makes the last dollars, the regime
+        after the budget is half spent here, start earlier.)"""
+        line = self.design.lines(Decimal(1), "key_00000", self.sim.clock(), self.result.offered)[0][1]
+        lanes = line.lanes
+        limit = max(self.left, lanes * SHARE_ESTIMATES * ESTIMATE_USD)
+        share = dataclasses.replace(line, limit=limit).share
+        room = ledger_usd(self.left / lanes)
+        for lane in range(lanes):
+            key = line.lane_key(lane)
+            spent = share - room
+            self.model.items[(key["pk"]["S"], key["sk"]["S"])] = {
+                **key,
+                **dump({"used": spent, "spent": spent, "reserved": 0, "requests": 0, "limit_usd": share}),
+            }
+        self.result.prefilled = (share - room) * lanes
+        self.result.limit = limit
+
+    def prefill_window(self) -> None:
+        """The team's rate window as the run finds it, near its minute's end: every lane holds its
+        share of the rpm less an equal part of what is left, which the offered load fills at
+        about 85 % of the run (``self.left`` dollars of estimates, in requests)."""
+        line = self.design.lines(Decimal(1000), "key_00000", self.sim.clock(), self.result.offered)[1][1]
+        assert line.rpm is not None and line.rpm_share is not None
+        left = min(line.rpm, int(0.85 * self.duration_s * self.result.offered))
+        room = max(1, left // line.lanes)
+        for lane in range(line.lanes):
+            key = line.lane_key(lane)
+            self.model.items[(key["pk"]["S"], key["sk"]["S"])] = {
+                **key,
+                **dump({"req": line.rpm_share - room, "tok": 0, "ttl": 0}),
+            }
+        self.left = Decimal(room * line.lanes) * ESTIMATE_USD  # requests left, in estimates
+        self.result.rpm = line.rpm
+        self.result.limit = Decimal(1000)
+
+    def instance(self) -> Ledger:
+        memory = LaneMemory(self.design.memory_s, clock=self.sim.clock)
+        return Ledger(self.table, clock=self.sim.clock, sleep=self.sim.wait, memory=memory)
+
     def request(self, number: int) -> None:
+        if self.idle:
+            ledger = self.idle.pop()
+        else:
+            ledger = self.instance()
+            self.instances += 1
+        if self.serve(number, ledger):
+            self.idle.append(ledger)
+
+    def serve(self, number: int, ledger: Ledger) -> bool:
+        """One request on one instance; False when the instance died with it."""
         result, sim, rng = self.result, self.sim, self.rng
         key_id = f"key_{rng.randrange(KEYS):05d}"
         budgets, rates = self.design.lines(result.limit, key_id, sim.clock(), result.offered)
@@ -245,16 +418,25 @@ class _Run:
             key_id=key_id,
         )
         started = sim.now
+        # Steady: the budget less than half spent; in a run where it never runs out, once the
+        # first streams have settled (settlements hold lanes too).
+        steady = (self.used - result.prefilled) * 2 < self.left and started >= self.warm_s
+        if result.kind == "rate":
+            steady = (result.admitted * ESTIMATE_USD) * 2 < self.left and started >= self.warm_s
         result.requests += 1
         sim.count()
+        sim.outcomes()
         try:
-            refusal = self.ledger.reserve(res)
+            refusal = ledger.reserve(res)
         except LedgerBusy:  # 503 limits_busy
             result.busy += 1
             self.admissions.append((started, sim.now - started))
-            return
+            self.trips.append((started, steady, sim.count(), sim.outcomes()))
+            return True
         self.admissions.append((started, sim.now - started))
-        if refusal is None and sim.count() == 1:
+        trips = sim.count()
+        self.trips.append((started, steady, trips, sim.outcomes()))
+        if refusal is None and trips == 1:
             self.one_trip_at.append(started)
         if refusal is not None:
             if refusal.budget is not None:
@@ -262,42 +444,49 @@ class _Run:
                 self.first_refusal = min(started, self.first_refusal or started)
             else:
                 result.refused_rate += 1
-            return
+                if refusal.rate is not None and refusal.rate.scope is Scope.TEAM:
+                    self.first_refusal = min(started, self.first_refusal or started)
+            return True
         result.admitted += 1
+        self.used += ESTIMATE_USD
         self.admitted_at.append(started)
         fate = rng.random()
         if fate < ORPHAN:
-            return  # the instance died: the sweeper refunds it
+            return False  # the instance died: the sweeper refunds it
         usd = (
             Decimal(0)
             if fate < ORPHAN + FAIL_UPSTREAM
             else ledger_usd(ESTIMATE_USD * Decimal(rng.uniform(0.3, 1.0)))
         )
-        sim.spawn(lambda: self.settle(res, usd), at=sim.now + rng.lognormvariate(0.0, 0.6), name="settle")
+        sim.wait(rng.lognormvariate(0.0, 0.6))  # the stream
+        self.settle(ledger, res, usd)
+        return True
 
-    def settle(self, res: Reservation, usd: Decimal) -> None:
+    def settle(self, ledger: Ledger, res: Reservation, usd: Decimal) -> None:
         """What ``Settler.settle`` and its background retries do, on the virtual clock."""
         hold, tokens, tries = res.hold, 400, 1
-        kind = self.try_settle(hold, usd, tokens, tries)
+        kind = self.try_settle(ledger, hold, usd, tokens, tries)
         recorded, attempt, started = False, 0, self.sim.now
         while kind not in ("done", "fatal") and attempt < self.backoff.max_attempts:
             if kind == "slow" and not recorded:
-                recorded = _record(self.ledger, res, usd, tokens)
+                recorded = _record(ledger, res, usd, tokens)
             attempt += 1
             wait = self.backoff.delay(attempt, slow=kind == "slow")
             if self.sim.now - started + wait > self.backoff.max_total_s:
                 break
             self.sim.wait(wait)
             tries += 1
-            kind = self.try_settle(hold, usd, tokens, tries)
-        if kind == "done" or recorded or _record(self.ledger, res, usd, tokens):
+            kind = self.try_settle(ledger, hold, usd, tokens, tries)
+        if kind == "done":
+            self.used -= ESTIMATE_USD - usd
+        if kind == "done" or recorded or _record(ledger, res, usd, tokens):
             self.result.metered += usd  # settled, or recorded: the sweeper charges it
         else:
             self.result.stranded += 1
 
-    def try_settle(self, hold: Any, usd: Decimal, tokens: int, tries: int) -> str:
+    def try_settle(self, ledger: Ledger, hold: Any, usd: Decimal, tokens: int, tries: int) -> str:
         try:
-            self.ledger.settle(hold, usd, tokens, tries=1, first_try=tries)
+            ledger.settle(hold, usd, tokens, tries=1, first_try=tries)
             return "done"
         except Exception as exc:
             return failure_kind(exc)
@@ -309,16 +498,33 @@ class _Run:
         result.admission_s = [took for when, took in self.admissions if when < result.window_s]
         result.window_arrived = len(result.admission_s)
         result.one_trip = sum(1 for when in self.one_trip_at if when < result.window_s)
+        for when, steady, trips, outcomes in self.trips:
+            if when < result.window_s:
+                (result.trips if steady else result.end_trips)[min(trips, 3) - 1] += 1
+                if trips > 1:
+                    result.extra.update(
+                        {
+                            "conflict": outcomes["conflict"],
+                            "full lane": outcomes["TransactWriteItems:condition"],
+                            "read of the lanes": outcomes["BatchGetItem:ok"],
+                            "throttled": outcomes["throttled"],
+                        }
+                    )
         result.conflicts = self.model.stats.conflicts
         result.throttles = self.model.stats.throttles
         result.write_units = self.model.stats.write_units
         for (pk, _), item in self.model.items.items():
             values = load(item)
-            if pk.startswith("budget#team#ml"):
+            if pk.startswith("budget#team#ml" if result.kind == "budget" else "budget#key#"):
                 result.ledger_spent += Decimal(values.get("spent", 0))
                 result.ledger_reserved += Decimal(values.get("reserved", 0))
             if pk.startswith("resv#"):
                 result.open_reservations += 1
+        windows: Counter[str] = Counter()
+        for (pk, sk), item in self.model.items.items():
+            if pk.startswith("rate#team#ml"):
+                windows[sk] += int(load(item).get("req", 0))
+        result.window_req = max(windows.values(), default=0)
 
 
 def _record(ledger: Ledger, res: Reservation, usd: Decimal, tokens: int) -> bool:
@@ -339,57 +545,100 @@ def detail(result: Result) -> str:
     share = result.one_trip / result.window_admitted if result.window_admitted else 0.0
     return (
         f"    {result.requests} requests, {result.admitted} admitted ({share:.1%} of those before the "
-        f"first 402 in one round trip), {result.busy} busy (503), {result.refused_budget} refused "
-        f"(402, from {result.window_s:.2f} s), {result.write_units / max(1, result.requests):.1f} WCU "
-        f"a request, limit ${result.limit}, metered ${result.metered}, ledger spent "
-        f"${result.ledger_spent}, consistent {result.consistent}"
+        f"first refusal in one round trip), {result.busy} busy (503), {result.refused_budget} refused "
+        f"402 and {result.refused_rate} 429 (from {result.window_s:.2f} s), "
+        f"{result.write_units / max(1, result.requests):.1f} WCU "
+        f"a request, limit ${result.limit} (${result.prefilled} spent before), metered "
+        f"${result.metered}, ledger spent "
+        f"${result.ledger_spent}, consistent {result.consistent}; calls beyond the first: "
+        + (", ".join(f"{kind} {n}" for kind, n in result.extra.items() if n) or "none")
     )
 
 
 def run(
-    designs: Sequence[str], loads: Sequence[int], duration_s: float, out: Any = None, *, details: bool = False
+    designs: Sequence[str | Design],
+    loads: Sequence[int],
+    duration_s: float,
+    out: Any = None,
+    *,
+    details: bool = False,
+    runs_out: float = 0.85,
+    mode: str = "budget",
 ) -> list[Result]:
-    """Every load for every design, one line each; the final line names the highest load held."""
+    """Every load for every design, one line each; the final line names the highest load held
+    by the last design."""
     out = out or sys.stdout
     logging.getLogger("switchboard.limits").setLevel(logging.ERROR)  # one line per swept reservation
     results: list[Result] = []
     held: Result | None = None
-    for name in designs:
-        design = DESIGNS[name]
+    last: Design | None = None
+    for entry in designs:
+        design = last = (
+            (RATE_DESIGNS if mode == "rate" else DESIGNS)[entry] if isinstance(entry, str) else entry
+        )
+        name = design.name
         print(f"{name}: {design.description}", file=out, flush=True)
         for offered in loads:
-            result = run_load(design, offered, duration_s)
+            result = run_load(design, offered, duration_s, runs_out=runs_out)
             results.append(result)
             note = "" if result.consistent else "  (ledger and requests disagree!)"
             print(result.line() + note, file=out, flush=True)
             if details:
                 print(detail(result), file=out, flush=True)
-            if name == designs[-1] and result.held:
+            if entry is designs[-1] and result.held:
                 held = result
-    if held is not None:
-        print(f"shared budget holds {held.goodput:.0f} rps with overspend ${held.overspend:.0f}", file=out)
+    rate = last is not None and last.kind == "rate"
+    if held is None:
+        print(f"shared {'rpm' if rate else 'budget'} holds no offered load", file=out)
+    elif rate:
+        print(f"shared rpm holds {held.goodput:.0f} rps with no window exceeded", file=out)
     else:
-        print("shared budget holds no offered load", file=out)
+        print(f"shared budget holds {held.goodput:.0f} rps with overspend ${held.overspend:.0f}", file=out)
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m switchboard.devtools.scalesim", description=__doc__)
-    parser.add_argument("mode", nargs="?", default="budget", choices=["budget"])
-    parser.add_argument("--mode", dest="mode_option", choices=["budget"])
-    parser.add_argument("--short", action="store_true", help="the bounded form (two loads, 1 s each)")
+    parser.add_argument("mode", nargs="?", default="budget", choices=["budget", "rate"])
+    parser.add_argument("--mode", dest="mode_option", choices=["budget", "rate"])
+    parser.add_argument("--short", action="store_true", help="the bounded form (two loads, 0.5 s each)")
     parser.add_argument("--design", action="append", choices=sorted(DESIGNS), help="default: all, in order")
     parser.add_argument("--loads", help="comma-separated requests/s")
     parser.add_argument("--duration", type=float, help="virtual seconds per load")
     parser.add_argument("--detail", action="store_true", help="a second line per load: counts, WCU, ledger")
+    parser.add_argument(
+        "--lane-rps",
+        help="comma-separated requests/s per lane: the lanes design at each density, after the others",
+    )
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="a budget that does not run out: the round trips far from a budget's end",
+    )
+    parser.add_argument(
+        "--memory-s",
+        type=float,
+        default=MEMORY_S,
+        help="with --lane-rps: seconds each instance remembers the lanes it saw full (0: none; "
+        f"default {MEMORY_S:g})",
+    )
     args = parser.parse_args(argv)
     loads = (
         [int(x) for x in args.loads.split(",")]
         if args.loads
         else list(SHORT_LOADS if args.short else FULL_LOADS)
     )
-    duration = args.duration or (1.0 if args.short else 2.0)
-    run(args.design or list(DESIGNS), loads, duration, details=args.detail)
+    duration = args.duration or (SHORT_S if args.short else 2.0)
+    mode = args.mode_option or args.mode
+    designs: list[str | Design] = list(args.design or (RATE_DESIGNS if mode == "rate" else DESIGNS))
+    for rps in args.lane_rps.split(",") if args.lane_rps else ():
+        name = f"lanes per {float(rps):g} rps"
+        designs.append(
+            rated(float(rps), name, args.memory_s)
+            if mode == "rate"
+            else laned(float(rps), name=name, memory_s=args.memory_s)
+        )
+    run(designs, loads, duration, details=args.detail, runs_out=100.0 if args.steady else 0.85, mode=mode)
     return 0
 
 

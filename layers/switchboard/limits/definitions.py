@@ -61,7 +61,7 @@ class LimitStore:
             "period": limits.period.value if limits.budget_usd is not None else None,
             "rpm": limits.rpm,
             "tpm": limits.tpm,
-            "lanes": limits.lanes if limits.lanes > 1 and limits.budget_usd is not None else None,
+            "lanes": limits.lanes if limits.lanes > 1 and not limits.empty else None,
             "updated_at": int(self._clock()),
             "gsi1pk": _INDEX,
             "gsi1sk": f"{scope.value}#{ident}",

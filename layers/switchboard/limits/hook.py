@@ -38,7 +38,6 @@ from switchboard.exchange import BOOKED, Exchange
 from switchboard.limits.definitions import LimitCache, ScopedLimits
 from switchboard.limits.ledger import BudgetLine, Ledger, LedgerBusy, RateLine, Refusal, Reservation
 from switchboard.limits.model import (
-    admits,
     estimate_usd,
     ledger_usd,
     output_bound,
@@ -160,7 +159,8 @@ def scope_lines(
                 )
             )
         if limits.rated:
-            rates.append(RateLine(scope, ident, label, limits.rpm, limits.tpm, window))
+            lanes = 1 if scope is Scope.KEY else max(1, limits.lanes)
+            rates.append(RateLine(scope, ident, label, limits.rpm, limits.tpm, window, lanes=lanes))
     return budgets, rates
 
 
@@ -339,14 +339,19 @@ class LimitsHook:
             if res.usd > line.share:
                 raise self._budget_error(line, res, None, now)
         for rate in res.rates:
-            if rate.tpm is not None and res.tokens > rate.tpm:
+            if rate.tpm_share is not None and res.tokens > rate.tpm_share:
+                lanes = (
+                    f", {rate.tpm_share} in each of its {rate.lanes} lanes (one lane counts a request)"
+                    if rate.lanes > 1
+                    else ""
+                )
                 raise RateLimited(
                     f"Request too large for {rate.label}: it may use up to {res.tokens} tokens "
-                    f"(prompt bound plus max_tokens) and the limit is {rate.tpm} tokens per minute. "
-                    "Lower max_tokens or shorten the prompt.",
+                    f"(prompt bound plus max_tokens) and the limit is {rate.tpm} tokens per minute"
+                    f"{lanes}. Lower max_tokens or shorten the prompt.",
                     code="request_too_large",
                     # No window will ever admit it: the SDKs, which retry a 429, must not.
-                    headers={**_rate_headers(rate, None, None, rate.tpm, now), "x-should-retry": "false"},
+                    headers={**_rate_headers(rate, None, None, res.tokens, now), "x-should-retry": "false"},
                 )
 
     async def _read_rates(self, res: Reservation) -> dict[tuple[str, str], dict[str, Any]]:
@@ -367,7 +372,8 @@ class LimitsHook:
         req = int(refusal.item.get("req", 0))
         tok = int(refusal.item.get("tok", 0))
         wait = rate.resets_in(now)
-        if rate.rpm is not None and req >= rate.rpm:
+        # In lanes the item is every lane's count summed, and a lane is full at its share.
+        if rate.rpm_share is not None and req >= rate.rpm_share * rate.lanes:
             what = f"requests per min (RPM): Limit {rate.rpm}, Used {req}, Requested 1"
         else:
             what = f"tokens per min (TPM): Limit {rate.tpm}, Used {tok}, Requested {res.tokens}"
@@ -422,19 +428,23 @@ class LimitsHook:
 
         The read and the write race; the item's ``last_req`` says whether the read saw this
         request. Exact when requests on the line do not overlap; under load ``remaining`` may be
-        off by the requests admitted at the same moment.
+        off by the requests admitted at the same moment. A line in lanes reads one lane (lanes
+        are drawn at random, so any is a sample of the window) and scales it by the lanes: an
+        estimate, within a few requests of a lane's share times the lanes.
         """
         best_req: tuple[int, RateLine, int] | None = None
         best_tok: tuple[int, RateLine, int] | None = None
         for line in res.rates:
             seen = snapshot.get((line.key["pk"]["S"], line.key["sk"]["S"]), {})
             missed = seen.get("last_req") != res.request_id
-            req = int(seen.get("req", 0)) + missed
-            tok = int(seen.get("tok", 0)) + (res.tokens if missed else 0)
-            if line.rpm is not None and (best_req is None or line.rpm - req < best_req[0]):
-                best_req = (line.rpm - req, line, req)
-            if line.tpm is not None and (best_tok is None or line.tpm - tok < best_tok[0]):
-                best_tok = (line.tpm - tok, line, tok)
+            req = int(seen.get("req", 0)) * line.lanes + missed
+            tok = int(seen.get("tok", 0)) * line.lanes + (res.tokens if missed else 0)
+            rpm = None if line.rpm_share is None else line.rpm_share * line.lanes
+            tpm = None if line.tpm_share is None else line.tpm_share * line.lanes
+            if rpm is not None and (best_req is None or rpm - req < best_req[0]):
+                best_req = (rpm - req, line, req)
+            if tpm is not None and (best_tok is None or tpm - tok < best_tok[0]):
+                best_tok = (tpm - tok, line, tok)
         headers: dict[str, str] = {}
         if best_req is not None:
             remaining, line, _ = best_req
@@ -522,7 +532,8 @@ class LimitsHook:
             self._refuse_impossible(res, now)
         except GatewayError as exc:
             return {"allowed": False, "reserved": False, "checks": [], "error": exc.body()["error"]}
-        keys = [line.key for line in res.budgets] + [line.key for line in res.rates]
+        # Every lane of each line.
+        keys = [key for b in res.budgets for key in b.keys] + [key for r in res.rates for key in r.keys]
         try:
             items = await asyncio.wait_for(asyncio.to_thread(self.ledger.read, keys), self.admit_timeout_s)
         except Exception:
@@ -565,7 +576,8 @@ def _plain(value: Decimal) -> str:
 def _budget_check(
     line: BudgetLine, res: Reservation, items: Mapping[tuple[str, str], dict[str, Any]]
 ) -> dict[str, Any]:
-    used = Decimal(_item(items, line.key).get("used", 0))
+    lanes = [_item(items, key) for key in line.keys]
+    used = Decimal(BudgetLine.summed(lanes)["used"])
     return {
         "kind": "budget",
         "scope": line.scope.value,
@@ -574,17 +586,19 @@ def _budget_check(
         "limit_usd": _plain(line.limit),
         "used_usd": _plain(used),
         "request_max_usd": _plain(res.usd),
-        "admits": admits(used, res.usd, line.limit),
+        "admits": any(line.fits(lane, res) for lane in lanes),  # some lane has room
     }
 
 
 def _rate_check(
     line: RateLine, res: Reservation, items: Mapping[tuple[str, str], dict[str, Any]]
 ) -> dict[str, Any]:
-    """The ledger's rate condition: fewer than ``rpm`` requests, and room for the tokens."""
-    item = _item(items, line.key)
-    req, tok = int(item.get("req", 0)), int(item.get("tok", 0))
-    ok = (line.rpm is None or req < line.rpm) and (line.tpm is None or tok <= line.tpm - res.tokens)
+    """The ledger's rate condition: fewer than ``rpm`` requests, and room for the tokens (in
+    lanes: on some lane, with the lanes' counts summed)."""
+    lanes = [_item(items, key) for key in line.keys]
+    summed = RateLine.summed(lanes)
+    req, tok = int(summed["req"]), int(summed["tok"])
+    ok = any(line.fits(lane, res) for lane in lanes)
     return {
         "kind": "rate",
         "scope": line.scope.value,

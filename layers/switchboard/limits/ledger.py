@@ -25,15 +25,16 @@ import hashlib
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from switchboard.core.principal import Period, Scope
-from switchboard.limits.model import LEDGER_QUANTUM, RATE_WINDOW_S, headroom, settle_amounts
+from switchboard.limits.model import LEDGER_QUANTUM, RATE_WINDOW_S, admits, headroom, settle_amounts
 from switchboard.limits.table import (
     GSI,
     RESV_SHARDS,
@@ -51,6 +52,7 @@ from switchboard.limits.table import (
 __all__ = [
     "BudgetLine",
     "Hold",
+    "LaneMemory",
     "Ledger",
     "LedgerBusy",
     "RateLine",
@@ -69,6 +71,8 @@ _CONFLICT_TRIES = 6
 # A laned budget whose chosen lane is full spills over to another lane, at most this many times,
 # before one read of every lane decides (docs/limits.md, "At scale").
 _SPILLS = 3
+_READ_BATCH = 100  # lanes a BatchGetItem reads at most
+_MEMORY_LINES = 10_000  # budgets and windows a LaneMemory keeps at most
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
 # Transaction cancellation reasons that mean "try again": contention, not a failed condition.
@@ -146,10 +150,23 @@ class BudgetLine:
             return self.limit
         return (self.limit / self.lanes).quantize(LEDGER_QUANTUM, rounding=ROUND_FLOOR)
 
+    def fits(self, values: dict[str, Any], res: Reservation) -> bool:
+        """Whether an item with ``values`` (one lane's, as read) admits ``res``: its condition."""
+        return admits(Decimal(values.get("used", 0)), res.usd, self.share)
+
+    @staticmethod
+    def summed(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """A refusal's item for the whole budget: its lanes' use added up."""
+        return {"used": sum((Decimal(v.get("used", 0)) for v in values), Decimal(0))}
+
 
 @dataclass(frozen=True, slots=True)
 class RateLine:
-    """One rate limit that applies to a request, in the current fixed window."""
+    """One rate limit that applies to a request, in the current fixed window.
+
+    A shared rate limit in ``lanes`` (more than 1) is that many items per window, each holding
+    an integer share of the rpm and the tpm (rounded down, so the lanes together never admit more
+    than the limit); ``lane`` is the one this request counts on (docs/limits.md, "At scale")."""
 
     scope: Scope
     ident: str
@@ -157,10 +174,41 @@ class RateLine:
     rpm: int | None
     tpm: int | None
     window: int
+    lanes: int = 1
+    lane: int = 0
 
     @property
     def key(self) -> Key:
-        return rate_key(self.scope.value, self.ident, self.window)
+        return self.lane_key(self.lane)
+
+    def lane_key(self, lane: int) -> Key:
+        return rate_key(self.scope.value, self.ident, self.window, lane if self.lanes > 1 else None)
+
+    @property
+    def keys(self) -> list[Key]:
+        return [self.lane_key(lane) for lane in range(self.lanes)]
+
+    @property
+    def rpm_share(self) -> int | None:
+        """Requests one item admits in a window: the rpm, or a lane's whole share of it."""
+        return None if self.rpm is None else self.rpm // max(1, self.lanes)
+
+    @property
+    def tpm_share(self) -> int | None:
+        return None if self.tpm is None else self.tpm // max(1, self.lanes)
+
+    def fits(self, values: dict[str, Any], res: Reservation) -> bool:
+        """Whether a window item with ``values`` admits ``res``: its condition."""
+        req, tok = int(values.get("req", 0)), int(values.get("tok", 0))
+        rpm, tpm = self.rpm_share, self.tpm_share
+        return (rpm is None or req < rpm) and (tpm is None or tok <= tpm - res.tokens)
+
+    @staticmethod
+    def summed(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "req": sum(int(v.get("req", 0)) for v in values),
+            "tok": sum(int(v.get("tok", 0)) for v in values),
+        }
 
     def resets_in(self, now_s: float) -> float:
         return max(0.0, (self.window + 1) * RATE_WINDOW_S - now_s)
@@ -200,6 +248,11 @@ class Reservation:
     expires_at: int  # epoch seconds after which the sweeper may refund it
     key_id: str = ""
     alias: str = ""
+
+    @property
+    def laned(self) -> bool:
+        """Whether any of its lines is in lanes."""
+        return any(b.lanes > 1 for b in self.budgets) or any(r.lanes > 1 for r in self.rates)
 
     @property
     def hold(self) -> Hold:
@@ -270,6 +323,91 @@ def _cancel_codes(exc: Exception) -> list[str]:
     return [str(r.get("Code") or "None") for r in reasons]
 
 
+Laned = BudgetLine | RateLine
+
+
+_L = TypeVar("_L", BudgetLine, RateLine)
+
+
+def _drawn(line: _L, full: set[int]) -> _L:
+    if line.lanes <= 1:
+        return line
+    free = [lane for lane in range(line.lanes) if lane not in full]
+    return dataclasses.replace(line, lane=random.choice(free) if free else line.lane)
+
+
+def _adopted(line: _L, pks: set[str]) -> _L:
+    if line.lanes <= 1:
+        return line
+    lane = next((n for n in range(line.lanes) if line.lane_key(n)["pk"]["S"] in pks), line.lane)
+    return dataclasses.replace(line, lane=lane)
+
+
+class LaneMemory:
+    """What this process last saw of each lane (the item a refusal or a read returned), for
+    ``memory_s`` seconds: admissions do not draw a lane known to be full for them (and draw
+    first among lanes seen with room), and when every lane is full, read at once instead of
+    spilling lane by lane. That only steers the
+    draw: the admission is still decided by the lane's condition, or by a read of every lane.
+    One case decides: when every lane was seen full for the request less than ``sure_s`` ago,
+    the refusal is given from memory (no call). A window's request count only grows, so for
+    rpm that is exact; for a budget or tpm it may refuse what a settlement in that second made
+    room for, never admit what has none (docs/limits.md, "At scale")."""
+
+    def __init__(
+        self, memory_s: float = 5.0, clock: Callable[[], float] = time.monotonic, *, sure_s: float = 1.0
+    ) -> None:
+        self.memory_s = memory_s
+        self.sure_s = sure_s
+        self._clock = clock
+        # per line (its lane 0's key and its lanes): lane -> (seen at, values)
+        self._seen: dict[tuple[str, str, int], dict[int, tuple[float, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _line(line: Laned) -> tuple[str, str, int]:
+        pk, sk = _pair(line.lane_key(0))
+        return pk, sk, line.lanes
+
+    def saw(self, line: Laned, lane: int, values: dict[str, Any]) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) >= _MEMORY_LINES:
+                self._seen = {
+                    k: v for k, v in self._seen.items() if any(now - t < self.memory_s for t, _ in v.values())
+                }
+                if len(self._seen) >= _MEMORY_LINES:
+                    self._seen.clear()
+            self._seen.setdefault(self._line(line), {})[lane] = (now, values)
+
+    def _recent(self, line: Laned, within_s: float) -> dict[int, dict[str, Any]]:
+        now = self._clock()
+        with self._lock:
+            seen = dict(self._seen.get(self._line(line), {}))
+        return {lane: values for lane, (at, values) in seen.items() if now - at < within_s}
+
+    def full(self, line: Laned, res: Reservation) -> set[int]:
+        """The lanes of ``line`` last seen (recently) without room for ``res``."""
+        return {lane for lane, seen in self._recent(line, self.memory_s).items() if not line.fits(seen, res)}
+
+    def roomy(self, line: Laned, res: Reservation) -> set[int]:
+        """The lanes of ``line`` last seen (recently) with room for ``res``."""
+        return {lane for lane, seen in self._recent(line, self.memory_s).items() if line.fits(seen, res)}
+
+    def sure(self, line: Laned, res: Reservation) -> list[dict[str, Any]] | None:
+        """Every lane's values when each was seen without room for ``res`` in the last
+        ``sure_s`` seconds (the refusal to give), else None."""
+        recent = self._recent(line, self.sure_s)
+        if len(recent) < line.lanes or any(line.fits(seen, res) for seen in recent.values()):
+            return None
+        return [recent[lane] for lane in range(line.lanes)]
+
+    def values(self, line: Laned) -> list[dict[str, Any]]:
+        """The lanes' last seen values ({} when not seen recently)."""
+        recent = self._recent(line, self.memory_s)
+        return [recent.get(lane, {}) for lane in range(line.lanes)]
+
+
 class Ledger:
     """Reservation and settlement over the table. Synchronous; the hook runs it in a thread."""
 
@@ -278,10 +416,12 @@ class Ledger:
         table: Table,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        memory: LaneMemory | None = None,
     ) -> None:
         self.table = table
         self._clock = clock
         self._sleep = sleep
+        self.memory = memory or LaneMemory(clock=clock)
 
     # ------------------------------------------------------------------------- admission
 
@@ -294,11 +434,12 @@ class Ledger:
         while DynamoDB was unreachable (fail-open), which is then settled as any other. Raises
         ``LedgerBusy`` when conflicts or throttling outlast the retries.
 
-        A laned budget line is reserved on one of its lanes, chosen here (``res.budgets`` is
-        updated to say which, so that ``res.hold`` settles the same items)."""
+        A laned line (a budget or a rate limit in lanes) is reserved on one of its lanes, chosen
+        here (``res.budgets`` and ``res.rates`` are updated to say which, so that ``res.hold``
+        settles the same items)."""
         if not res.budgets and not res.rates:
             return None
-        if any(line.lanes > 1 for line in res.budgets):
+        if res.laned:
             return self._reserve_laned(res, enforce, tries)
         return self._reserve_once(res, enforce, tries)
 
@@ -324,18 +465,34 @@ class Ledger:
         return Refusal(rate=res.rates[index - len(res.budgets)], item=old)
 
     def _reserve_laned(self, res: Reservation, enforce: bool, tries: int) -> Refusal | None:
-        """One transaction as ``_reserve_once``, on a lane drawn at random for each laned line.
-        A conflict draws again (another lane is most likely free); a full lane spills over to
-        another one; after ``_SPILLS`` full lanes, one read of every lane decides (``_roomiest``):
-        the lane with the most room if it holds the estimate, else the refusal, which then names
-        the whole budget's use. Near the end of a budget, then, a request may be refused while
-        the lanes together still hold more than its estimate, never less (docs/limits.md)."""
-        full: dict[int, set[int]] = {}
+        """One transaction as ``_reserve_once``, on a lane drawn at random for each laned line,
+        among the lanes this process does not know to be full (``LaneMemory``). A conflict draws
+        again (another lane is most likely free); a full lane spills over to another one. After
+        ``_SPILLS`` full lanes, or at once when every lane is known full, a read of the lanes
+        decides (``_decide``: 100 at a time until some have room): a lane drawn among those with
+        room, else the refusal, which names the whole line's use (its lanes summed). When this
+        process saw every lane full within the last second (``LaneMemory.sure``), the refusal
+        needs no call. Near the end of a budget or a window, then, a request may be refused while
+        the lanes together still hold more than it needs, never less (docs/limits.md)."""
+        lines: list[Laned] = [*res.budgets, *res.rates]
+        full = {
+            at: self._known_full(line, res) if enforce else set()
+            for at, line in enumerate(lines)
+            if line.lanes > 1
+        }
         conflicts = spills = reads = attempt = 0
         while True:
-            res.budgets = tuple(
-                self._draw_lane(line, full.get(i, set())) for i, line in enumerate(res.budgets)
-            )
+            for at in full:
+                line = self._line_at(res, at)
+                if len(full[at]) >= line.lanes:  # every lane known full: read them first
+                    sure = self.memory.sure(line, res) if reads == 0 else None
+                    if sure is not None:  # each seen full within the last second: no call
+                        return self._refusal(line, sure)
+                    reads += 1
+                    refusal = self._decide(res, at, full)
+                    if refusal is not None:
+                        return refusal
+            self._draw(res, full)
             try:
                 refusal = self._reserve_once(res, enforce, 1, first_try=attempt)
             except LedgerBusy as exc:
@@ -346,47 +503,81 @@ class Ledger:
                 attempt += 1
                 continue
             attempt += 1
-            if refusal is None or refusal.budget is None or refusal.budget.lanes <= 1:
+            failed: Laned | None = refusal.budget or refusal.rate if refusal is not None else None
+            if refusal is None or failed is None or failed.lanes <= 1:
                 return refusal
-            line = refusal.budget
-            index = res.budgets.index(line)
-            full.setdefault(index, set()).add(line.lane)
+            at = self._position(res, failed)
+            self.memory.saw(failed, failed.lane, refusal.item)
+            full[at].add(failed.lane)
             spills += 1
-            if spills < _SPILLS and len(full[index]) < line.lanes:
+            if spills < _SPILLS and len(full[at]) < failed.lanes:
                 continue
-            lane, used = self._roomiest(line, res.usd)
             reads += 1
-            if lane is None or reads > 2:
-                return Refusal(budget=line, item={"used": used})
-            full[index] = set(range(line.lanes)) - {lane}
+            if reads > 2:  # read twice already, and lost the race both times
+                return self._refusal(failed, self.memory.values(failed))
+            refusal = self._decide(res, at, full)
+            if refusal is not None:
+                return refusal
 
-    def _draw_lane(self, line: BudgetLine, full: set[int]) -> BudgetLine:
-        if line.lanes <= 1:
-            return line
-        free = [lane for lane in range(line.lanes) if lane not in full]
-        return dataclasses.replace(line, lane=random.choice(free) if free else line.lane)
+    def _known_full(self, line: Laned, res: Reservation) -> set[int]:
+        """The lanes not to draw: those this process saw full; and when it saw some with room,
+        every other (a read showed room there, so that is where to go first)."""
+        full = self.memory.full(line, res)
+        roomy = self.memory.roomy(line, res) - full
+        return set(range(line.lanes)) - roomy if roomy else full
 
-    def _roomiest(self, line: BudgetLine, usd: Decimal) -> tuple[int | None, Decimal]:
-        """Read every lane (one BatchGetItem): the lane with the most room if that room holds
-        ``usd`` (else None), and the budget's use, its lanes summed."""
-        found = self.read(line.keys)
-        used = {
-            lane: Decimal(found.get(_pair(line.lane_key(lane)), {}).get("used", 0))
-            for lane in range(line.lanes)
-        }
-        best = min(used, key=lambda lane: used[lane])
-        return (best if line.share - used[best] >= usd else None), sum(used.values(), Decimal(0))
+    @staticmethod
+    def _line_at(res: Reservation, at: int) -> Laned:
+        return res.budgets[at] if at < len(res.budgets) else res.rates[at - len(res.budgets)]
+
+    @staticmethod
+    def _position(res: Reservation, line: Laned) -> int:
+        if isinstance(line, BudgetLine):
+            return res.budgets.index(line)
+        return len(res.budgets) + res.rates.index(line)
+
+    def _draw(self, res: Reservation, full: dict[int, set[int]]) -> None:
+        """A lane for each laned line, at random among those not known to be full."""
+        res.budgets = tuple(_drawn(line, full.get(at, set())) for at, line in enumerate(res.budgets))
+        offset = len(res.budgets)
+        res.rates = tuple(_drawn(line, full.get(offset + at, set())) for at, line in enumerate(res.rates))
+
+    def _decide(self, res: Reservation, at: int, full: dict[int, set[int]]) -> Refusal | None:
+        """Read the lanes of the line at ``at``, 100 at a time (one ``BatchGetItem`` each) in a
+        random order, until some have room for ``res``: None, with ``full`` set so that the next
+        draw is among those. The refusal when no lane has room (then every lane was read)."""
+        line = self._line_at(res, at)
+        order = list(range(line.lanes))
+        random.shuffle(order)
+        values: dict[int, dict[str, Any]] = {}
+        for start in range(0, line.lanes, _READ_BATCH):
+            batch = order[start : start + _READ_BATCH]
+            found = self.read([line.lane_key(lane) for lane in batch])
+            room = set()
+            for lane in batch:
+                seen = values[lane] = found.get(_pair(line.lane_key(lane)), {})
+                self.memory.saw(line, lane, seen)
+                if line.fits(seen, res):
+                    room.add(lane)
+            if room:
+                full[at] = set(range(line.lanes)) - room
+                return None
+        return self._refusal(line, [values[lane] for lane in range(line.lanes)])
+
+    @staticmethod
+    def _refusal(line: Laned, values: Sequence[dict[str, Any]]) -> Refusal:
+        if isinstance(line, BudgetLine):
+            return Refusal(budget=line, item=BudgetLine.summed(values))
+        return Refusal(rate=line, item=RateLine.summed(values))
 
     def _adopt_lanes(self, res: Reservation, stored: dict[str, Any]) -> None:
         """A reservation made before (its answer lost): take the lanes it was made on."""
-        if not stored or not any(line.lanes > 1 for line in res.budgets):
+        if not stored or not res.laned:
             return
-        keys = {pk: sk for pk, sk in Hold.from_item(stored).budget_keys}
-        lines = []
-        for line in res.budgets:
-            lane = next((n for n in range(line.lanes) if line.lane_key(n)["pk"]["S"] in keys), line.lane)
-            lines.append(dataclasses.replace(line, lane=lane))
-        res.budgets = tuple(lines)
+        hold = Hold.from_item(stored)
+        pks = {pk for pk, _ in (*hold.budget_keys, *hold.rate_keys)}
+        res.budgets = tuple(_adopted(line, pks) for line in res.budgets)
+        res.rates = tuple(_adopted(line, pks) for line in res.rates)
 
     def used(self, line: BudgetLine) -> dict[str, Decimal]:
         """A budget's use, its lanes summed: spent, reserved, used and requests."""
@@ -448,12 +639,18 @@ class Ledger:
             ":ttl": num((line.window + 1) * RATE_WINDOW_S + _RATE_ITEM_TTL_S),
             ":rid": {"S": res.request_id},
         }
-        if line.rpm is not None and enforce:
-            conditions.append("(attribute_not_exists(req) OR req < :rpm)")
-            values[":rpm"] = num(line.rpm)
-        if line.tpm is not None and enforce:
-            conditions.append("(attribute_not_exists(tok) OR tok <= :troom)")
-            values[":troom"] = num(line.tpm - res.tokens)
+        rpm, tpm = line.rpm_share, line.tpm_share  # the whole limit, or a lane's share of it
+        # An item not yet written admits what a window can hold, and nothing it cannot (a lane's
+        # share of 0 requests, or fewer tokens than the request: a missing attribute compares false).
+        if rpm is not None and enforce:
+            conditions.append("(attribute_not_exists(req) OR req < :rpm)" if rpm > 0 else "req < :rpm")
+            values[":rpm"] = num(rpm)
+        if tpm is not None and enforce:
+            troom = tpm - res.tokens
+            conditions.append(
+                "(attribute_not_exists(tok) OR tok <= :troom)" if troom >= 0 else "tok <= :troom"
+            )
+            values[":troom"] = num(troom)
         update: dict[str, Any] = {
             "TableName": self.table.name,
             "Key": line.key,

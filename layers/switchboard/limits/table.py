@@ -63,8 +63,10 @@ def budget_key(scope: str, ident: str, period_id: str, lane: int | None = None) 
     return _key(f"budget#{scope}#{ident}{suffix}", period_id)
 
 
-def rate_key(scope: str, ident: str, window: int) -> Key:
-    return _key(f"rate#{scope}#{ident}", f"m#{window}")
+def rate_key(scope: str, ident: str, window: int, lane: int | None = None) -> Key:
+    """A rate window's counter item; with ``lane``, one of its lanes (as ``budget_key``)."""
+    suffix = "" if lane is None else f"#L{lane}"
+    return _key(f"rate#{scope}#{ident}{suffix}", f"m#{window}")
 
 
 def resv_key(request_id: str) -> Key:
