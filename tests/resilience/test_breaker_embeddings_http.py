@@ -11,10 +11,10 @@ import time
 import uuid
 from typing import Any
 
-import boto3
 import openai
 
 from tests.conftest import routing_doc
+from tests.integration.test_explain_agreement_http import open_breaker
 
 # Reports on every attempt, the state re-read every 50 ms; two failures in a window open it.
 SHORT = {"breaker_report_s": 0.0, "breaker_cache_s": 0.05}
@@ -65,15 +65,7 @@ def test_every_target_open_tries_the_one_that_failed_least_recently(gateway_fact
     )
     now = time.time()
     for label, opened_at in ((first, now), (second, now - 5)):  # as another instance opened them
-        boto3.client("dynamodb", region_name="us-east-1").put_item(
-            TableName=gw.settings.table,
-            Item={
-                "pk": {"S": f"breaker#{label}"},
-                "sk": {"S": "state"},
-                "opened_at": {"N": repr(opened_at)},
-                "ttl": {"N": str(int(now) + 86400)},
-            },
-        )
+        open_breaker(gw, label, opened_at)
     deadline = time.monotonic() + WAIT_S
     while True:
         trail, headers = embed(client)
