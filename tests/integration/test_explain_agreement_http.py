@@ -272,3 +272,28 @@ def test_a_half_open_breaker_is_a_draw_explained_as_the_call_draws(
         assert "x-switchboard-breaker" not in headers
     else:
         assert headers["x-switchboard-breaker"] == f"skipped {label} half-open"
+
+
+@pytest.mark.parametrize("endpoint", ["messages", "responses"])
+def test_overrides_in_a_messages_or_responses_body_are_explained_as_that_call_applies_them(
+    setup: Any, endpoint: str
+) -> None:
+    """The same agreement for the other chat-type bodies: ``provider.order`` puts the target that
+    answers first, and ``ignore`` skips one, in explain and in the /v1/messages or /v1/responses
+    call's trail alike (the overrides read from those bodies, not only from chat's)."""
+    gw, tag, client = setup
+    steer = {"provider": {"order": ["third", "backup"], "ignore": ["mock"]}}
+    if endpoint == "messages":
+        body: dict[str, Any] = {"model": "trio", "max_tokens": 16, "messages": MSG, **steer}
+    else:
+        body = {"model": "trio", "input": "ping pong", "store": False, **steer}
+    answer = client.post(f"/route/explain?endpoint={endpoint}", body=body, cast_to=object)
+    assert isinstance(answer, dict)
+    assert kept(answer) == [f"third/echo+{tag}", f"backup/fail-502+{tag}"]
+    assert reasons(answer)[f"mock/fail-500+{tag}"] == "override"
+    headers = {"authorization": f"Bearer {client.api_key}"}
+    reply = httpx.post(f"{gw.v1}/{endpoint}", json=body, headers=headers, timeout=WAIT_S)
+    assert reply.status_code == 200, reply.text
+    trail = [entry.split(";")[0] for entry in reply.headers["x-switchboard-trail"].split(",")]
+    assert trail == kept(answer)[:1]
+    assert reply.headers["x-switchboard-overrides"]
