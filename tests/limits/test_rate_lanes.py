@@ -15,9 +15,9 @@ from switchboard.devtools.scalesim import RATE_DESIGNS, run_load
 from switchboard.limits.definitions import LimitStore
 from switchboard.limits.ledger import LaneMemory, Ledger, RateLine, Reservation
 from switchboard.limits.model import rate_window
-from switchboard.limits.table import Table
+from switchboard.limits.table import Table, call_counts
 
-from tests.limits.conftest import fire, items
+from tests.limits.conftest import fire, items, post
 
 NOW = 1_800_000_030.0  # the middle of a minute
 WINDOW, _ = rate_window(NOW)
@@ -184,6 +184,18 @@ def test_through_the_gateway_a_laned_team_rpm_is_never_exceeded(start, table: Ta
     assert all(int(row["req"]) == 8 for row in rows.values())
     ok = next(r for r in answers if r.status_code == 200)
     assert ok.headers["x-ratelimit-limit-requests"] == "24"
+    # This instance has now seen every lane full within the second: the next request is refused
+    # from its memory, with no write and no read of the lanes (docs/limits.md, "At scale").
+    before = call_counts()
+    again = post(gw, secret)
+    assert again.status_code == 429 and again.headers["retry-after"] == "30"
+    ledger_ops = ("TransactWriteItems", "BatchGetItem")  # the breaker's and speed's syncs use others
+    made = {
+        op: n - before.get(op, 0)
+        for op, n in call_counts().items()
+        if op in ledger_ops and n != before.get(op, 0)
+    }
+    assert made == {"BatchGetItem": 1}  # the rate headers' read beside admission; without the memory, 2
 
 
 class _Counting(Table):
