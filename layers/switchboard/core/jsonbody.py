@@ -23,7 +23,7 @@ import pydantic_core
 
 from switchboard.core.errors import InvalidRequest
 
-__all__ = ["MAX_DEPTH", "OFF_LOOP_BYTES", "check_depth", "loads", "parse"]
+__all__ = ["MAX_DEPTH", "OFF_LOOP_BYTES", "check_depth", "load_object", "loads", "parse"]
 
 T = TypeVar("T")
 
@@ -70,6 +70,15 @@ def loads(body: bytes) -> Any:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. Send valid JSON.", code="invalid_json"
         ) from None
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """``loads``, for the endpoints whose body must be a JSON object: anything else (a list, a
+    string, ``null``) is ``InvalidRequest`` too."""
+    value = loads(body)
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return value
 
 
 async def parse(read: Callable[[bytes], T], body: bytes) -> T:

@@ -85,9 +85,7 @@ def _items(prompt: list[Any]) -> list[Any]:
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], CompletionRequest]:
-    body = jsonbody.loads(raw)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    body = jsonbody.load_object(raw)
     try:
         return body, CompletionRequest.model_validate(body)
     except ValidationError as exc:

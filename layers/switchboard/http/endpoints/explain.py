@@ -91,9 +91,7 @@ def _messages_chat(raw: bytes) -> ChatCompletionRequest:
 
 def _reader(asked: str | None) -> Any:
     def read(raw: bytes) -> tuple[str, ChatCompletionRequest, Overrides]:
-        body = jsonbody.loads(raw)
-        if not isinstance(body, dict):
-            raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+        body = jsonbody.load_object(raw)
         shape = _shape(body, asked)
         overrides = take(body)  # out of the body, as the endpoints take them before routing
         try:

@@ -105,9 +105,7 @@ class _Body:
 
 
 def _parse(raw: bytes) -> _Body:
-    body = jsonbody.loads(raw)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    body = jsonbody.load_object(raw)
     try:
         return _Body(body, MessagesRequest.model_validate(body))
     except ValidationError as exc:
@@ -393,9 +391,7 @@ _BYTES_PER_TOKEN = 4
 def _parse_count(raw: bytes) -> _Body:
     """The body (without create's fields) and its checked form; ``max_tokens`` is create's, so a
     count needs none."""
-    body = jsonbody.loads(raw)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    body = jsonbody.load_object(raw)
     parsed = _parse(json.dumps({"max_tokens": 1, **body}).encode()).parsed
     return _Body({k: v for k, v in body.items() if k not in _CREATE_ONLY}, parsed)
 

@@ -149,9 +149,7 @@ def passes_through(target: PlannedTarget) -> bool:
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], ResponsesRequest]:
-    body = jsonbody.loads(raw)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    body = jsonbody.load_object(raw)
     try:
         return body, ResponsesRequest.model_validate(body)
     except ValidationError as exc:
