@@ -386,13 +386,16 @@ class LaneMemory:
             seen = dict(self._seen.get(self._line(line), {}))
         return {lane: values for lane, (at, values) in seen.items() if now - at < within_s}
 
+    def split(self, line: Laned, res: Reservation) -> tuple[set[int], set[int]]:
+        """The lanes of ``line`` last seen (recently) without room for ``res``, and those with
+        room: one look at the memory, so no lane is in both."""
+        recent = self._recent(line, self.memory_s)
+        full = {lane for lane, seen in recent.items() if not line.fits(seen, res)}
+        return full, set(recent) - full
+
     def full(self, line: Laned, res: Reservation) -> set[int]:
         """The lanes of ``line`` last seen (recently) without room for ``res``."""
-        return {lane for lane, seen in self._recent(line, self.memory_s).items() if not line.fits(seen, res)}
-
-    def roomy(self, line: Laned, res: Reservation) -> set[int]:
-        """The lanes of ``line`` last seen (recently) with room for ``res``."""
-        return {lane for lane, seen in self._recent(line, self.memory_s).items() if line.fits(seen, res)}
+        return self.split(line, res)[0]
 
     def sure(self, line: Laned, res: Reservation) -> list[dict[str, Any]] | None:
         """Every lane's values when each was seen without room for ``res`` in the last
@@ -522,8 +525,7 @@ class Ledger:
     def _known_full(self, line: Laned, res: Reservation) -> set[int]:
         """The lanes not to draw: those this process saw full; and when it saw some with room,
         every other (a read showed room there, so that is where to go first)."""
-        full = self.memory.full(line, res)
-        roomy = self.memory.roomy(line, res) - full
+        full, roomy = self.memory.split(line, res)
         return set(range(line.lanes)) - roomy if roomy else full
 
     @staticmethod
