@@ -487,10 +487,9 @@ def _chat_tools(tools: list[dict[str, Any]], names: ToolNames, extra: int) -> li
     return out
 
 
-def _tools(request: ResponsesRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
+def _tools(request: ResponsesRequest, tools: list[dict[str, Any]], names: ToolNames) -> dict[str, Any]:
+    """The chat ``tools`` and ``tool_choice`` for the request's tools (``all_tools``)."""
     out: dict[str, Any] = {}
-    tools = all_tools(request, items)
-    names = ToolNames(tools)
     chat_tools = _chat_tools(tools, names, len(request.tools or ()))
     if chat_tools:
         out["tools"] = chat_tools
@@ -561,7 +560,9 @@ def to_chat(
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
-    messages += _messages(items, ToolNames(all_tools(request, items)), reasoning)
+    tools = all_tools(request, items)
+    names = ToolNames(tools)
+    messages += _messages(items, names, reasoning)
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
@@ -576,7 +577,7 @@ def to_chat(
     effort = (request.reasoning or {}).get("effort")
     if effort:
         body["reasoning_effort"] = effort
-    body.update(_tools(request, items))
+    body.update(_tools(request, tools, names))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
