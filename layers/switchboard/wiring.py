@@ -102,7 +102,7 @@ def _limits(
     from switchboard.limits.definitions import LimitCache, LimitStore
     from switchboard.limits.hook import LimitsHook
     from switchboard.limits.keys import DynamoKeyAuthenticator, KeyStore
-    from switchboard.limits.ledger import Ledger
+    from switchboard.limits.ledger import Leases, Ledger
     from switchboard.limits.table import Table
 
     table = Table(ddb, settings.table)
@@ -119,7 +119,7 @@ def _limits(
     )
 
     hook = LimitsHook(
-        Ledger(table),
+        Ledger(table, leases=Leases()),  # this instance's reservations ahead on shared lines
         definitions,
         routing,
         max_request_s=settings.max_request_s,

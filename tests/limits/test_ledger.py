@@ -121,6 +121,7 @@ def test_budgets_sweep_command(cli_env: Table, capsys: pytest.CaptureFixture[str
         "settled": 0,
         "settled_usd": "0",
         "busy": 0,
+        "leases_returned": 0,
         "requests": ["req_dead"],
     }
     assert ledger(cli_env, "key", "k1")["used"] == 0
@@ -154,7 +155,7 @@ def test_the_scheduled_sweeper_handler(table: Table, monkeypatch: pytest.MonkeyP
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    nothing = {"refunded": 0, "usd": "0", "settled": 0, "settled_usd": "0", "busy": 0}
+    nothing = {"refunded": 0, "usd": "0", "settled": 0, "settled_usd": "0", "busy": 0, "leases_returned": 0}
     assert module.handler({"source": "aws.events"}, None) == {**nothing, "refunded": 1, "usd": "0.25"}
     assert module.handler({}, None) == nothing
     assert ledger(table, "key", "k1")["used"] == 0

@@ -480,7 +480,8 @@ def cmd_budgets_sweep(args: argparse.Namespace) -> int:
         args,
         data,
         f"refunded {data['refunded']} orphaned reservations (${data['usd']}); "
-        f"settled {data['settled']} at their recorded cost (${data['settled_usd']})",
+        f"settled {data['settled']} at their recorded cost (${data['settled_usd']}); "
+        f"returned {data['leases_returned']} unused leases",
     )
     return 0
 

@@ -63,7 +63,15 @@ from typing import Any
 
 from switchboard.core.principal import Period, Scope
 from switchboard.devtools.ddbmodel import ModelClient, ModelDynamoDB, Sim
-from switchboard.limits.ledger import BudgetLine, LaneMemory, Ledger, LedgerBusy, RateLine, Reservation
+from switchboard.limits.ledger import (
+    BudgetLine,
+    LaneMemory,
+    Leases,
+    Ledger,
+    LedgerBusy,
+    RateLine,
+    Reservation,
+)
 from switchboard.limits.model import MAX_LANES, MIN_LANE_RPM, ledger_usd, rate_window
 from switchboard.limits.settlement import Backoff, failure_kind
 from switchboard.limits.table import Table, dump, load
@@ -91,6 +99,7 @@ class Design:
     lines: Callable[[Decimal, str, float, int], tuple[list[BudgetLine], list[RateLine]]]
     memory_s: float = 0.0  # how long each instance's Ledger remembers the lanes it saw full
     kind: str = "budget"  # what is shared: the team's "budget", or its "rate" limit (rpm, tpm)
+    leases: bool = False  # each settlement reserves ahead on the shared lines (``Leases``)
 
 
 def _today(limit: Decimal, key_id: str, now: float, offered: int) -> tuple[list[BudgetLine], list[RateLine]]:
@@ -110,10 +119,14 @@ def lanes_for(offered: int, lane_rps: float = LANE_RPS) -> int:
     return max(1, min(MAX_LANES, math.ceil(offered / lane_rps)))
 
 
-def laned(lane_rps: float = LANE_RPS, name: str = "after", memory_s: float = MEMORY_S) -> Design:
+def laned(
+    lane_rps: float = LANE_RPS, name: str = "after", memory_s: float = MEMORY_S, leases: bool = True
+) -> Design:
     """The new design: the same transaction, with the team budget split into lanes (items of
     their own partition key, each holding an equal share of the limit), one per ``lane_rps`` of
-    the offered load; each instance remembers the lanes it saw full for ``memory_s``."""
+    the offered load; each instance remembers the lanes it saw full for ``memory_s``; with
+    ``leases``, each settlement reserves the next request's estimate on its lane ahead, which the
+    instance's next admission takes over without writing the lane."""
 
     def lines(
         limit: Decimal, key_id: str, now: float, offered: int
@@ -122,13 +135,20 @@ def laned(lane_rps: float = LANE_RPS, name: str = "after", memory_s: float = MEM
         return [budgets[0], dataclasses.replace(budgets[1], lanes=lanes_for(offered, lane_rps))], rates
 
     memory = f", lanes seen full skipped for {memory_s:g} s" if memory_s else ""
+    ahead = (
+        "; each settlement leases the instance's next estimate on its lane, which the next "
+        "admission takes over instead of writing the lane"
+        if leases
+        else ""
+    )
     return Design(
         name,
         f"the team budget in lanes (one per {lane_rps:g} rps, at most {MAX_LANES}{memory}): one "
         "transaction over the reservation, the key's budget and rpm, and one lane drawn at random "
-        "(another on a conflict or a full lane)",
+        f"(another on a conflict or a full lane){ahead}",
         lines,
         memory_s,
+        leases=leases,
     )
 
 
@@ -139,7 +159,7 @@ def _team_rate(offered: int, lanes: int, window: int) -> RateLine:
     return RateLine(Scope.TEAM, "ml", "team 'ml'", rpm, rpm * 2000, window, lanes=lanes)
 
 
-def rated(lane_rps: float | None, name: str, memory_s: float = MEMORY_S) -> Design:
+def rated(lane_rps: float | None, name: str, memory_s: float = MEMORY_S, leases: bool = True) -> Design:
     """A shared team rpm/tpm (beside the key's own budget and rpm): one item per minute window
     (``lane_rps`` None), or in lanes, one per ``lane_rps`` of the offered load, at most one per
     ``MIN_LANE_RPM`` of the rpm."""
@@ -156,11 +176,40 @@ def rated(lane_rps: float | None, name: str, memory_s: float = MEMORY_S) -> Desi
         if lane_rps is None
         else f"in lanes (one per {lane_rps:g} rps, at most {MAX_LANES}), one drawn at random"
     )
-    return Design(name, f"a team rpm of 60 x the offered load, {layout}", lines, memory_s, kind="rate")
+    if leases and lane_rps is not None:
+        layout += "; each settlement leases the instance's next request on its lane"
+    return Design(
+        name,
+        f"a team rpm of 60 x the offered load, {layout}",
+        lines,
+        memory_s,
+        kind="rate",
+        leases=leases and lane_rps is not None,
+    )
+
+
+def team_only(design: Design) -> Design:
+    """``design`` for keys with no limits of their own: a request's lines are the team's only."""
+
+    def lines(
+        limit: Decimal, key_id: str, now: float, offered: int
+    ) -> tuple[list[BudgetLine], list[RateLine]]:
+        budgets, rates = design.lines(limit, key_id, now, offered)
+        return [b for b in budgets if b.scope is not Scope.KEY], [
+            r for r in rates if r.scope is not Scope.KEY
+        ]
+
+    return dataclasses.replace(
+        design,
+        name=f"{design.name} (team only)",
+        description=f"{design.description}; the keys have no limits of their own",
+        lines=lines,
+    )
 
 
 RATE_DESIGNS: dict[str, Design] = {
     "before": rated(None, "before", memory_s=0.0),
+    "lanes": rated(LANE_RPS, "lanes", leases=False),
     "after": rated(LANE_RPS, "after"),
 }
 
@@ -171,6 +220,7 @@ DESIGNS: dict[str, Design] = {
         "one team budget item, at admission and at settlement",
         _today,
     ),
+    "lanes": laned(name="lanes", leases=False),
     "after": laned(),
 }
 
@@ -190,6 +240,9 @@ class Result:
     # steady state: lanes far from full); ``end_trips`` those from then to the first 402.
     trips: list[int] = field(default_factory=lambda: [0, 0, 0])
     end_trips: list[int] = field(default_factory=lambda: [0, 0, 0])
+    # ``trips`` for the admissions on a warm instance (one that served a request before): with
+    # leases, those that take over the instance's lease (a new instance has none yet).
+    warm_trips: list[int] = field(default_factory=lambda: [0, 0, 0])
     # What the calls beyond each admission's first were for (same requests): a conflict, a full
     # lane (a failed condition), the read of every lane, throttling.
     extra: Counter[str] = field(default_factory=Counter)
@@ -258,7 +311,8 @@ class Result:
 
     def line(self) -> str:
         """The issue's line, then the round trips per admission as extra fields: while the budget
-        is less than half used, and from then to the first 402 (the last dollars)."""
+        is less than half used (and of those, on warm instances), and from then to the first 402
+        (the last dollars)."""
         limit = (
             f"overspend ${self.overspend:.2f}"
             if self.kind == "budget"
@@ -268,7 +322,8 @@ class Result:
             f"offered {self.offered} rps: goodput {self.goodput:.0f} rps, p99 admission "
             f"{self.p99_ms:.1f} ms, conflicts {self.conflicts / self.duration_s:.0f}/s, throttles "
             f"{self.throttles / self.duration_s:.0f}/s, {limit}; "
-            f"round trips 1/2/3+: {_trips_text(self.trips)} under half used, "
+            f"round trips 1/2/3+: {_trips_text(self.trips)} under half used "
+            f"({_trips_text(self.warm_trips)} of the {sum(self.warm_trips)} on warm instances), "
             f"{_trips_text(self.end_trips)} after"
         )
 
@@ -309,7 +364,7 @@ class _Run:
         self.sim = Sim(seed)
         self.model = ModelDynamoDB(self.sim, seed=seed + 1, **model)
         self.table = Table(ModelClient(self.model), "switchboard")
-        self.ledger = self.instance()  # the sweeper's
+        self.ledger = Ledger(self.table, clock=self.sim.clock, sleep=self.sim.wait)  # the sweeper's
         # Instances as Lambda runs them: one request at a time each, a warm idle one reused first,
         # a new one when none is idle; each has its own Ledger (and LaneMemory).
         self.idle: list[Ledger] = []
@@ -333,8 +388,10 @@ class _Run:
         self.admitted_at: list[float] = []
         self.one_trip_at: list[float] = []  # admitted in one round trip
         self.admissions: list[tuple[float, float]] = []  # (arrival, time to the ledger's answer)
-        # (arrival, budget less than half used then, round trips the admission took, how its calls ended)
-        self.trips: list[tuple[float, bool, int, Counter[str]]] = []
+        # (arrival, budget less than half used then, round trips the admission took, how its calls
+        # ended, whether its instance had served a request before)
+        self.trips: list[tuple[float, bool, int, Counter[str], bool]] = []
+        self.warm: set[int] = set()  # the instances (their Ledgers' ids) that served a request
         self.used = self.result.prefilled  # the team budget's use: what its lanes' ``used`` add up to
         self.backoff = Backoff()
         when, number = 0.0, 0
@@ -357,7 +414,8 @@ class _Run:
         runs out at about 85 % of the run. (A real history leaves the lanes unevenly full, by about
         the square root of the requests each took; that only makes the last dollars, the regime
         after the budget is half spent here, start earlier.)"""
-        line = self.design.lines(Decimal(1), "key_00000", self.sim.clock(), self.result.offered)[0][1]
+        budgets = self.design.lines(Decimal(1), "key_00000", self.sim.clock(), self.result.offered)[0]
+        line = next(b for b in budgets if b.scope is Scope.TEAM)
         lanes = line.lanes
         limit = max(self.left, lanes * SHARE_ESTIMATES * ESTIMATE_USD)
         share = dataclasses.replace(line, limit=limit).share
@@ -376,7 +434,8 @@ class _Run:
         """The team's rate window as the run finds it, near its minute's end: every lane holds its
         share of the rpm less an equal part of what is left, which the offered load fills at
         about 85 % of the run (``self.left`` dollars of estimates, in requests)."""
-        line = self.design.lines(Decimal(1000), "key_00000", self.sim.clock(), self.result.offered)[1][1]
+        rates = self.design.lines(Decimal(1000), "key_00000", self.sim.clock(), self.result.offered)[1]
+        line = next(r for r in rates if r.scope is Scope.TEAM)
         assert line.rpm is not None and line.rpm_share is not None
         left = min(line.rpm, int(0.85 * self.duration_s * self.result.offered))
         room = max(1, left // line.lanes)
@@ -392,7 +451,8 @@ class _Run:
 
     def instance(self) -> Ledger:
         memory = LaneMemory(self.design.memory_s, clock=self.sim.clock)
-        return Ledger(self.table, clock=self.sim.clock, sleep=self.sim.wait, memory=memory)
+        leases = Leases(clock=self.sim.clock) if self.design.leases else None
+        return Ledger(self.table, clock=self.sim.clock, sleep=self.sim.wait, memory=memory, leases=leases)
 
     def request(self, number: int) -> None:
         if self.idle:
@@ -426,16 +486,18 @@ class _Run:
         result.requests += 1
         sim.count()
         sim.outcomes()
+        warm = id(ledger) in self.warm
+        self.warm.add(id(ledger))
         try:
             refusal = ledger.reserve(res)
         except LedgerBusy:  # 503 limits_busy
             result.busy += 1
             self.admissions.append((started, sim.now - started))
-            self.trips.append((started, steady, sim.count(), sim.outcomes()))
+            self.trips.append((started, steady, sim.count(), sim.outcomes(), warm))
             return True
         self.admissions.append((started, sim.now - started))
         trips = sim.count()
-        self.trips.append((started, steady, trips, sim.outcomes()))
+        self.trips.append((started, steady, trips, sim.outcomes(), warm))
         if refusal is None and trips == 1:
             self.one_trip_at.append(started)
         if refusal is not None:
@@ -465,7 +527,7 @@ class _Run:
     def settle(self, ledger: Ledger, res: Reservation, usd: Decimal) -> None:
         """What ``Settler.settle`` and its background retries do, on the virtual clock."""
         hold, tokens, tries = res.hold, 400, 1
-        kind = self.try_settle(ledger, hold, usd, tokens, tries)
+        kind = self.try_settle(ledger, hold, usd, tokens, tries, res)
         recorded, attempt, started = False, 0, self.sim.now
         while kind not in ("done", "fatal") and attempt < self.backoff.max_attempts:
             if kind == "slow" and not recorded:
@@ -476,7 +538,7 @@ class _Run:
                 break
             self.sim.wait(wait)
             tries += 1
-            kind = self.try_settle(ledger, hold, usd, tokens, tries)
+            kind = self.try_settle(ledger, hold, usd, tokens, tries, res)
         if kind == "done":
             self.used -= ESTIMATE_USD - usd
         if kind == "done" or recorded or _record(ledger, res, usd, tokens):
@@ -484,9 +546,11 @@ class _Run:
         else:
             self.result.stranded += 1
 
-    def try_settle(self, ledger: Ledger, hold: Any, usd: Decimal, tokens: int, tries: int) -> str:
+    def try_settle(
+        self, ledger: Ledger, hold: Any, usd: Decimal, tokens: int, tries: int, res: Reservation
+    ) -> str:
         try:
-            ledger.settle(hold, usd, tokens, tries=1, first_try=tries)
+            ledger.settle(hold, usd, tokens, tries=1, first_try=tries, refill=res)
             return "done"
         except Exception as exc:
             return failure_kind(exc)
@@ -498,9 +562,11 @@ class _Run:
         result.admission_s = [took for when, took in self.admissions if when < result.window_s]
         result.window_arrived = len(result.admission_s)
         result.one_trip = sum(1 for when in self.one_trip_at if when < result.window_s)
-        for when, steady, trips, outcomes in self.trips:
+        for when, steady, trips, outcomes, warm in self.trips:
             if when < result.window_s:
                 (result.trips if steady else result.end_trips)[min(trips, 3) - 1] += 1
+                if steady and warm:
+                    result.warm_trips[min(trips, 3) - 1] += 1
                 if trips > 1:
                     result.extra.update(
                         {
@@ -602,7 +668,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("mode", nargs="?", default="budget", choices=["budget", "rate"])
     parser.add_argument("--mode", dest="mode_option", choices=["budget", "rate"])
     parser.add_argument("--short", action="store_true", help="the bounded form (two loads, 0.5 s each)")
-    parser.add_argument("--design", action="append", choices=sorted(DESIGNS), help="default: all, in order")
+    parser.add_argument(
+        "--design",
+        action="append",
+        choices=sorted(DESIGNS),
+        help="default: before, after (lanes: the after design without leases)",
+    )
     parser.add_argument("--loads", help="comma-separated requests/s")
     parser.add_argument("--duration", type=float, help="virtual seconds per load")
     parser.add_argument("--detail", action="store_true", help="a second line per load: counts, WCU, ledger")
@@ -622,6 +693,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --lane-rps: seconds each instance remembers the lanes it saw full (0: none; "
         f"default {MEMORY_S:g})",
     )
+    parser.add_argument(
+        "--team-only",
+        action="store_true",
+        help="budget mode: keys with no budget or rpm of their own (the team budget's lines only)",
+    )
     args = parser.parse_args(argv)
     loads = (
         [int(x) for x in args.loads.split(",")]
@@ -630,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     duration = args.duration or (SHORT_S if args.short else 2.0)
     mode = args.mode_option or args.mode
-    designs: list[str | Design] = list(args.design or (RATE_DESIGNS if mode == "rate" else DESIGNS))
+    designs: list[str | Design] = list(args.design or ("before", "after"))  # "lanes": without leases
     for rps in args.lane_rps.split(",") if args.lane_rps else ():
         name = f"lanes per {float(rps):g} rps"
         designs.append(
@@ -638,6 +714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mode == "rate"
             else laned(float(rps), name=name, memory_s=args.memory_s)
         )
+    if args.team_only:
+        if mode == "rate":
+            parser.error("--team-only is for the budget mode")
+        designs = [team_only(DESIGNS[d]) if isinstance(d, str) else team_only(d) for d in designs]
     run(designs, loads, duration, details=args.detail, runs_out=100.0 if args.steady else 0.85, mode=mode)
     return 0
 

@@ -479,7 +479,7 @@ class LimitsHook:
                     ex.state[BOOKED] = True
             return
         assert res is not None
-        done = await self.settler.settle(Charge(res.hold, usd, tokens, also))
+        done = await self.settler.settle(Charge(res.hold, usd, tokens, also, refill=res))
         if done is not False and also:  # settled now, or handed over with it (None)
             ex.state[BOOKED] = True
 

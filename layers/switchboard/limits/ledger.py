@@ -27,6 +27,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,13 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, TypeVar
 
 from switchboard.core.principal import Period, Scope
-from switchboard.limits.model import LEDGER_QUANTUM, RATE_WINDOW_S, admits, headroom, settle_amounts
+from switchboard.limits.model import (
+    LEDGER_QUANTUM,
+    RATE_WINDOW_S,
+    admits,
+    headroom,
+    settle_amounts,
+)
 from switchboard.limits.table import (
     GSI,
     RESV_SHARDS,
@@ -53,6 +60,8 @@ __all__ = [
     "BudgetLine",
     "Hold",
     "LaneMemory",
+    "Lease",
+    "Leases",
     "Ledger",
     "LedgerBusy",
     "RateLine",
@@ -75,6 +84,14 @@ _READ_BATCH = 100  # lanes a BatchGetItem reads at most
 _MEMORY_LINES = 10_000  # budgets and windows a LaneMemory keeps at most
 _RATE_ITEM_TTL_S = 300  # a rate window item outlives its minute by this much, then TTL deletes it
 _RESV_TTL_S = 7 * 86_400  # backstop: TTL deletes a reservation the sweeper never reached
+_LEASE_PREFIX = "lease."  # a lease's reservation id: lease.<random>
+LEASE_S = 60  # a lease the instance has not used within this is left to the sweeper
+_LEASE_MARGIN_S = 10  # a lease is not taken over this close to its expiry (the sweeper's cutoff)
+_LEASES_PER_LINE = 4  # leases an instance keeps on one line at most (requests it serves at once)
+# A lane takes leases only when its share holds this many estimates (requests, for an rpm): the
+# leases of idle instances then hold back a small part of it (docs/limits.md, "Leases").
+_LEASE_MIN_SHARE = 100
+_RATE_LEASE_MIN_S = 2.0  # no lease on a rate window that ends sooner: its slot would go unused
 # Transaction cancellation reasons that mean "try again": contention, not a failed condition.
 _RETRY_REASONS = frozenset(
     {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
@@ -223,17 +240,32 @@ class Hold:
     tokens: int
     budget_keys: tuple[tuple[str, str], ...]
     rate_keys: tuple[tuple[str, str], ...]
+    # What a line holds when it is not ``usd`` (a budget) or ``tokens`` (a rate): a line taken over
+    # from a lease holds the lease's amount, which may be more than this request's estimate.
+    held: tuple[tuple[tuple[str, str], Decimal], ...] = ()
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Hold:
         v = load(item)
+        budgets, rates = v.get("budgets", []), v.get("rates", [])
+        held = [((str(p["pk"]), str(p["sk"])), Decimal(p["usd"])) for p in budgets if "usd" in p]
+        held += [((str(p["pk"]), str(p["sk"])), Decimal(p["tokens"])) for p in rates if "tokens" in p]
         return cls(
             request_id=str(v["request_id"]),
             usd=Decimal(v.get("usd", 0)),
             tokens=int(v.get("tokens", 0)),
-            budget_keys=tuple((str(p["pk"]), str(p["sk"])) for p in v.get("budgets", [])),
-            rate_keys=tuple((str(p["pk"]), str(p["sk"])) for p in v.get("rates", [])),
+            budget_keys=tuple((str(p["pk"]), str(p["sk"])) for p in budgets),
+            rate_keys=tuple((str(p["pk"]), str(p["sk"])) for p in rates),
+            held=tuple(held),
         )
+
+    def usd_on(self, key: tuple[str, str]) -> Decimal:
+        """What the budget item ``key`` holds for this reservation."""
+        return next((amount for k, amount in self.held if k == key), self.usd)
+
+    def tokens_on(self, key: tuple[str, str]) -> int:
+        """The tokens the rate item ``key`` holds for this reservation."""
+        return int(next((amount for k, amount in self.held if k == key), self.tokens))
 
 
 @dataclass(slots=True)
@@ -248,6 +280,9 @@ class Reservation:
     expires_at: int  # epoch seconds after which the sweeper may refund it
     key_id: str = ""
     alias: str = ""
+    # The leases this admission takes over, by line position (budgets, then rates): each line's
+    # reservation made ahead by this instance (``Leases``), so that line's item is not written.
+    leases: dict[int, Lease] = field(default_factory=dict)
 
     @property
     def laned(self) -> bool:
@@ -255,13 +290,19 @@ class Reservation:
         return any(b.lanes > 1 for b in self.budgets) or any(r.lanes > 1 for r in self.rates)
 
     @property
+    def lines(self) -> list[Laned]:
+        return [*self.budgets, *self.rates]
+
+    @property
     def hold(self) -> Hold:
+        held = tuple((lease.key, lease.amount) for lease in self.leases.values())
         return Hold(
             self.request_id,
             self.usd,
             self.tokens,
             tuple((b.key["pk"]["S"], b.key["sk"]["S"]) for b in self.budgets),
             tuple((r.key["pk"]["S"], r.key["sk"]["S"]) for r in self.rates),
+            held,
         )
 
 
@@ -290,9 +331,10 @@ class Swept:
     refunded: list[Hold] = field(default_factory=list)
     settled: list[tuple[Hold, Decimal]] = field(default_factory=list)
     busy: int = 0  # left for the next sweep: DynamoDB refused the transaction for contention
+    returned: list[Hold] = field(default_factory=list)  # leases that expired unused ("Leases")
 
     def __len__(self) -> int:
-        return len(self.refunded) + len(self.settled)
+        return len(self.refunded) + len(self.settled) + len(self.returned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +371,7 @@ Laned = BudgetLine | RateLine
 _L = TypeVar("_L", BudgetLine, RateLine)
 
 
-def _drawn(line: _L, full: set[int]) -> _L:
+def _drawn(line: Laned, full: set[int]) -> Laned:
     if line.lanes <= 1:
         return line
     free = [lane for lane in range(line.lanes) if lane not in full]
@@ -411,8 +453,86 @@ class LaneMemory:
         return [recent.get(lane, {}) for lane in range(line.lanes)]
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One estimate reserved ahead on one lane of a shared line, by the settlement of this
+    instance's previous request there: a reservation item of its own (``resv#<resv_id>``, which the
+    sweeper refunds if it expires unused), that the next admission deletes instead of writing the
+    lane (docs/limits.md, "Leases")."""
+
+    resv_id: str
+    key: tuple[str, str]  # the lane's item
+    amount: Decimal  # USD on a budget lane, tokens on a rate lane (and one request of its rpm)
+    lane: int
+    expires_at: int
+
+
+def _leasable(line: Laned, res: Reservation) -> bool:
+    """Whether ``line``'s lanes are large enough for leases of ``res``'s estimate."""
+    if isinstance(line, BudgetLine):
+        return line.share >= _LEASE_MIN_SHARE * res.usd
+    rpm, tpm = line.rpm_share, line.tpm_share
+    return (rpm is None or rpm >= _LEASE_MIN_SHARE) and (tpm is None or tpm >= _LEASE_MIN_SHARE * res.tokens)
+
+
+def _line_id(line: Laned) -> tuple[str, ...]:
+    if isinstance(line, BudgetLine):
+        return ("budget", line.scope.value, line.ident, line.period_id)
+    return ("rate", line.scope.value, line.ident, str(line.window))
+
+
+class Leases:
+    """This instance's leases, per shared line (at most ``per_line`` each). Thread-safe: admissions
+    and settlements run in threads."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, per_line: int = _LEASES_PER_LINE) -> None:
+        self._clock = clock
+        self.per_line = per_line
+        self._by_line: dict[tuple[str, ...], list[Lease]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, line: Laned, need: Decimal) -> Lease | None:
+        """A lease on ``line`` (its period or window) that holds at least ``need``, and is not near
+        its expiry; those that are are forgotten (the sweeper refunds them)."""
+        now = self._clock()
+        with self._lock:
+            pool = self._by_line.get(_line_id(line))
+            if not pool:
+                return None
+            pool[:] = [lease for lease in pool if lease.expires_at - now >= _LEASE_MARGIN_S]
+            for at, lease in enumerate(pool):
+                if (
+                    lease.amount >= need
+                    and lease.lane < line.lanes
+                    and _pair(line.lane_key(lease.lane)) == lease.key
+                ):
+                    return pool.pop(at)
+            return None
+
+    def room(self, line: Laned) -> bool:
+        with self._lock:
+            return len(self._by_line.get(_line_id(line), ())) < self.per_line
+
+    def give(self, line: Laned, lease: Lease) -> None:
+        """Keep ``lease`` (new, or not used after all) for a later admission on ``line``."""
+        with self._lock:
+            pool = self._by_line.setdefault(_line_id(line), [])
+            if len(pool) < self.per_line:
+                pool.append(lease)
+            if len(self._by_line) > _MEMORY_LINES:  # lines long gone (their periods, windows)
+                self._by_line.pop(next(iter(self._by_line)))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(pool) for pool in self._by_line.values())
+
+
 class Ledger:
-    """Reservation and settlement over the table. Synchronous; the hook runs it in a thread."""
+    """Reservation and settlement over the table. Synchronous; the hook runs it in a thread.
+
+    ``leases``: this instance's leases (the gateway's ledger has them; the sweeper's and the CLI's
+    do not): a settlement given ``refill`` reserves ahead on each shared line, and an admission
+    takes those over (docs/limits.md, "Leases")."""
 
     def __init__(
         self,
@@ -420,11 +540,13 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         memory: LaneMemory | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.table = table
         self._clock = clock
         self._sleep = sleep
         self.memory = memory or LaneMemory(clock=clock)
+        self.leases = leases
 
     # ------------------------------------------------------------------------- admission
 
@@ -442,25 +564,73 @@ class Ledger:
         settles the same items)."""
         if not res.budgets and not res.rates:
             return None
-        if res.laned:
-            return self._reserve_laned(res, enforce, tries)
-        return self._reserve_once(res, enforce, tries)
+        if enforce:
+            self._take_leases(res)
+        try:
+            if res.laned:
+                refusal = self._reserve_laned(res, enforce, tries)
+            else:
+                refusal = self._reserve_once(res, enforce, tries)
+        except LedgerBusy:  # nothing was written: the leases are still this instance's
+            self._give_back(res)
+            raise
+        if refusal is not None:
+            self._give_back(res)
+        return refusal
+
+    def _take_leases(self, res: Reservation) -> None:
+        """Each shared line this instance holds a lease on is taken over: reserved on the lease's
+        lane, whose item the admission then does not write."""
+        if self.leases is None:
+            return
+        for at, line in enumerate(res.lines):
+            if line.lanes <= 1:
+                continue
+            lease = self.leases.take(line, res.usd if isinstance(line, BudgetLine) else Decimal(res.tokens))
+            if lease is not None:
+                res.leases[at] = lease
+                self._set_line(res, at, dataclasses.replace(line, lane=lease.lane))
+
+    def _give_back(self, res: Reservation) -> None:
+        if self.leases is not None:
+            for at, lease in res.leases.items():
+                self.leases.give(self._line_at(res, at), lease)
+        res.leases.clear()
+
+    @staticmethod
+    def _set_line(res: Reservation, at: int, line: Laned) -> None:
+        if isinstance(line, BudgetLine):
+            res.budgets = (*res.budgets[:at], line, *res.budgets[at + 1 :])
+        else:
+            at -= len(res.budgets)
+            res.rates = (*res.rates[:at], line, *res.rates[at + 1 :])
 
     def _reserve_once(
         self, res: Reservation, enforce: bool, tries: int, first_try: int = 0
     ) -> Refusal | None:
         items = [self._put_resv(res)]
-        items += [self._reserve_budget(res, line, enforce) for line in res.budgets]
-        items += [self._reserve_rate(res, line, enforce) for line in res.rates]
+        for at, line in enumerate(res.lines):
+            if at in res.leases:
+                items.append(self._take_over(res.leases[at]))
+            elif isinstance(line, BudgetLine):
+                items.append(self._reserve_budget(res, line, enforce))
+            else:
+                items.append(self._reserve_rate(res, line, enforce))
         kind = "admit" if enforce else "admit-late"
+        leased = sorted(res.leases)
         failed = self._transact(
-            items, kind, res.request_id, res.usd, res.tokens, tries=tries, first_try=first_try
+            items, kind, res.request_id, res.usd, res.tokens, *leased, tries=tries, first_try=first_try
         )
         if failed is None:
             return None
         if 0 in failed:  # done before (a retried admission): on the lanes it chose then
             self._adopt_lanes(res, failed[0])
             return None
+        gone = [index - 1 for index in failed if index - 1 in res.leases]
+        if gone:  # the sweeper refunded a lease first: reserve that line's lane itself
+            for at in gone:
+                del res.leases[at]
+            return self._reserve_once(res, enforce, tries, first_try + 1)
         index = min(failed) - 1
         old = load(failed[min(failed)])
         if index < len(res.budgets):
@@ -477,11 +647,10 @@ class Ledger:
         process saw every lane full within the last second (``LaneMemory.sure``), the refusal
         needs no call. Near the end of a budget or a window, then, a request may be refused while
         the lanes together still hold more than it needs, never less (docs/limits.md)."""
-        lines: list[Laned] = [*res.budgets, *res.rates]
         full = {
             at: self._known_full(line, res) if enforce else set()
-            for at, line in enumerate(lines)
-            if line.lanes > 1
+            for at, line in enumerate(res.lines)
+            if line.lanes > 1 and at not in res.leases
         }
         conflicts = spills = reads = attempt = 0
         while True:
@@ -539,10 +708,10 @@ class Ledger:
         return len(res.budgets) + res.rates.index(line)
 
     def _draw(self, res: Reservation, full: dict[int, set[int]]) -> None:
-        """A lane for each laned line, at random among those not known to be full."""
-        res.budgets = tuple(_drawn(line, full.get(at, set())) for at, line in enumerate(res.budgets))
-        offset = len(res.budgets)
-        res.rates = tuple(_drawn(line, full.get(offset + at, set())) for at, line in enumerate(res.rates))
+        """A lane for each laned line (but those on a lease), at random among those not known to
+        be full."""
+        for at in full:
+            self._set_line(res, at, _drawn(self._line_at(res, at), full[at]))
 
     def _decide(self, res: Reservation, at: int, full: dict[int, set[int]]) -> Refusal | None:
         """Read the lanes of the line at ``at``, 100 at a time (one ``BatchGetItem`` each) in a
@@ -591,12 +760,20 @@ class Ledger:
         return total
 
     def _put_resv(self, res: Reservation) -> dict[str, Any]:
+        hold = res.hold
+        held = dict(hold.held)
         values = {
             "request_id": res.request_id,
             "usd": res.usd,
             "tokens": res.tokens,
-            "budgets": [{"pk": pk, "sk": sk} for pk, sk in res.hold.budget_keys],
-            "rates": [{"pk": pk, "sk": sk} for pk, sk in res.hold.rate_keys],
+            "budgets": [
+                {"pk": pk, "sk": sk, **({"usd": held[(pk, sk)]} if (pk, sk) in held else {})}
+                for pk, sk in hold.budget_keys
+            ],
+            "rates": [
+                {"pk": pk, "sk": sk, **({"tokens": held[(pk, sk)]} if (pk, sk) in held else {})}
+                for pk, sk in hold.rate_keys
+            ],
             "key_id": res.key_id or None,
             "alias": res.alias or None,
             "created_at": int(self._clock()),
@@ -614,16 +791,46 @@ class Ledger:
             }
         }
 
-    def _reserve_budget(self, res: Reservation, line: BudgetLine, enforce: bool = True) -> dict[str, Any]:
-        values = {":e": num(res.usd), ":one": num(1), ":limit": num(line.share)}
+    def _take_over(self, lease: Lease) -> dict[str, Any]:
+        """The lease's reservation deleted, if the sweeper has not refunded it: its lane's amount
+        becomes this request's, and the lane is not written."""
+        return {
+            "Delete": {
+                "TableName": self.table.name,
+                "Key": resv_key(lease.resv_id),
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        }
+
+    def _reserve_budget(
+        self,
+        res: Reservation,
+        line: BudgetLine,
+        enforce: bool = True,
+        settled: tuple[Decimal, Decimal, Decimal] | None = None,
+    ) -> dict[str, Any]:
+        """``res``'s estimate on ``line``'s item, if it has room. ``settled``: the deltas of a
+        settlement on the same item, written in the same update (an item appears once in a
+        transaction), with the condition on what the item holds once they are applied."""
+        used, reserved, spent = settled or (Decimal(0), Decimal(0), Decimal(0))
+        values = {
+            ":u": num(res.usd + used),
+            ":r": num(res.usd + reserved),
+            ":one": num(1),
+            ":limit": num(line.share),
+        }
+        adds = "used :u, reserved :r, requests :one"
+        if settled is not None:
+            values[":s"] = num(spent)
+            adds += ", spent :s"
         update: dict[str, Any] = {
             "TableName": self.table.name,
             "Key": line.key,
-            "UpdateExpression": "ADD used :e, reserved :e, requests :one SET limit_usd = :limit",
+            "UpdateExpression": f"ADD {adds} SET limit_usd = :limit",
             "ExpressionAttributeValues": values,
         }
         if enforce:
-            room = headroom(line.share, res.usd)
+            room = headroom(line.share, res.usd) - used
             values[":room"] = num(room)
             # An item not yet written admits any estimate it can hold, and none it cannot (a lane
             # smaller than the estimate: a missing attribute compares false).
@@ -633,11 +840,15 @@ class Ledger:
             update["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         return {"Update": update}
 
-    def _reserve_rate(self, res: Reservation, line: RateLine, enforce: bool = True) -> dict[str, Any]:
+    def _reserve_rate(
+        self, res: Reservation, line: RateLine, enforce: bool = True, settled_tokens: int = 0
+    ) -> dict[str, Any]:
+        """As ``_reserve_budget``, for a rate window: ``settled_tokens``, a settlement's change to
+        the same item's tokens."""
         conditions = []
         values: dict[str, Any] = {
             ":one": num(1),
-            ":t": num(res.tokens),
+            ":t": num(res.tokens + settled_tokens),
             ":ttl": num((line.window + 1) * RATE_WINDOW_S + _RATE_ITEM_TTL_S),
             ":rid": {"S": res.request_id},
         }
@@ -648,7 +859,7 @@ class Ledger:
             conditions.append("(attribute_not_exists(req) OR req < :rpm)" if rpm > 0 else "req < :rpm")
             values[":rpm"] = num(rpm)
         if tpm is not None and enforce:
-            troom = tpm - res.tokens
+            troom = tpm - res.tokens - settled_tokens
             conditions.append(
                 "(attribute_not_exists(tok) OR tok <= :troom)" if troom >= 0 else "tok <= :troom"
             )
@@ -677,6 +888,7 @@ class Ledger:
         *,
         tries: int = _CONFLICT_TRIES,
         first_try: int = 0,
+        refill: Reservation | None = None,
     ) -> bool:
         """Move ``hold`` to spent at the actual cost (zero: a refund). False when already settled.
 
@@ -684,8 +896,11 @@ class Ledger:
         ledger's ``Update``), so a settlement that is a no-op books nothing twice. The reservation's
         ``Delete`` is conditioned on the item existing: a settlement that committed but whose
         answer was lost, tried again, is a no-op. Raises ``LedgerBusy`` when conflicts or throttling
-        outlast ``tries``; anything else (no answer) as the client raised it."""
-        used, reserved, spent = settle_amounts(hold.usd, actual_usd)
+        outlast ``tries``; anything else (no answer) as the client raised it.
+
+        ``refill``: the request settled, whose estimate this instance then reserves ahead on each
+        of its shared lines, in the same transaction (``Lease``; with ``leases`` only). A lane with
+        no room for it leaves the settlement to a second call without."""
         items: list[dict[str, Any]] = [
             {
                 "Delete": {
@@ -696,6 +911,7 @@ class Ledger:
             }
         ]
         for pk, sk in hold.budget_keys:
+            used, reserved, spent = settle_amounts(hold.usd_on((pk, sk)), actual_usd)
             items.append(
                 {
                     "Update": {
@@ -716,18 +932,100 @@ class Ledger:
                         "UpdateExpression": "ADD tok :t SET #ttl = :ttl",
                         "ExpressionAttributeNames": {"#ttl": "ttl"},
                         "ExpressionAttributeValues": {
-                            ":t": num(actual_tokens - hold.tokens),
+                            ":t": num(actual_tokens - hold.tokens_on((pk, sk))),
                             ":ttl": num((window + 1) * RATE_WINDOW_S + _RATE_ITEM_TTL_S),
                         },
                     }
                 }
             )
         items.extend(also)
+        ahead = self._ahead(refill) if refill is not None else []
+        if ahead:
+            failed = self._transact(
+                self._with_leases(items, hold, actual_usd, actual_tokens, ahead),
+                "settle+lease",
+                hold.request_id,
+                actual_usd,
+                actual_tokens,
+                *(lease.request_id for lease in ahead),
+                tries=tries,
+                first_try=first_try,
+            )
+            if failed is None:
+                self._keep(ahead)
+                return True
+            if 0 in failed:  # settled before
+                return False
+            # a lane had no room for a lease: the settlement alone
         kind = "settle+" if also else "settle"  # one idempotency token per distinct transaction
         failed = self._transact(
             items, kind, hold.request_id, actual_usd, actual_tokens, tries=tries, first_try=first_try
         )
         return failed is None
+
+    def _ahead(self, res: Reservation) -> list[Reservation]:
+        """The leases a settlement of ``res`` reserves: ``res``'s estimate on the lane it used of
+        each shared line that holds at least ``_LEASE_MIN_SHARE`` such estimates (a lease holds
+        back a small part of it) and where this instance has room for one more (a rate line: in
+        ``res``'s window, unless it ends within ``_RATE_LEASE_MIN_S``)."""
+        if self.leases is None:
+            return []
+        now = self._clock()
+        ahead = []
+        for line in res.lines:
+            if line.lanes <= 1 or not _leasable(line, res) or not self.leases.room(line):
+                continue
+            lease_id = f"{_LEASE_PREFIX}{uuid.uuid4().hex}"
+            expires_at = int(now) + LEASE_S
+            if isinstance(line, BudgetLine):
+                ahead.append(
+                    Reservation(lease_id, res.usd, 0, (line,), (), expires_at, res.key_id, res.alias)
+                )
+            elif line.resets_in(now) >= _RATE_LEASE_MIN_S:
+                ahead.append(
+                    Reservation(
+                        lease_id, Decimal(0), res.tokens, (), (line,), expires_at, res.key_id, res.alias
+                    )
+                )
+        return ahead
+
+    def _with_leases(
+        self,
+        items: list[dict[str, Any]],
+        hold: Hold,
+        actual_usd: Decimal,
+        actual_tokens: int,
+        ahead: Sequence[Reservation],
+    ) -> list[dict[str, Any]]:
+        """The settlement's items and the leases': each lease's reservation, and its estimate on
+        its lane, written in the settlement's own update of that lane when it has one."""
+        at_key = {_pair(item["Update"]["Key"]): n for n, item in enumerate(items) if "Update" in item}
+        items = list(items)
+        for lease in ahead:
+            items.append(self._put_resv(lease))
+            line = lease.lines[0]
+            key = _pair(line.key)
+            n = at_key.get(key)
+            if isinstance(line, BudgetLine):
+                settled = settle_amounts(hold.usd_on(key), actual_usd) if n is not None else None
+                update = self._reserve_budget(lease, line, settled=settled)
+            else:
+                delta = actual_tokens - hold.tokens_on(key) if n is not None else 0
+                update = self._reserve_rate(lease, line, settled_tokens=delta)
+            if n is None:
+                items.append(update)
+            else:
+                items[n] = update
+        return items
+
+    def _keep(self, ahead: Sequence[Reservation]) -> None:
+        assert self.leases is not None
+        for lease in ahead:
+            line = lease.lines[0]
+            amount = lease.usd if isinstance(line, BudgetLine) else Decimal(lease.tokens)
+            self.leases.give(
+                line, Lease(lease.request_id, _pair(line.key), amount, line.lane, lease.expires_at)
+            )
 
     def record(
         self, hold: Hold, actual_usd: Decimal, actual_tokens: int, also: Sequence[dict[str, Any]] = ()
@@ -787,8 +1085,12 @@ class Ledger:
             log.warning("settled reservation %s at its recorded cost (%s USD)", hold.request_id, usd)
             swept.settled.append((hold, usd))
         else:
-            log.warning("refunded orphaned reservation %s (%s USD)", hold.request_id, hold.usd)
-            swept.refunded.append(hold)
+            if hold.request_id.startswith(_LEASE_PREFIX):  # unused: its instance went idle or away
+                log.info("returned unused lease %s (%s USD)", hold.request_id, hold.usd)
+                swept.returned.append(hold)
+            else:
+                log.warning("refunded orphaned reservation %s (%s USD)", hold.request_id, hold.usd)
+                swept.refunded.append(hold)
 
     def _expired(self, shard: str, cutoff: int) -> Iterable[dict[str, Any]]:
         kwargs: dict[str, Any] = {

@@ -95,6 +95,8 @@ class Charge:
     # The reservation ``hold`` comes from, when its admission may still have been choosing lanes
     # (``release``): the hold is taken from it once that call has ended.
     source: Reservation | None = None
+    # The request settled, when its instance reserves ahead for its next one (``Ledger.settle``).
+    refill: Reservation | None = None
 
     @property
     def request_id(self) -> str:
@@ -263,7 +265,13 @@ class Settler:
             charge.reserve = None  # written (or written before: the Put is conditional)
         charge.tries += 1
         return self.ledger.settle(
-            charge.hold, charge.usd, charge.tokens, charge.also, tries=tries, first_try=charge.tries
+            charge.hold,
+            charge.usd,
+            charge.tokens,
+            charge.also,
+            tries=tries,
+            first_try=charge.tries,
+            refill=charge.refill,
         )
 
     async def _record(self, charge: Charge) -> bool | None:

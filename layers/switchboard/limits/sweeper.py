@@ -39,6 +39,7 @@ class Sweeper:
         summary = summarize(swept)
         _count("ReservationsRefunded", len(swept.refunded))
         _count("ReservationsSettledBySweeper", len(swept.settled))
+        _count("LeasesReturned", len(swept.returned))
         log.info(
             "sweeper refunded %d reservations (%s USD), settled %d at their recorded cost (%s USD)",
             summary["refunded"],
@@ -59,6 +60,7 @@ def summarize(swept: Swept) -> dict[str, Any]:
         "settled": len(swept.settled),
         "settled_usd": str(settled),
         "busy": swept.busy,
+        "leases_returned": len(swept.returned),
     }
 
 
