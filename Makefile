@@ -109,10 +109,15 @@ test-limits-slow: venv
 # vs the fleet's copy of the routing document (switchboard.devtools.ssmsim; docs/routing.md),
 # seconds on a virtual clock.
 SCALE_SIM_ARGS ?=
+# The steady state (a budget far from its end, counted once the first settlements are in): the
+# lanes without and with leases, for keys with and without limits of their own (docs/limits.md, "Leases").
+SCALE_SIM_STEADY ?= --steady --loads 2000 --duration 6
 SSM_SIM_ARGS ?=
 
 scale-sim: venv
 	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
+	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_STEADY) --design lanes --design after
+	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_STEADY) --design lanes --design after --team-only
 	$(VBIN)/python -m switchboard.devtools.scalesim rate $(SCALE_SIM_ARGS)
 	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
 

@@ -67,3 +67,16 @@ def test_far_from_its_end_a_budget_at_the_default_sizing_admits_most_requests_in
     sparse = run_load(laned(20, memory_s=0.0), offered, 3.0, runs_out=100.0)
     assert dense.trip_shares[0] > 0.90 and sparse.trip_shares[0] < 0.85
     assert dense.overspend == 0 and dense.consistent
+
+
+def test_with_leases_a_warm_instance_admits_in_one_round_trip_whatever_the_lanes_see() -> None:
+    """docs/limits.md, "Leases": keys with no limits of their own, one team budget in lanes, far
+    from its end. Once an instance has served a request it holds a lease, and its admission writes
+    no shared item, so no conflict can cancel it: every admission on a warm instance took one
+    round trip, while the lanes themselves still saw conflicts (the settlements')."""
+    result = run_load(scalesim.team_only(DESIGNS["after"]), 400, 4.0, runs_out=100.0)
+    assert result.warm_trips[0] > 500 and result.warm_trips[1:] == [0, 0], result.warm_trips
+    assert result.conflicts > 0  # the model did cancel transactions: settlements racing on lanes
+    assert result.overspend == 0 and result.consistent
+    without = run_load(scalesim.team_only(DESIGNS["lanes"]), 400, 4.0, runs_out=100.0)
+    assert sum(without.warm_trips[1:]) > 0  # the same run without leases: some took two
