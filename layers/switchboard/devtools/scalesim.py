@@ -202,7 +202,8 @@ def team_only(design: Design) -> Design:
     return dataclasses.replace(
         design,
         name=f"{design.name} (team only)",
-        description=f"{design.description}; the keys have no limits of their own",
+        description=design.description.replace("the key's budget and rpm, and ", "")
+        + "; the keys have no limits of their own",
         lines=lines,
     )
 
