@@ -106,11 +106,13 @@ def test_the_next_admission_takes_the_lease_over_without_writing_the_lane(table:
 
     assert ledger.settle(second.hold, Decimal("0.07"), 60, refill=second) is True
     assert totals(table) == (Decimal("0.11"), Decimal("0.1"), Decimal("0.21"))  # a new lease held
+    requests = lambda: sum(int(r.get("requests", 0)) for r in lanes(table).values())  # noqa: E731
+    assert requests() == 2  # r1 and r2: a lease is counted when a request settles it
     # The lease nobody takes is the sweeper's, once it expires: returned in full.
     swept = ledger.sweep(now=NOW + LEASE_S + 1)
     assert [h.request_id.startswith("lease.") for h in swept.returned] == [True] and not swept.refunded
     assert totals(table) == (Decimal("0.11"), Decimal(0), Decimal("0.11"))
-    assert reservations(table) == []
+    assert reservations(table) == [] and requests() == 2
 
 
 def test_a_lease_larger_than_the_estimate_is_held_and_settled_at_its_own_amount(table: Table) -> None:

@@ -808,18 +808,21 @@ class Ledger:
         line: BudgetLine,
         enforce: bool = True,
         settled: tuple[Decimal, Decimal, Decimal] | None = None,
+        requests: int = 1,
     ) -> dict[str, Any]:
         """``res``'s estimate on ``line``'s item, if it has room. ``settled``: the deltas of a
         settlement on the same item, written in the same update (an item appears once in a
-        transaction), with the condition on what the item holds once they are applied."""
+        transaction), with the condition on what the item holds once they are applied.
+        ``requests``: what the item's count of requests grows by (a lease is counted when a
+        request settles it, not when it is made)."""
         used, reserved, spent = settled or (Decimal(0), Decimal(0), Decimal(0))
         values = {
             ":u": num(res.usd + used),
             ":r": num(res.usd + reserved),
-            ":one": num(1),
+            ":n": num(requests),
             ":limit": num(line.share),
         }
-        adds = "used :u, reserved :r, requests :one"
+        adds = "used :u, reserved :r, requests :n"
         if settled is not None:
             values[":s"] = num(spent)
             adds += ", spent :s"
@@ -910,15 +913,21 @@ class Ledger:
                 }
             }
         ]
+        leased = dict(hold.held)
         for pk, sk in hold.budget_keys:
             used, reserved, spent = settle_amounts(hold.usd_on((pk, sk)), actual_usd)
+            values = {":u": num(used), ":r": num(reserved), ":s": num(spent)}
+            adds = "used :u, reserved :r, spent :s"
+            if (pk, sk) in leased:  # a request taken over from a lease is counted here
+                values[":n"] = num(1)
+                adds += ", requests :n"
             items.append(
                 {
                     "Update": {
                         "TableName": self.table.name,
                         "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
-                        "UpdateExpression": "ADD used :u, reserved :r, spent :s",
-                        "ExpressionAttributeValues": {":u": num(used), ":r": num(reserved), ":s": num(spent)},
+                        "UpdateExpression": f"ADD {adds}",
+                        "ExpressionAttributeValues": values,
                     }
                 }
             )
@@ -1008,7 +1017,8 @@ class Ledger:
             n = at_key.get(key)
             if isinstance(line, BudgetLine):
                 settled = settle_amounts(hold.usd_on(key), actual_usd) if n is not None else None
-                update = self._reserve_budget(lease, line, settled=settled)
+                counted = 1 if n is not None and key in dict(hold.held) else 0
+                update = self._reserve_budget(lease, line, settled=settled, requests=counted)
             else:
                 delta = actual_tokens - hold.tokens_on(key) if n is not None else 0
                 update = self._reserve_rate(lease, line, settled_tokens=delta)
