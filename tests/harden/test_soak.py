@@ -329,11 +329,15 @@ def _check_events(sent: list[Sent], events: list[dict[str, Any]], outputs: Outpu
 def _check_ledger(
     stage: Stage, sent: list[Sent], events: list[dict[str, Any]], ids: dict[str, str], outputs: Outputs
 ) -> None:
-    """The ledger equals the cost events, key by key; no reservation before or after the sweep."""
-    assert reservations(stage.table) == []
+    """The ledger equals the cost events, key by key, once the sweeper has run. Before it, the only
+    reservations left are settlements whose retries ran out under the injected faults, their cost
+    recorded on them (docs/limits.md, "Settlement guarantees"), which the sweep settles at that
+    cost; none is refunded, and none is left after it."""
+    left = reservations(stage.table)
+    assert all("pending_usd" in item for item in left), left
     table = Table(aws_client("dynamodb"), stage.table)
     swept = Ledger(table).sweep(now=time.time() + 3600)
-    assert (swept.refunded, swept.settled, swept.busy) == ([], [], 0)
+    assert (swept.refunded, swept.busy, len(swept.settled)) == ([], 0, len(left))
     assert reservations(stage.table) == []
     costs: dict[str, Decimal] = defaultdict(Decimal)
     for event in events:
