@@ -23,6 +23,7 @@ at once is finished in the background (``switchboard.limits.settlement``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -484,8 +485,11 @@ class LimitsHook:
             ex.state[BOOKED] = True
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """At shutdown: finish (or record) the settlements still running in the background."""
+        """At shutdown: finish (or record) the settlements still running in the background, then
+        give back this instance's leases (those not given back in time are the sweeper's)."""
         await self.settler.drain(timeout_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.to_thread(self.ledger.return_leases), timeout_s)
 
     def actual(self, ex: Exchange, res: Reservation) -> tuple[Decimal, int]:
         """What the request really cost: nothing unless a target answered (``ok``, or a stream that

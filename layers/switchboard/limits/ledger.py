@@ -522,6 +522,13 @@ class Leases:
             if len(self._by_line) > _MEMORY_LINES:  # lines long gone (their periods, windows)
                 self._by_line.pop(next(iter(self._by_line)))
 
+    def drained(self) -> list[Lease]:
+        """Every lease, forgotten: what a shutting-down instance gives back."""
+        with self._lock:
+            leases = [lease for pool in self._by_line.values() for lease in pool]
+            self._by_line.clear()
+        return leases
+
     def __len__(self) -> int:
         with self._lock:
             return sum(len(pool) for pool in self._by_line.values())
@@ -997,6 +1004,28 @@ class Ledger:
                     )
                 )
         return ahead
+
+    def return_leases(self) -> int:
+        """Give back every lease this instance holds (at a graceful shutdown), each refunded by a
+        settlement of its own: a no-op where the sweeper was first, and left to the sweeper where
+        DynamoDB does not take it. Returns how many were given back."""
+        if self.leases is None:
+            return 0
+        returned = 0
+        for lease in self.leases.drained():
+            budget = lease.key[0].startswith("budget#")
+            hold = Hold(
+                lease.resv_id,
+                lease.amount if budget else Decimal(0),
+                0 if budget else int(lease.amount),
+                (lease.key,) if budget else (),
+                () if budget else (lease.key,),
+            )
+            try:
+                returned += self.settle(hold, Decimal(0), 0, tries=2)
+            except Exception as exc:
+                log.info("lease %s left to the sweeper: %s", lease.resv_id, type(exc).__name__)
+        return returned
 
     def _with_leases(
         self,
