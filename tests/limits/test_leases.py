@@ -236,3 +236,53 @@ def test_through_the_gateway_the_second_request_takes_over_the_first_ones_lease(
     gw.stop()  # a graceful shutdown gives the lease back (else the sweeper would, once expired)
     assert totals(table) == (served, Decimal(0), served) and reservations(table) == []
     assert hook.ledger.sweep(now=NOW * 2).returned == []
+
+
+def test_under_conflicts_and_lost_answers_every_cost_is_charged_once_and_every_lease_returned(
+    table: Table,
+) -> None:
+    """The hook's paths at the ledger's seam, with 30 % of transactions cancelled for conflicts and
+    10 % committed but their answer lost: an admission that raised ``LedgerBusy`` wrote nothing
+    (and keeps its leases); one whose answer was lost is released (refunded, its leases spent);
+    a settlement is retried until it commits or finds itself settled before. A lost settlement may
+    have made a lease the instance never learnt of: the sweeper returns it. In the end the lanes
+    hold exactly the costs charged, nothing reserved, no reservation left."""
+    from switchboard.infra.awsjson import TransportError
+    from switchboard.limits.ledger import LedgerBusy
+
+    from tests.limits.faults import install
+
+    ledger = Ledger(table, clock=lambda: NOW, sleep=lambda _s: None, leases=Leases(clock=lambda: NOW))
+    faults = install(ledger, seed=3)
+    faults.add("transact_write_items", "conflict", rate=0.3)
+    faults.add("transact_write_items", "lost", rate=0.1)
+
+    def until_done(call: Any) -> Any:
+        for _ in range(50):
+            try:
+                return call()
+            except (LedgerBusy, TransportError):
+                continue
+        raise AssertionError("never committed")
+
+    charged, leased, released = Decimal(0), 0, 0
+    for n in range(80):
+        request = res(f"r{n}", team())
+        try:
+            assert ledger.reserve(request, tries=1) is None
+        except LedgerBusy:  # 503 limits_busy: nothing written
+            continue
+        except TransportError:  # no answer: the hook releases whatever it wrote
+            until_done(lambda request=request: ledger.settle(request.hold, Decimal(0), 0))
+            released += 1
+            continue
+        leased += bool(request.leases)
+        cost = Decimal("0.01") * (n % 7 + 1)
+        until_done(lambda request=request, cost=cost: ledger.settle(request.hold, cost, 30, refill=request))
+        charged += cost
+    assert leased > 20 and released > 0  # both paths taken
+    faults.clear()
+    ledger.return_leases()
+    ledger.sweep(now=NOW + LEASE_S + 1)  # the leases made by settlements whose answer was lost
+    assert totals(table) == (charged, Decimal(0), charged)
+    assert reservations(table) == []
