@@ -286,3 +286,34 @@ def test_under_conflicts_and_lost_answers_every_cost_is_charged_once_and_every_l
     ledger.sweep(now=NOW + LEASE_S + 1)  # the leases made by settlements whose answer was lost
     assert totals(table) == (charged, Decimal(0), charged)
     assert reservations(table) == []
+
+
+def test_a_fail_open_booking_leaves_the_released_admissions_lease_to_it(table: Table) -> None:
+    """The hook's fail-open path: an admission whose answer was lost took over a $0.20 lease for a
+    $0.10 estimate, the request is served and booked late (``late_booking``), and the first
+    admission is released. The release gives back the lease's $0.20, the late booking holds its
+    own estimate on the lane, and nothing stays reserved."""
+    from switchboard.infra.awsjson import TransportError
+    from switchboard.limits.hook import late_booking
+
+    from tests.limits.faults import admission, install
+
+    ledger = Ledger(table, clock=lambda: NOW, leases=Leases(clock=lambda: NOW))
+    first = res("r1", team(), usd="0.2")
+    assert ledger.reserve(first) is None
+    assert ledger.settle(first.hold, Decimal("0.15"), 40, refill=first) is True  # a $0.20 lease
+    faults = install(ledger)
+    faults.add("transact_write_items", "lost", times=1, when=admission)
+    second = res("r2", team(), usd="0.1")
+    try:
+        ledger.reserve(second)  # committed, on the lease; the answer never came
+    except TransportError:
+        pass
+    else:
+        raise AssertionError("the admission's answer was not lost")
+    late = late_booking(second)
+    assert ledger.reserve(late, enforce=False) is None  # on the lane itself: the lease is gone
+    assert ledger.settle(second.hold, Decimal(0), 0) is True  # the release: $0.20 back
+    assert ledger.settle(late.hold, Decimal("0.05"), 20) is True
+    assert totals(table) == (Decimal("0.20"), Decimal(0), Decimal("0.20"))
+    assert reservations(table) == []

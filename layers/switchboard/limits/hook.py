@@ -60,6 +60,7 @@ __all__ = [
     "LimitsHook",
     "LimitsUnavailable",
     "budget_lines",
+    "late_booking",
     "scope_lines",
 ]
 
@@ -165,6 +166,13 @@ def scope_lines(
     return budgets, rates
 
 
+def late_booking(res: Reservation) -> Reservation:
+    """The reservation a fail-open request is booked under once DynamoDB answers: ``res``'s lines
+    and estimate under its own id, and none of the leases ``res``'s admission may have taken over
+    (those are ``res``'s, refunded with it when its admission is released)."""
+    return dataclasses.replace(res, request_id=f"{res.request_id}.late", leases={})
+
+
 class LimitsHook:
     """Budgets and rate limits, global across instances through the ledger's transactions."""
 
@@ -246,7 +254,7 @@ class LimitsHook:
                 raise self._unavailable(exc, "the limits store") from None
             log.warning("limits store unavailable; admitting %s unmetered (fail-open)", ex.request_id)
             # Booked later under its own reservation: the one above may yet be written, and released.
-            ex.state[OPEN] = dataclasses.replace(res, request_id=f"{res.request_id}.late")
+            ex.state[OPEN] = late_booking(res)
             return
         snapshot = await self._snapshot(reading, give_up)
         if refusal is not None:
