@@ -110,7 +110,8 @@ test-limits-slow: venv
 # seconds on a virtual clock.
 SCALE_SIM_ARGS ?=
 # The steady state (a budget far from its end, counted once the first settlements are in): the
-# lanes without and with leases, for keys with and without limits of their own (docs/limits.md, "Leases").
+# lanes without and with leases, for keys with and without limits of their own, and for one key
+# sending the whole load with its own limits in lanes (docs/limits.md, "Leases").
 SCALE_SIM_STEADY ?= --steady --loads 2000 --duration 6
 SSM_SIM_ARGS ?=
 
@@ -118,6 +119,7 @@ scale-sim: venv
 	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_ARGS)
 	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_STEADY) --design lanes --design after
 	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_STEADY) --design lanes --design after --team-only
+	$(VBIN)/python -m switchboard.devtools.scalesim budget $(SCALE_SIM_STEADY) --design lanes --design after --one-key
 	$(VBIN)/python -m switchboard.devtools.scalesim rate $(SCALE_SIM_ARGS)
 	$(VBIN)/python -m switchboard.devtools.ssmsim $(SSM_SIM_ARGS)
 

@@ -226,3 +226,34 @@ def test_through_the_gateway_under_conflicts_a_laned_team_budget_charges_every_c
     assert len(rows) > 1  # spread over lanes
     assert sum((row["spent"] for row in rows.values()), Decimal(0)) == served
     assert all(row["reserved"] == 0 for row in rows.values())
+
+
+def test_a_busy_keys_own_limits_take_lanes_too(cli_env: Table, capsys: pytest.CaptureFixture[str]) -> None:
+    """A key busier than one item takes (a service's key at hundreds of requests a second) has its
+    own budget and rpm/tpm in lanes, set as a team's are: ``keys create/update --lanes``."""
+    import json
+
+    from switchboard.cli import main
+    from switchboard.limits.keys import KeyStore
+
+    argv = ["keys", "create", "--name", "svc", "--budget-usd", "5000", "--rpm", "120000"]
+    assert main([*argv, "--lanes", "auto", "--peak-rps", "500", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["lanes"] == 100  # one per 5 requests/s
+    record = KeyStore(cli_env).get(created["id"])
+    assert record.limits.lanes == 100 and record.limits.rpm == 120000
+    assert main(["keys", "update", created["id"], "--lanes", "8"]) == 0
+    out = capsys.readouterr()
+    assert "goes from 100 to 8 lanes" in out.err and "in 8 lanes" in out.out
+    assert main(["keys", "update", created["id"], "--rpm", "1000"]) == 0  # the lanes are kept
+    capsys.readouterr()
+    assert KeyStore(cli_env).get(created["id"]).limits.lanes == 8
+    with pytest.raises(SystemExit) as bad:
+        main(["keys", "update", created["id"], "--lanes", "4000"])
+    assert bad.value.code == 2
+    assert main(["keys", "update", created["id"], "--lanes", "100"]) == 1  # 10 of the 1,000 rpm a lane
+    assert "a lane needs at least 20" in capsys.readouterr().err
+    assert main(["keys", "update", created["id"], "--peak-rps", "50"]) == 1
+    assert "--peak-rps goes with --lanes auto" in capsys.readouterr().err
+    plain = ["keys", "create", "--name", "p", "--budget-usd", "5", "--json"]
+    assert main(plain) == 0 and "lanes" not in json.loads(capsys.readouterr().out)

@@ -317,3 +317,29 @@ def test_a_fail_open_booking_leaves_the_released_admissions_lease_to_it(table: T
     assert ledger.settle(late.hold, Decimal("0.05"), 20) is True
     assert totals(table) == (Decimal("0.20"), Decimal(0), Decimal("0.20"))
     assert reservations(table) == []
+
+
+def test_through_the_gateway_a_busy_keys_own_budget_in_lanes_is_leased_too(start, table: Table) -> None:  # type: ignore[no-untyped-def]
+    """A key's own budget in lanes (``keys create --lanes``) is reserved, settled and leased as a
+    team's: after the first request, an admission writes none of the key's lanes."""
+    gw, key = start()
+    secret, key_id = key(budget_usd=Decimal("100"), lanes=4)
+    hook = gw.gateway.hooks[0]
+    hook.ledger.table, client = recorded(hook.ledger.table)
+    served = Decimal(0)
+    for _ in range(3):
+        answer: httpx.Response = post(gw, secret)
+        assert answer.status_code == 200
+        served += Decimal(str(answer.json()["usage"]["cost"]))
+        wait_for(lambda: hook.settler.pending == 0)
+    prefix = f"budget#key#{key_id}#L"
+    admissions = [written(t) for t in client.transactions if written(t)[0].startswith("Put resv#req_")]
+    assert any(w.startswith(f"Update {prefix}") for w in admissions[0])
+    for later in admissions[1:]:
+        assert not any(w.startswith(f"Update {prefix}") for w in later)
+        assert any(w.startswith("Delete resv#lease.") for w in later)
+    rows = lanes(table, prefix)
+    assert rows and sum(Decimal(r.get("spent", 0)) for r in rows.values()) == served
+    gw.stop()
+    assert sum(Decimal(r.get("reserved", 0)) for r in lanes(table, prefix).values()) == 0
+    assert reservations(table) == []

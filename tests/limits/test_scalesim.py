@@ -80,3 +80,17 @@ def test_with_leases_a_warm_instance_admits_in_one_round_trip_whatever_the_lanes
     assert result.overspend == 0 and result.consistent
     without = run_load(scalesim.team_only(DESIGNS["lanes"]), 400, 4.0, runs_out=100.0)
     assert sum(without.warm_trips[1:]) > 0  # the same run without leases: some took two
+
+
+@pytest.mark.parametrize("offered", [pytest.param(400, marks=SLOW)])
+def test_one_busy_key_with_its_own_limits_in_lanes_holds_and_admits_warm_in_one_round_trip(
+    offered: int,
+) -> None:
+    """docs/limits.md, "Leases": one key sends the whole load, its own budget and rpm in lanes
+    (``keys create --lanes``) beside the team budget's; in today's design the key's items cap it
+    as a shared budget's item did."""
+    after = run_load(scalesim.one_key(DESIGNS["after"]), offered, 4.0, runs_out=100.0)
+    assert after.warm_trips[0] > 500 and after.warm_trips[1:] == [0, 0], after.warm_trips
+    assert after.overspend == 0 and after.consistent
+    before = run_load(scalesim.one_key(DESIGNS["before"]), offered, 1.0, runs_out=100.0)
+    assert before.goodput < 0.8 * offered and after.goodput > 0.95 * offered

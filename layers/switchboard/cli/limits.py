@@ -2,7 +2,7 @@
 
     switchboard keys create --name NAME [--team T] [--user U] [--tags a,b] [--models a,b|*]
                             [--budget-usd X [--period day|week|month|total]] [--rpm N] [--tpm N]
-                            [--expires ISO] [--json]
+                            [--lanes N | --lanes auto --peak-rps R] [--expires ISO] [--json]
     switchboard keys list [--all] [--json]
     switchboard keys show ID [--json]                      the key and its current use
     switchboard keys update ID [the create flags] [--no-budget] [--no-rpm] [--no-tpm] [--no-expiry]
@@ -252,6 +252,8 @@ def _overrides(names: list[str] | None) -> list[str] | None:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     limits = _limits_from(args)
+    if args.lanes is not None:
+        limits = dataclasses.replace(limits, lanes=_chosen_lanes(args, limits, None))
     if args.expires is not None and args.expires <= time.time():
         raise _Failure("--expires is in the past")
     models = None if args.models in (None, ["*"]) else args.models
@@ -324,15 +326,36 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
         changes["expires_at"] = None
     elif args.expires is not None:
         changes["expires_at"] = args.expires
+    store = _keys()
+    if args.lanes is not None or args.peak_rps is not None:
+        changes["lanes"] = _key_lanes(args, store.get(args.id).limits, changes)
     if not changes:
         raise _Failure("nothing to update: give at least one flag (see 'switchboard keys update -h')")
-    store = _keys()
     if "period" in changes and "budget_usd" not in changes and store.get(args.id).limits.budget_usd is None:
         raise _Failure("--period needs a budget: give --budget-usd too")
     record = store.update(args.id, **changes)
     public = record.public()
     _emit(args, public, "updated\n" + _key_text(public))
     return 0
+
+
+def _key_lanes(args: argparse.Namespace, current: Limits, changes: dict[str, Any]) -> int:
+    """The lanes ``keys update`` writes, checked against the limits the update leaves."""
+    after = Limits(
+        budget_usd=changes.get("budget_usd", current.budget_usd),
+        period=changes.get("period", current.period),
+        rpm=changes.get("rpm", current.rpm),
+        tpm=changes.get("tpm", current.tpm),
+    )
+    lanes = _chosen_lanes(args, after, current)
+    if lanes != current.lanes and not current.empty:
+        print(
+            f"warning: key {args.id} goes from {current.lanes} to {lanes} lanes; this period's (and "
+            "this minute's) use in the old layout is not seen by the new one (docs/limits.md, "
+            "'At scale')",
+            file=sys.stderr,
+        )
+    return lanes
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -530,6 +553,20 @@ def _key_flags(parser: argparse.ArgumentParser, create: bool) -> None:
     )
     parser.add_argument("--expires", type=_when, metavar="ISO", help="expiry time, UTC unless it says")
     _limit_flags(parser)
+    _lane_flags(parser, "the key's budget and rpm/tpm, for a key busier than one item takes")
+
+
+def _lane_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--lanes",
+        type=_lanes,
+        metavar="N|auto",
+        help=f"split {what} into N items, one per {LANE_RPS} requests/s of peak load; auto: from "
+        "--peak-rps (docs/limits.md, 'At scale')",
+    )
+    parser.add_argument(
+        "--peak-rps", type=float, metavar="R", help="with --lanes auto: the peak load in requests/s"
+    )
 
 
 def register(commands: Any) -> None:
@@ -570,16 +607,7 @@ def register(commands: Any) -> None:
     setter = budgets.add_parser("set", help="set limits on team:T, user:U or model:ALIAS")
     setter.add_argument("target", type=_scoped, metavar="SCOPE:ID")
     _limit_flags(setter)
-    setter.add_argument(
-        "--lanes",
-        type=_lanes,
-        metavar="N|auto",
-        help=f"split the budget and the rpm/tpm into N items, one per {LANE_RPS} requests/s of peak "
-        "load; auto: from --peak-rps (docs/limits.md, 'At scale')",
-    )
-    setter.add_argument(
-        "--peak-rps", type=float, metavar="R", help="with --lanes auto: the peak load in requests/s"
-    )
+    _lane_flags(setter, "the budget and the rpm/tpm")
     setter.set_defaults(func=_run(cmd_budgets_set))
     show = budgets.add_parser("show", help="limits and current use of SCOPE:ID (key:key_... too)")
     show.add_argument("target", type=_scoped, metavar="SCOPE:ID")

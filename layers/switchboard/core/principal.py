@@ -84,8 +84,8 @@ class Limits:
     period: Period = Period.MONTH
     rpm: int | None = None
     tpm: int | None = None
-    # A shared budget or rate limit under more load than one item takes is split into this many
-    # lanes (docs/limits.md, "At scale"); a key's are always one item.
+    # A budget or rate limit under more load than one item takes (a shared one, or a busy key's) is
+    # split into this many lanes (docs/limits.md, "At scale").
     lanes: int = 1
 
     @property

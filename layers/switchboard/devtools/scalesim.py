@@ -81,7 +81,6 @@ __all__ = ["DESIGNS", "Design", "Result", "main", "run_load"]
 FULL_LOADS = (100, 250, 500, 1000, 2000, 3000, 5000)
 SHORT_LOADS = (100, 2000)
 SHORT_S = 0.5
-KEYS = 2000
 ESTIMATE_USD = Decimal("0.01")  # each request's reservation (its bound)
 MAX_REQUEST_S = 30.0
 FAIL_UPSTREAM = 0.02
@@ -100,6 +99,7 @@ class Design:
     memory_s: float = 0.0  # how long each instance's Ledger remembers the lanes it saw full
     kind: str = "budget"  # what is shared: the team's "budget", or its "rate" limit (rpm, tpm)
     leases: bool = False  # each settlement reserves ahead on the shared lines (``Leases``)
+    keys: int = 2000  # the keys the requests come from, at random
 
 
 def _today(limit: Decimal, key_id: str, now: float, offered: int) -> tuple[list[BudgetLine], list[RateLine]]:
@@ -205,6 +205,34 @@ def team_only(design: Design) -> Design:
         description=design.description.replace("the key's budget and rpm, and ", "")
         + "; the keys have no limits of their own",
         lines=lines,
+    )
+
+
+def one_key(design: Design) -> Design:
+    """``design`` for one service's key sending the whole load: its own budget and rpm (twice the
+    load's) in lanes as the team's are (``keys create --lanes``), except in the "before" design."""
+    laned_keys = design.name != "before"
+
+    def lines(
+        limit: Decimal, key_id: str, now: float, offered: int
+    ) -> tuple[list[BudgetLine], list[RateLine]]:
+        budgets, rates = design.lines(limit, key_id, now, offered)
+        rpm = offered * 120
+        lanes = min(lanes_for(offered), rpm // MIN_LANE_RPM) if laned_keys else 1
+        budgets = [
+            dataclasses.replace(b, limit=Decimal(offered * 10), lanes=lanes) if b.scope is Scope.KEY else b
+            for b in budgets
+        ]
+        rates = [dataclasses.replace(r, rpm=rpm, lanes=lanes) if r.scope is Scope.KEY else r for r in rates]
+        return budgets, rates
+
+    return dataclasses.replace(
+        design,
+        name=f"{design.name} (one key)",
+        description=f"{design.description}; one key sends the whole load, its own budget and rpm "
+        + ("in lanes as the team's" if laned_keys else "one item each"),
+        lines=lines,
+        keys=1,
     )
 
 
@@ -467,7 +495,7 @@ class _Run:
     def serve(self, number: int, ledger: Ledger) -> bool:
         """One request on one instance; False when the instance died with it."""
         result, sim, rng = self.result, self.sim, self.rng
-        key_id = f"key_{rng.randrange(KEYS):05d}"
+        key_id = f"key_{rng.randrange(self.design.keys):05d}"
         budgets, rates = self.design.lines(result.limit, key_id, sim.clock(), result.offered)
         res = Reservation(
             request_id=f"req-{result.offered}-{number}",
@@ -695,6 +723,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"default {MEMORY_S:g})",
     )
     parser.add_argument(
+        "--one-key",
+        action="store_true",
+        help="budget mode: one key sends the whole load, with its own budget and rpm (in lanes, "
+        "but in the before design)",
+    )
+    parser.add_argument(
         "--team-only",
         action="store_true",
         help="budget mode: keys with no budget or rpm of their own (the team budget's lines only)",
@@ -715,10 +749,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mode == "rate"
             else laned(float(rps), name=name, memory_s=args.memory_s)
         )
-    if args.team_only:
+    if args.team_only or args.one_key:
         if mode == "rate":
-            parser.error("--team-only is for the budget mode")
-        designs = [team_only(DESIGNS[d]) if isinstance(d, str) else team_only(d) for d in designs]
+            parser.error("--team-only and --one-key are for the budget mode")
+        wrap = team_only if args.team_only else one_key
+        designs = [wrap(DESIGNS[d]) if isinstance(d, str) else wrap(d) for d in designs]
     run(designs, loads, duration, details=args.detail, runs_out=100.0 if args.steady else 0.85, mode=mode)
     return 0
 

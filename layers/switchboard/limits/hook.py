@@ -157,12 +157,13 @@ def scope_lines(
                     period,
                     period.period_id(moment),
                     period.resets_at(moment),
-                    lanes=1 if scope is Scope.KEY else max(1, limits.lanes),
+                    lanes=max(1, limits.lanes),
                 )
             )
         if limits.rated:
-            lanes = 1 if scope is Scope.KEY else max(1, limits.lanes)
-            rates.append(RateLine(scope, ident, label, limits.rpm, limits.tpm, window, lanes=lanes))
+            rates.append(
+                RateLine(scope, ident, label, limits.rpm, limits.tpm, window, lanes=max(1, limits.lanes))
+            )
     return budgets, rates
 
 

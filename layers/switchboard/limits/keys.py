@@ -107,6 +107,7 @@ class KeyRecord:
             "period": limits.period.value if limits.budget_usd is not None else None,
             "rpm": limits.rpm,
             "tpm": limits.tpm,
+            "lanes": limits.lanes if limits.lanes > 1 else None,
             "expires_at": self.expires_at,
             "revoked_at": self.revoked_at,
             "rotated_at": self.rotated_at,
@@ -138,6 +139,7 @@ class KeyRecord:
                 period=Period(v.get("period", "month")),
                 rpm=_int_or_none(v.get("rpm")),
                 tpm=_int_or_none(v.get("tpm")),
+                lanes=int(v.get("lanes") or 1),
             ),
             expires_at=_int_or_none(v.get("expires_at")),
             revoked_at=_int_or_none(v.get("revoked_at")),
@@ -162,6 +164,7 @@ class KeyRecord:
             "period": limits.period.value if limits.budget_usd is not None else None,
             "rpm": limits.rpm,
             "tpm": limits.tpm,
+            **({"lanes": limits.lanes} if limits.lanes > 1 else {}),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "expires_at": _iso(self.expires_at),
@@ -298,6 +301,7 @@ class KeyStore:
         rpm: int | None = _UNSET,
         tpm: int | None = _UNSET,
         expires_at: int | None = _UNSET,
+        lanes: int | None = None,
     ) -> KeyRecord:
         """Change some attributes of a live key. ``None`` clears an optional one."""
         current = self.get(key_id)
@@ -309,6 +313,7 @@ class KeyStore:
             period=period or limits.period,
             rpm=limits.rpm if rpm is _UNSET else rpm,
             tpm=limits.tpm if tpm is _UNSET else tpm,
+            lanes=limits.lanes if lanes is None else lanes,
         )
         changed = replace(
             current,
