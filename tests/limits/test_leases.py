@@ -209,13 +209,9 @@ def test_a_rate_lease_holds_one_request_of_its_window_only(table: Table) -> None
     assert ledger.reserve(later) is None and not later.leases  # the next minute: its own request
 
 
-def test_through_the_gateway_the_second_request_takes_over_the_first_ones_lease(start, table: Table) -> None:  # type: ignore[no-untyped-def]
-    from switchboard.core.principal import Limits
-    from switchboard.limits.definitions import LimitStore
-
-    LimitStore(table).put(Scope.TEAM, "ml", Limits(budget_usd=Decimal("100"), lanes=4))
-    gw, key = start()
-    secret, _ = key(team="ml")
+def three_requests(gw: Any, secret: str) -> tuple[Decimal, list[list[str]]]:
+    """Three requests one after the other, each settled before the next: what they cost, and what
+    each one's admission transaction wrote (``written``)."""
     hook = gw.gateway.hooks[0]
     hook.ledger.table, client = recorded(hook.ledger.table)
     served = Decimal(0)
@@ -226,6 +222,18 @@ def test_through_the_gateway_the_second_request_takes_over_the_first_ones_lease(
         wait_for(lambda: hook.settler.pending == 0)
     admissions = [written(t) for t in client.transactions if written(t)[0].startswith("Put resv#req_")]
     assert len(admissions) == 3
+    return served, admissions
+
+
+def test_through_the_gateway_the_second_request_takes_over_the_first_ones_lease(start, table: Table) -> None:  # type: ignore[no-untyped-def]
+    from switchboard.core.principal import Limits
+    from switchboard.limits.definitions import LimitStore
+
+    LimitStore(table).put(Scope.TEAM, "ml", Limits(budget_usd=Decimal("100"), lanes=4))
+    gw, key = start()
+    secret, _ = key(team="ml")
+    hook = gw.gateway.hooks[0]
+    served, admissions = three_requests(gw, secret)
     assert any(w.startswith("Update budget#team#ml#L") for w in admissions[0])
     for later in admissions[1:]:  # each taken over from the lease the one before left
         assert not any(w.startswith("Update budget#team#ml#L") for w in later)
@@ -324,16 +332,8 @@ def test_through_the_gateway_a_busy_keys_own_budget_in_lanes_is_leased_too(start
     team's: after the first request, an admission writes none of the key's lanes."""
     gw, key = start()
     secret, key_id = key(budget_usd=Decimal("100"), lanes=4)
-    hook = gw.gateway.hooks[0]
-    hook.ledger.table, client = recorded(hook.ledger.table)
-    served = Decimal(0)
-    for _ in range(3):
-        answer: httpx.Response = post(gw, secret)
-        assert answer.status_code == 200
-        served += Decimal(str(answer.json()["usage"]["cost"]))
-        wait_for(lambda: hook.settler.pending == 0)
+    served, admissions = three_requests(gw, secret)
     prefix = f"budget#key#{key_id}#L"
-    admissions = [written(t) for t in client.transactions if written(t)[0].startswith("Put resv#req_")]
     assert any(w.startswith(f"Update {prefix}") for w in admissions[0])
     for later in admissions[1:]:
         assert not any(w.startswith(f"Update {prefix}") for w in later)
