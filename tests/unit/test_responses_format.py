@@ -30,6 +30,20 @@ def req(**body: Any) -> ResponsesRequest:
     return ResponsesRequest.model_validate({"model": "m", **body})
 
 
+def tool_call_completion(*calls: dict[str, Any]) -> ChatCompletion:
+    """A chat answer that is only these tool calls."""
+    message = {"role": "assistant", "content": None, "tool_calls": list(calls)}
+    return ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+        }
+    )
+
+
 def chat_of(**body: Any) -> dict[str, Any]:
     request = req(**body)
     return to_chat(request, input_items(request.input), stream=False).model_dump(exclude_unset=True)
@@ -221,21 +235,7 @@ def test_a_namespace_call_goes_both_ways() -> None:
         "function": {"name": "multi_agent_v1__close_agent", "arguments": "{}"},
     }
     plain = {"id": "call_8", "type": "function", "function": {"name": "exec_command", "arguments": "{}"}}
-    completion = ChatCompletion.model_validate(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": None, "tool_calls": [call, plain]},
-                    "finish_reason": "tool_calls",
-                }
-            ],
-        }
-    )
+    completion = tool_call_completion(call, plain)
     out = from_chat(completion, request, response_id="resp_1", created_at=1)["output"]
     assert [(o.get("namespace"), o["name"], o["call_id"]) for o in out] == [
         ("multi_agent_v1", "close_agent", "call_9"),
@@ -522,21 +522,7 @@ def test_a_custom_tool_is_a_chat_function_of_its_input() -> None:
         "type": "function",
         "function": {"name": "apply_patch", "arguments": '{"input":"*** End"}'},
     }
-    completion = ChatCompletion.model_validate(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "tool_calls": [call]},
-                    "finish_reason": "tool_calls",
-                }
-            ],
-        }
-    )
+    completion = tool_call_completion(call)
     names = ToolNames(all_tools(request, input_items(request.input)))
     [item] = from_chat(completion, request, response_id="resp_1", created_at=1, names=names)["output"]
     assert {k: item[k] for k in ("type", "call_id", "name", "input")} == {
