@@ -267,6 +267,11 @@ class Hold:
         """The tokens the rate item ``key`` holds for this reservation."""
         return int(next((amount for k, amount in self.held if k == key), self.tokens))
 
+    def leased(self, key: tuple[str, str]) -> bool:
+        """Whether this reservation took the item ``key`` over from a lease (its request is counted
+        there when it settles)."""
+        return any(k == key for k, _ in self.held)
+
 
 @dataclass(slots=True)
 class Reservation:
@@ -465,6 +470,13 @@ class Lease:
     amount: Decimal  # USD on a budget lane, tokens on a rate lane (and one request of its rpm)
     lane: int
     expires_at: int
+
+    @property
+    def hold(self) -> Hold:
+        """What the lease's own reservation holds: its amount on its lane."""
+        if self.key[0].startswith("budget#"):
+            return Hold(self.resv_id, self.amount, 0, (self.key,), ())
+        return Hold(self.resv_id, Decimal(0), int(self.amount), (), (self.key,))
 
 
 def _leasable(line: Laned, res: Reservation) -> bool:
@@ -920,12 +932,11 @@ class Ledger:
                 }
             }
         ]
-        leased = dict(hold.held)
         for pk, sk in hold.budget_keys:
             used, reserved, spent = settle_amounts(hold.usd_on((pk, sk)), actual_usd)
             values = {":u": num(used), ":r": num(reserved), ":s": num(spent)}
             adds = "used :u, reserved :r, spent :s"
-            if (pk, sk) in leased:  # a request taken over from a lease is counted here
+            if hold.leased((pk, sk)):  # a request taken over from a lease is counted here
                 values[":n"] = num(1)
                 adds += ", requests :n"
             items.append(
@@ -1013,16 +1024,8 @@ class Ledger:
             return 0
         returned = 0
         for lease in self.leases.drained():
-            budget = lease.key[0].startswith("budget#")
-            hold = Hold(
-                lease.resv_id,
-                lease.amount if budget else Decimal(0),
-                0 if budget else int(lease.amount),
-                (lease.key,) if budget else (),
-                () if budget else (lease.key,),
-            )
             try:
-                returned += self.settle(hold, Decimal(0), 0, tries=2)
+                returned += self.settle(lease.hold, Decimal(0), 0, tries=2)
             except Exception as exc:
                 log.info("lease %s left to the sweeper: %s", lease.resv_id, type(exc).__name__)
         return returned
@@ -1046,7 +1049,7 @@ class Ledger:
             n = at_key.get(key)
             if isinstance(line, BudgetLine):
                 settled = settle_amounts(hold.usd_on(key), actual_usd) if n is not None else None
-                counted = 1 if n is not None and key in dict(hold.held) else 0
+                counted = 1 if n is not None and hold.leased(key) else 0
                 update = self._reserve_budget(lease, line, settled=settled, requests=counted)
             else:
                 delta = actual_tokens - hold.tokens_on(key) if n is not None else 0
