@@ -348,13 +348,7 @@ def _key_lanes(args: argparse.Namespace, current: Limits, changes: dict[str, Any
         tpm=changes.get("tpm", current.tpm),
     )
     lanes = _chosen_lanes(args, after, current)
-    if lanes != current.lanes and not current.empty:
-        print(
-            f"warning: key {args.id} goes from {current.lanes} to {lanes} lanes; this period's (and "
-            "this minute's) use in the old layout is not seen by the new one (docs/limits.md, "
-            "'At scale')",
-            file=sys.stderr,
-        )
+    _warn_relaned(f"key {args.id}", current, lanes)
     return lanes
 
 
@@ -398,17 +392,21 @@ def cmd_budgets_set(args: argparse.Namespace) -> int:
     before = _limit_store().get(scope, ident)
     lanes = _chosen_lanes(args, limits, before)
     limits = dataclasses.replace(limits, lanes=lanes)
-    if before is not None and not before.empty and before.lanes != lanes:
-        print(
-            f"warning: {scope.value}:{ident} goes from {before.lanes} to {lanes} lanes; this period's "
-            "(and this minute's) use in the old layout is not seen by the new one (docs/limits.md, "
-            "'At scale')",
-            file=sys.stderr,
-        )
+    _warn_relaned(f"{scope.value}:{ident}", before, lanes)
     _limit_store().put(scope, ident, limits)
     data = {"scope": scope.value, "id": ident, **_limits_json(limits)}
     _emit(args, data, f"{scope.value}:{ident}: {_limits_text(data)} (in force within the cache age)")
     return 0
+
+
+def _warn_relaned(name: str, before: Limits | None, lanes: int) -> None:
+    """Lanes that change under limits in use lose sight of this period's and minute's use."""
+    if before is not None and not before.empty and before.lanes != lanes:
+        print(
+            f"warning: {name} goes from {before.lanes} to {lanes} lanes; this period's (and this "
+            "minute's) use in the old layout is not seen by the new one (docs/limits.md, 'At scale')",
+            file=sys.stderr,
+        )
 
 
 def _chosen_lanes(args: argparse.Namespace, limits: Limits, before: Limits | None) -> int:
